@@ -1,0 +1,55 @@
+"""Train the reference checkpoints shipped in checkpoints/ (CPU, deterministic for a given seed).
+
+    python analyses/train_reference_checkpoints.py [NAME ...] [--out-root checkpoints] [--device cpu]
+
+Names: pathstar-d{degree}-l{path_len}-n{nodes}-{objective}. Each run is a normal hansprobe run
+directory; the resume file is kept only where the run is meant to be continued later
+(teacherless, which is known to need far more steps: `hansprobe train --resume --steps N --out ...`).
+Then `python analyses/model_cards.py` measures them and writes docs/model-cards.md.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hansprobe.model import ModelConfig
+from hansprobe.tasks import PathStar
+from hansprobe.train import TrainConfig, train
+
+MODEL = ModelConfig(n_layers=2, d_model=128, n_heads=4)
+COMMON = dict(batch_size=256, lr=1e-3, warmup_steps=100, eval_every=250, eval_graphs=1000, checkpoint_every=250)
+RUNS = {
+    "pathstar-d2-l5-n50-teacher-forcing": (PathStar(2, 5, 50), "teacher-forcing",
+                                           dict(steps=3000, snapshot_at=[50, 100, 200, 300, 500, 1000]), False),
+    "pathstar-d2-l5-n50-reverse": (PathStar(2, 5, 50), "reverse", dict(steps=3000), False),
+    "pathstar-d5-l5-n50-teacher-forcing": (PathStar(5, 5, 50), "teacher-forcing", dict(steps=3000), False),
+    "pathstar-d2-l5-n50-teacherless": (PathStar(2, 5, 50), "teacherless", dict(steps=6000), True),
+}
+SEED = 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", default=list(RUNS), help="runs to train (default all)")
+    ap.add_argument("--out-root", type=Path, default=Path(__file__).resolve().parents[1] / "checkpoints")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    for name in args.names:
+        if name not in RUNS:
+            sys.exit(f"unknown run {name!r}; known: {', '.join(RUNS)}")
+    for name in args.names:
+        task, objective, extra, keep_resume = RUNS[name]
+        t = time.perf_counter()
+        out = args.out_root / name
+        cfg = train(out, task, objective, MODEL, TrainConfig(**COMMON, **extra), seed=SEED, device=args.device,
+                    overwrite=True)
+        if not keep_resume:
+            (out / "resume.safetensors").unlink()
+        m = cfg["metrics"]
+        print(f"{name}: {cfg['step']} steps in {time.perf_counter() - t:.0f}s; exact match {m['exact_match']:.3f}, "
+              f"decision accuracy {m['decision_accuracy']:.3f}, forced {[round(a, 3) for a in m['forced_accuracy']]}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from hansprobe.cli import main
+
+sys.exit(main())

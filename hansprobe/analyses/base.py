@@ -1,0 +1,46 @@
+"""The one shape of every analysis: model + task batch in, a Result out that serialises to JSON
+and draws its plotly figures. The report and the CLI only compose these."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (scipy.stats.binomtest)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+@dataclass
+class Result:
+    """Base class: subclasses are dataclasses of plain numbers/lists and implement `figures()`."""
+
+    def to_dict(self) -> dict:
+        return _jsonable(asdict(self))
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, **kw)
+
+    def figures(self) -> dict:
+        """Named plotly figures (`plotly.graph_objects.Figure`)."""
+        return {}

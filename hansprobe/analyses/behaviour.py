@@ -1,0 +1,73 @@
+"""Behaviour: exact match, per-position accuracy (free decoding and forced inputs) and decision
+accuracy against chance, each with a 95% Wilson interval."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hansprobe.analyses.base import Result, wilson_ci
+from hansprobe.objectives import Objective
+from hansprobe.tasks.base import Batch
+
+
+@dataclass
+class BehaviourResult(Result):
+    objective: str
+    n_graphs: int
+    chance: float
+    decision_index: int  # label index of the decision token (1, or l-2 for reversed targets)
+    exact_match: float
+    exact_match_ci: tuple[float, float]
+    decision_accuracy: float  # free decoding, at decision_index
+    decision_accuracy_ci: tuple[float, float]
+    forced_accuracy: list[float]  # per label position, the objective's own input
+    forced_accuracy_ci: list[tuple[float, float]]
+    free_accuracy: list[float]  # per label position, greedy decoding
+    free_accuracy_ci: list[tuple[float, float]]
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        xs = [f"r{i}" for i in range(len(self.forced_accuracy))]
+        for name, acc, ci in (("free decoding", self.free_accuracy, self.free_accuracy_ci),
+                              ("forced input", self.forced_accuracy, self.forced_accuracy_ci)):
+            fig.add_bar(name=name, x=xs, y=acc, error_y=dict(
+                type="data", symmetric=False,
+                array=[hi - a for a, (lo, hi) in zip(acc, ci)], arrayminus=[a - lo for a, (lo, hi) in zip(acc, ci)]))
+        fig.add_hline(y=self.chance, line_dash="dot", annotation_text=f"chance 1/d = {self.chance:.2f}")
+        fig.update_layout(barmode="group", yaxis_range=[0, 1.05], xaxis_title="label position (objective order)",
+                          yaxis_title="accuracy",
+                          title=f"Per-position accuracy ({self.objective}, {self.n_graphs} graphs, 95% CI)")
+        return {"per_position_accuracy": fig}
+
+
+@torch.no_grad()
+def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int = 1000) -> BehaviourResult:
+    """Run forced and free decoding over `batch` in chunks of `batch_size` graphs."""
+    device = next(model.parameters()).device
+    forced, free = [], []
+    for chunk in batch.split(batch_size):
+        chunk = chunk.to(device)
+        labels = objective.labels(chunk)
+        forced.append((objective.forced_logits(model, chunk).argmax(-1) == labels).cpu())
+        free.append((objective.decode(model, chunk) == labels).cpu())
+    forced_ok, free_ok = torch.cat(forced), torch.cat(free)  # (B, L) bool
+    n, length = free_ok.shape
+    k = objective.decision_index(length)
+
+    def acc(col):
+        s = int(col.sum())
+        return s / n, wilson_ci(s, n)
+
+    em, em_ci = acc(free_ok.all(1))
+    dec, dec_ci = acc(free_ok[:, k])
+    forced_acc = [acc(forced_ok[:, i]) for i in range(length)]
+    free_acc = [acc(free_ok[:, i]) for i in range(length)]
+    return BehaviourResult(
+        objective=objective.name, n_graphs=n, chance=batch.task.chance, decision_index=k,
+        exact_match=em, exact_match_ci=em_ci, decision_accuracy=dec, decision_accuracy_ci=dec_ci,
+        forced_accuracy=[a for a, _ in forced_acc], forced_accuracy_ci=[c for _, c in forced_acc],
+        free_accuracy=[a for a, _ in free_acc], free_accuracy_ci=[c for _, c in free_acc],
+    )

@@ -1,0 +1,265 @@
+"""Checkpoint directories: config.json, model.safetensors, metrics.jsonl and resume.safetensors.
+
+No pickle anywhere: tensors are safetensors, everything else JSON. Every file is written to a
+temporary name beside its target, fsynced and moved into place with os.replace, so a crash leaves
+either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hansprobe.errors import CheckpointError
+from hansprobe.model import ModelConfig, build_model, resolve_device
+from hansprobe.objectives import Objective, get_objective
+from hansprobe.tasks import Task, task_from_dict
+
+CONFIG, MODEL, METRICS, RESUME = "config.json", "model.safetensors", "metrics.jsonl", "resume.safetensors"
+FORMAT = "hansprobe-checkpoint"
+FORMAT_VERSION = 1
+
+
+# --- atomic files -----------------------------------------------------------------------------
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Temporary files of a write that was killed; they are never read, only cleaned up."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; anything else (a pickle, a torch.save zip, a
+    truncated file) is refused with a one-line error and never deserialised."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the checkpoint directory is incomplete (re-save it or re-train)")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        raise CheckpointError(
+            f"{path} is a pickle/torch.save file, which hansprobe never loads (it can run code); "
+            "convert trusted weights to safetensors (safetensors.torch.save_file)"
+        )
+    header_len = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
+    if len(head) < 9 or head[8:9] != b"{" or header_len + 8 > size:
+        raise CheckpointError(f"{path} is not a complete safetensors file (truncated or corrupt); re-save it or re-train")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for every malformation
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is not a valid safetensors file ({msg}); re-save it or re-train") from None
+    return tensors, meta
+
+
+# --- config and metrics -----------------------------------------------------------------------
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("hansprobe", "torch", "transformer-lens", "safetensors", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def read_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"checkpoint directory {run_dir} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; {run_dir} is not a complete hansprobe checkpoint")
+    try:
+        cfg = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a hansprobe checkpoint config (no \"format\": \"{FORMAT}\")")
+    for key in ("task", "objective", "model", "seed"):
+        if key not in cfg:
+            raise CheckpointError(f"{path} has no {key!r} entry; the checkpoint is incomplete")
+    return cfg
+
+
+def append_metrics(run_dir: str | Path, row: dict) -> None:
+    """One JSON line, flushed and fsynced; a torn last line from a kill is skipped by `read_metrics`."""
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill mid-append
+    return rows
+
+
+def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
+    """Keep the rows up to the resumed step, so a resumed run never logs an evaluation twice."""
+    rows = [r for r in read_metrics(run_dir) if r.get("step", 0) <= last_step]
+    atomic_write_bytes(Path(run_dir) / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+
+# --- model weights ----------------------------------------------------------------------------
+def load_weights(model, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state dict after checking names and shapes, so a mismatch is one readable line."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{source} does not match config.json: missing {missing[:3]}, unexpected {extra[:3]}; "
+            "the weights belong to another model"
+        )
+    for k, v in expected.items():
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"{source} does not match config.json: {k} is {tuple(tensors[k].shape)} in the file but "
+                f"{tuple(v.shape)} from the config; the weights belong to another model"
+            )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the hooked model (eval mode) with its task, objective and config."""
+
+    model: object
+    task: Task
+    objective: Objective
+    config: dict
+    path: Path
+
+    @property
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.path)
+
+
+def model_from_config(cfg: dict, device: str | torch.device, dtype: torch.dtype = torch.float32):
+    task = task_from_dict(cfg["task"])
+    model_cfg = ModelConfig.from_dict(cfg["model"])
+    return build_model(model_cfg, task.d_vocab, task.n_ctx, int(cfg["seed"]), device, dtype), task
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    path = Path(path)
+    cfg = read_config(path)
+    dev = resolve_device(device)
+    model, task = model_from_config(cfg, dev)
+    tensors, _ = load_safetensors(path / MODEL)
+    load_weights(model, tensors, path / MODEL)
+    return Checkpoint(model=model.eval(), task=task, objective=get_objective(cfg["objective"]), config=cfg, path=path)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu"):
+    """`model, task, objective = hansprobe.load(path)`: the hooked TransformerLens model (eval mode,
+    on `device`), the task it was trained on and its objective."""
+    ck = load_checkpoint(path, device)
+    return ck.model, ck.task, ck.objective
+
+
+def save_model(run_dir: str | Path, model, metadata: dict[str, str] | None = None, name: str = MODEL) -> None:
+    save_safetensors(Path(run_dir) / name, model.state_dict(), metadata)
+
+
+def new_config(task: Task, objective: Objective, model_cfg: ModelConfig, train: dict, seed: int) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": task.to_dict(),
+        "objective": objective.name,
+        "model": model_cfg.to_dict(),
+        "d_vocab": task.d_vocab,
+        "n_ctx": task.n_ctx,
+        "train": train,
+        "seed": seed,
+        "versions": package_versions(),
+        "step": 0,
+        "metrics": {},
+    }
+
+
+# --- resume state -----------------------------------------------------------------------------
+def save_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, step: int,
+                extra: dict | None = None) -> None:
+    """Weights, AdamW moments, the step and the trainer's running sums (`extra`, JSON) in one
+    file, so they can never disagree."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = optimizer.state_dict()
+    for idx, s in state["state"].items():
+        for name, value in s.items():
+            tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    meta = {"step": str(step), "param_groups": json.dumps(state["param_groups"]), "extra": json.dumps(extra or {})}
+    save_safetensors(Path(run_dir) / RESUME, tensors, meta)
+
+
+def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+    path = Path(run_dir) / RESUME
+    tensors, meta = load_safetensors(path)
+    if "step" not in meta or "param_groups" not in meta:
+        raise CheckpointError(f"{path} has no step/optimizer metadata; it is not a hansprobe resume file")
+    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    opt_state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, name = k.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = v
+    device = next(model.parameters()).device
+    opt_state = {i: {n: (t if n == "step" else t.to(device)) for n, t in s.items()} for i, s in opt_state.items()}
+    optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"]), json.loads(meta.get("extra", "{}"))

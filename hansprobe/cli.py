@@ -1,0 +1,273 @@
+"""`hansprobe` command line: parses flags, calls the library, prints. Bad input is one line on
+stderr and exit code 2; `--json` prints one JSON object on stdout."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hansprobe.errors import HansprobeError
+
+DEFAULT_ANALYSIS_SEED = 1234  # analyses use it directly; training draws its graphs from derived 63-bit seeds
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage block too)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(kind=int):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return v
+    return parse
+
+
+def _steps_list(text):
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps") from None
+
+
+def _add_task(p, required=True):
+    g = p.add_argument_group("task")
+    g.add_argument("--task", default="pathstar", choices=["pathstar"], help="task family (default pathstar)")
+    g.add_argument("--degree", type=int, required=required, help="arms of the star (d)")
+    g.add_argument("--path-len", type=int, required=required, help="nodes on the path, start included (l)")
+    g.add_argument("--nodes", type=int, required=required, help="label range 0..N-1 (N >= d(l-1)+1)")
+
+
+def _add_graphs(p):
+    g = p.add_argument_group("graphs to measure on")
+    g.add_argument("-n", "--n-graphs", type=_positive(), default=2000, help="fresh graphs to generate (default 2000)")
+    g.add_argument("--seed", type=int, default=DEFAULT_ANALYSIS_SEED, help=f"graph seed (default {DEFAULT_ANALYSIS_SEED}; training never uses it)")
+    g.add_argument("--data", type=Path, help="read graphs from an NTF text file instead (e.g. ../shared/data/ntf/...); -n limits how many")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    g.add_argument("--batch-size", type=_positive(), default=1000, help="graphs per forward pass (default 1000)")
+    g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hansprobe", description="Measure the Clever-Hans shortcut of next-token training on lookahead tasks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a hooked transformer on a task under an objective")
+    _add_task(p, required=False)
+    p.add_argument("--objective", default="teacher-forcing", help="teacher-forcing | teacherless | reverse | reverse-teacherless")
+    m = p.add_argument_group("model")
+    m.add_argument("--n-layers", type=_positive(), default=2)
+    m.add_argument("--d-model", type=_positive(), default=128)
+    m.add_argument("--n-heads", type=_positive(), default=4)
+    m.add_argument("--d-mlp", type=_positive(), default=None, help="default 4*d_model")
+    m.add_argument("--attn-only", action="store_true")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=_positive(), default=None, help="optimizer steps and cosine horizon (default 3000; with --resume: extend to this)")
+    t.add_argument("--batch-size", type=_positive(), default=256)
+    t.add_argument("--lr", type=_positive(float), default=1e-3)
+    t.add_argument("--warmup-steps", type=int, default=100)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--grad-clip", type=_positive(float), default=1.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu; CUDA trains under bf16 autocast)")
+    t.add_argument("--eval-every", type=_positive(), default=250)
+    t.add_argument("--eval-graphs", type=_positive(), default=1000)
+    t.add_argument("--checkpoint-every", type=_positive(), default=250)
+    t.add_argument("--snapshot-at", type=_steps_list, default=[], help="comma-separated steps whose weights are kept in snapshots/")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--json", action="store_true", help="no progress bar; print the final config as JSON")
+
+    p = sub.add_parser("eval", help="exact match, decision and per-position accuracy (free and forced)")
+    p.add_argument("checkpoint", type=Path)
+    _add_graphs(p)
+
+    p = sub.add_parser("entropy", help="first-token entropy vs uniform, information over uniform, indecipherable verdict")
+    p.add_argument("checkpoint", type=Path)
+    _add_graphs(p)
+
+    p = sub.add_parser("dynamics", help="learning order: per-position forced accuracy and decision entropy over training")
+    p.add_argument("run_dir", type=Path)
+    _add_graphs(p)
+    p.set_defaults(n_graphs=500)
+
+    p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
+    _add_task(p)
+    p.add_argument("-n", "--n-graphs", type=_positive(), default=1000)
+    p.add_argument("--seed", type=int, default=DEFAULT_ANALYSIS_SEED)
+    p.add_argument("--out", type=Path, help="file to write (default stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------------
+def _task(args):
+    from hansprobe.tasks import PathStar
+
+    return PathStar(degree=args.degree, path_len=args.path_len, n_nodes=args.nodes)
+
+
+def cmd_train(args) -> int:
+    from hansprobe.errors import ConfigError
+    from hansprobe.model import ModelConfig
+    from hansprobe.train import TrainConfig, train
+
+    if args.resume:
+        cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=False if args.json else None)
+    else:
+        if None in (args.degree, args.path_len, args.nodes):
+            raise ConfigError("train needs --degree, --path-len and --nodes (or --resume with --out)")
+        task = _task(args)
+        model_cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.n_heads,
+                                d_mlp=args.d_mlp, attn_only=args.attn_only)
+        train_cfg = TrainConfig(steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
+                                warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                                grad_clip=args.grad_clip, eval_every=args.eval_every, eval_graphs=args.eval_graphs,
+                                checkpoint_every=args.checkpoint_every, snapshot_at=args.snapshot_at)
+        cfg = train(args.out, task, args.objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
+                    overwrite=args.overwrite, progress=False if args.json else None)
+    if args.json:
+        print(json.dumps(cfg, sort_keys=True))
+    else:
+        m = cfg["metrics"]
+        print(f"trained {cfg['step']} steps into {args.out}: exact match {m.get('exact_match', float('nan')):.3f}, "
+              f"decision accuracy {m.get('decision_accuracy', float('nan')):.3f} on {m.get('eval_graphs')} held-out graphs")
+    return 0
+
+
+def load_graphs(args, task):
+    """The graphs an analysis command measures on: an NTF file (--data) or fresh seeded graphs."""
+    from hansprobe.tasks import read_ntf
+
+    if args.data is not None:
+        batch = read_ntf(args.data, task=task, limit=args.n_graphs if "n_graphs" in args and _given(args, "n_graphs") else None)
+        return batch, {"data": str(args.data), "n_graphs": len(batch)}
+    return task.generate(args.n_graphs, args.seed), {"seed": args.seed, "n_graphs": args.n_graphs}
+
+
+def _given(args, name) -> bool:
+    return name in getattr(args, "_explicit", set())
+
+
+def _fmt_ci(v, ci) -> str:
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def cmd_eval(args) -> int:
+    from hansprobe.analyses import measure_behaviour
+    from hansprobe.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint, device=args.device)
+    batch, source = load_graphs(args, ck.task)
+    res = measure_behaviour(ck.model, ck.objective, batch, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), **source, **res.to_dict()}, sort_keys=True))
+        return 0
+    where = f"{source['data']}" if "data" in source else f"seed {source['seed']}"
+    print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}) on {res.n_graphs} graphs from {where}; 95% Wilson CIs")
+    print(f"  exact match        {_fmt_ci(res.exact_match, res.exact_match_ci)}")
+    print(f"  decision accuracy  {_fmt_ci(res.decision_accuracy, res.decision_accuracy_ci)}   chance 1/d = {res.chance:.3f}"
+          f"   (label index {res.decision_index})")
+    print("  position  forced               free")
+    for i, (fa, fc, ra, rc) in enumerate(zip(res.forced_accuracy, res.forced_accuracy_ci, res.free_accuracy, res.free_accuracy_ci)):
+        print(f"  r{i:<8} {_fmt_ci(fa, fc)}  {_fmt_ci(ra, rc)}")
+    return 0
+
+
+def cmd_entropy(args) -> int:
+    from hansprobe.analyses import measure_entropy
+    from hansprobe.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint, device=args.device)
+    batch, source = load_graphs(args, ck.task)
+    res = measure_entropy(ck.model, ck.objective, batch, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), **source, **res.summary()}, sort_keys=True))
+        return 0
+    ld = res.log_d
+    print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}): decision token (label index "
+          f"{res.decision_index}) on {res.n_graphs} graphs; 95% CIs (Wilson / bootstrap)")
+    print(f"  decision accuracy        {_fmt_ci(res.decision_accuracy, res.decision_accuracy_ci)}   chance 1/d = {res.chance:.3f}")
+    print(f"  entropy, full vocab      {_fmt_ci(res.entropy_nats, res.entropy_nats_ci)} nats")
+    print(f"  entropy over candidates  {_fmt_ci(res.candidate_entropy_nats, res.candidate_entropy_nats_ci)} nats"
+          f" = {_fmt_ci(res.candidate_entropy_frac, res.candidate_entropy_frac_ci)} x log d (log d = {ld:.3f})")
+    print(f"  mass outside candidates  {_fmt_ci(res.mass_outside_candidates, res.mass_outside_candidates_ci)}")
+    print(f"  information over uniform {_fmt_ci(res.information_nats, res.information_nats_ci)} nats (0 = uniform guess, {ld:.3f} = certain)")
+    follows = [f"{k} ({v['rate']:.3f})" for k, v in res.preference.items() if v["follows"]]
+    if follows:
+        print(f"  the top candidate follows: {', '.join(follows)} (chance {res.chance:.3f})")
+    print(f"  indecipherable: {'YES' if res.indecipherable else 'no'} — {res.verdict}")
+    return 0
+
+
+def cmd_dynamics(args) -> int:
+    from hansprobe.analyses import measure_dynamics
+    from hansprobe.checkpoint import read_config
+    from hansprobe.tasks import task_from_dict
+
+    task = task_from_dict(read_config(args.run_dir)["task"])
+    batch, source = load_graphs(args, task)
+    res = measure_dynamics(args.run_dir, batch, device=args.device, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps({"run_dir": str(args.run_dir), **source, **res.to_dict()}, sort_keys=True))
+        return 0
+    print(f"{args.run_dir} ({res.objective}): {len(res.steps)} snapshots measured on {res.n_graphs} graphs")
+    n_pos = len(res.forced_accuracy[0])
+    print("  step   " + "  ".join(f"r{p:<4}" for p in range(n_pos)) + "  H/log d  decision acc")
+    for step, row, h, acc in zip(res.steps, res.forced_accuracy, res.candidate_entropy_frac, res.decision_accuracy):
+        print(f"  {step:<6} " + "  ".join(f"{a:.3f}" for a in row) + f"  {h:.3f}    {acc:.3f}")
+    learned = ", ".join(f"r{p} at {res.learned_at[p]}" if res.learned_at[p] is not None else f"r{p} never"
+                        for p in res.learning_order)
+    print(f"  learning order (forced accuracy >= 0.9): {learned}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from hansprobe.errors import ConfigError
+    from hansprobe.tasks import format_ntf_lines
+
+    batch = _task(args).generate(args.n_graphs, args.seed)
+    text = "".join(line + "\n" for line in format_ntf_lines(batch))
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"{args.out} exists; pass --overwrite to replace it")
+    from hansprobe.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(args.out, text.encode())
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args._explicit = {a.lstrip("-").replace("-", "_") for a in argv if a.startswith("-")}
+    if "n" in args._explicit:
+        args._explicit.add("n_graphs")
+    try:
+        return COMMANDS[args.command](args)
+    except HansprobeError as e:
+        print(f"hansprobe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hansprobe: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `hansprobe ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

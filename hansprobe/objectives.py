@@ -1,0 +1,105 @@
+"""Training objectives: model inputs, labels and greedy decoding for each (design.md table).
+
+Every objective predicts the l target tokens at input positions P-1 .. P+l-2; they differ in the
+order of the target (forward or reversed) and in what fills the answer slots of the input (the true
+prefix, or the dummy `$`).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from hansprobe.errors import ConfigError
+from hansprobe.tasks.base import Batch
+
+OBJECTIVES = ("teacher-forcing", "teacherless", "reverse", "reverse-teacherless")
+_ALIASES = {"reverse+teacherless": "reverse-teacherless", "tf": "teacher-forcing"}
+
+Model = Callable[[Int[Tensor, "B T"]], Float[Tensor, "B T V"]]
+
+
+def autocast(device: torch.device | str):
+    """bf16 autocast on CUDA, nothing on CPU (where results must be bit-reproducible)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+
+    @property
+    def reverse(self) -> bool:
+        return self.name.startswith("reverse")
+
+    @property
+    def teacherless(self) -> bool:
+        return self.name.endswith("teacherless")
+
+    @property
+    def teacher_forced(self) -> bool:
+        """True when the input holds the true answer prefix (the shortcut is available)."""
+        return not self.teacherless
+
+    def labels(self, batch: Batch) -> Int[Tensor, "B L"]:
+        """The target in the order this objective predicts it."""
+        return batch.target.flip(1) if self.reverse else batch.target
+
+    def decision_index(self, target_len: int) -> int:
+        """Where the decision token (the start's child on the goal arm) sits among the labels."""
+        return target_len - 2 if self.reverse else 1
+
+    def label_slice(self, batch: Batch) -> slice:
+        """Input positions whose next-token logits are scored: P-1 .. P+l-2."""
+        p = batch.prefix.shape[1]
+        return slice(p - 1, p - 1 + batch.target.shape[1])
+
+    def inputs(self, batch: Batch) -> Int[Tensor, "B T"]:
+        """The model input for training and forced evaluation: prefix ++ answer slots (l-1 tokens)."""
+        labels = self.labels(batch)
+        if self.teacherless:
+            fill = torch.full_like(labels[:, :-1], batch.task.dummy)
+        else:
+            fill = labels[:, :-1]
+        return torch.cat([batch.prefix, fill], dim=1)
+
+    def loss(self, logits: Float[Tensor, "B T V"], batch: Batch) -> Tensor:
+        """Cross-entropy on the l target positions only."""
+        scored = logits[:, self.label_slice(batch)].float()  # (B, L, V)
+        return F.cross_entropy(scored.reshape(-1, scored.shape[-1]), self.labels(batch).reshape(-1))
+
+    @torch.no_grad()
+    def forced_logits(self, model: Model, batch: Batch) -> Float[Tensor, "B L V"]:
+        """Logits at the target positions with the objective's own input (one forward pass)."""
+        with autocast(batch.prefix.device):
+            return model(self.inputs(batch))[:, self.label_slice(batch)].float()
+
+    @torch.no_grad()
+    def decode(self, model: Model, batch: Batch) -> Int[Tensor, "B L"]:
+        """Greedy decoding as the objective's users would run it, in label order.
+
+        Teacher-forced objectives feed back their own predictions token by token; teacherless ones
+        answer all positions in one pass with the dummies in the answer slots."""
+        if self.teacherless:
+            return self.forced_logits(model, batch).argmax(-1)
+        seq = batch.prefix
+        with autocast(seq.device):
+            for _ in range(batch.target.shape[1]):
+                nxt = model(seq)[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+                seq = torch.cat([seq, nxt], dim=1)
+        return seq[:, batch.prefix.shape[1]:]
+
+
+def get_objective(name: str) -> Objective:
+    """The objective called `name`; unknown names get an error listing the valid ones."""
+    canonical = _ALIASES.get(name, name)
+    if canonical not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
+    return Objective(canonical)

@@ -1,0 +1,85 @@
+"""The Task protocol and the Batch every task produces: tokens plus the structure analyses read.
+
+Analyses never re-parse tokens: every position they need (edge tokens, separators, the goal) and
+every label they probe (goal arm, candidates) is a tensor here, built once when the batch is made.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+
+    @property
+    def d_vocab(self) -> int: ...
+
+    @property
+    def prefix_len(self) -> int: ...
+
+    @property
+    def target_len(self) -> int: ...
+
+    @property
+    def n_ctx(self) -> int: ...
+
+    def generate(self, n: int, seed: int) -> "Batch": ...
+
+    def to_dict(self) -> dict: ...
+
+
+@dataclass
+class Batch:
+    """B path-star graphs. Arm a is the arm whose first node is the a-th smallest child of the start
+    (so `goal_arm` is also the "which of the sorted candidates" label). Positions index the prefix."""
+
+    task: Task
+    prefix: Int[Tensor, "B P"]  # u v | u v | ... u v / s g =
+    target: Int[Tensor, "B L"]  # s n1 ... g (forward order; objectives reorder it)
+    start: Int[Tensor, " B"]
+    goal: Int[Tensor, " B"]
+    goal_arm: Int[Tensor, " B"]  # index into candidates / arms
+    candidates: Int[Tensor, "B D"]  # children of the start, ascending = the decision token's options
+    arms: Int[Tensor, "B D Lm1"]  # node ids along each arm, candidate first, leaf last
+    node_arm: Int[Tensor, "B N"]  # arm of every label: -1 start, -2 not in the graph
+    edge_parent: Int[Tensor, "B E"]  # edges in prefix order
+    edge_child: Int[Tensor, "B E"]
+    edge_parent_pos: Int[Tensor, "B E"]  # prefix position of the parent token
+    edge_child_pos: Int[Tensor, "B E"]
+    edge_sep_pos: Int[Tensor, "B E"]  # the `|` (or `/` for the last edge) right after the edge
+
+    def __len__(self) -> int:
+        return self.prefix.shape[0]
+
+    def _map(self, fn) -> "Batch":
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{k: (fn(v) if isinstance(v, Tensor) else v) for k, v in kw.items()})
+
+    def __getitem__(self, idx) -> "Batch":
+        """Rows by slice, index tensor or mask; keeps the structure aligned with the tokens."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1)
+        return self._map(lambda t: t[idx])
+
+    def to(self, device: str | torch.device) -> "Batch":
+        return self._map(lambda t: t.to(device))
+
+    def split(self, size: int):
+        """Yield consecutive sub-batches of at most `size` graphs (for batched forward passes)."""
+        for i in range(0, len(self), size):
+            yield self[i : i + size]
+
+    @staticmethod
+    def cat(batches: list["Batch"]) -> "Batch":
+        first = batches[0]
+        kw = {}
+        for f in fields(first):
+            v = getattr(first, f.name)
+            kw[f.name] = torch.cat([getattr(b, f.name) for b in batches]) if isinstance(v, Tensor) else v
+        return Batch(**kw)

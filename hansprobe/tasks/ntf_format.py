@@ -1,0 +1,148 @@
+"""Read and write the Next-Token-Failures text format: `u,v|u,v|...|u,v/s,g=s,n1,...,g`.
+
+Lines are split in Python (text is per line by nature); every structural check then runs on
+tensors for the whole file, and the first failing row is reported with its 1-based line number.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from hansprobe.errors import TaskError
+from hansprobe.tasks.base import Batch
+from hansprobe.tasks.pathstar import PathStar, build_batch
+
+
+def _ints(text: str, what: str, line_no: int) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise TaskError(f"line {line_no}: {what} {text!r} is not comma-separated integers") from None
+
+
+def _split_line(line: str, line_no: int) -> tuple[list[list[int]], list[int], list[int]]:
+    if "=" not in line:
+        raise TaskError(f"line {line_no}: no '=' between the prompt and the path (expected u,v|...|u,v/s,g=s,...,g)")
+    left, path = line.split("=", 1)
+    if "/" not in left:
+        raise TaskError(f"line {line_no}: no '/' before the start,goal query (expected u,v|...|u,v/s,g=s,...,g)")
+    edge_text, query = left.rsplit("/", 1)
+    edges = [_ints(e, "edge", line_no) for e in edge_text.split("|")]
+    if any(len(e) != 2 for e in edges):
+        raise TaskError(f"line {line_no}: every edge must be two nodes 'u,v'")
+    q = _ints(query, "query", line_no)
+    if len(q) != 2:
+        raise TaskError(f"line {line_no}: the query must be 'start,goal', got {query!r}")
+    return edges, q, _ints(path, "path", line_no)
+
+
+def parse_ntf_lines(lines: list[str], task: PathStar, first_line_no: int = 1) -> Batch:
+    """Parse NTF lines of `task`'s shape into a Batch, checking each is a path-star graph with its path."""
+    if not lines:
+        raise TaskError("no graphs to read: the input is empty")
+    d, l, n_nodes = task.degree, task.path_len, task.n_nodes
+    edges, queries, paths = [], [], []
+    for i, line in enumerate(lines):
+        no = first_line_no + i
+        e, q, p = _split_line(line, no)
+        if len(e) != task.n_edges:
+            raise TaskError(f"line {no}: {len(e)} edges, but {task.describe()} has degree*(path_len-1) = {task.n_edges}")
+        if len(p) != l:
+            raise TaskError(f"line {no}: path of {len(p)} nodes, but {task.describe()} paths have path_len = {l}")
+        edges.append(e)
+        queries.append(q)
+        paths.append(p)
+    E, Q, T = torch.tensor(edges), torch.tensor(queries), torch.tensor(paths)  # (B,E,2) (B,2) (B,L)
+    B = E.shape[0]
+
+    def fail(bad: torch.Tensor, why: str):
+        if bad.any():
+            raise TaskError(f"line {first_line_no + int(bad.nonzero()[0, 0])}: {why}")
+
+    every = torch.cat([E.reshape(B, -1), Q, T], dim=1)
+    fail(((every < 0) | (every >= n_nodes)).any(1), f"a node label outside 0..{n_nodes - 1} (the task has {n_nodes} nodes; pass --nodes to change it)")
+    parent, child = E[..., 0], E[..., 1]
+    start, goal = Q[:, 0], Q[:, 1]
+    fail(T[:, 0] != start, "the path does not begin at the start node of the query")
+    fail(T[:, -1] != goal, "the path does not end at the goal node of the query")
+    from_start = parent == start[:, None]  # (B, E)
+    fail(from_start.sum(1) != d, f"the start node does not have exactly degree = {d} children")
+    ones = torch.ones_like(child)
+    in_deg = torch.zeros(B, n_nodes, dtype=torch.long).scatter_add_(1, child, ones)
+    fail((in_deg > 1).any(1) | (child == start[:, None]).any(1), "a node has two parents (or the start has a parent): not a path-star graph")
+    inner_parent = torch.where(from_start, n_nodes, parent)  # start edges go to a spare column
+    out_deg = torch.zeros(B, n_nodes + 1, dtype=torch.long).scatter_add_(1, inner_parent, ones)[:, :n_nodes]
+    fail((out_deg > 1).any(1), "a node other than the start has two children: not a path-star graph")
+    child_of = torch.full((B, n_nodes + 1), n_nodes, dtype=torch.long).scatter_(1, inner_parent, child)
+    child_of[:, n_nodes] = n_nodes  # no node is the child of the spare column
+    candidates = torch.where(from_start, child, n_nodes).sort(dim=1).values[:, :d]  # (B, D)
+    steps = [candidates]
+    for _ in range(l - 2):
+        steps.append(child_of.gather(1, steps[-1]))
+        fail((steps[-1] == n_nodes).any(1), f"an arm is shorter than path_len = {l}")
+    arms = torch.stack(steps, dim=2)  # (B, D, L-1)
+    fail((child_of.gather(1, arms[:, :, -1]) != n_nodes).any(1), f"an arm is longer than path_len = {l}")
+    at_goal = arms[:, :, -1] == goal[:, None]
+    fail(~at_goal.any(1), "the goal is not the last node of an arm")
+    goal_arm = at_goal.long().argmax(1)
+    fail((arms[torch.arange(B), goal_arm] != T[:, 1:]).any(1), "the path is not the path from the start to the goal")
+    return build_batch(task, start, goal_arm, arms, parent, child)
+
+
+def format_ntf_lines(batch: Batch) -> list[str]:
+    """The NTF text line of every graph (no newline); inverse of `parse_ntf_lines`."""
+    task = batch.task
+    lines = []
+    for edges_p, edges_c, q, path in zip(
+        batch.edge_parent.tolist(), batch.edge_child.tolist(),
+        torch.stack([batch.start, batch.goal], 1).tolist(), batch.target.tolist(),
+    ):
+        edges = "|".join(f"{u},{v}" for u, v in zip(edges_p, edges_c))
+        lines.append(f"{edges}/{q[0]},{q[1]}=" + ",".join(map(str, path)))
+    del task
+    return lines
+
+
+def infer_task(first_line: str, n_nodes: int | None, source: str = "") -> PathStar:
+    """The task a file holds: degree and path length from its first line, nodes from the caller or
+    the file name (`..._nodes_50_...`, as the public data is named)."""
+    edges, _, path = _split_line(first_line, 1)
+    l = len(path)
+    if l < 2 or len(edges) % (l - 1):
+        raise TaskError(f"line 1: {len(edges)} edges do not make arms of path_len-1 = {l - 1} nodes")
+    if n_nodes is None:
+        m = re.search(r"nodes_(\d+)", Path(source).name)
+        if not m:
+            raise TaskError(f"cannot tell the number of nodes of {source or 'the input'}; pass --nodes N")
+        n_nodes = int(m.group(1))
+    return PathStar(degree=len(edges) // (l - 1), path_len=l, n_nodes=n_nodes)
+
+
+def read_ntf(path: str | Path, task: PathStar | None = None, n_nodes: int | None = None,
+             limit: int | None = None) -> Batch:
+    """Read an NTF text file. With `task` the file must hold that task's graphs (a checkpoint's);
+    without it the task is inferred (`infer_task`). `limit` reads only the first graphs."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TaskError(f"cannot read NTF file {path}: {e.strerror}") from None
+    lines = text.splitlines()
+    if limit is not None:
+        lines = lines[:limit]
+    if not lines:
+        raise TaskError(f"{path} holds no graphs")
+    found = infer_task(lines[0], task.n_nodes if task is not None else n_nodes, str(path))
+    if task is not None and (found.degree, found.path_len) != (task.degree, task.path_len):
+        raise TaskError(
+            f"{path} holds G({found.degree},{found.path_len}) graphs but the model was trained on "
+            f"G({task.degree},{task.path_len}); use a file of the model's task"
+        )
+    return parse_ntf_lines(lines, task or found)
+
+
+def write_ntf(path: str | Path, batch: Batch) -> None:
+    """Write graphs as NTF lines, one per line with a final newline (the public files' layout)."""
+    Path(path).write_text("".join(line + "\n" for line in format_ntf_lines(batch)))

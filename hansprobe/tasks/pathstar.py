@@ -1,0 +1,154 @@
+"""Path-star graphs G(degree, path_len, n_nodes) in the Next-Token-Failures token format.
+
+Everything is generated as tensors for the whole batch at once; a Python loop per graph made
+training several times slower in a trial.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from hansprobe.errors import TaskError
+from hansprobe.tasks.base import Batch
+
+
+@dataclass(frozen=True)
+class PathStar:
+    """G(degree, path_len, n_nodes): a start node with `degree` arms of `path_len - 1` further nodes
+    each (path_len counts the start), labels drawn without replacement from 0..n_nodes-1.
+
+    Tokens: nodes 0..N-1, then `|`=N, `=`=N+1, `/`=N+2 and the teacherless dummy `$`=N+3."""
+
+    degree: int = 2
+    path_len: int = 5
+    n_nodes: int = 50
+    name: str = "pathstar"
+
+    def __post_init__(self):
+        for field in ("degree", "path_len", "n_nodes"):
+            if not isinstance(getattr(self, field), int) or isinstance(getattr(self, field), bool):
+                raise TaskError(f"pathstar {field} must be an integer, got {getattr(self, field)!r}")
+        if self.degree < 1:
+            raise TaskError(f"pathstar degree must be at least 1, got {self.degree}")
+        if self.path_len < 2:
+            raise TaskError(f"pathstar path_len must be at least 2 (start + one node), got {self.path_len}")
+        if self.n_nodes < self.min_nodes:
+            raise TaskError(
+                f"pathstar G({self.degree},{self.path_len}) needs at least "
+                f"degree*(path_len-1)+1 = {self.min_nodes} nodes, got n_nodes={self.n_nodes}"
+            )
+
+    # --- sizes and special tokens -------------------------------------------------------------
+    @property
+    def min_nodes(self) -> int:
+        return self.degree * (self.path_len - 1) + 1
+
+    @property
+    def n_edges(self) -> int:
+        return self.degree * (self.path_len - 1)
+
+    @property
+    def prefix_len(self) -> int:
+        return 3 * self.n_edges + 3
+
+    @property
+    def target_len(self) -> int:
+        return self.path_len
+
+    @property
+    def n_ctx(self) -> int:
+        """Longest model input: the prefix plus all but the last target token."""
+        return self.prefix_len + self.target_len - 1
+
+    @property
+    def d_vocab(self) -> int:
+        return self.n_nodes + 4
+
+    @property
+    def pipe(self) -> int:
+        return self.n_nodes
+
+    @property
+    def equals(self) -> int:
+        return self.n_nodes + 1
+
+    @property
+    def slash(self) -> int:
+        return self.n_nodes + 2
+
+    @property
+    def dummy(self) -> int:
+        return self.n_nodes + 3
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.degree
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"G({self.degree},{self.path_len}) on {self.n_nodes} nodes"
+
+    # --- generation ---------------------------------------------------------------------------
+    def generate(self, n: int, seed: int) -> Batch:
+        """`n` fresh graphs; the same seed gives the same graphs on every machine (CPU generator)."""
+        if n < 1:
+            raise TaskError(f"number of graphs must be at least 1, got {n}")
+        g = torch.Generator().manual_seed(int(seed))
+        d, l = self.degree, self.path_len
+        n_used = 1 + d * (l - 1)
+        # A random permutation per row, cut to the labels used: distinct labels by construction.
+        labels = torch.rand(n, self.n_nodes, generator=g).argsort(dim=1)[:, :n_used]  # (B, n_used)
+        start = labels[:, 0]
+        arms = labels[:, 1:].reshape(n, d, l - 1)
+        arms = arms.gather(1, arms[:, :, :1].argsort(dim=1).expand(-1, -1, l - 1))  # sort arms by candidate
+        goal_arm = torch.randint(0, d, (n,), generator=g)
+        parents = torch.cat([start[:, None, None].expand(n, d, 1), arms[:, :, :-1]], dim=2).reshape(n, -1)
+        children = arms.reshape(n, -1)
+        order = torch.rand(n, self.n_edges, generator=g).argsort(dim=1)  # shuffle edge order per graph
+        return build_batch(self, start, goal_arm, arms, parents.gather(1, order), children.gather(1, order))
+
+
+def build_batch(
+    task: PathStar,
+    start: Int[Tensor, " B"],
+    goal_arm: Int[Tensor, " B"],
+    arms: Int[Tensor, "B D Lm1"],
+    edge_parent: Int[Tensor, "B E"],
+    edge_child: Int[Tensor, "B E"],
+) -> Batch:
+    """Tokens and structure from a graph's parts; shared by the generator and the NTF reader."""
+    n, d, _ = arms.shape
+    e = edge_parent.shape[1]
+    rows = torch.arange(n)
+    goal = arms[rows, goal_arm, -1]
+    sep = torch.full((n, e), task.pipe, dtype=torch.long)
+    sep[:, -1] = task.slash
+    edges = torch.stack([edge_parent, edge_child, sep], dim=2).reshape(n, 3 * e)  # (B, 3E)
+    tail = torch.stack([start, goal, torch.full_like(start, task.equals)], dim=1)
+    prefix = torch.cat([edges, tail], dim=1)  # (B, P)
+    target = torch.cat([start[:, None], arms[rows, goal_arm]], dim=1)  # (B, L)
+    node_arm = torch.full((n, task.n_nodes), -2, dtype=torch.long)
+    node_arm.scatter_(1, arms.reshape(n, -1), torch.arange(d).repeat_interleave(arms.shape[2]).expand(n, -1))
+    node_arm[rows, start] = -1
+    pos = torch.arange(e).expand(n, e) * 3
+    return Batch(
+        task=task,
+        prefix=prefix,
+        target=target,
+        start=start,
+        goal=goal,
+        goal_arm=goal_arm,
+        candidates=arms[:, :, 0].clone(),
+        arms=arms,
+        node_arm=node_arm,
+        edge_parent=edge_parent,
+        edge_child=edge_child,
+        edge_parent_pos=pos.clone(),
+        edge_child_pos=pos + 1,
+        edge_sep_pos=pos + 2,
+    )

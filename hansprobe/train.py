@@ -1,0 +1,193 @@
+"""The training loop: AdamW, linear warmup then cosine decay over a horizon counted in steps,
+gradient clipping, periodic evaluation on held-out graphs and atomic checkpoints.
+
+Reproducibility: the graphs of step k come from a seed derived from (seed, k), the model's
+initialisation from `seed`, and the resume file holds weights and AdamW moments together, so a
+resumed CPU run ends bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hansprobe.analyses.behaviour import measure_behaviour
+from hansprobe.checkpoint import (
+    MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
+    read_config, remove_stale_temporaries, save_model, save_resume, truncate_metrics,
+)
+from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.model import ModelConfig, resolve_device
+from hansprobe.objectives import Objective, autocast, get_objective
+from hansprobe.tasks import Task
+
+
+@dataclass
+class TrainConfig:
+    """steps: optimizer steps (also the cosine horizon).  batch_size: graphs per step, fresh each
+    step.  lr: peak learning rate after `warmup_steps` of linear warmup; cosine decay to
+    `min_lr_ratio * lr` at `steps`.  grad_clip: max global gradient norm.  weight_decay: AdamW,
+    on matrices only (not biases, norms).  eval_every / eval_graphs: evaluation interval and the
+    number of held-out graphs (their own seed).  checkpoint_every: resume-file interval.
+    snapshot_at: steps whose weights are kept in snapshots/ (for training dynamics)."""
+
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_graphs: int = 1000
+    checkpoint_every: int = 500
+    snapshot_at: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "eval_graphs", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
+        self.betas = tuple(self.betas)
+        self.snapshot_at = sorted(set(int(s) for s in self.snapshot_at))
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate used for the update that takes the model from `step` to `step + 1`."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        floor = self.lr * self.min_lr_ratio
+        return floor + 0.5 * (self.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def derived_seed(seed: int, *stream: int) -> int:
+    """A 63-bit seed for one stream of randomness (training step k, evaluation set, ...)."""
+    return int(np.random.SeedSequence([int(seed), *stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=cfg.betas,
+    )
+
+
+def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, lr: float, grad_clip: float) -> torch.Tensor:
+    """One optimizer update on `batch` (already on the model's device); returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with autocast(batch.prefix.device):
+        logits = model(objective.inputs(batch))  # (B, T, V)
+    loss = objective.loss(logits, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.detach()
+
+
+def _progress(total: int, initial: int, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def train(out: str | Path, task: Task | None = None, objective: Objective | str | None = None,
+          model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, seed: int = 0,
+          device: str = "cpu", resume: bool = False, overwrite: bool = False,
+          progress: bool | None = None, steps: int | None = None) -> dict:
+    """Train into the checkpoint directory `out` and return its config (with final metrics).
+
+    With `resume=True` the run continues from `out`'s resume file under its stored config; `steps`
+    may then extend the horizon (the cosine schedule is recomputed from the resumed step on)."""
+    run_dir = Path(out)
+    dev = resolve_device(device)
+    if resume:
+        if not (run_dir / RESUME).is_file():
+            raise CheckpointError(f"nothing to resume: {run_dir / RESUME} does not exist; train without --resume")
+        config = read_config(run_dir)
+        stored = dict(config["train"])
+        if steps is not None:
+            stored["steps"] = steps
+        train_cfg = TrainConfig(**stored)
+        config["train"] = asdict(train_cfg)
+        model, task = model_from_config(config, dev)
+        objective = get_objective(config["objective"])
+        seed = int(config["seed"])
+    else:
+        if task is None or objective is None:
+            raise ConfigError("train needs a task and an objective (or resume=True)")
+        objective = get_objective(objective) if isinstance(objective, str) else objective
+        model_cfg = model_cfg or ModelConfig()
+        train_cfg = train_cfg or TrainConfig()
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"output directory {run_dir} exists and is not empty; pass --overwrite to replace it or --resume to continue it")
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = new_config(task, objective, model_cfg, asdict(train_cfg), seed)
+        config["device"] = str(dev)
+        atomic_write_json(run_dir / "config.json", config)
+        model, _ = model_from_config(config, dev)
+
+    model.train()
+    opt = make_optimizer(model, train_cfg)
+    step, loss_sum, loss_n = 0, 0.0, 0
+    if resume:
+        remove_stale_temporaries(run_dir)
+        step, extra = load_resume(run_dir, model, opt)
+        truncate_metrics(run_dir, step)
+        loss_sum, loss_n = float(extra.get("loss_sum", 0.0)), int(extra.get("loss_n", 0))
+    eval_batch = task.generate(train_cfg.eval_graphs, derived_seed(seed, EVAL_STREAM))
+    (run_dir / "snapshots").mkdir(exist_ok=True) if train_cfg.snapshot_at else None
+
+    t0 = time.perf_counter()
+    bar = _progress(train_cfg.steps, step, progress)
+    while step < train_cfg.steps:
+        batch = task.generate(train_cfg.batch_size, derived_seed(seed, TRAIN_STREAM, step)).to(dev)
+        loss = train_step(model, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip)
+        step += 1
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+
+        if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+            model.eval()
+            res = measure_behaviour(model, objective, eval_batch)
+            model.train()
+            row = {"step": step, "train_loss": loss_sum / loss_n, "lr": train_cfg.lr_at(step - 1),
+                   "exact_match": res.exact_match, "decision_accuracy": res.decision_accuracy,
+                   "forced_accuracy": res.forced_accuracy, "free_accuracy": res.free_accuracy,
+                   "eval_graphs": res.n_graphs, "elapsed_s": round(time.perf_counter() - t0, 2)}
+            append_metrics(run_dir, row)
+            config["metrics"] = {k: v for k, v in row.items() if k != "elapsed_s"}
+            loss_sum, loss_n = 0.0, 0
+            bar.write(f"step {step}: loss {row['train_loss']:.4f}  exact match {res.exact_match:.3f}  "
+                      f"decision acc {res.decision_accuracy:.3f}") if not bar.disable else None
+        if step in train_cfg.snapshot_at:
+            save_model(run_dir / "snapshots", model, {"step": str(step)}, name=f"step-{step:06d}.safetensors")
+        if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
+            config["step"] = step
+            save_resume(run_dir, model, opt, step, {"loss_sum": loss_sum, "loss_n": loss_n})
+            save_model(run_dir, model, {"step": str(step)}, name=MODEL)
+            atomic_write_json(run_dir / "config.json", config)
+    bar.close()
+    model.eval()
+    return config

@@ -1,0 +1,77 @@
+"""Tiny CPU builders shared by the tests (SAELens style): small enough that a training run takes
+seconds, big enough to exercise every code path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hansprobe.model import ModelConfig, build_model
+from hansprobe.tasks import PathStar
+from hansprobe.train import TrainConfig
+
+SHARED_NTF = Path(__file__).resolve().parents[2] / "shared" / "data" / "ntf"
+
+
+def tiny_task(degree: int = 2, path_len: int = 4, n_nodes: int = 20) -> PathStar:
+    return PathStar(degree=degree, path_len=path_len, n_nodes=n_nodes)
+
+
+def tiny_model_cfg(**kw) -> ModelConfig:
+    return ModelConfig(**{"n_layers": 1, "d_model": 32, "n_heads": 2, **kw})
+
+
+def tiny_model(task: PathStar | None = None, seed: int = 0, **kw):
+    task = task or tiny_task()
+    return build_model(tiny_model_cfg(**kw), task.d_vocab, task.n_ctx, seed, device="cpu", dtype=torch.float32)
+
+
+def tiny_train_cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"steps": 12, "batch_size": 32, "lr": 3e-3, "warmup_steps": 2, "eval_every": 4,
+                          "eval_graphs": 64, "checkpoint_every": 4, **kw})
+
+
+def shared_ntf(name: str) -> Path:
+    """A file of the paper's test splits; skips the test where ../shared is absent (a user's clone)."""
+    path = SHARED_NTF / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found: the shared NTF test splits live beside the project only in the hansprobe workspace")
+    return path
+
+
+class OracleModel(torch.nn.Module):
+    """A stand-in model that reads the answer off the batch: predicts `answers[b, t]` at input
+    position t with probability `p_correct` and spreads the rest evenly. Used to check decoding
+    and metrics without training."""
+
+    def __init__(self, answers: torch.Tensor, d_vocab: int, p_correct: float = 1.0):
+        super().__init__()
+        self.answers, self.d_vocab, self.p = answers, d_vocab, p_correct
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # so next(model.parameters()) gives a device
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t = tokens.shape
+        probs = torch.full((b, t, self.d_vocab), (1 - self.p) / (self.d_vocab - 1))
+        probs.scatter_(2, self.answers[:b, :t, None], self.p)
+        return probs.log()
+
+
+class DecisionModel(torch.nn.Module):
+    """A hand-made model whose distribution at the decision position is set exactly: `probs_fn(batch)`
+    gives (B, V) probabilities there; every other position predicts uniformly. Inputs are matched
+    to the batch row by row, so it works with any objective's forced input."""
+
+    def __init__(self, batch, objective, probs: torch.Tensor):
+        super().__init__()
+        self.batch, self.objective, self.probs = batch, objective, probs
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t = tokens.shape
+        v = self.probs.shape[1]
+        out = torch.full((b, t, v), -torch.log(torch.tensor(float(v))))
+        pos = self.objective.label_slice(self.batch).start + self.objective.decision_index(self.batch.target.shape[1])
+        rows = (tokens[:, None, : self.batch.prefix.shape[1]] == self.batch.prefix[None]).all(-1).float().argmax(1)
+        out[:, pos] = self.probs[rows].clamp_min(1e-30).log()
+        return out

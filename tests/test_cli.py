@@ -1,0 +1,139 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hansprobe.cli import main
+from hansprobe.tasks import PathStar, read_ntf
+
+from helpers import shared_ntf
+
+TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
+TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6",
+         "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "32", "--checkpoint-every", "3"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
+    return out
+
+
+def run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_json_prints_the_config(ckpt, capsys, tmp_path):
+    code, out, _ = run([*TRAIN, "--out", str(tmp_path / "r"), "--json", "--objective", "reverse"], capsys)
+    cfg = json.loads(out)
+    assert code == 0 and cfg["objective"] == "reverse" and cfg["step"] == 6
+
+
+def test_eval_json_has_the_documented_keys(ckpt, capsys):
+    code, out, _ = run(["eval", str(ckpt), "-n", "50", "--json"], capsys)
+    res = json.loads(out)
+    assert code == 0
+    assert {"exact_match", "decision_accuracy", "forced_accuracy", "free_accuracy", "n_graphs"} <= set(res)
+    assert res["n_graphs"] == 50 and len(res["forced_accuracy"]) == 4 and res["chance"] == 0.5
+
+
+def test_eval_on_an_ntf_file_matches_eval_on_the_same_seeded_graphs(ckpt, capsys, tmp_path):
+    f = tmp_path / "g.txt"
+    assert run(["data", *TINY, "-n", "40", "--seed", "7", "--out", str(f)], capsys)[0] == 0
+    assert len(read_ntf(f, task=PathStar(2, 4, 20))) == 40
+    _, a, _ = run(["eval", str(ckpt), "--data", str(f), "--json"], capsys)
+    _, b, _ = run(["eval", str(ckpt), "-n", "40", "--seed", "7", "--json"], capsys)
+    strip = lambda s: {k: v for k, v in json.loads(s).items() if k not in ("data", "seed")}  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_eval_text_output(ckpt, capsys):
+    code, out, _ = run(["eval", str(ckpt), "-n", "20"], capsys)
+    assert code == 0 and "decision accuracy" in out and "chance 1/d = 0.500" in out
+
+
+def test_data_to_stdout_is_ntf(capsys):
+    code, out, _ = run(["data", "--degree", "2", "--path-len", "5", "--nodes", "50", "-n", "3", "--seed", "1"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3 and all(line.count("|") == 7 and "/" in line and "=" in line for line in lines)
+
+
+def test_eval_on_the_papers_test_split_reads_it(ckpt, capsys):
+    path = shared_ntf("deg_2_path_5_nodes_50_test_20000.txt")
+    code, _, err = run(["eval", str(ckpt), "--data", str(path), "-n", "10"], capsys)
+    assert code == 2 and "holds G(2,5) graphs but the model was trained on G(2,4)" in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--degree", "2", "--path-len", "5", "--nodes", "8", "--out", "X"], "at least degree*(path_len-1)+1 = 9"),
+    (["train", *TINY, "--objective", "teacher_forcing", "--out", "X"], "valid objectives"),
+    (["train", *TINY, "--device", "cuda:7", "--out", "X"], "cuda"),
+    (["train", *TINY, "--d-model", "30", "--out", "X"], "divisible"),
+    (["train", "--out", "X"], "needs --degree"),
+    (["train", *TINY, "--steps", "0", "--out", "X"], "must be positive"),
+    (["train", *TINY, "--task", "maze", "--out", "X"], "invalid choice"),
+    (["eval", "nowhere"], "does not exist"),
+    (["eval", "CKPT", "--data", "nofile.txt"], "cannot read NTF file"),
+    (["eval", "CKPT", "-n", "-3"], "must be positive"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, needle, ckpt, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(ckpt) if a == "CKPT" else a for a in argv]
+    code, out, err = run(argv, capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "X").exists()
+
+
+def test_existing_output_is_never_clobbered(ckpt, capsys, tmp_path):
+    before = (ckpt / "model.safetensors").read_bytes()
+    code, _, err = run([*TRAIN, "--out", str(ckpt)], capsys)
+    assert code == 2 and "--overwrite" in err and (ckpt / "model.safetensors").read_bytes() == before
+    f = tmp_path / "g.txt"
+    f.write_text("keep\n")
+    code, _, err = run(["data", *TINY, "--out", str(f)], capsys)
+    assert code == 2 and f.read_text() == "keep\n"
+
+
+def test_console_script_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hansprobe", "eval", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+def test_entropy_json_has_the_documented_keys(ckpt, capsys):
+    code, out, _ = run(["entropy", str(ckpt), "-n", "100", "--json"], capsys)
+    res = json.loads(out)
+    assert code == 0
+    assert {"decision_accuracy", "decision_accuracy_ci", "chance", "entropy_nats", "candidate_entropy_nats", "log_d",
+            "mass_outside_candidates", "information_nats", "information_nats_ci", "indecipherable"} <= set(res)
+    assert isinstance(res["indecipherable"], bool) and res["n_graphs"] == 100
+    code, out, _ = run(["entropy", str(ckpt), "-n", "100"], capsys)
+    assert code == 0 and "indecipherable:" in out and "x log d" in out
+
+
+def test_dynamics_command(tmp_path, capsys):
+    out_dir = tmp_path / "r"
+    assert main([*TRAIN, "--out", str(out_dir), "--snapshot-at", "2,4", "--json"]) == 0
+    capsys.readouterr()
+    code, out, _ = run(["dynamics", str(out_dir), "-n", "30", "--json"], capsys)
+    assert code == 0 and json.loads(out)["steps"] == [2, 4, 6]
+    code, out, _ = run(["dynamics", str(out_dir), "-n", "30"], capsys)
+    assert code == 0 and "learning order" in out
+
+
+def test_resume_from_the_cli_extends_a_run(tmp_path, capsys):
+    out_dir = tmp_path / "r"
+    assert main([*TRAIN, "--out", str(out_dir), "--json"]) == 0
+    capsys.readouterr()
+    code, out, _ = run(["train", "--resume", "--out", str(out_dir), "--steps", "9", "--json"], capsys)
+    assert code == 0 and json.loads(out)["step"] == 9

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from hansprobe.errors import ConfigError
+from hansprobe.objectives import OBJECTIVES, get_objective
+
+from helpers import OracleModel, tiny_task
+
+
+def oracle_for(objective, batch, p=1.0):
+    """Answers the objective's labels at the label positions (and the true next token elsewhere)."""
+    full = torch.cat([batch.prefix, objective.labels(batch)], 1)  # (B, P+L)
+    return OracleModel(full[:, 1:], batch.task.d_vocab, p)
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_inputs_and_labels_follow_the_design_table(name):
+    obj = get_objective(name)
+    b = tiny_task().generate(16, 0)
+    P, L = b.prefix.shape[1], b.target.shape[1]
+    x, y = obj.inputs(b), obj.labels(b)
+    assert x.shape == (16, P + L - 1) and y.shape == (16, L)
+    assert torch.equal(x[:, :P], b.prefix)
+    assert torch.equal(y, b.target.flip(1) if "reverse" in name else b.target)
+    if name.endswith("teacherless"):
+        assert (x[:, P:] == b.task.dummy).all()
+    else:
+        assert torch.equal(x[:, P:], y[:, :-1])
+    assert obj.label_slice(b) == slice(P - 1, P + L - 1)
+    k = obj.decision_index(L)
+    assert torch.equal(y[:, k], b.candidates[torch.arange(16), b.goal_arm])
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_greedy_decoding_recovers_what_an_oracle_model_predicts(name):
+    obj = get_objective(name)
+    b = tiny_task().generate(32, 1)
+    assert torch.equal(obj.decode(oracle_for(obj, b, p=0.6), b), obj.labels(b))
+    # forced logits score exactly the label positions
+    assert torch.equal(obj.forced_logits(oracle_for(obj, b), b).argmax(-1), obj.labels(b))
+
+
+def test_teacher_forced_decoding_feeds_back_its_own_predictions():
+    obj = get_objective("teacher-forcing")
+    b = tiny_task().generate(8, 2)
+    full = torch.cat([b.prefix, b.target], 1)[:, 1:].clone()
+    P = b.prefix.shape[1]
+    full[:, P - 1 + 1] = b.task.pipe  # the model answers a wrong token at the decision position
+    pred = obj.decode(OracleModel(full, b.task.d_vocab), b)
+    assert (pred[:, 1] == b.task.pipe).all() and torch.equal(pred[:, 2:], b.target[:, 2:])
+
+
+def test_loss_is_cross_entropy_on_the_target_positions_only():
+    obj = get_objective("teacher-forcing")
+    b = tiny_task().generate(8, 3)
+    logits = oracle_for(obj, b, p=0.9)(obj.inputs(b))
+    ref = obj.loss(logits, b)
+    assert torch.isclose(ref, -torch.log(torch.tensor(0.9)), atol=1e-5)
+    logits[:, : b.prefix.shape[1] - 1] = torch.randn_like(logits[:, : b.prefix.shape[1] - 1])  # prefix positions
+    assert torch.equal(obj.loss(logits, b), ref)
+
+
+def test_unknown_objective_lists_the_valid_ones_and_aliases_work():
+    with pytest.raises(ConfigError, match="valid objectives: teacher-forcing, teacherless, reverse, reverse-teacherless"):
+        get_objective("teacher_forcing")
+    assert get_objective("reverse+teacherless").name == "reverse-teacherless"

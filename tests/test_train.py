@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hansprobe.checkpoint import read_metrics
+from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.train import TrainConfig, derived_seed, train
+
+from helpers import tiny_model_cfg, tiny_task, tiny_train_cfg
+
+
+def test_a_tiny_run_learns(tmp_path):
+    cfg = tiny_train_cfg(steps=80, eval_every=40, checkpoint_every=80, lr=3e-3)
+    train(tmp_path / "r", tiny_task(), "teacher-forcing", tiny_model_cfg(), cfg, seed=0, progress=False)
+    rows = read_metrics(tmp_path / "r")
+    assert [r["step"] for r in rows] == [40, 80]
+    # the loss falls, and copying the start token from the prompt (the easiest position) is learned;
+    # an untrained model is right there 1 time in d_vocab = 24
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.3
+    assert rows[-1]["forced_accuracy"][0] > 0.9
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [cfg.lr_at(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and cfg.lr_at(100) == pytest.approx(0.1)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_at(monkeypatch, step):
+    original = TrainConfig.lr_at
+
+    def lr_at(self, s):
+        if s == step:
+            raise Crash(f"simulated crash at step {s}")
+        return original(self, s)
+
+    monkeypatch.setattr(TrainConfig, "lr_at", lr_at)
+
+
+@pytest.mark.parametrize("crash_step", [5, 7])
+def test_resume_ends_bit_identical_to_an_uninterrupted_run(tmp_path, monkeypatch, crash_step):
+    cfg = dict(steps=12, eval_every=2, checkpoint_every=4)
+    train(tmp_path / "full", tiny_task(), "teacher-forcing", tiny_model_cfg(), tiny_train_cfg(**cfg), seed=3, progress=False)
+    with monkeypatch.context() as m:
+        crash_at(m, crash_step)
+        with pytest.raises(Crash):
+            train(tmp_path / "cut", tiny_task(), "teacher-forcing", tiny_model_cfg(), tiny_train_cfg(**cfg), seed=3, progress=False)
+    # the crash left evaluation rows past the last checkpoint (step 4): resume must drop them
+    assert [r["step"] for r in read_metrics(tmp_path / "cut")][-1] == crash_step - 1 if crash_step % 2 else True
+    train(tmp_path / "cut", resume=True, progress=False)
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "full")) == strip(read_metrics(tmp_path / "cut"))
+    assert [r["step"] for r in read_metrics(tmp_path / "cut")] == [2, 4, 6, 8, 10, 12]
+
+
+def test_resume_can_extend_the_horizon(tmp_path):
+    train(tmp_path / "r", tiny_task(), "reverse", tiny_model_cfg(), tiny_train_cfg(steps=4), seed=0, progress=False)
+    cfg = train(tmp_path / "r", resume=True, steps=8, progress=False)
+    assert cfg["step"] == 8 and cfg["train"]["steps"] == 8
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["step"] == 8
+
+
+def test_refuses_to_clobber_or_resume_nothing(tmp_path):
+    train(tmp_path / "r", tiny_task(), "teacherless", tiny_model_cfg(), tiny_train_cfg(steps=2), seed=0, progress=False)
+    with pytest.raises(ConfigError, match="exists and is not empty; pass --overwrite"):
+        train(tmp_path / "r", tiny_task(), "teacherless", tiny_model_cfg(), tiny_train_cfg(steps=2), seed=0, progress=False)
+    train(tmp_path / "r", tiny_task(), "teacherless", tiny_model_cfg(), tiny_train_cfg(steps=2), seed=1, overwrite=True, progress=False)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["seed"] == 1
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(tmp_path / "empty", resume=True, progress=False)
+
+
+def test_derived_seeds_are_distinct_streams():
+    seeds = {derived_seed(0, 0, k) for k in range(1000)} | {derived_seed(0, 1)} | {derived_seed(1, 0, 0)}
+    assert len(seeds) == 1002 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_bad_training_options_are_config_errors():
+    with pytest.raises(ConfigError, match="steps must be at least 1"):
+        TrainConfig(steps=0)
+    with pytest.raises(ConfigError, match="lr must be positive"):
+        TrainConfig(lr=0)
