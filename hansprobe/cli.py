@@ -46,7 +46,8 @@ def _add_task(p, required=True):
 
 def _add_graphs(p):
     g = p.add_argument_group("graphs to measure on")
-    g.add_argument("-n", "--n-graphs", type=_positive(), default=2000, help="fresh graphs to generate (default 2000)")
+    g.add_argument("-n", "--n-graphs", type=_positive(), default=None,
+                   help="fresh graphs to generate (default 2000; dynamics 500); with --data: read only the first N")
     g.add_argument("--seed", type=int, default=DEFAULT_ANALYSIS_SEED, help=f"graph seed (default {DEFAULT_ANALYSIS_SEED}; training never uses it)")
     g.add_argument("--data", type=Path, help="read graphs from an NTF text file instead (e.g. ../shared/data/ntf/...); -n limits how many")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dynamics", help="learning order: per-position forced accuracy and decision entropy over training")
     p.add_argument("run_dir", type=Path)
     _add_graphs(p)
-    p.set_defaults(n_graphs=500)
+    p.set_defaults(default_graphs=500)
 
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
@@ -147,13 +148,15 @@ def load_graphs(args, task):
     from hansprobe.tasks import read_ntf
 
     if args.data is not None:
-        batch = read_ntf(args.data, task=task, limit=args.n_graphs if "n_graphs" in args and _given(args, "n_graphs") else None)
+        batch = read_ntf(args.data, task=task, limit=args.n_graphs)
         return batch, {"data": str(args.data), "n_graphs": len(batch)}
-    return task.generate(args.n_graphs, args.seed), {"seed": args.seed, "n_graphs": args.n_graphs}
+    n = args.n_graphs or getattr(args, "default_graphs", 2000)
+    return task.generate(n, args.seed), {"seed": args.seed, "n_graphs": n}
 
 
-def _given(args, name) -> bool:
-    return name in getattr(args, "_explicit", set())
+def _progress(args) -> bool:
+    """Progress bars only for a person at a terminal, never under --json."""
+    return not args.json and sys.stderr.isatty()
 
 
 def _fmt_ci(v, ci) -> str:
@@ -166,7 +169,7 @@ def cmd_eval(args) -> int:
 
     ck = load_checkpoint(args.checkpoint, device=args.device)
     batch, source = load_graphs(args, ck.task)
-    res = measure_behaviour(ck.model, ck.objective, batch, batch_size=args.batch_size)
+    res = measure_behaviour(ck.model, ck.objective, batch, batch_size=args.batch_size, progress=_progress(args))
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), **source, **res.to_dict()}, sort_keys=True))
         return 0
@@ -187,7 +190,7 @@ def cmd_entropy(args) -> int:
 
     ck = load_checkpoint(args.checkpoint, device=args.device)
     batch, source = load_graphs(args, ck.task)
-    res = measure_entropy(ck.model, ck.objective, batch, batch_size=args.batch_size)
+    res = measure_entropy(ck.model, ck.objective, batch, batch_size=args.batch_size, progress=_progress(args))
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), **source, **res.summary()}, sort_keys=True))
         return 0
@@ -214,7 +217,7 @@ def cmd_dynamics(args) -> int:
 
     task = task_from_dict(read_config(args.run_dir)["task"])
     batch, source = load_graphs(args, task)
-    res = measure_dynamics(args.run_dir, batch, device=args.device, batch_size=args.batch_size)
+    res = measure_dynamics(args.run_dir, batch, device=args.device, batch_size=args.batch_size, progress=_progress(args))
     if args.json:
         print(json.dumps({"run_dir": str(args.run_dir), **source, **res.to_dict()}, sort_keys=True))
         return 0
@@ -253,9 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    args._explicit = {a.lstrip("-").replace("-", "_") for a in argv if a.startswith("-")}
-    if "n" in args._explicit:
-        args._explicit.add("n_graphs")
     try:
         return COMMANDS[args.command](args)
     except HansprobeError as e:

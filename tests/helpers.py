@@ -40,20 +40,27 @@ def shared_ntf(name: str) -> Path:
     return path
 
 
-class OracleModel(torch.nn.Module):
-    """A stand-in model that reads the answer off the batch: predicts `answers[b, t]` at input
-    position t with probability `p_correct` and spreads the rest evenly. Used to check decoding
-    and metrics without training."""
+def match_rows(tokens: torch.Tensor, prefixes: torch.Tensor) -> torch.Tensor:
+    """For each input row, the index of the graph whose prompt it starts with (inputs may come in chunks)."""
+    p = prefixes.shape[1]
+    return (tokens[:, None, :p] == prefixes[None]).all(-1).float().argmax(1)
 
-    def __init__(self, answers: torch.Tensor, d_vocab: int, p_correct: float = 1.0):
+
+class OracleModel(torch.nn.Module):
+    """A stand-in model that reads the answer off the batch: predicts `answers[g, t]` at input
+    position t of graph g's input with probability `p_correct` and spreads the rest evenly. Used to
+    check decoding and metrics without training."""
+
+    def __init__(self, answers: torch.Tensor, d_vocab: int, p_correct: float = 1.0, prefixes: torch.Tensor | None = None):
         super().__init__()
-        self.answers, self.d_vocab, self.p = answers, d_vocab, p_correct
+        self.answers, self.d_vocab, self.p, self.prefixes = answers, d_vocab, p_correct, prefixes
         self.dummy = torch.nn.Parameter(torch.zeros(()))  # so next(model.parameters()) gives a device
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b, t = tokens.shape
+        rows = match_rows(tokens, self.prefixes) if self.prefixes is not None else torch.arange(b)
         probs = torch.full((b, t, self.d_vocab), (1 - self.p) / (self.d_vocab - 1))
-        probs.scatter_(2, self.answers[:b, :t, None], self.p)
+        probs.scatter_(2, self.answers[rows, :t, None], self.p)
         return probs.log()
 
 
@@ -72,6 +79,6 @@ class DecisionModel(torch.nn.Module):
         v = self.probs.shape[1]
         out = torch.full((b, t, v), -torch.log(torch.tensor(float(v))))
         pos = self.objective.label_slice(self.batch).start + self.objective.decision_index(self.batch.target.shape[1])
-        rows = (tokens[:, None, : self.batch.prefix.shape[1]] == self.batch.prefix[None]).all(-1).float().argmax(1)
+        rows = match_rows(tokens, self.batch.prefix)
         out[:, pos] = self.probs[rows].clamp_min(1e-30).log()
         return out

@@ -9,6 +9,16 @@ import numpy as np
 from scipy import stats
 
 
+def chunks(batch, size: int, desc: str, progress: bool = False):
+    """Consecutive sub-batches for batched forward passes, with a progress bar when asked."""
+    parts = batch.split(size)
+    if not progress:
+        return parts
+    from tqdm.auto import tqdm
+
+    return tqdm(parts, total=-(-len(batch) // size), desc=desc, unit="batch", leave=False)
+
+
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion (scipy.stats.binomtest)."""
     if n == 0:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hansprobe.analyses.base import Result, wilson_ci
+from hansprobe.analyses.base import Result, chunks, wilson_ci
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
@@ -44,11 +44,12 @@ class BehaviourResult(Result):
 
 
 @torch.no_grad()
-def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int = 1000) -> BehaviourResult:
+def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int = 1000,
+                      progress: bool = False) -> BehaviourResult:
     """Run forced and free decoding over `batch` in chunks of `batch_size` graphs."""
     device = next(model.parameters()).device
     forced, free = [], []
-    for chunk in batch.split(batch_size):
+    for chunk in chunks(batch, batch_size, "behaviour", progress):
         chunk = chunk.to(device)
         labels = objective.labels(chunk)
         forced.append((objective.forced_logits(model, chunk).argmax(-1) == labels).cpu())

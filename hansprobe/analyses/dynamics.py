@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from hansprobe.analyses.base import Result
-from hansprobe.analyses.entropy import measure_entropy
+from hansprobe.analyses.entropy import entropy_from_logprobs
 from hansprobe.checkpoint import MODEL, load_safetensors, load_weights, model_from_config, read_config, read_metrics
 from hansprobe.errors import CheckpointError
 from hansprobe.model import resolve_device
@@ -64,7 +64,8 @@ def snapshot_paths(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 @torch.no_grad()
-def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", batch_size: int = 1000) -> DynamicsResult:
+def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", batch_size: int = 1000,
+                     progress: bool = False) -> DynamicsResult:
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     dev = resolve_device(device)
@@ -77,15 +78,22 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
     if not points:
         raise CheckpointError(f"{run_dir} has no snapshots/ and no {MODEL}; train with --snapshot-at STEPS to record dynamics")
     steps, forced, dec_acc, ent, info = [], [], [], [], []
+    if progress:
+        from tqdm.auto import tqdm
+
+        points = tqdm(points, desc="snapshots", unit="snapshot", leave=False)
     for step, path in points:
         tensors, _ = load_safetensors(path)
         load_weights(model, tensors, path)
         model.eval()
-        ok = []
+        ok, logp = [], []
+        k = objective.decision_index(task.target_len)
         for chunk in batch.split(batch_size):
             chunk = chunk.to(dev)
-            ok.append((objective.forced_logits(model, chunk).argmax(-1) == objective.labels(chunk)).float().cpu())
-        ent_res = measure_entropy(model, objective, batch, batch_size)
+            logits = objective.forced_logits(model, chunk)  # (b, L, V): one pass serves both measures
+            ok.append((logits.argmax(-1) == objective.labels(chunk)).float().cpu())
+            logp.append(logits[:, k].log_softmax(-1).cpu())
+        ent_res = entropy_from_logprobs(torch.cat(logp), objective, batch)
         steps.append(step)
         forced.append(torch.cat(ok).mean(0).tolist())
         dec_acc.append(ent_res.decision_accuracy)

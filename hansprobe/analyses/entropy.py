@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from hansprobe.analyses.base import Result, wilson_ci
+from hansprobe.analyses.base import Result, chunks, wilson_ci
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
@@ -88,11 +88,12 @@ def _verdict(acc_ci, info_ci, chance, log_d) -> tuple[bool, str]:
 
 
 @torch.no_grad()
-def decision_distribution(model, objective: Objective, batch: Batch, batch_size: int = 1000) -> torch.Tensor:
+def decision_distribution(model, objective: Objective, batch: Batch, batch_size: int = 1000,
+                          progress: bool = False) -> torch.Tensor:
     """log q(. | input) at the decision position for every graph, batched: (B, V) float32 on CPU."""
     device = next(model.parameters()).device
     k = objective.decision_index(batch.target.shape[1])
-    out = [objective.forced_logits(model, chunk.to(device))[:, k].log_softmax(-1).cpu() for chunk in batch.split(batch_size)]
+    out = [objective.forced_logits(model, chunk.to(device))[:, k].log_softmax(-1).cpu() for chunk in chunks(batch, batch_size, "entropy", progress)]
     return torch.cat(out)
 
 
@@ -114,8 +115,14 @@ def _preference(top: torch.Tensor, batch: Batch) -> dict:
     return out
 
 
-def measure_entropy(model, objective: Objective, batch: Batch, batch_size: int = 1000, seed: int = 0) -> EntropyResult:
-    logp = decision_distribution(model, objective, batch, batch_size)  # (B, V)
+def measure_entropy(model, objective: Objective, batch: Batch, batch_size: int = 1000, seed: int = 0,
+                    progress: bool = False) -> EntropyResult:
+    """Decision-token entropy and information over uniform; `seed` seeds the bootstrap CIs."""
+    return entropy_from_logprobs(decision_distribution(model, objective, batch, batch_size, progress), objective, batch, seed)
+
+
+def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch, seed: int = 0) -> EntropyResult:
+    """The entropy result from log q(. | input) at the decision position, (B, V) on CPU."""
     n, d = batch.candidates.shape
     log_d = math.log(d) if d > 1 else 0.0
     p = logp.exp()
