@@ -36,6 +36,13 @@ def _steps_list(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps") from None
 
 
+def _head_group(text):
+    try:
+        return [tuple(int(x) for x in item.split(".")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of heads like 1.0,1.2 (layer.head)") from None
+
+
 def _add_task(p, required=True):
     g = p.add_argument_group("task")
     g.add_argument("--task", default="pathstar", choices=["pathstar"], help="task family (default pathstar)")
@@ -98,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     _add_graphs(p)
     p.set_defaults(default_graphs=500)
+
+    p = sub.add_parser("heads", help="edge-lookup head scores, head/group/layer ablations and the counterfactual follow rate")
+    p.add_argument("checkpoint", type=Path)
+    _add_graphs(p)
+    p.add_argument("--ablate", type=_head_group, action="append", default=[], metavar="L.H[,L.H...]",
+                   help="also ablate this group of heads jointly (repeatable), e.g. --ablate 1.0,1.2")
 
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
@@ -232,6 +245,46 @@ def cmd_dynamics(args) -> int:
     return 0
 
 
+def cmd_heads(args) -> int:
+    from hansprobe.analyses.heads import measure_heads
+    from hansprobe.checkpoint import load_checkpoint
+
+    for group in args.ablate:
+        if any(len(h) != 2 for h in group):
+            raise HansprobeError(f"--ablate takes layer.head pairs like 1.0,1.2; got {group}")
+    ck = load_checkpoint(args.checkpoint, device=args.device)
+    batch, source = load_graphs(args, ck.task)
+    res = measure_heads(ck.model, ck.objective, batch, batch_size=args.batch_size, extra_groups=args.ablate,
+                        progress=_progress(args))
+    f = res.follow or {}
+    if args.json:
+        out = {"checkpoint": str(args.checkpoint), **source, **res.to_dict()}
+        out["follow_rate"] = f.get("follow_rate")
+        out["follow_rate_ci"] = f.get("follow_rate_ci")
+        out["follow_rate_by_position"] = f.get("follow_rate_by_position")
+        out["follow_rate_last"] = f.get("follow_rate_last")
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    b = res.baseline
+    print(f"{args.checkpoint} ({res.objective}): {res.n_layers} layers x {res.n_heads} heads on {res.n_graphs} graphs; "
+          f"forced accuracy at indices 2..l-2 without ablation {b['shortcut_accuracy']:.3f}")
+    print("  head   edge lookup [95% CI]     parent  child  separator  child->parent  ablation drop (mean / zero)  Clever-Hans")
+    for h in res.heads:
+        c = h["edge_lookup_components"]
+        print(f"  L{h['layer']}H{h['head']:<3} {_fmt_ci(h['edge_lookup_score'], h['edge_lookup_ci'])}  {c['parent']:.3f}   "
+              f"{c['child']:.3f}  {c['separator']:.3f}      {h['child_parent_score']:.3f}          "
+              f"{h['ablation_drop']:+.3f} / {h['ablation_drop_zero']:+.3f}              {'YES' if h['clever_hans'] else '-'}")
+    for a in res.ablations:
+        if a["kind"] != "head" and a["mode"] == "mean":
+            print(f"  ablate {a['label']:<24} (mean) forced accuracy {' '.join(f'{x:.3f}' for x in a['forced_accuracy'])}")
+    if f:
+        pos = ", ".join(f"r{i}: {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
+        print(f"  follow rate (indices 2..l-2) {_fmt_ci(f['follow_rate'], f['follow_rate_ci'])}; by index {pos} "
+              f"(the last index can copy the goal from the prompt)")
+    print(f"  verdict: {res.verdict}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from hansprobe.errors import ConfigError
     from hansprobe.tasks import format_ntf_lines
@@ -249,7 +302,8 @@ def cmd_data(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
+            "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,18 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     return (float(ci.low), float(ci.high))
 
 
+def t_ci(values, axis: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Student-t interval of the mean along `axis` (scipy.stats.t), for many means at once."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    mean = values.mean(axis)
+    if n < 2:
+        return mean, mean
+    sem = stats.sem(values, axis=axis)
+    half = np.where(sem > 0, sem * stats.t.ppf(0.5 + level / 2, n - 1), 0.0)
+    return mean - half, mean + half
+
+
 def _jsonable(x):
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}

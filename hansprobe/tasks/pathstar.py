@@ -90,6 +90,11 @@ class PathStar:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def token_str(self, token: int) -> str:
+        """How a token reads in the NTF text (nodes as numbers; `|`, `=`, `/`, and `$` for the dummy)."""
+        specials = {self.pipe: "|", self.equals: "=", self.slash: "/", self.dummy: "$"}
+        return specials.get(int(token), str(int(token)))
+
     def describe(self) -> str:
         return f"G({self.degree},{self.path_len}) on {self.n_nodes} nodes"
 

@@ -1,0 +1,118 @@
+"""Counterfactual-prefix follow rate: swap r_{i-1} in the teacher-forced input for a node w of
+another arm and count how often the model answers w's successor (child under forward targets,
+parent under reversed ones) — what the shortcut q(r_i | r_{i-1}) predicts. The last label index is
+reported apart: the goal sits in the prompt and can be copied there instead. A control swaps in a
+node with no successor (a leaf; the start for reversed targets) to show what the model does when
+there is no edge to follow."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from hansprobe.analyses.base import Result, wilson_ci
+from hansprobe.errors import ConfigError
+from hansprobe.objectives import Objective
+from hansprobe.tasks.base import Batch
+
+
+@dataclass
+class FollowResult(Result):
+    objective: str
+    n_graphs: int
+    label_indices: list[int]  # 2 .. l-1
+    follow_rate_by_position: dict  # "i" -> {"rate", "ci"}
+    follow_rate: float  # over label indices 2 .. l-2 (just l-1 when l = 3)
+    follow_rate_ci: tuple[float, float]  # Wilson, with the graph as the unit
+    follow_rate_last: float  # label index l-1, apart
+    follow_rate_last_ci: tuple[float, float]
+    unchanged_accuracy: list[float]  # accuracy at each index without any swap
+    control: dict = field(default_factory=dict)  # per index: share still answering the true r_i, the goal, a node
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        xs = [f"r{i}" for i in self.label_indices]
+        rates = [self.follow_rate_by_position[str(i)]["rate"] for i in self.label_indices]
+        cis = [self.follow_rate_by_position[str(i)]["ci"] for i in self.label_indices]
+        fig = go.Figure(go.Bar(x=xs, y=rates, name="follows the swapped-in node's successor", error_y=dict(
+            type="data", symmetric=False, array=[c[1] - r for r, c in zip(rates, cis)],
+            arrayminus=[r - c[0] for r, c in zip(rates, cis)])))
+        fig.add_bar(x=xs, y=[self.control[str(i)]["true_next"] for i in self.label_indices],
+                    name="control (no successor): still answers the true r_i")
+        fig.update_layout(barmode="group", yaxis_range=[0, 1.05], yaxis_title="share of graphs",
+                          xaxis_title="label index (last: the goal can be copied from the prompt)",
+                          title=f"Counterfactual-prefix follow rate ({self.objective}, {self.n_graphs} graphs, 95% CI)")
+        return {"follow_rate": fig}
+
+
+@torch.no_grad()
+def _predict(model, inputs: torch.Tensor, positions: torch.Tensor, batch_size: int) -> torch.Tensor:
+    from hansprobe.objectives import autocast
+
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        x = inputs[start:start + batch_size].to(device)
+        with autocast(device):
+            logits = model(x)  # (b, T, V)
+        pos = positions[start:start + batch_size].to(device)
+        out.append(logits[torch.arange(len(x), device=device), pos].argmax(-1).cpu())
+    return torch.cat(out)
+
+
+def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000) -> FollowResult:
+    if objective.teacherless:
+        raise ConfigError(f"the follow rate needs teacher-forced inputs; objective {objective.name!r} has none")
+    n, d = batch.candidates.shape
+    length = batch.target.shape[1]
+    if d < 2 or length < 3:
+        raise ConfigError("the follow rate needs degree >= 2 (another arm) and path_len >= 3 (an index i >= 2)")
+    g = torch.Generator().manual_seed(seed)
+    other = (batch.goal_arm + torch.randint(1, d, (n,), generator=g)) % d  # a random arm that is not the goal's
+    rows = torch.arange(n)
+    other_arm = batch.arms[rows, other]  # (B, L-1), depth 1 .. l-1
+    labels, inputs = objective.labels(batch), objective.inputs(batch)
+    p = batch.prefix.shape[1]
+    indices = list(range(2, length))
+    all_x, all_pos, follow_tgt, true_next, ctrl_x = [], [], [], [], []
+    for i in indices:
+        depth = (i - 1) if not objective.reverse else (length - i)  # depth of r_{i-1} on its arm
+        w = other_arm[:, depth - 1]
+        succ = other_arm[:, depth] if not objective.reverse else (other_arm[:, depth - 2] if depth >= 2 else batch.start)
+        no_succ = other_arm[:, -1] if not objective.reverse else batch.start
+        x = inputs.clone()
+        x[:, p + i - 1] = w
+        c = inputs.clone()
+        c[:, p + i - 1] = no_succ
+        all_x.append(x)
+        ctrl_x.append(c)
+        all_pos.append(torch.full((n,), p + i - 1))
+        follow_tgt.append(succ)
+        true_next.append(labels[:, i])
+    q = len(indices)
+    pos = torch.cat(all_pos)
+    swapped = _predict(model, torch.cat(all_x), pos, batch_size).view(q, n)  # one batched sweep over all indices
+    control = _predict(model, torch.cat(ctrl_x), pos, batch_size).view(q, n)
+    plain = _predict(model, inputs.repeat(q, 1), pos, batch_size).view(q, n)
+    follows = swapped == torch.stack(follow_tgt)  # (Q, B)
+    by_pos, ctrl = {}, {}
+    graph_nodes = batch.node_arm >= -1  # (B, N) labels present in the graph
+    for j, i in enumerate(indices):
+        k = int(follows[j].sum())
+        by_pos[str(i)] = {"rate": k / n, "ci": list(wilson_ci(k, n))}
+        in_graph = graph_nodes[rows, control[j].clamp(max=batch.task.n_nodes - 1)] & (control[j] < batch.task.n_nodes)
+        ctrl[str(i)] = {"true_next": float((control[j] == true_next[j]).float().mean()),
+                        "goal": float((control[j] == batch.goal).float().mean()),
+                        "node_in_graph": float(in_graph.float().mean())}
+    inner = follows[:-1] if q > 1 else follows
+    # Positions of one graph are not independent: the graph is the unit of the Wilson interval.
+    per_graph = inner.float().mean(0)
+    lo, hi = wilson_ci(round(float(per_graph.sum())), n)
+    k_last = int(follows[-1].sum())
+    return FollowResult(
+        objective=objective.name, n_graphs=n, label_indices=indices, follow_rate_by_position=by_pos,
+        follow_rate=float(per_graph.mean()), follow_rate_ci=(lo, hi),
+        follow_rate_last=k_last / n, follow_rate_last_ci=wilson_ci(k_last, n),
+        unchanged_accuracy=(plain == torch.stack(true_next)).float().mean(1).tolist(), control=ctrl,
+    )

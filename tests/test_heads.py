@@ -1,0 +1,162 @@
+import math
+
+import pytest
+import torch
+
+from hansprobe.analyses.follow import measure_follow
+from hansprobe.analyses.heads import _ablation_hooks, _mean_z, forced_accuracy, measure_heads, score_patterns
+from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
+from hansprobe.errors import ConfigError
+from hansprobe.objectives import get_objective
+from hansprobe.tasks import PathStar
+from hansprobe.train import train
+
+from helpers import tiny_model, tiny_model_cfg, tiny_task, tiny_train_cfg
+
+
+def hand_built_attention(batch, objective, n_layers=1, n_heads=3):
+    """(B, L, H, Q, T): head 0 puts all its mass on the separator after the edge (r_{i-1}, r_i),
+    head 1 splits it between that edge's parent and child, head 2 is a uniform causal head."""
+    q = query_positions(batch, objective)
+    T = batch.prefix.shape[1] + batch.target.shape[1] - 1
+    span = edge_lookup(batch, objective)
+    att = torch.zeros(len(batch), n_layers, n_heads, len(q), T)
+    att[:, 0, 0] = span["separator"].float()
+    att[:, 0, 1] = 0.5 * span["parent"].float() + 0.5 * span["child"].float()
+    causal = (torch.arange(T)[None, :] <= q[:, None]).float()
+    att[:, 0, 2] = causal / causal.sum(-1, keepdim=True)
+    return att
+
+
+def test_scores_of_a_hand_built_pattern_are_exact():
+    task, obj = PathStar(2, 5, 50), get_objective("teacher-forcing")
+    b = task.generate(50, 0)
+    s = score_patterns(hand_built_attention(b, obj), b, obj, REFERENCE_PATTERNS)
+    e = s["edge_lookup"]
+    assert e["separator"]["score"][0][0] == pytest.approx(1.0) and e["parent"]["score"][0][0] == pytest.approx(0.0)
+    assert e["span"]["score"][0][0] == pytest.approx(1.0)
+    assert e["parent"]["score"][0][1] == pytest.approx(0.5) and e["child"]["score"][0][1] == pytest.approx(0.5)
+    assert e["separator"]["score"][0][1] == pytest.approx(0.0) and e["span"]["score"][0][1] == pytest.approx(1.0)
+    # a uniform head scores exactly the uniform baseline: 3 of the q+1 visible keys, q = 28, 29, 30
+    expected = sum(3 / (q + 1) for q in (28, 29, 30)) / 3
+    assert e["span"]["uniform"] == pytest.approx(expected) and e["span"]["score"][0][2] == pytest.approx(expected)
+    # the child->parent edge of r_{i-1} is a different edge: the forward lookup head scores 0 there
+    assert s["child_parent_lookup"]["span"]["score"][0][0] == pytest.approx(0.0)
+    assert s["goal"]["token"]["score"][0][2] == pytest.approx(expected / 3)
+    lo, hi = e["span"]["ci"][0][0]
+    assert lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+
+
+def test_reverse_targets_swap_which_edge_is_the_lookup():
+    task, obj = PathStar(2, 5, 50), get_objective("reverse")
+    b = task.generate(20, 1)
+    span = REFERENCE_PATTERNS["child_parent_lookup"](b, obj)
+    labels = obj.labels(b)
+    pos = span["child"].float().argmax(-1)  # (B, Q): where the child token of the looked-up edge sits
+    assert torch.equal(b.prefix.gather(1, pos), labels[:, 1:-1])  # the child is r_{i-1} ...
+    ppos = span["parent"].float().argmax(-1)
+    assert torch.equal(b.prefix.gather(1, ppos), labels[:, 2:])  # ... and its parent is the answer r_i
+
+
+def test_patterns_are_read_from_the_model_at_the_right_queries():
+    """Force a real model's attention with a hook and read it back through the analysis."""
+    task, obj = tiny_task(), get_objective("teacher-forcing")
+    b = task.generate(40, 2)
+    model = tiny_model(task, n_layers=1)
+    target = edge_lookup(b, obj)["separator"].float()  # (B, Q, T)
+    q = query_positions(b, obj)
+
+    def force(pattern, hook):
+        pattern = pattern.clone()
+        pattern[:, 0, q] = target[: pattern.shape[0]]
+        return pattern
+
+    from hansprobe.analyses.heads import _patterns_at_queries
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", force)]):
+        att = _patterns_at_queries(model, obj, b, batch_size=64)
+    s = score_patterns(att, b, obj, {"edge_lookup": edge_lookup})
+    assert s["edge_lookup"]["separator"]["score"][0][0] == pytest.approx(1.0)
+    assert s["edge_lookup"]["separator"]["score"][0][1] < 0.5
+
+
+def test_ablation_hooks_zero_and_mean():
+    task, obj = tiny_task(), get_objective("teacher-forcing")
+    b = task.generate(30, 3)
+    model = tiny_model(task, n_layers=2)
+    clean = forced_accuracy(model, obj, b)
+    one = b[:1]
+    mean_one = _mean_z(model, obj, one, 10)  # the mean over a single graph is that graph's own z
+    same = forced_accuracy(model, obj, one, hooks=_ablation_hooks([(0, 0), (1, 1)], "mean", mean_one))
+    assert same == forced_accuracy(model, obj, one)
+    # zero-ablating every head equals a model whose attention output projections are zeroed
+    heads = [(l, h) for l in range(2) for h in range(2)]
+    x = obj.inputs(b)
+    with model.hooks(fwd_hooks=_ablation_hooks(heads, "zero", None)):
+        ablated = model(x)
+    sd = model.state_dict()
+    for l in range(2):
+        sd[f"blocks.{l}.attn.o.weight"].zero_()
+    assert torch.allclose(ablated, model(x), atol=1e-5)
+    assert clean["forced_accuracy"] is not None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("heads") / "run"
+    train(out, PathStar(2, 4, 16), "teacher-forcing", tiny_model_cfg(n_layers=2, d_model=64, n_heads=2),
+          tiny_train_cfg(steps=150, batch_size=64, lr=3e-3, warmup_steps=10, eval_every=150, checkpoint_every=150),
+          seed=0, progress=False)
+    import hansprobe
+    return hansprobe.load(out)
+
+
+def test_measure_heads_end_to_end_on_a_tiny_trained_model(trained):
+    model, task, obj = trained
+    b = task.generate(200, 1234)
+    r = measure_heads(model, obj, b, batch_size=64, extra_groups=[[(0, 0), (1, 1)]])
+    assert len(r.heads) == 4 and {(h["layer"], h["head"]) for h in r.heads} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    scores = [h["edge_lookup_score"] for h in r.heads]
+    assert scores == sorted(scores, reverse=True)
+    # a head is only called Clever-Hans with a high score and a joint-ablation drop above threshold
+    for h in r.heads:
+        if h["clever_hans"]:
+            assert h["edge_lookup_score"] >= r.thresholds["score"] and r.clever_hans_group["ablation_drop"] >= r.thresholds["drop"]
+    kinds = {(a["kind"], a["mode"]) for a in r.ablations}
+    assert {("head", "zero"), ("head", "mean"), ("layer", "mean"), ("group", "zero")} <= kinds
+    assert r.follow is not None and set(r.follow["follow_rate_by_position"]) == {"2", "3"}
+    assert set(r.figures()) >= {"edge_lookup_scores", "ablation", "edge_lookup_components"}
+
+
+def test_bad_requests_are_config_errors(trained):
+    model, task, _ = trained
+    b = task.generate(10, 0)
+    with pytest.raises(ConfigError, match="does not exist"):
+        measure_heads(model, get_objective("teacher-forcing"), b, extra_groups=[[(2, 0)]])
+    with pytest.raises(ConfigError, match="teacher-forced"):
+        measure_heads(model, get_objective("teacherless"), b)
+
+
+def test_follow_rate_of_a_pure_shortcut_oracle():
+    """A model that answers child(r_{i-1}) from a lookup table follows every swap (and, at the last
+    index, too), and answers the true r_i when nothing is swapped."""
+    task, obj = PathStar(3, 5, 40), get_objective("teacher-forcing")
+    b = task.generate(100, 4)
+
+    class Lookup(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, tokens):
+            from helpers import match_rows
+            rows = match_rows(tokens, b.prefix)
+            child = torch.full((len(tokens), task.d_vocab), task.pipe)
+            child.scatter_(1, b.edge_parent[rows], b.edge_child[rows])
+            nxt = child.gather(1, tokens.clamp(max=task.d_vocab - 1))  # (B, T): child of each token
+            return torch.nn.functional.one_hot(nxt, task.d_vocab).float().log()
+
+    r = measure_follow(Lookup(), obj, b, seed=0, batch_size=32)
+    assert r.follow_rate == 1.0 and r.follow_rate_last == 1.0 and r.unchanged_accuracy == [1.0, 1.0, 1.0]
+    assert r.follow_rate_ci[0] > 0.95
+    assert all(v["true_next"] == 0.0 for v in r.control.values())  # a leaf has no child: no node answered
+    assert not math.isnan(r.follow_rate_ci[1])
