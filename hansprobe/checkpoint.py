@@ -244,15 +244,20 @@ def save_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, st
     for idx, s in state["state"].items():
         for name, value in s.items():
             tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    meta = {"step": str(step), "param_groups": json.dumps(state["param_groups"]), "extra": json.dumps(extra or {})}
-    save_safetensors(Path(run_dir) / RESUME, tensors, meta)
+    # One metadata key: safetensors writes several keys in a random order, and the same run must
+    # give the same bytes.
+    meta = {"step": step, "param_groups": state["param_groups"], "extra": extra or {}}
+    save_safetensors(Path(run_dir) / RESUME, tensors, {"hansprobe_resume": json.dumps(meta, sort_keys=True)})
 
 
 def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
     path = Path(run_dir) / RESUME
-    tensors, meta = load_safetensors(path)
-    if "step" not in meta or "param_groups" not in meta:
-        raise CheckpointError(f"{path} has no step/optimizer metadata; it is not a hansprobe resume file")
+    tensors, raw = load_safetensors(path)
+    try:
+        meta = json.loads(raw["hansprobe_resume"])
+        meta["step"], meta["param_groups"]
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} has no step/optimizer metadata; it is not a hansprobe resume file") from None
     load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     opt_state: dict[int, dict] = {}
     for k, v in tensors.items():
@@ -261,5 +266,5 @@ def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer) ->
             opt_state.setdefault(int(idx), {})[name] = v
     device = next(model.parameters()).device
     opt_state = {i: {n: (t if n == "step" else t.to(device)) for n, t in s.items()} for i, s in opt_state.items()}
-    optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["param_groups"])})
-    return int(meta["step"]), json.loads(meta.get("extra", "{}"))
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), meta.get("extra", {})

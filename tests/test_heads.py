@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hansprobe.analyses.follow import measure_follow
-from hansprobe.analyses.heads import _ablation_hooks, _mean_z, forced_accuracy, measure_heads, score_patterns
+from hansprobe.analyses.heads import _ablation_hooks, forced_accuracy, measure_heads, score_heads, score_patterns
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import get_objective
@@ -66,15 +66,16 @@ def test_patterns_are_read_from_the_model_at_the_right_queries():
     target = edge_lookup(b, obj)["separator"].float()  # (B, Q, T)
     q = query_positions(b, obj)
 
+    seen = [0]  # graphs already passed: the analysis runs the batch in chunks
+
     def force(pattern, hook):
         pattern = pattern.clone()
-        pattern[:, 0, q] = target[: pattern.shape[0]]
+        pattern[:, 0, q] = target[seen[0]: seen[0] + pattern.shape[0]]
+        seen[0] += pattern.shape[0]
         return pattern
 
-    from hansprobe.analyses.heads import _patterns_at_queries
     with model.hooks(fwd_hooks=[("blocks.0.attn.hook_pattern", force)]):
-        att = _patterns_at_queries(model, obj, b, batch_size=64)
-    s = score_patterns(att, b, obj, {"edge_lookup": edge_lookup})
+        s, _ = score_heads(model, obj, b, {"edge_lookup": edge_lookup}, batch_size=16)  # chunks of 16 graphs
     assert s["edge_lookup"]["separator"]["score"][0][0] == pytest.approx(1.0)
     assert s["edge_lookup"]["separator"]["score"][0][1] < 0.5
 
@@ -85,7 +86,7 @@ def test_ablation_hooks_zero_and_mean():
     model = tiny_model(task, n_layers=2)
     clean = forced_accuracy(model, obj, b)
     one = b[:1]
-    mean_one = _mean_z(model, obj, one, 10)  # the mean over a single graph is that graph's own z
+    _, mean_one = score_heads(model, obj, one, {"edge_lookup": edge_lookup})  # the mean over one graph is its own z
     same = forced_accuracy(model, obj, one, hooks=_ablation_hooks([(0, 0), (1, 1)], "mean", mean_one))
     assert same == forced_accuracy(model, obj, one)
     # zero-ablating every head equals a model whose attention output projections are zeroed

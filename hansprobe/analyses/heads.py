@@ -83,24 +83,10 @@ class HeadsResult(Result):
         return figs
 
 
-@torch.no_grad()
-def _patterns_at_queries(model, objective: Objective, batch: Batch, batch_size: int, progress: bool = False) -> torch.Tensor:
-    """Attention rows of every head at the shortcut queries: (B, L, H, Q, T). Only patterns are cached."""
-    device = next(model.parameters()).device
-    q = query_positions(batch, objective).to(device)
-    out = []
-    for chunk in chunks(batch, batch_size, "attention", progress):
-        chunk = chunk.to(device)
-        with autocast(device):
-            _, cache = model.run_with_cache(objective.inputs(chunk), names_filter=lambda n: n.endswith("attn.hook_pattern"))
-        layers = [cache[f"blocks.{l}.attn.hook_pattern"][:, :, q].float() for l in range(model.cfg.n_layers)]
-        out.append(torch.stack(layers, 1).cpu())  # (b, L, H, Q, T)
-    return torch.cat(out)
-
-
-def score_patterns(att: torch.Tensor, batch: Batch, objective: Objective, patterns: dict[str, PatternFn]) -> dict:
-    """Mean attention mass per head on each pattern component (and their sum, "span" for edge
-    patterns), with a t interval over graphs, and what a uniform causal head would give."""
+def pattern_masses(att: torch.Tensor, batch: Batch, objective: Objective, patterns: dict[str, PatternFn]) -> dict:
+    """Per-graph attention mass of every head on each pattern component, mean over the shortcut
+    queries: {pattern: {component: ((B, L, H) mass, (B,) uniform-head mass)}}. `att` is the heads'
+    attention rows at the queries, (B, L, H, Q, T). Edge patterns also get their "span" (the sum)."""
     q = query_positions(batch, objective)
     causal = torch.arange(att.shape[-1])[None, :] <= q[:, None]  # (Q, T) keys a query can see
     out = {}
@@ -108,29 +94,55 @@ def score_patterns(att: torch.Tensor, batch: Batch, objective: Objective, patter
         comps = fn(batch, objective)
         if "span" not in comps and len(comps) > 1:
             comps = {**comps, "span": torch.stack(list(comps.values())).any(0)}
-        res = {}
+        out[name] = {}
         for comp, mask in comps.items():
             mask = mask & causal[None]  # (B, Q, T)
-            mass = (att * mask[:, None, None].float()).sum(-1).mean(-1)  # (B, L, H): mean over queries
-            lo, hi = t_ci(mass.double().numpy(), axis=0)
-            uniform = (mask.sum(-1).float() / (q + 1).float()).mean()
-            res[comp] = {"score": mass.mean(0).tolist(), "ci": np.stack([lo, hi], -1).tolist(), "uniform": float(uniform)}
-        out[name] = res
+            mass = (att * mask[:, None, None].float()).sum(-1).mean(-1)  # (B, L, H)
+            out[name][comp] = (mass, (mask.sum(-1).float() / (q + 1).float()).mean(-1))
     return out
 
 
+def summarise_masses(masses: dict) -> dict:
+    """Mean per head with a t interval over graphs, and the uniform head's mass."""
+    out = {}
+    for name, comps in masses.items():
+        out[name] = {}
+        for comp, (mass, uniform) in comps.items():
+            lo, hi = t_ci(mass.double().numpy(), axis=0)
+            out[name][comp] = {"score": mass.mean(0).tolist(), "ci": np.stack([lo, hi], -1).tolist(),
+                               "uniform": float(uniform.mean())}
+    return out
+
+
+def score_patterns(att: torch.Tensor, batch: Batch, objective: Objective, patterns: dict[str, PatternFn]) -> dict:
+    """Scores from a given attention tensor (B, L, H, Q, T) at the shortcut queries."""
+    return summarise_masses(pattern_masses(att, batch, objective, patterns))
+
+
 @torch.no_grad()
-def _mean_z(model, objective: Objective, batch: Batch, batch_size: int) -> list[torch.Tensor]:
-    """Per-position mean of every head's output z over the batch (for mean ablation): L x (T, H, d_head)."""
+def score_heads(model, objective: Objective, batch: Batch, patterns: dict[str, PatternFn], batch_size: int = 1000,
+                progress: bool = False) -> tuple[dict, list[torch.Tensor]]:
+    """Pattern scores of every head, and the per-position mean of every head's z (for mean
+    ablation), from one cached pass per chunk holding only the patterns and z. Memory stays
+    bounded: per graph only (L, H) masses are kept."""
     device = next(model.parameters()).device
-    sums, n = None, 0
-    for chunk in batch.split(batch_size):
-        chunk = chunk.to(device)
-        _, cache = model.run_with_cache(objective.inputs(chunk), names_filter=lambda n: n.endswith("attn.hook_z"))
-        zs = [cache[f"blocks.{l}.attn.hook_z"].float().sum(0) for l in range(model.cfg.n_layers)]
-        sums = zs if sums is None else [a + b for a, b in zip(sums, zs)]
+    q = query_positions(batch, objective).to(device)
+    n_layers = model.cfg.n_layers
+    parts: list[dict] = []
+    z_sum, n = None, 0
+    for chunk in chunks(batch, batch_size, "attention", progress):
+        chunk_dev = chunk.to(device)
+        with autocast(device):
+            _, cache = model.run_with_cache(objective.inputs(chunk_dev),
+                                            names_filter=lambda n: n.endswith(("attn.hook_pattern", "attn.hook_z")))
+        att = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][:, :, q].float() for l in range(n_layers)], 1).cpu()
+        parts.append(pattern_masses(att, chunk, objective, patterns))  # att: (b, L, H, Q, T)
+        zs = [cache[f"blocks.{l}.attn.hook_z"].float().sum(0) for l in range(n_layers)]  # (T, H, d_head)
+        z_sum = zs if z_sum is None else [a + b for a, b in zip(z_sum, zs)]
         n += len(chunk)
-    return [s / n for s in sums]
+    merged = {name: {comp: (torch.cat([p[name][comp][0] for p in parts]), torch.cat([p[name][comp][1] for p in parts]))
+                     for comp in parts[0][name]} for name in parts[0]}
+    return summarise_masses(merged), [z / n for z in z_sum]
 
 
 def _ablation_hooks(heads: list[tuple[int, int]], mode: str, mean_z: list[torch.Tensor]):
@@ -188,9 +200,7 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     for group in extra_groups:
         _check_heads(model, group)
-    att = _patterns_at_queries(model, objective, batch, batch_size, progress)
-    scores = score_patterns(att, batch, objective, {**REFERENCE_PATTERNS, **(patterns or {})})
-    mean_z = _mean_z(model, objective, batch, batch_size)
+    scores, mean_z = score_heads(model, objective, batch, {**REFERENCE_PATTERNS, **(patterns or {})}, batch_size, progress)
     base = forced_accuracy(model, objective, batch, batch_size)
 
     ablations = []

@@ -1,0 +1,180 @@
+"""Fault injection and determinism: a killed run resumes bit-identically, no half-written file is
+ever read, the same command gives the same bytes, analyses stream in bounded chunks."""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hansprobe.checkpoint import read_metrics
+from hansprobe.cli import main
+
+TRAIN = ["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--n-layers", "1", "--d-model", "32",
+         "--n-heads", "2", "--batch-size", "16", "--eval-graphs", "32", "--seed", "5"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # same thread count as the in-process reference
+
+# Runs `hansprobe` but dies (SIGKILL) halfway through the N-th atomic file write: the temporary file
+# is half written and the rename never happens, exactly as a kill during a checkpoint write leaves it.
+KILL_IN_WRITE = """
+import os, signal, sys, tempfile
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+import hansprobe.checkpoint as c
+n, calls, real = int(sys.argv[1]), [0], c.atomic_write_bytes
+def write(path, data):
+    calls[0] += 1
+    if calls[0] == n:
+        fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
+        os.write(fd, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, data)
+c.atomic_write_bytes = write
+from hansprobe.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weights_equal(a: Path, b: Path) -> bool:
+    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def eval_steps(run: Path) -> list[int]:
+    return [r["step"] for r in read_metrics(run)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    args = [*TRAIN, "--steps", "12", "--eval-every", "2", "--checkpoint-every", "4", "--out", str(out), "--json"]
+    assert main(args) == 0
+    return out, args
+
+
+@pytest.mark.parametrize("nth_write", [2, 3, 5, 6])
+def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_write):
+    ref, args = reference
+    run = tmp_path / "run"
+    argv = [a if a != str(ref) else str(run) for a in args]
+    proc = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, str(nth_write), *argv], env=ENV, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert list(run.glob(".*.tmp")), "the kill should leave a half-written temporary file"
+    # writes are config(1), then per checkpoint resume, model, config: the 2nd write is the first resume file
+    resume = [sys.executable, "-m", "hansprobe", "train", "--resume", "--out", str(run), "--json"]
+    proc = subprocess.run(resume, env=ENV, capture_output=True, text=True)
+    if nth_write == 2:  # killed before any resume file existed: a clear error, nothing half-read
+        assert proc.returncode == 2 and "nothing to resume" in proc.stderr and "Traceback" not in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert not list(run.glob(".*.tmp")), "resume removes the temporaries of the killed write"
+    assert weights_equal(ref, run) and digest(ref / "model.safetensors") == digest(run / "model.safetensors")
+    assert eval_steps(run) == eval_steps(ref) == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_at_a_random_moment_then_resume(tmp_path, seed):
+    rng = random.Random(seed)
+    args = [*TRAIN, "--steps", "150", "--eval-every", "10", "--checkpoint-every", "10"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert main([*args, "--out", str(ref), "--json"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "hansprobe", *args, "--out", str(run), "--json"], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # wait for training to start (imports take seconds)
+    time.sleep(rng.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(eval_steps(run), default=0)
+    resumed = subprocess.run([sys.executable, "-m", "hansprobe", "train", "--resume", "--out", str(run), "--json"],
+                             env=ENV, capture_output=True, text=True)
+    if not (run / "resume.safetensors").exists() or resumed.returncode == 2:
+        pytest.skip(f"killed before the first checkpoint (eval rows up to {killed_at}); nothing to resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert weights_equal(ref, run)
+    assert eval_steps(run) == list(range(10, 151, 10)), "no duplicated or missing evaluation rows"
+
+
+def test_same_command_same_bytes_other_seed_other_bytes(tmp_path):
+    args = [*TRAIN, "--steps", "6", "--eval-every", "3", "--checkpoint-every", "3", "--json"]
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        assert main([*args, "--seed", seed, "--out", str(tmp_path / name)]) == 0
+    for f in ("model.safetensors", "resume.safetensors", "config.json"):
+        assert digest(tmp_path / "a" / f) == digest(tmp_path / "b" / f), f
+    assert digest(tmp_path / "a" / "model.safetensors") != digest(tmp_path / "c" / "model.safetensors")
+
+
+@pytest.mark.parametrize("command", ["eval", "entropy", "heads", "dynamics"])
+def test_analyses_with_the_same_seed_give_identical_json(reference, command, capsys):
+    ref, _ = reference
+    outs = []
+    for _ in range(2):
+        assert main([command, str(ref), "-n", "60", "--seed", "9", "--json"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+    assert main([command, str(ref), "-n", "60", "--seed", "10", "--json"]) == 0
+    assert capsys.readouterr().out != outs[0]
+
+
+@pytest.mark.parametrize("analysis", ["behaviour", "entropy", "heads", "follow"])
+def test_analyses_stream_in_bounded_chunks(reference, analysis):
+    import hansprobe
+    from hansprobe.analyses import measure_behaviour, measure_entropy
+    from hansprobe.analyses.follow import measure_follow
+    from hansprobe.analyses.heads import measure_heads
+
+    model, task, obj = hansprobe.load(reference[0])
+    seen = []
+    handle = model.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    fn = {"behaviour": measure_behaviour, "entropy": measure_entropy, "heads": measure_heads, "follow": measure_follow}[analysis]
+    try:
+        fn(model, obj, task.generate(250, 0), batch_size=64)
+    finally:
+        handle.remove()
+    assert seen and max(seen) <= 64, f"{analysis} ran a forward pass of {max(seen)} graphs"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["heads", "CKPT", "--ablate", "3.0"], "does not exist"),
+    (["heads", "CKPT", "--ablate", "0.9"], "does not exist"),
+    (["heads", "CKPT", "--ablate", "x"], "layer.head"),
+    (["eval", "CKPT", "--device", "cuda"], "cuda"),
+    (["entropy", "CKPT", "--device", "tpu"], "device"),
+])
+def test_analysis_requests_that_cannot_work_are_one_line_errors(reference, argv, needle, capsys):
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = [str(reference[0]) if a == "CKPT" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unknown_task_in_a_checkpoint_config(reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in reference[0].iterdir():
+        if f.is_file():
+            (run / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["task"]["name"] = "maze"
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'maze'" in err and len(err.strip().splitlines()) == 1
