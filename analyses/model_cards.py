@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from hansprobe.analyses import measure_behaviour, measure_dynamics, measure_entropy
+from hansprobe.analyses.heads import measure_heads
 from hansprobe.checkpoint import load_checkpoint
 from hansprobe.tasks import read_ntf
 
@@ -61,6 +62,32 @@ def card(path: Path, n: int, seed: int) -> list[str]:
     lines += ["", f"Verdict ({sources[0][0]}): {first.verdict}."]
     if follows:
         lines.append(f"The top candidate is not uniform over these rules (chance {first.chance:.2f}): {'; '.join(follows)}.")
+    if not obj.teacherless:
+        h = measure_heads(ck.model, obj, sources[0][1])
+        lines += ["", f"Heads ({sources[0][0]}; attention at the shortcut queries, label indices 2..{task.target_len - 1}; "
+                  "ablation drop = forced accuracy lost at indices 2..l-2 under mean / zero ablation):", "",
+                  "| head | edge lookup (parent + child + separator) | separator | child->parent lookup | single-head drop | Clever-Hans |",
+                  "|---|---|---|---|---|---|"]
+        for r in h.heads:
+            lines.append(f"| L{r['layer']}H{r['head']} | {ci(r['edge_lookup_score'], r['edge_lookup_ci'])} | "
+                         f"{r['edge_lookup_components']['separator']:.3f} | {r['child_parent_score']:.3f} | "
+                         f"{r['ablation_drop']:+.3f} / {r['ablation_drop_zero']:+.3f} | {'**yes**' if r['clever_hans'] else 'no'} |")
+        uni = h.patterns["edge_lookup"]["span"]["uniform"]
+        lines += ["", f"A uniform head would put {uni:.3f} on the edge's span. Group and layer ablations (forced accuracy per "
+                  "label index, mean ablation):", ""]
+        for a in h.ablations:
+            if a["kind"] != "head" and a["mode"] == "mean":
+                lines.append(f"- {a['label']} {a['heads']}: {', '.join(f'{x:.3f}' for x in a['forced_accuracy'])} "
+                             f"(drop at 2..l-2: {a['drop']:+.3f}; zero ablation: "
+                             f"{next(z['drop'] for z in h.ablations if z['label'] == a['label'] and z['mode'] == 'zero'):+.3f})")
+        f = h.follow
+        if f:
+            by = ", ".join(f"r{i} {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
+            lines += ["", f"Counterfactual-prefix follow rate (indices 2..l-2): {ci(f['follow_rate'], f['follow_rate_ci'])}; "
+                      f"by index {by} (the last index can copy the goal from the prompt). Control (a node with no successor "
+                      f"swapped in): still answers the true r_i at "
+                      f"{', '.join(f'r{i} {v['true_next']:.3f}' for i, v in f['control'].items())}.", "",
+                      f"Verdict: {h.verdict}."]
     if (path / "snapshots").is_dir():
         dyn = measure_dynamics(path, task.generate(min(n, 1000), seed))
         order = ", ".join(f"r{p} at step {dyn.learned_at[p]}" if dyn.learned_at[p] is not None else f"r{p} never"

@@ -3,8 +3,8 @@
     python analyses/train_reference_checkpoints.py [NAME ...] [--out-root checkpoints] [--device cpu]
 
 Names: pathstar-d{degree}-l{path_len}-n{nodes}-{objective}. Each run is a normal hansprobe run
-directory; the resume file is kept only where the run is meant to be continued later
-(teacherless, which is known to need far more steps: `hansprobe train --resume --steps N --out ...`).
+directory; the resume file is kept only where the run may be continued later (teacherless, known
+to need far more steps, and G(5,5): `hansprobe train --resume --steps N --out ...`).
 Then `python analyses/model_cards.py` measures them and writes docs/model-cards.md.
 """
 import argparse
@@ -24,7 +24,7 @@ RUNS = {
     "pathstar-d2-l5-n50-teacher-forcing": (PathStar(2, 5, 50), "teacher-forcing",
                                            dict(steps=3000, snapshot_at=[50, 100, 200, 300, 500, 1000]), False),
     "pathstar-d2-l5-n50-reverse": (PathStar(2, 5, 50), "reverse", dict(steps=3000), False),
-    "pathstar-d5-l5-n50-teacher-forcing": (PathStar(5, 5, 50), "teacher-forcing", dict(steps=3000), False),
+    "pathstar-d5-l5-n50-teacher-forcing": (PathStar(5, 5, 50), "teacher-forcing", dict(steps=3000), True),
     "pathstar-d2-l5-n50-teacherless": (PathStar(2, 5, 50), "teacherless", dict(steps=5000), True),
 }
 SEED = 0
