@@ -36,6 +36,17 @@ def _steps_list(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps") from None
 
 
+def _int_list(text):
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _str_list(text):
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def _head_group(text):
     try:
         return [tuple(int(x) for x in item.split(".")) for item in text.split(",") if item.strip()]
@@ -111,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_graphs(p)
     p.add_argument("--ablate", type=_head_group, action="append", default=[], metavar="L.H[,L.H...]",
                    help="also ablate this group of heads jointly (repeatable), e.g. --ablate 1.0,1.2")
+
+    p = sub.add_parser("probe", help="linear probes on the residual stream, with controls and a causal follow-up")
+    p.add_argument("checkpoint", type=Path)
+    _add_graphs(p)
+    p.add_argument("--target", default="goal_arm", help="goal_arm | decision_node | next_node | edge_on_goal_path (default goal_arm)")
+    p.add_argument("--layers", type=_int_list, default=None, help="residual layers, 0 = embeddings .. n_layers (default all)")
+    p.add_argument("--positions", type=_str_list, default=None,
+                   help="input positions: numbers or start, goal, =, a0, a1, ..., all (default the prompt tail and the answer slots)")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
+    p.set_defaults(default_graphs=1000)
 
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
@@ -285,6 +306,48 @@ def cmd_heads(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from hansprobe.analyses.probes import measure_probes
+    from hansprobe.checkpoint import load_checkpoint, model_from_config
+
+    ck = load_checkpoint(args.checkpoint, device=args.device)
+    batch, source = load_graphs(args, ck.task)
+    untrained, _ = model_from_config(ck.config, next(ck.model.parameters()).device)  # its own initialisation
+    res = measure_probes(ck.model, ck.objective, batch, args.target, args.layers, args.positions,
+                         batch_size=args.batch_size, untrained_model=untrained, progress=_progress(args))
+    out = {"checkpoint": str(args.checkpoint), **source, **res.to_dict()}
+    if args.out is not None:
+        from hansprobe.checkpoint import atomic_write_json
+
+        atomic_write_json(args.out, out)
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    print(f"{args.checkpoint} ({res.objective}): probe '{res.target}' on {res.n_graphs} graphs, 5 folds grouped by graph")
+    print(f"  {res.description}")
+    print("  cells: accuracy [95% CI] / selectivity vs shuffled labels / H&L selectivity / untrained model")
+    for li, layer in enumerate(res.layers):
+        name = "embed" if layer == 0 else f"after L{layer - 1}"
+        for j, pos in enumerate(res.position_labels):
+            a = res.accuracy[li][j]
+            if a is None:
+                continue
+            c = res.accuracy_ci[li][j]
+            print(f"  {name:9s} {pos:>6s}  {a:.3f} [{c[0]:.3f}, {c[1]:.3f}]  {res.selectivity[li][j]:+.3f}  "
+                  f"{res.selectivity_token[li][j]:+.3f}  {res.untrained[li][j]:.3f}")
+    if res.best:
+        b = res.best
+        print(f"  most selective cell before the answer: layer {b['layer']} at {b['position_label']} "
+              f"(accuracy {b['accuracy']:.3f}, selectivity {b['selectivity']:+.3f}); chance {res.chance:.3f}")
+    if res.causal:
+        c = res.causal
+        lo, hi = c["steer_probe"]["ci"]
+        print(f"  steering along the probe there: decision logit difference changes {c['steer_probe']['mean_change']:+.3f} "
+              f"[{lo:+.3f}, {hi:+.3f}] vs random {c['steer_random']['mean_change']:+.3f}; projecting the probe out: "
+              f"{c['ablate_probe']['mean_change']:+.3f} vs random {c['ablate_random']['mean_change']:+.3f}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from hansprobe.errors import ConfigError
     from hansprobe.tasks import format_ntf_lines
@@ -303,7 +366,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
-            "data": cmd_data}
+            "probe": cmd_probe, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

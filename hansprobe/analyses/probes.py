@@ -1,0 +1,171 @@
+"""Linear probes on the residual stream, with controls: is the plan represented before the answer?
+
+One scikit-learn pipeline (StandardScaler -> LogisticRegression) per layer x position cell,
+cross-validated with folds grouped by graph, scored with a Wilson CI, against two controls:
+a Hewitt & Liang (2019) control task (a fixed random label per token type at the same position)
+and a label shuffle across graphs; plus the same probe on the untrained model (the checkpoint's own
+initialisation). Headline selectivity = task accuracy - shuffled-label accuracy; the H&L
+selectivity is reported beside it (for graph-level labels the token control is easy to memorise, so
+it measures the probe's capacity more than the plan: docs/analyses.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from hansprobe.analyses.activations import Activations, collect_residuals, position_names
+from hansprobe.analyses.base import Result, wilson_ci
+from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn
+from hansprobe.errors import ConfigError
+from hansprobe.objectives import Objective
+from hansprobe.tasks.base import Batch
+
+
+def make_probe(seed: int = 0):
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+
+
+def probe_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray, candidates: np.ndarray | None = None,
+                   n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """Cross-validated correctness per row (folds grouped by graph). With `candidates` (n, D) the
+    prediction is the highest-scoring candidate class (identity labels scored among the d options)."""
+    n_splits = min(n_splits, len(np.unique(groups)))
+    if len(np.unique(y)) < 2:
+        return np.ones(len(y), bool)  # a constant label is trivially predicted
+    cv = GroupKFold(n_splits=n_splits)
+    if candidates is None:
+        return cross_val_predict(make_probe(seed), X, y, groups=groups, cv=cv) == y
+    proba = cross_val_predict(make_probe(seed), X, y, groups=groups, cv=cv, method="predict_proba")  # (n, classes)
+    classes = np.unique(y)
+    col = np.searchsorted(classes, candidates)
+    known = (col < len(classes)) & (classes[np.minimum(col, len(classes) - 1)] == candidates)
+    scores = np.where(known, np.take_along_axis(proba, np.minimum(col, len(classes) - 1), 1), -np.inf)
+    return candidates[np.arange(len(y)), scores.argmax(1)] == y
+
+
+@dataclass
+class ProbeResult(Result):
+    target: str
+    description: str
+    objective: str
+    n_graphs: int
+    layers: list[int]  # 0 = embeddings, k = after block k-1
+    positions: list[int]
+    position_labels: list[str]
+    chance: float
+    accuracy: list[list[float]]  # [layer][position]; NaN where the target is undefined
+    accuracy_ci: list[list[list[float]]]
+    control_token: list[list[float]]  # Hewitt & Liang control task
+    control_shuffle: list[list[float]]  # labels shuffled across graphs
+    untrained: list[list[float]]  # the same probe on the untrained model
+    selectivity: list[list[float]]  # accuracy - label-shuffle control (the headline: is there signal beyond chance?)
+    selectivity_token: list[list[float]]  # accuracy - Hewitt & Liang token control (probe capacity; see docs)
+    best: dict = field(default_factory=dict)  # the most selective cell before the answer
+    causal: dict | None = None
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        ylab = ["embed" if layer == 0 else f"after L{layer - 1}" for layer in self.layers]
+        fig = make_subplots(rows=1, cols=2, subplot_titles=(f"probe accuracy (chance {self.chance:.2f})", "selectivity (task - control)"))
+        fig.add_heatmap(z=self.accuracy, x=self.position_labels, y=ylab, zmin=0, zmax=1, colorscale="Blues",
+                        texttemplate="%{z:.2f}", row=1, col=1, colorbar=dict(x=0.45))
+        fig.add_heatmap(z=self.selectivity, x=self.position_labels, y=ylab, zmid=0, colorscale="RdBu",
+                        texttemplate="%{z:.2f}", row=1, col=2)
+        fig.update_layout(title=f"Probe '{self.target}' ({self.objective}, {self.n_graphs} graphs, folds grouped by graph)")
+        line = go.Figure()
+        for name in ("goal", "="):
+            if name in self.position_labels:
+                j = self.position_labels.index(name)
+                line.add_scatter(x=ylab, y=[row[j] for row in self.accuracy], mode="lines+markers", name=f"at '{name}'",
+                                 error_y=dict(type="data", symmetric=False,
+                                              array=[c[j][1] - row[j] for row, c in zip(self.accuracy, self.accuracy_ci)],
+                                              arrayminus=[row[j] - c[j][0] for row, c in zip(self.accuracy, self.accuracy_ci)]))
+        line.add_hline(y=self.chance, line_dash="dot", annotation_text="chance")
+        line.update_layout(yaxis_range=[0, 1.05], xaxis_title="residual stream", yaxis_title="probe accuracy",
+                           title=f"Probe '{self.target}' per layer at the goal token and '='")
+        return {"probe_heatmaps": fig, "probe_by_layer": line}
+
+
+def _control_labels(tokens: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
+    """Hewitt & Liang control task: a fixed random class for every token type."""
+    table = np.random.default_rng(seed).integers(0, n_classes, size=int(tokens.max()) + 1)
+    return table[tokens]
+
+
+def _grid(n_layers, n_pos, fill=np.nan):
+    return np.full((n_layers, n_pos), fill, dtype=float)
+
+
+def measure_probes(model, objective: Objective, batch: Batch, target: str | TargetFn = "goal_arm", layers=None,
+                   positions=None, batch_size: int = 500, seed: int = 0, n_splits: int = 5, untrained_model=None,
+                   causal: bool = True, progress: bool = False) -> ProbeResult:
+    if isinstance(target, str):
+        if target not in TARGETS:
+            raise ConfigError(f"unknown probe target {target!r}; valid targets: {', '.join(TARGETS)}")
+        target = TARGETS[target]
+    acts = collect_residuals(model, objective, batch, layers, positions, batch_size, progress)
+    tgt: ProbeTarget = target(batch, objective, acts.positions)
+    base_acts = collect_residuals(untrained_model, objective, batch, acts.layers, acts.positions, batch_size) if untrained_model is not None else None
+    tokens = objective.inputs(batch).numpy()[:, acts.positions]  # (B, n_pos) token at each probed position
+    n_l, n_p = len(acts.layers), len(acts.positions)
+    acc, lo, hi, ctl, shf, unt = (_grid(n_l, n_p) for _ in range(6))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(batch))
+    n_classes = max(2, batch.candidates.shape[1]) if tgt.candidates is not None else max(2, int(np.unique(tgt.labels[tgt.labels >= 0]).size))
+    cells = [(i, j) for j in range(n_p) for i in range(n_l)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        cells = tqdm(cells, desc="probes", unit="cell", leave=False)
+    for i, j in cells:
+        y = tgt.labels[:, j]
+        keep = y >= 0
+        if keep.sum() < 2 * n_splits:
+            continue
+        X, g, cand = acts.acts[keep, i, j], acts.graph_ids[keep], (tgt.candidates[keep] if tgt.candidates is not None else None)
+        ok = probe_accuracy(X, y[keep], g, cand, n_splits, seed)
+        acc[i, j] = ok.mean()
+        lo[i, j], hi[i, j] = wilson_ci(int(ok.sum()), len(ok))
+        y_ctl = _control_labels(tokens[keep, j], n_classes, seed + j)
+        ctl[i, j] = probe_accuracy(X, y_ctl, g, None, n_splits, seed).mean()
+        p = perm[keep[perm]]  # shuffle labels (and their candidates) across the kept graphs
+        shf[i, j] = probe_accuracy(X, tgt.labels[p, j], g, tgt.candidates[p] if tgt.candidates is not None else None,
+                                   n_splits, seed).mean()
+        if base_acts is not None:
+            unt[i, j] = probe_accuracy(base_acts.acts[keep, i, j], y[keep], g, cand, n_splits, seed).mean()
+    sel = acc - shf
+    labels_by_pos = {v: k for k, v in position_names(batch).items()}
+    pos_labels = [labels_by_pos.get(p, str(p)) for p in acts.positions]
+    best = _best_cell(sel, acc, acts, batch, pos_labels, objective, model.cfg.n_layers)
+    res = ProbeResult(
+        target=tgt.name, description=tgt.description, objective=objective.name, n_graphs=len(batch), layers=acts.layers,
+        positions=acts.positions, position_labels=pos_labels, chance=tgt.chance, accuracy=acc.tolist(),
+        accuracy_ci=np.stack([lo, hi], -1).tolist(), control_token=ctl.tolist(), control_shuffle=shf.tolist(),
+        untrained=unt.tolist(), selectivity=sel.tolist(), selectivity_token=(acc - ctl).tolist(), best=best,
+    )
+    if causal and best and tgt.name in ("goal_arm", "decision_node"):
+        from hansprobe.analyses.steering import steer_along_probe
+
+        res.causal = steer_along_probe(model, objective, batch, acts, tgt, best, seed=seed, batch_size=batch_size)
+    return res
+
+
+def _best_cell(sel, acc, acts: Activations, batch: Batch, pos_labels, objective: Objective, n_layers: int) -> dict:
+    """The most selective cell before the answer (the prompt, up to '=') that can still reach the
+    decision: the last layer's output at an earlier position feeds nothing downstream."""
+    query = batch.prefix.shape[1] - 1 + objective.decision_index(batch.target.shape[1])
+    ok = np.array([[p <= batch.prefix.shape[1] - 1 and (layer < n_layers or p == query) for p in acts.positions]
+                   for layer in acts.layers])
+    masked = np.where(ok & ~np.isnan(sel), sel, -np.inf)
+    if not np.isfinite(masked).any():
+        return {}
+    i, j = np.unravel_index(np.argmax(masked), masked.shape)
+    return {"layer": acts.layers[i], "position": acts.positions[j], "position_label": pos_labels[j],
+            "accuracy": float(acc[i, j]), "selectivity": float(sel[i, j])}
