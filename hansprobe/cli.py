@@ -133,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
     p.set_defaults(default_graphs=1000)
 
+    p = sub.add_parser("patch", help="activation patching on goal-swap pairs (transformer_lens.patching) and shortcut patching")
+    p.add_argument("checkpoint", type=Path)
+    _add_graphs(p)
+    p.add_argument("--sweep", action="append", choices=["resid", "attn", "mlp", "heads"], default=None,
+                   help="what to patch (repeatable; default resid)")
+    p.add_argument("--direction", choices=["sufficiency", "necessity", "both"], default="sufficiency",
+                   help="sufficiency: clean into corrupted; necessity: corrupted into clean")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
+    p.set_defaults(default_graphs=200)
+
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
     p.add_argument("-n", "--n-graphs", type=_positive(), default=1000)
@@ -348,6 +358,35 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_patch(args) -> int:
+    from hansprobe.analyses.patching import measure_patching
+    from hansprobe.checkpoint import atomic_write_json, load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint, device=args.device)
+    batch, source = load_graphs(args, ck.task)
+    directions = ("sufficiency", "necessity") if args.direction == "both" else (args.direction,)
+    res = measure_patching(ck.model, ck.objective, batch, sweeps=tuple(args.sweep or ["resid"]), directions=directions,
+                           seed=args.seed, progress=_progress(args))
+    out = {"checkpoint": str(args.checkpoint), **source, **res.to_dict()}
+    if args.out is not None:
+        atomic_write_json(args.out, out)
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    print(f"{args.checkpoint} ({res.objective}): {res.n_pairs} goal-swap pairs; metric at label index "
+          f"{res.metric_label_index} (position {res.metric_position})")
+    print(f"  logit difference clean {res.clean_logit_diff:.3f}, corrupted {res.corrupted_logit_diff:.3f}, "
+          f"gap {_fmt_ci(res.gap, res.gap_ci)} nats")
+    print(f"  {res.verdict}")
+    for t in res.top:
+        print(f"  {t['component']:32s} normalised {t['normalized']:+.3f}")
+    if res.shortcut:
+        for i, rates in res.shortcut["move_rate"].items():
+            print(f"  shortcut patching, index {i}: share predicting child(w) by layer "
+                  + ", ".join(f"L{l} {r:.3f}" for l, r in enumerate(rates)))
+    return 0
+
+
 def cmd_data(args) -> int:
     from hansprobe.errors import ConfigError
     from hansprobe.tasks import format_ntf_lines
@@ -366,7 +405,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
-            "probe": cmd_probe, "data": cmd_data}
+            "probe": cmd_probe, "patch": cmd_patch, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,270 @@
+"""Activation patching on path-star: where is the decision computed (or not)?
+
+Clean/corrupted pairs are the same graph with another goal arm, so every position lines up and
+only the goal token and the answer differ. Metric: logit(clean answer) - logit(corrupted answer)
+at the first label index where the two answers differ (the decision token under forward targets),
+normalised (patched - corrupted) / (clean - corrupted) on the batch means; KL(clean || patched) as a
+second metric. Sweeps use `transformer_lens.patching` with per-example values (`PatchingResult`,
+bootstrap intervals). Where the clean-corrupted gap is too small to measure, the analysis says so
+instead of drawing noise: an indecipherable model has no decision to restore.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hansprobe.analyses.base import Result, t_ci, wilson_ci
+from hansprobe.errors import ConfigError
+from hansprobe.objectives import Objective
+from hansprobe.tasks.base import Batch
+from hansprobe.tasks.pathstar import build_batch
+
+SWEEPS = ("resid", "attn", "mlp", "heads")
+GAP_MIN = 0.1  # nats: below this mean |clean - corrupted| logit difference there is nothing to restore
+
+
+def goal_swap_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
+    """(clean, corrupted): the corrupted graph is the clean one with the goal on another arm
+    (same edges in the same order, so positions line up)."""
+    d = batch.candidates.shape[1]
+    if d < 2:
+        raise ConfigError("goal-swap pairs need degree >= 2")
+    g = torch.Generator().manual_seed(seed)
+    other = (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
+    return batch, build_batch(batch.task, batch.start, other, batch.arms, batch.edge_parent, batch.edge_child)
+
+
+def edge_order_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
+    """(clean, corrupted): the same graph and goal with the edges listed in another order."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.rand(batch.edge_parent.shape, generator=g).argsort(1)
+    return batch, build_batch(batch.task, batch.start, batch.goal_arm, batch.arms,
+                              batch.edge_parent.gather(1, order), batch.edge_child.gather(1, order))
+
+
+def metric_index(objective: Objective, clean: Batch, corrupted: Batch) -> int:
+    """The first label index whose correct token differs between the clean and corrupted runs."""
+    differs = (objective.labels(clean) != objective.labels(corrupted)).any(0)
+    if not differs.any():
+        raise ConfigError("the clean and corrupted answers never differ: nothing to patch")
+    return int(differs.nonzero()[0, 0])
+
+
+def position_labels(batch: Batch) -> list[str]:
+    e = batch.edge_parent.shape[1]
+    names = []
+    for i in range(e):
+        names += [f"u{i}", f"v{i}", "|" if i < e - 1 else "/"]
+    names += ["start", "goal", "="] + [f"a{j}" for j in range(batch.target.shape[1] - 1)]
+    return names
+
+
+@dataclass
+class PatchingResultSummary(Result):
+    objective: str
+    n_pairs: int
+    metric_label_index: int
+    metric_position: int
+    clean_logit_diff: float
+    corrupted_logit_diff: float
+    gap: float
+    gap_ci: tuple[float, float]
+    measurable: bool
+    verdict: str
+    position_labels: list[str]
+    sweeps: dict = field(default_factory=dict)  # "resid|attn|mlp" -> direction -> {"normalized": [L][T], "ci_low", "ci_high", "kl"}
+    heads: dict = field(default_factory=dict)  # direction -> {"normalized": [L][H], ...}
+    top: list = field(default_factory=list)  # strongest components
+    shortcut: dict | None = None  # teacher-forced shortcut patching: rate of predicting child(w) per layer x index
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        figs = {}
+        for sweep, by_dir in self.sweeps.items():
+            for direction, r in by_dir.items():
+                z = np.array(r["normalized"], dtype=float)[:, : self.metric_position + 1]
+                fig = go.Figure(go.Heatmap(z=z, x=self.position_labels[: self.metric_position + 1],
+                                           y=[f"L{l}" for l in range(z.shape[0])], zmid=0, colorscale="RdBu",
+                                           texttemplate="%{z:.2f}"))
+                fig.update_layout(title=f"{sweep} patching ({direction}), normalised logit difference; {self.objective}, "
+                                        f"{self.n_pairs} pairs", xaxis_title="position", yaxis_title="layer")
+                figs[f"patch_{sweep}_{direction}"] = fig
+        for direction, r in self.heads.items():
+            z = np.array(r["normalized"], dtype=float)
+            lo, hi = np.array(r["ci_low"], dtype=float), np.array(r["ci_high"], dtype=float)
+            names = [f"L{l}H{h}" for l in range(z.shape[0]) for h in range(z.shape[1])]
+            fig = go.Figure(go.Bar(x=names, y=z.ravel(), error_y=dict(type="data", symmetric=False,
+                                   array=(hi - z).ravel(), arrayminus=(z - lo).ravel())))
+            fig.update_layout(title=f"head output patching, all positions ({direction})", yaxis_title="normalised effect")
+            figs[f"patch_heads_{direction}"] = fig
+        if self.shortcut:
+            fig = go.Figure()
+            for i, rates in self.shortcut["move_rate"].items():
+                fig.add_scatter(x=[f"L{l}" for l in range(len(rates))], y=rates, mode="lines+markers", name=f"index {i}")
+            fig.update_layout(yaxis_range=[0, 1.05], title="Shortcut patching: share predicting child(w) after patching "
+                              "the residual at r_(i-1) from the swapped run", xaxis_title="residual stream (resid_pre)")
+            figs["shortcut_patching"] = fig
+        return figs
+
+
+def _logit_diff_metric(index_pos: int, good: torch.Tensor, bad: torch.Tensor):
+    def metric(logits):  # (B, T, V) -> (B,)
+        last = logits[:, index_pos].float()
+        r = torch.arange(len(last), device=last.device)
+        return last[r, good.to(last.device)] - last[r, bad.to(last.device)]
+    return metric
+
+
+def _kl_metric(index_pos: int, reference_logp: torch.Tensor):
+    def metric(logits):
+        logp = logits[:, index_pos].float().log_softmax(-1)
+        ref = reference_logp.to(logp.device)
+        return (ref.exp() * (ref - logp)).sum(-1)
+    return metric
+
+
+def _sweep(fn, model, tokens, cache, metrics, baseline_good, baseline_bad, seed):
+    """Run one transformer_lens.patching sweep with per-example values; normalise on batch means."""
+    res = fn(model, tokens, cache, metrics, reduce="none", baseline=True)
+    ld = res["logit_diff"]
+    mean = ld.mean()  # (*axes)
+    lo, hi = ld.bootstrap_ci(seed=seed)
+    scale = baseline_good - baseline_bad
+    norm = ((mean - baseline_bad) / scale).cpu().numpy()
+    return {"normalized": norm.tolist(), "ci_low": ((lo - baseline_bad) / scale).cpu().numpy().tolist(),
+            "ci_high": ((hi - baseline_bad) / scale).cpu().numpy().tolist(),
+            "kl": res["kl"].mean().cpu().numpy().tolist()}
+
+
+@torch.no_grad()
+def measure_patching(model, objective: Objective, batch: Batch, sweeps=("resid",), directions=("sufficiency",),
+                     seed: int = 0, progress: bool = False) -> PatchingResultSummary:
+    """`sufficiency`: clean activations patched into the corrupted run (does this component carry the
+    answer?); `necessity`: corrupted activations patched into the clean run (is it needed?)."""
+    from transformer_lens import patching as tlp
+
+    for s in sweeps:
+        if s not in SWEEPS:
+            raise ConfigError(f"unknown sweep {s!r}; valid sweeps: {', '.join(SWEEPS)}")
+    for d in directions:
+        if d not in ("sufficiency", "necessity"):
+            raise ConfigError(f"unknown direction {d!r}; use sufficiency, necessity or both")
+    with _library_bars(tlp, progress):
+        return _measure(tlp, model, objective, batch, sweeps, directions, seed)
+
+
+@contextmanager
+def _library_bars(module, show: bool):
+    """transformer_lens.patching draws a tqdm bar per sweep; keep it only when progress is wanted."""
+    original = module.tqdm
+    if not show:
+        module.tqdm = lambda iterable, *a, **k: iterable
+    try:
+        yield
+    finally:
+        module.tqdm = original
+
+
+def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> PatchingResultSummary:
+    device = next(model.parameters()).device
+    clean, corrupted = goal_swap_pairs(batch, seed)
+    k = metric_index(objective, clean, corrupted)
+    pos = clean.prefix.shape[1] - 1 + k
+    good, bad = objective.labels(clean)[:, k], objective.labels(corrupted)[:, k]
+    clean_x, corr_x = objective.inputs(clean).to(device), objective.inputs(corrupted).to(device)
+    clean_logits, clean_cache = model.run_with_cache(clean_x)
+    corr_logits, corr_cache = model.run_with_cache(corr_x)
+    ld = _logit_diff_metric(pos, good, bad)
+    ld_clean, ld_corr = ld(clean_logits).cpu().numpy(), ld(corr_logits).cpu().numpy()
+    gap_vals = ld_clean - ld_corr
+    gap_lo, gap_hi = t_ci(gap_vals)
+    gap = float(gap_vals.mean())
+    measurable = abs(gap) >= GAP_MIN and not (gap_lo <= 0 <= gap_hi)
+    labels = position_labels(clean)
+    out = PatchingResultSummary(
+        objective=objective.name, n_pairs=len(batch), metric_label_index=k, metric_position=pos,
+        clean_logit_diff=float(ld_clean.mean()), corrupted_logit_diff=float(ld_corr.mean()), gap=gap,
+        gap_ci=(float(gap_lo), float(gap_hi)), measurable=measurable, verdict="", position_labels=labels,
+    )
+    if measurable:
+        fns = {"resid": tlp.get_act_patch_resid_pre, "attn": tlp.get_act_patch_attn_out, "mlp": tlp.get_act_patch_mlp_out}
+        runs = {"sufficiency": (corr_x, clean_cache, clean_logits, ld_clean.mean(), ld_corr.mean()),
+                "necessity": (clean_x, corr_cache, corr_logits, ld_corr.mean(), ld_clean.mean())}
+        for direction in directions:
+            tokens, cache, ref_logits, to_val, from_val = runs[direction]
+            metrics = {"logit_diff": ld, "kl": _kl_metric(pos, ref_logits[:, pos].float().log_softmax(-1))}
+            for s in sweeps:
+                if s == "heads":
+                    out.heads[direction] = _sweep(tlp.get_act_patch_attn_head_out_all_pos, model, tokens, cache, metrics,
+                                                  to_val, from_val, seed)
+                elif s == "mlp" and model.cfg.attn_only:
+                    continue
+                else:
+                    out.sweeps.setdefault(s, {})[direction] = _sweep(fns[s], model, tokens, cache, metrics, to_val, from_val, seed)
+        out.top = _top_components(out)
+        out.verdict = (f"clean-corrupted gap {gap:.3f} nats [{gap_lo:.3f}, {gap_hi:.3f}]: measurable; strongest: "
+                       + "; ".join(f"{t['component']} {t['normalized']:.2f}" for t in out.top[:3]))
+    else:
+        out.verdict = (f"no decision computation to restore: swapping the goal moves the decision logit difference by "
+                       f"{gap:.3f} nats on average [{gap_lo:.3f}, {gap_hi:.3f}] (mean |change| "
+                       f"{float(np.abs(gap_vals).mean()):.3f}), below {GAP_MIN} or not distinguishable from 0")
+    if objective.teacher_forced and batch.target.shape[1] >= 3 and batch.candidates.shape[1] >= 2:
+        out.shortcut = shortcut_patching(model, objective, batch, seed)
+    return out
+
+
+def _top_components(res: PatchingResultSummary, n: int = 5) -> list:
+    rows = []
+    for sweep, by_dir in res.sweeps.items():
+        r = by_dir.get("sufficiency") or next(iter(by_dir.values()))
+        z = np.array(r["normalized"], dtype=float)[:, : res.metric_position + 1]
+        for l, p in zip(*np.unravel_index(np.argsort(-np.abs(z), axis=None)[:n], z.shape)):
+            rows.append({"component": f"{sweep} L{l} @ {res.position_labels[p]}", "normalized": float(z[l, p])})
+    for direction, r in res.heads.items():
+        z = np.array(r["normalized"], dtype=float)
+        for l, h in zip(*np.unravel_index(np.argsort(-np.abs(z), axis=None)[:n], z.shape)):
+            rows.append({"component": f"head L{l}H{h} ({direction})", "normalized": float(z[l, h])})
+    return sorted(rows, key=lambda r: -abs(r["normalized"]))[:n]
+
+
+@torch.no_grad()
+def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) -> dict:
+    """For label indices i >= 2: patch the residual stream at r_(i-1)'s position, layer by layer, from
+    a run where r_(i-1) was replaced by a node w of another arm; the share predicting w's successor
+    is the causal form of the follow rate (layer 0 = swapping the embedding)."""
+    device = next(model.parameters()).device
+    n, d = batch.candidates.shape
+    length = batch.target.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    other = (batch.goal_arm + torch.randint(1, d, (n,), generator=g)) % d
+    arm = batch.arms[torch.arange(n), other]
+    x = objective.inputs(batch).to(device)
+    p = batch.prefix.shape[1]
+    move, move_ci = {}, {}
+    for i in range(2, length):
+        depth = (i - 1) if not objective.reverse else (length - i)
+        succ = arm[:, depth] if not objective.reverse else (arm[:, depth - 2] if depth >= 2 else batch.start)
+        swapped = x.clone()
+        swapped[:, p + i - 1] = arm[:, depth - 1].to(device)
+        _, cache = model.run_with_cache(swapped, names_filter=lambda name: name.endswith("hook_resid_pre"))
+        rates, cis = [], []
+        for layer in range(model.cfg.n_layers):
+            name = f"blocks.{layer}.hook_resid_pre"
+
+            def hook(act, hook, name=name, pos=p + i - 1):
+                act = act.clone()
+                act[:, pos] = cache[name][:, pos]
+                return act
+
+            logits = model.run_with_hooks(x, fwd_hooks=[(name, hook)])
+            hit = int((logits[:, p + i - 1].argmax(-1).cpu() == succ).sum())
+            rates.append(hit / n)
+            cis.append(list(wilson_ci(hit, n)))
+        move[str(i)], move_ci[str(i)] = rates, cis
+    return {"move_rate": move, "move_rate_ci": move_ci,
+            "note": "share of predictions equal to the swapped-in node's successor after patching resid_pre at r_(i-1)'s "
+                    "position from the swapped run; the last index can copy the goal from the prompt"}
