@@ -15,7 +15,9 @@ import torch
 
 from hansprobe.analyses import measure_behaviour, measure_dynamics, measure_entropy
 from hansprobe.analyses.heads import measure_heads
-from hansprobe.checkpoint import load_checkpoint
+from hansprobe.analyses.patching import measure_patching
+from hansprobe.analyses.probes import measure_probes
+from hansprobe.checkpoint import load_checkpoint, model_from_config
 from hansprobe.tasks import read_ntf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +26,71 @@ NTF = ROOT.parent / "shared" / "data" / "ntf"
 
 def ci(v, c, digits=3):
     return f"{v:.{digits}f} [{c[0]:.{digits}f}, {c[1]:.{digits}f}]"
+
+
+@torch.no_grad()
+def separator_sources(model, obj, batch, size: int = 500):
+    """Per head: attention from each edge's separator to the same edge's parent and child token."""
+    par = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    chi = torch.zeros_like(par)
+    e = torch.arange(batch.edge_parent.shape[1])
+    for chunk in batch.split(size):
+        _, cache = model.run_with_cache(obj.inputs(chunk), names_filter=lambda n: n.endswith("hook_pattern"))
+        for l in range(model.cfg.n_layers):
+            pat = cache[f"blocks.{l}.attn.hook_pattern"]  # (b, H, T, T)
+            at_sep = pat[:, :, chunk.edge_sep_pos[0]]  # (b, H, E, T); positions are the same in every graph
+            par[l] += at_sep[:, :, e, chunk.edge_parent_pos[0]].sum((0, 2)) / len(e)
+            chi[l] += at_sep[:, :, e, chunk.edge_child_pos[0]].sum((0, 2)) / len(e)
+    n = len(batch)
+    return [(l, h, float(par[l, h] / n), float(chi[l, h] / n)) for l in range(par.shape[0]) for h in range(par.shape[1])]
+
+
+def probe_section(ck, batch) -> list[str]:
+    untrained, _ = model_from_config(ck.config, "cpu")
+    lines = ["", f"Probes ({len(batch)} fresh graphs, 5 folds grouped by graph; accuracy [95% CI] / selectivity vs shuffled "
+             "labels; untrained model in brackets). Layer 0 = embeddings, k = after block k-1:", ""]
+    for target in ("goal_arm", "decision_node"):
+        r = measure_probes(ck.model, ck.objective, batch, target, untrained_model=untrained)
+        lines += [f"*{target}* — {r.description}:", "", "| layer | " + " | ".join(r.position_labels) + " |",
+                  "|---|" + "---|" * len(r.position_labels)]
+        for li, layer in enumerate(r.layers):
+            cells = []
+            for j in range(len(r.positions)):
+                a, c = r.accuracy[li][j], r.accuracy_ci[li][j]
+                cells.append(f"{a:.2f} [{c[0]:.2f}, {c[1]:.2f}] / {r.selectivity[li][j]:+.2f} ({r.untrained[li][j]:.2f})")
+            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+        if r.best:
+            b = r.best
+            lines += ["", f"Most selective cell before the answer: layer {b['layer']} at `{b['position_label']}`, accuracy "
+                      f"{b['accuracy']:.3f}, selectivity {b['selectivity']:+.3f} (chance {r.chance:.2f})."]
+        if r.causal:
+            c = r.causal
+            lines.append(f"Steering along the probe there changes the decision logit difference by "
+                         f"{c['steer_probe']['mean_change']:+.3f} [{c['steer_probe']['ci'][0]:+.3f}, {c['steer_probe']['ci'][1]:+.3f}] "
+                         f"(random directions {c['steer_random']['mean_change']:+.3f}); projecting the probe out: "
+                         f"{c['ablate_probe']['mean_change']:+.3f} (random {c['ablate_random']['mean_change']:+.3f}).")
+        lines.append("")
+    return lines
+
+
+def patching_section(ck, batch) -> list[str]:
+    r = measure_patching(ck.model, ck.objective, batch, sweeps=("resid", "heads"), directions=("sufficiency",))
+    lines = ["", f"Activation patching ({r.n_pairs} goal-swap pairs; metric at label index {r.metric_label_index}): "
+             f"clean logit difference {r.clean_logit_diff:.3f}, corrupted {r.corrupted_logit_diff:.3f}. {r.verdict}."]
+    if r.measurable:
+        z = r.sweeps["resid"]["sufficiency"]["normalized"]
+        lines += ["", "Residual stream (resid_pre), clean into corrupted, normalised; positions where any layer moves it by >= 0.05:", "",
+                  "| layer | " + " | ".join(r.position_labels[p] for p in range(r.metric_position + 1)
+                                          if max(abs(row[p]) for row in z) >= 0.05) + " |"]
+        keep = [p for p in range(r.metric_position + 1) if max(abs(row[p]) for row in z) >= 0.05]
+        lines.append("|---|" + "---|" * len(keep))
+        for l, row in enumerate(z):
+            lines.append(f"| {l} | " + " | ".join(f"{row[p]:.2f}" for p in keep) + " |")
+    if r.shortcut:
+        lines += ["", "Shortcut patching (share predicting the swapped-in node's successor after patching resid_pre at "
+                  "r_(i-1)'s position): " + "; ".join(f"index {i}: " + ", ".join(f"L{l} {v:.3f}" for l, v in enumerate(rates))
+                                                     for i, rates in r.shortcut["move_rate"].items()) + "."]
+    return lines
 
 
 def card(path: Path, n: int, seed: int) -> list[str]:
@@ -83,11 +150,20 @@ def card(path: Path, n: int, seed: int) -> list[str]:
         f = h.follow
         if f:
             by = ", ".join(f"r{i} {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
+            control = ", ".join(f"r{i} {v['true_next']:.3f}" for i, v in f["control"].items())
             lines += ["", f"Counterfactual-prefix follow rate (indices 2..l-2): {ci(f['follow_rate'], f['follow_rate_ci'])}; "
                       f"by index {by} (the last index can copy the goal from the prompt). Control (a node with no successor "
                       f"swapped in): still answers the true r_i at "
-                      f"{', '.join(f'r{i} {v['true_next']:.3f}' for i, v in f['control'].items())}.", "",
+                      f"{control}.", "",
                       f"Verdict: {h.verdict}."]
+    if not obj.teacherless:
+        lines += ["", "Where the separator's content comes from: attention of each head *at the separator after an edge* "
+                  "to that edge's parent and child tokens (mean over edges and graphs):", "",
+                  "| head | to the parent | to the child |", "|---|---|---|"]
+        for l, hd, par, chi in separator_sources(ck.model, obj, sources[0][1]):
+            lines.append(f"| L{l}H{hd} | {par:.3f} | {chi:.3f} |")
+    lines += probe_section(ck, task.generate(min(n, 1000), seed))
+    lines += patching_section(ck, task.generate(200, seed))
     if (path / "snapshots").is_dir():
         dyn = measure_dynamics(path, task.generate(min(n, 1000), seed))
         order = ", ".join(f"r{p} at step {dyn.learned_at[p]}" if dyn.learned_at[p] is not None else f"r{p} never"
