@@ -203,19 +203,37 @@ def _progress(args) -> bool:
     return not args.json and sys.stderr.isatty()
 
 
+def _checkpoint_and_graphs(args):
+    """What every analysis command starts from: the checkpoint and the graphs to measure on."""
+    from hansprobe.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint, device=args.device)
+    batch, source = load_graphs(args, ck.task)
+    return ck, batch, {"checkpoint": str(args.checkpoint), **source}
+
+
+def _finish_json(args, source: dict, result: dict) -> None:
+    """The command's JSON object: printed under --json, written to --out where the command has it."""
+    out = {**source, **result}
+    if getattr(args, "out", None) is not None and args.command in ("probe", "patch"):
+        from hansprobe.checkpoint import atomic_write_json
+
+        atomic_write_json(args.out, out)
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+
+
 def _fmt_ci(v, ci) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def cmd_eval(args) -> int:
     from hansprobe.analyses import measure_behaviour
-    from hansprobe.checkpoint import load_checkpoint
 
-    ck = load_checkpoint(args.checkpoint, device=args.device)
-    batch, source = load_graphs(args, ck.task)
+    ck, batch, source = _checkpoint_and_graphs(args)
     res = measure_behaviour(ck.model, ck.objective, batch, batch_size=args.batch_size, progress=_progress(args))
+    _finish_json(args, source, res.to_dict())
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), **source, **res.to_dict()}, sort_keys=True))
         return 0
     where = f"{source['data']}" if "data" in source else f"seed {source['seed']}"
     print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}) on {res.n_graphs} graphs from {where}; 95% Wilson CIs")
@@ -230,13 +248,11 @@ def cmd_eval(args) -> int:
 
 def cmd_entropy(args) -> int:
     from hansprobe.analyses import measure_entropy
-    from hansprobe.checkpoint import load_checkpoint
 
-    ck = load_checkpoint(args.checkpoint, device=args.device)
-    batch, source = load_graphs(args, ck.task)
+    ck, batch, source = _checkpoint_and_graphs(args)
     res = measure_entropy(ck.model, ck.objective, batch, batch_size=args.batch_size, progress=_progress(args))
+    _finish_json(args, source, res.summary())
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), **source, **res.summary()}, sort_keys=True))
         return 0
     ld = res.log_d
     print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}): decision token (label index "
@@ -278,23 +294,17 @@ def cmd_dynamics(args) -> int:
 
 def cmd_heads(args) -> int:
     from hansprobe.analyses.heads import measure_heads
-    from hansprobe.checkpoint import load_checkpoint
 
     for group in args.ablate:
         if any(len(h) != 2 for h in group):
             raise HansprobeError(f"--ablate takes layer.head pairs like 1.0,1.2; got {group}")
-    ck = load_checkpoint(args.checkpoint, device=args.device)
-    batch, source = load_graphs(args, ck.task)
+    ck, batch, source = _checkpoint_and_graphs(args)
     res = measure_heads(ck.model, ck.objective, batch, batch_size=args.batch_size, extra_groups=args.ablate,
                         progress=_progress(args))
     f = res.follow or {}
+    follow = {k: f.get(k) for k in ("follow_rate", "follow_rate_ci", "follow_rate_by_position", "follow_rate_last")}
+    _finish_json(args, source, {**res.to_dict(), **follow})
     if args.json:
-        out = {"checkpoint": str(args.checkpoint), **source, **res.to_dict()}
-        out["follow_rate"] = f.get("follow_rate")
-        out["follow_rate_ci"] = f.get("follow_rate_ci")
-        out["follow_rate_by_position"] = f.get("follow_rate_by_position")
-        out["follow_rate_last"] = f.get("follow_rate_last")
-        print(json.dumps(out, sort_keys=True))
         return 0
     b = res.baseline
     print(f"{args.checkpoint} ({res.objective}): {res.n_layers} layers x {res.n_heads} heads on {res.n_graphs} graphs; "
@@ -318,20 +328,14 @@ def cmd_heads(args) -> int:
 
 def cmd_probe(args) -> int:
     from hansprobe.analyses.probes import measure_probes
-    from hansprobe.checkpoint import load_checkpoint, model_from_config
+    from hansprobe.checkpoint import model_from_config
 
-    ck = load_checkpoint(args.checkpoint, device=args.device)
-    batch, source = load_graphs(args, ck.task)
+    ck, batch, source = _checkpoint_and_graphs(args)
     untrained, _ = model_from_config(ck.config, next(ck.model.parameters()).device)  # its own initialisation
     res = measure_probes(ck.model, ck.objective, batch, args.target, args.layers, args.positions,
                          batch_size=args.batch_size, untrained_model=untrained, progress=_progress(args))
-    out = {"checkpoint": str(args.checkpoint), **source, **res.to_dict()}
-    if args.out is not None:
-        from hansprobe.checkpoint import atomic_write_json
-
-        atomic_write_json(args.out, out)
+    _finish_json(args, source, res.to_dict())
     if args.json:
-        print(json.dumps(out, sort_keys=True))
         return 0
     print(f"{args.checkpoint} ({res.objective}): probe '{res.target}' on {res.n_graphs} graphs, 5 folds grouped by graph")
     print(f"  {res.description}")
@@ -360,18 +364,13 @@ def cmd_probe(args) -> int:
 
 def cmd_patch(args) -> int:
     from hansprobe.analyses.patching import measure_patching
-    from hansprobe.checkpoint import atomic_write_json, load_checkpoint
 
-    ck = load_checkpoint(args.checkpoint, device=args.device)
-    batch, source = load_graphs(args, ck.task)
+    ck, batch, source = _checkpoint_and_graphs(args)
     directions = ("sufficiency", "necessity") if args.direction == "both" else (args.direction,)
     res = measure_patching(ck.model, ck.objective, batch, sweeps=tuple(args.sweep or ["resid"]), directions=directions,
                            seed=args.seed, progress=_progress(args))
-    out = {"checkpoint": str(args.checkpoint), **source, **res.to_dict()}
-    if args.out is not None:
-        atomic_write_json(args.out, out)
+    _finish_json(args, source, res.to_dict())
     if args.json:
-        print(json.dumps(out, sort_keys=True))
         return 0
     print(f"{args.checkpoint} ({res.objective}): {res.n_pairs} goal-swap pairs; metric at label index "
           f"{res.metric_label_index} (position {res.metric_position})")
