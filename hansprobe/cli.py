@@ -321,7 +321,7 @@ def cmd_heads(args) -> int:
     if f:
         pos = ", ".join(f"r{i}: {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
         print(f"  follow rate (indices 2..l-2) {_fmt_ci(f['follow_rate'], f['follow_rate_ci'])}; by index {pos} "
-              f"(the last index can copy the goal from the prompt)")
+              f"(the last index apart: under forward targets the goal can be copied from the prompt there)")
     print(f"  verdict: {res.verdict}")
     return 0
 
