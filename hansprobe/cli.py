@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("patch", help="activation patching on goal-swap pairs (transformer_lens.patching) and shortcut patching")
     p.add_argument("checkpoint", type=Path)
     _add_graphs(p)
-    p.add_argument("--sweep", action="append", choices=["resid", "attn", "mlp", "heads"], default=None,
+    p.add_argument("--sweep", action="append", choices=["resid", "attn", "mlp", "heads", "heads-by-pos"], default=None,
                    help="what to patch (repeatable; default resid)")
     p.add_argument("--direction", choices=["sufficiency", "necessity", "both"], default="sufficiency",
                    help="sufficiency: clean into corrupted; necessity: corrupted into clean")

@@ -87,11 +87,12 @@ def test_all_sweeps_and_shortcut_patching_on_a_trained_model(trained, capsys):
     import hansprobe
 
     model, task, obj = hansprobe.load(trained)
-    r = measure_patching(model, obj, task.generate(30, 1), sweeps=("resid", "attn", "mlp", "heads"))
+    r = measure_patching(model, obj, task.generate(30, 1), sweeps=("resid", "attn", "mlp", "heads", "heads-by-pos"))
     s = r.shortcut
     assert set(s["move_rate"]) == {"2", "3"} and all(len(v) == 2 for v in s["move_rate"].values())
     if r.measurable:
         assert set(r.sweeps) == {"resid", "attn", "mlp"} and np.array(r.heads["sufficiency"]["normalized"]).shape == (2, 2)
+        assert np.array(r.heads_by_pos["sufficiency"]["normalized"]).shape == (2, task.n_ctx, 2)
         assert r.top and set(r.figures())
     assert main(["patch", str(trained), "-n", "20", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

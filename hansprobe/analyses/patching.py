@@ -22,7 +22,7 @@ from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 from hansprobe.tasks.pathstar import build_batch
 
-SWEEPS = ("resid", "attn", "mlp", "heads")
+SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
 GAP_MIN = 0.1  # nats: below this mean |clean - corrupted| logit difference there is nothing to restore
 
 
@@ -76,7 +76,8 @@ class PatchingResultSummary(Result):
     verdict: str
     position_labels: list[str]
     sweeps: dict = field(default_factory=dict)  # "resid|attn|mlp" -> direction -> {"normalized": [L][T], "ci_low", "ci_high", "kl"}
-    heads: dict = field(default_factory=dict)  # direction -> {"normalized": [L][H], ...}
+    heads: dict = field(default_factory=dict)  # direction -> {"normalized": [L][H], ...} (each head's output, all positions)
+    heads_by_pos: dict = field(default_factory=dict)  # direction -> {"normalized": [L][T][H], ...}
     top: list = field(default_factory=list)  # strongest components
     shortcut: dict | None = None  # teacher-forced shortcut patching: rate of predicting child(w) per layer x index
 
@@ -101,6 +102,13 @@ class PatchingResultSummary(Result):
                                    array=(hi - z).ravel(), arrayminus=(z - lo).ravel())))
             fig.update_layout(title=f"head output patching, all positions ({direction})", yaxis_title="normalised effect")
             figs[f"patch_heads_{direction}"] = fig
+        for direction, r in self.heads_by_pos.items():
+            z = np.array(r["normalized"], dtype=float)[:, : self.metric_position + 1]  # (L, T, H)
+            rows = z.transpose(0, 2, 1).reshape(-1, z.shape[1])  # one row per head
+            fig = go.Figure(go.Heatmap(z=rows, x=self.position_labels[: self.metric_position + 1], zmid=0, colorscale="RdBu",
+                                       y=[f"L{l}H{h}" for l in range(z.shape[0]) for h in range(z.shape[2])]))
+            fig.update_layout(title=f"head output patching by position ({direction})", xaxis_title="position")
+            figs[f"patch_heads_by_pos_{direction}"] = fig
         if self.shortcut:
             fig = go.Figure()
             for i, rates in self.shortcut["move_rate"].items():
@@ -201,6 +209,9 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
                 if s == "heads":
                     out.heads[direction] = _sweep(tlp.get_act_patch_attn_head_out_all_pos, model, tokens, cache, metrics,
                                                   to_val, from_val, seed)
+                elif s == "heads-by-pos":
+                    out.heads_by_pos[direction] = _sweep(tlp.get_act_patch_attn_head_out_by_pos, model, tokens, cache,
+                                                         metrics, to_val, from_val, seed)
                 elif s == "mlp" and model.cfg.attn_only:
                     continue
                 else:
