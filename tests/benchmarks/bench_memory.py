@@ -33,9 +33,10 @@ def main():
     ap.add_argument("checkpoint", nargs="?", default=str(root / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing"))
     ap.add_argument("--n", type=int, nargs="+", default=[2000, 20000])
     ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--analyses", nargs="+", default=["behaviour", "entropy", "heads"])
     args = ap.parse_args()
     print(f"checkpoint {args.checkpoint}, batch size {args.batch_size}, 1 thread")
-    for analysis in ("behaviour", "entropy", "heads"):
+    for analysis in args.analyses:
         for n in args.n:
             out = subprocess.run([sys.executable, "-c", CHILD, args.checkpoint, analysis, str(n), str(args.batch_size)],
                                  capture_output=True, text=True, check=True)
