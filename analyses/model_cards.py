@@ -152,7 +152,7 @@ def card(path: Path, n: int, seed: int) -> list[str]:
             by = ", ".join(f"r{i} {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
             control = ", ".join(f"r{i} {v['true_next']:.3f}" for i, v in f["control"].items())
             lines += ["", f"Counterfactual-prefix follow rate (indices 2..l-2): {ci(f['follow_rate'], f['follow_rate_ci'])}; "
-                      f"by index {by} (the last index can copy the goal from the prompt). Control (a node with no successor "
+                      f"by index {by} (the last index apart: under forward targets the goal can be copied from the prompt there). Control (a node with no successor "
                       f"swapped in): still answers the true r_i at "
                       f"{control}.", "",
                       f"Verdict: {h.verdict}."]
