@@ -156,7 +156,8 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
         truncate_metrics(run_dir, step)
         loss_sum, loss_n = float(extra.get("loss_sum", 0.0)), int(extra.get("loss_n", 0))
     eval_batch = task.generate(train_cfg.eval_graphs, derived_seed(seed, EVAL_STREAM))
-    (run_dir / "snapshots").mkdir(exist_ok=True) if train_cfg.snapshot_at else None
+    if train_cfg.snapshot_at:
+        (run_dir / "snapshots").mkdir(exist_ok=True)
 
     t0 = time.perf_counter()
     bar = _progress(train_cfg.steps, step, progress)
@@ -179,8 +180,9 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
             append_metrics(run_dir, row)
             config["metrics"] = {k: v for k, v in row.items() if k != "elapsed_s"}
             loss_sum, loss_n = 0.0, 0
-            bar.write(f"step {step}: loss {row['train_loss']:.4f}  exact match {res.exact_match:.3f}  "
-                      f"decision acc {res.decision_accuracy:.3f}") if not bar.disable else None
+            if not bar.disable:
+                bar.write(f"step {step}: loss {row['train_loss']:.4f}  exact match {res.exact_match:.3f}  "
+                          f"decision acc {res.decision_accuracy:.3f}")
         if step in train_cfg.snapshot_at:
             save_model(run_dir / "snapshots", model, {"step": str(step)}, name=f"step-{step:06d}.safetensors")
         if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:

@@ -38,7 +38,6 @@ class DynamicsResult(Result):
     logged: dict = field(default_factory=dict)  # from metrics.jsonl: steps, train_loss, forced_accuracy
 
     def figures(self) -> dict:
-        import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
         fig = make_subplots(rows=1, cols=2, subplot_titles=(

@@ -46,6 +46,23 @@ class FollowResult(Result):
         return {"follow_rate": fig}
 
 
+def other_arm(batch: Batch, seed: int) -> torch.Tensor:
+    """(B,) a seeded random arm that is not the goal's (needs degree >= 2)."""
+    d = batch.candidates.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    return (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
+
+
+def swap_node(objective: Objective, batch: Batch, arm: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For label index i >= 2: the node w at r_(i-1)'s depth on `arm` (B, L-1) and w's successor in
+    the objective's order (child for forward targets, parent for reversed ones)."""
+    length = batch.target.shape[1]
+    depth = (i - 1) if not objective.reverse else (length - i)  # depth of r_{i-1} on its arm
+    if not objective.reverse:
+        return arm[:, depth - 1], arm[:, depth]
+    return arm[:, depth - 1], (arm[:, depth - 2] if depth >= 2 else batch.start)
+
+
 @torch.no_grad()
 def _predict(model, inputs: torch.Tensor, positions: torch.Tensor, batch_size: int) -> torch.Tensor:
     from hansprobe.objectives import autocast
@@ -68,19 +85,15 @@ def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, bat
     length = batch.target.shape[1]
     if d < 2 or length < 3:
         raise ConfigError("the follow rate needs degree >= 2 (another arm) and path_len >= 3 (an index i >= 2)")
-    g = torch.Generator().manual_seed(seed)
-    other = (batch.goal_arm + torch.randint(1, d, (n,), generator=g)) % d  # a random arm that is not the goal's
     rows = torch.arange(n)
-    other_arm = batch.arms[rows, other]  # (B, L-1), depth 1 .. l-1
+    arm = batch.arms[rows, other_arm(batch, seed)]  # (B, L-1), depth 1 .. l-1
     labels, inputs = objective.labels(batch), objective.inputs(batch)
     p = batch.prefix.shape[1]
     indices = list(range(2, length))
     all_x, all_pos, follow_tgt, true_next, ctrl_x = [], [], [], [], []
     for i in indices:
-        depth = (i - 1) if not objective.reverse else (length - i)  # depth of r_{i-1} on its arm
-        w = other_arm[:, depth - 1]
-        succ = other_arm[:, depth] if not objective.reverse else (other_arm[:, depth - 2] if depth >= 2 else batch.start)
-        no_succ = other_arm[:, -1] if not objective.reverse else batch.start
+        w, succ = swap_node(objective, batch, arm, i)
+        no_succ = arm[:, -1] if not objective.reverse else batch.start
         x = inputs.clone()
         x[:, p + i - 1] = w
         c = inputs.clone()

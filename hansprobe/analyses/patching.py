@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from hansprobe.analyses.base import Result, t_ci, wilson_ci
+from hansprobe.analyses.follow import other_arm, swap_node
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
@@ -29,12 +30,10 @@ GAP_MIN = 0.1  # nats: below this mean |clean - corrupted| logit difference ther
 def goal_swap_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
     """(clean, corrupted): the corrupted graph is the clean one with the goal on another arm
     (same edges in the same order, so positions line up)."""
-    d = batch.candidates.shape[1]
-    if d < 2:
+    if batch.candidates.shape[1] < 2:
         raise ConfigError("goal-swap pairs need degree >= 2")
-    g = torch.Generator().manual_seed(seed)
-    other = (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
-    return batch, build_batch(batch.task, batch.start, other, batch.arms, batch.edge_parent, batch.edge_child)
+    return batch, build_batch(batch.task, batch.start, other_arm(batch, seed), batch.arms, batch.edge_parent,
+                              batch.edge_child)
 
 
 def edge_order_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
@@ -248,19 +247,16 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
     a run where r_(i-1) was replaced by a node w of another arm; the share predicting w's successor
     is the causal form of the follow rate (layer 0 = swapping the embedding)."""
     device = next(model.parameters()).device
-    n, d = batch.candidates.shape
+    n = len(batch)
     length = batch.target.shape[1]
-    g = torch.Generator().manual_seed(seed)
-    other = (batch.goal_arm + torch.randint(1, d, (n,), generator=g)) % d
-    arm = batch.arms[torch.arange(n), other]
+    arm = batch.arms[torch.arange(n), other_arm(batch, seed)]
     x = objective.inputs(batch).to(device)
     p = batch.prefix.shape[1]
     move, move_ci = {}, {}
     for i in range(2, length):
-        depth = (i - 1) if not objective.reverse else (length - i)
-        succ = arm[:, depth] if not objective.reverse else (arm[:, depth - 2] if depth >= 2 else batch.start)
+        w, succ = swap_node(objective, batch, arm, i)
         swapped = x.clone()
-        swapped[:, p + i - 1] = arm[:, depth - 1].to(device)
+        swapped[:, p + i - 1] = w.to(device)
         _, cache = model.run_with_cache(swapped, names_filter=lambda name: name.endswith("hook_resid_pre"))
         rates, cis = [], []
         for layer in range(model.cfg.n_layers):

@@ -93,7 +93,6 @@ def parse_ntf_lines(lines: list[str], task: PathStar, first_line_no: int = 1) ->
 
 def format_ntf_lines(batch: Batch) -> list[str]:
     """The NTF text line of every graph (no newline); inverse of `parse_ntf_lines`."""
-    task = batch.task
     lines = []
     for edges_p, edges_c, q, path in zip(
         batch.edge_parent.tolist(), batch.edge_child.tolist(),
@@ -101,7 +100,6 @@ def format_ntf_lines(batch: Batch) -> list[str]:
     ):
         edges = "|".join(f"{u},{v}" for u, v in zip(edges_p, edges_c))
         lines.append(f"{edges}/{q[0]},{q[1]}=" + ",".join(map(str, path)))
-    del task
     return lines
 
 
