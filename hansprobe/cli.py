@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
     p.set_defaults(default_graphs=200)
 
+    p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
+    p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
+    _add_graphs(p)
+    p.add_argument("--patch-pairs", type=_positive(), default=200, help="goal-swap pairs for activation patching (default 200)")
+    p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
+    p.set_defaults(default_graphs=1000)
+
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
     p.add_argument("-n", "--n-graphs", type=_positive(), default=1000)
@@ -403,8 +410,28 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from hansprobe.report import QUESTIONS, ReportSettings, write_report
+
+    settings = ReportSettings(n_graphs=args.n_graphs or args.default_graphs, patch_pairs=args.patch_pairs, seed=args.seed,
+                              data=None if args.data is None else str(args.data), batch_size=args.batch_size,
+                              device=args.device)
+    doc = write_report(args.out, args.checkpoints, settings, progress=_progress(args))
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+        return 0
+    for ck in doc["checkpoints"]:
+        print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
+        for key, text in QUESTIONS.items():
+            v = ck["verdicts"][key]
+            print(f"  {text:<38} {v['answer'].upper():<14} {v['evidence']}")
+    print(f"wrote {args.out / 'report.html'} and {args.out / 'report.json'}")
+    return 0  # whatever the verdicts: they are findings, not failures
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
-            "probe": cmd_probe, "patch": cmd_patch, "data": cmd_data}
+            "probe": cmd_probe, "patch": cmd_patch, "report": cmd_report,
+            "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

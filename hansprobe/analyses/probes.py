@@ -144,6 +144,9 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
     labels_by_pos = {v: k for k, v in position_names(batch).items()}
     pos_labels = [labels_by_pos.get(p, str(p)) for p in acts.positions]
     best = _best_cell(sel, acc, acts, batch, pos_labels, objective, model.cfg.n_layers)
+    if best:
+        i, j = acts.layers.index(best["layer"]), acts.positions.index(best["position"])
+        best.update(accuracy_ci=[float(lo[i, j]), float(hi[i, j])], control_shuffle=float(shf[i, j]))
     res = ProbeResult(
         target=tgt.name, description=tgt.description, objective=objective.name, n_graphs=len(batch), layers=acts.layers,
         positions=acts.positions, position_labels=pos_labels, chance=tgt.chance, accuracy=acc.tolist(),

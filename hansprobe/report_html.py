@@ -1,0 +1,165 @@
+"""report.html: one self-contained file that works offline. plotly.js is embedded once in the head;
+each figure is a `plotly.io.to_html` fragment without the library. Checkpoints sit side by side,
+one column each; the verdicts come first, then every analysis's figures with a caption saying
+what to look for, then configuration, training curve and provenance."""
+from __future__ import annotations
+
+import html
+import json
+
+SECTIONS = [  # (analysis key in the report, heading)
+    ("behaviour", "Behaviour"),
+    ("entropy", "First decision token"),
+    ("heads", "Heads: attention lookups and ablations"),
+    ("probes", "Linear probes"),
+    ("patching", "Activation patching"),
+    ("dynamics", "Training dynamics"),
+    ("training", "Training curve"),
+]
+CAPTIONS = {
+    "per_position_accuracy": "Accuracy at each answer position, free decoding vs forced inputs (95% Wilson CIs). Look for: "
+                             "under the Clever-Hans shortcut forced accuracy is ~1 from position 2 on, while free decoding "
+                             "is only as good as the decision token.",
+    "decision_entropy_histogram": "Per-graph entropy of the decision token, renormalised over the d candidates, as a fraction "
+                                  "of log d. Look for: a pile at 1 = a uniform guess (indecipherable); a pile at 0 = a decision.",
+    "edge_lookup_scores": "Attention mass each head puts on the edge (r_(i-1), r_i) — parent, child and the separator after it — "
+                          "at the queries holding r_(i-1). Look for: heads far above the uniform level named in the title.",
+    "child_parent_lookup_scores": "The same for the reverse lookup (from a child to its parent's edge), which reverse targets "
+                                  "need. Look for: it replacing the forward lookup under the reverse objective.",
+    "edge_lookup_components": "Where inside the edge the lookup lands. Look for: mass on the separator, which layer 0 fills "
+                              "with the edge's content.",
+    "ablation": "Forced accuracy at label indices 2..l-2 after zero / mean ablation of single heads, whole layers and the "
+                "high-scoring group. Look for: single heads that do not matter but a group that does (redundant heads).",
+    "follow_rate": "Swap r_(i-1) for a node on another arm: the share of graphs answering that node's successor. Look for: ~1 "
+                   "means r_i is read off r_(i-1) alone; the control (a node with no successor) shows what is left.",
+    "probe_heatmaps": "Logistic-regression probe accuracy per residual layer x position (folds grouped by graph) and its "
+                      "selectivity over shuffled labels. Look for: selectivity well above 0 before the answer (a plan).",
+    "probe_by_layer": "Probe accuracy at the goal token and at '=' by layer, with 95% CIs, against chance.",
+    "patch_resid_sufficiency": "Clean residual stream patched into the goal-swapped run, normalised (1 = clean restored). "
+                               "Drawn only when swapping the goal moves the metric. Look for: where the decision is computed.",
+    "patch_heads_sufficiency": "Each head's output (all positions) patched clean into corrupted, with bootstrap CIs.",
+    "shortcut_patching": "Patch the residual at r_(i-1) from a run where r_(i-1) was swapped: the share now predicting the "
+                         "swapped node's successor. Look for: ~1 = the answer is read off r_(i-1)'s position.",
+    "learning_order": "Forced accuracy per position and decision-token entropy over the kept snapshots. Look for: which "
+                      "position is learned when; the decision token last or never.",
+    "training_curve": "Training loss and held-out accuracy logged while training (metrics.jsonl).",
+}
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:none}
+h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin-top:1.2em}
+table{border-collapse:collapse;margin:0.6em 0}td,th{border:1px solid #ccc;padding:0.4em 0.6em;vertical-align:top;text-align:left}
+th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.3em;display:inline-block}
+.yes{background:#fde2e1;color:#9b1c1c}.no{background:#def7ec;color:#03543f}.inconclusive{background:#fdf6b2;color:#723b13}
+.na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0}.caption{color:#444;font-size:0.92em;max-width:70em}
+.row{display:grid;gap:0.8em}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
+.colhead{font-weight:bold;text-align:center}code{background:#f4f4f4;padding:0 0.2em}
+"""
+# Lets a headless browser (and a reader) see that every figure drew and that no script failed.
+STATUS_SCRIPT = """<script>
+window.hansprobeErrors=[];
+window.addEventListener('error',function(e){window.hansprobeErrors.push(String(e.message));
+document.documentElement.setAttribute('data-errors',String(window.hansprobeErrors.length));});
+</script>"""
+DONE_SCRIPT = """<script>
+var hpDivs=document.querySelectorAll('.plotly-graph-div'),hpDrawn=0;
+for(var i=0;i<hpDivs.length;i++){if(hpDivs[i].querySelector('.main-svg'))hpDrawn++;}
+document.documentElement.setAttribute('data-figures',String(hpDivs.length));
+document.documentElement.setAttribute('data-figures-drawn',String(hpDrawn));
+document.documentElement.setAttribute('data-errors',String(window.hansprobeErrors.length));
+</script>"""
+ANSWER_CLASS = {"yes": "yes", "no": "no", "inconclusive": "inconclusive", "not applicable": "na"}
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _figure_html(fig, div_id: str) -> str:
+    import plotly.io as pio
+
+    fig = fig.update_layout(height=430, margin=dict(l=50, r=20, t=70, b=50), title_font_size=13)
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _verdict_table(doc: dict) -> str:
+    cks = doc["checkpoints"]
+    out = ["<table class='verdicts'><tr><th>question</th>" + "".join(f"<th>{_e(c['name'])}</th>" for c in cks) + "</tr>"]
+    for key, text in doc["questions"].items():
+        cells = []
+        for c in cks:
+            v = c["verdicts"][key]
+            cells.append(f"<td><span class='ans {ANSWER_CLASS.get(v['answer'], 'na')}'>{_e(v['answer'])}</span>"
+                         f"<p class='evidence'>{_e(v['evidence'])}</p></td>")
+        out.append(f"<tr><th>{_e(text)}</th>{''.join(cells)}</tr>")
+    return "\n".join(out + ["</table>"])
+
+
+def _config_table(doc: dict) -> str:
+    cks = doc["checkpoints"]
+
+    def row(label, fn):
+        return f"<tr><th>{_e(label)}</th>" + "".join(f"<td><code>{_e(fn(c))}</code></td>" for c in cks) + "</tr>"
+
+    rows = [
+        row("path", lambda c: c["path"]),
+        row("task", lambda c: json.dumps(c["config"].get("task"), sort_keys=True)),
+        row("objective", lambda c: c["config"].get("objective")),
+        row("model", lambda c: json.dumps(c["config"].get("model"), sort_keys=True)),
+        row("training", lambda c: json.dumps(c["config"].get("train"), sort_keys=True)),
+        row("steps / training seed", lambda c: f"{c['provenance']['steps']} / {c['provenance']['training_seed']}"),
+        row("measured on", lambda c: f"{c['provenance']['n_graphs']} graphs "
+            + (f"from {c['provenance']['graphs']['data']}" if "data" in c["provenance"]["graphs"]
+               else f"(seed {c['provenance']['graphs']['seed']})") + f"; {c['provenance']['patch_pairs']} patching pairs; "
+            f"device {c['provenance']['device']}"),
+        row("trained with", lambda c: json.dumps(c["provenance"]["trained_with"], sort_keys=True)),
+        row("measured with", lambda c: json.dumps(c["provenance"]["measured_with"], sort_keys=True)),
+    ]
+    return "<table><tr><th></th>" + "".join(f"<th>{_e(c['name'])}</th>" for c in cks) + "</tr>" + "\n".join(rows) + "</table>"
+
+
+def render_html(doc: dict, checkpoints: list) -> str:
+    """The report page from the report dict and the CheckpointReports (which hold the figures)."""
+    from plotly.offline import get_plotlyjs
+
+    cks = doc["checkpoints"]
+    names = ", ".join(c["name"] for c in cks)
+    s = doc["settings"]
+    where = f"graphs from {s['data']}" if s["data"] else f"fresh graphs (seed {s['seed']}, which training never uses)"
+    cols = f"grid-template-columns:repeat({len(cks)},minmax(0,1fr))"
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             f"<title>hansprobe report: {_e(names)}</title>", f"<style>{STYLE}</style>", STATUS_SCRIPT,
+             f"<script type='text/javascript'>{get_plotlyjs()}</script>", "</head><body>",
+             f"<h1>hansprobe shortcut-detection report</h1><p>{_e(names)} — measured by hansprobe {_e(doc['hansprobe'])} on up to "
+             f"{s['n_graphs']} {_e(where)}, {s['patch_pairs']} goal-swap pairs for patching. 95% CIs throughout. "
+             "Verdict rules: docs/concepts.md; this file's data: report.json beside it.</p>",
+             "<h2>Verdicts</h2>", _verdict_table(doc)]
+    fig_id = 0
+    for key, heading in SECTIONS:
+        names_here = []
+        for ck in checkpoints:
+            for n in ck.figures.get(key, {}):
+                if n not in names_here:
+                    names_here.append(n)
+        skipped = [c["analyses"].get(key, {}).get("skipped") for c in cks]
+        if not names_here and not any(skipped):
+            continue
+        parts.append(f"<h2>{_e(heading)}</h2>")
+        if not names_here:
+            names_here = [None]
+        for n in names_here:
+            if n is not None:
+                parts.append(f"<p class='caption'><b>{_e(n.replace('_', ' '))}.</b> {_e(CAPTIONS.get(n, ''))}</p>")
+            cells = []
+            for ck, c in zip(checkpoints, cks):
+                fig = ck.figures.get(key, {}).get(n) if n else None
+                if fig is not None:
+                    cells.append(f"<div class='cell'><div class='colhead'>{_e(c['name'])}</div>"
+                                 f"{_figure_html(fig, f'fig-{fig_id}')}</div>")
+                    fig_id += 1
+                else:
+                    why = c["analyses"].get(key, {}).get("skipped") or "not drawn for this checkpoint (see its verdict)"
+                    cells.append(f"<div class='cell'><div class='colhead'>{_e(c['name'])}</div><p class='skip'>{_e(why)}</p></div>")
+            parts.append(f"<div class='row' style='{cols}'>{''.join(cells)}</div>")
+    parts += ["<h2>Configuration and provenance</h2>", _config_table(doc), DONE_SCRIPT, "</body></html>"]
+    return "\n".join(parts) + "\n"
