@@ -75,11 +75,14 @@ def _verdict(answer: str, evidence: str, **values) -> dict:
 
 # --- the four questions ------------------------------------------------------------------------
 def clever_hans_verdict(objective_name: str, behaviour: dict, heads: dict | None) -> dict:
-    """yes: the heads analysis names Clever-Hans heads (high edge-lookup score and joint ablation drop
-    >= 0.5) AND the counterfactual follow rate's CI lies above 1/2; no: neither; inconclusive: one."""
+    """Forward targets: yes when the heads analysis names Clever-Hans heads (high forward edge-lookup
+    score and joint ablation drop >= 0.5) AND the counterfactual follow rate's CI lies above 1/2; no
+    when neither; inconclusive when only one. Reversed targets: r_i = parent(r_(i-1)) is the correct
+    rule there, not a shortcut, so following r_(i-1) is no evidence; the answer rests on the heads."""
     if heads is None:
         return _verdict("not applicable", f"{objective_name} inputs hold no previous answer token, so there is no "
                         "r_(i-1) to read r_i off")
+    reverse = objective_name.startswith("reverse")
     idx = list(range(2, len(behaviour["forced_accuracy"])))
     forced = "; ".join(f"r{i} {_ci(behaviour['forced_accuracy'][i], behaviour['forced_accuracy_ci'][i])}" for i in idx)
     group = heads["clever_hans_group"]
@@ -88,13 +91,17 @@ def clever_hans_verdict(objective_name: str, behaviour: dict, heads: dict | None
     follows = follow is not None and follow["follow_rate_ci"][0] > FOLLOW_MAJORITY
     parts = [f"forced accuracy {forced}"]
     if follow is not None:
-        parts.append(f"follow rate {_ci(follow['follow_rate'], follow['follow_rate_ci'])} (indices 2..l-2)")
+        parts.append(f"follow rate {_ci(follow['follow_rate'], follow['follow_rate_ci'])} (indices 2..l-2"
+                     + ("; under reversed targets following r_(i-1) is the correct rule)" if reverse else ")"))
     if named:
-        parts.append(f"lookup heads {', '.join(f'L{l}H{h}' for l, h in group['heads'])}, joint ablation drop "
+        parts.append(f"forward lookup heads {', '.join(f'L{l}H{h}' for l, h in group['heads'])}, joint ablation drop "
                      f"{group['ablation_drop']:.3f}")
     else:
         parts.append(heads["verdict"])
-    answer = "yes" if named and follows else "no" if not named and not follows else "inconclusive"
+    if reverse:
+        answer = "yes" if named else "no"
+    else:
+        answer = "yes" if named and follows else "no" if not named and not follows else "inconclusive"
     return _verdict(answer, "; ".join(parts), heads=group["heads"], ablation_drop=group["ablation_drop"],
                     follow_rate=follow["follow_rate"] if follow else None,
                     follow_rate_ci=follow["follow_rate_ci"] if follow else None,

@@ -1,0 +1,182 @@
+"""The shortcut-detection report: verdict rules, report.json schema, the self-contained HTML (rendered
+in headless Chromium where it is installed) and the CLI."""
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from hansprobe.cli import main
+from hansprobe.errors import ConfigError
+from hansprobe.report import (FORMAT, QUESTIONS, ReportSettings, clever_hans_verdict, decision_verdict,
+                              indecipherable_verdict, plan_verdict, write_report)
+
+TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
+TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6", "--batch-size", "16",
+         "--eval-every", "3", "--eval-graphs", "32", "--checkpoint-every", "3", "--json"]
+SMALL = ReportSettings(n_graphs=40, patch_pairs=20, batch_size=40)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    out = {}
+    for objective, extra in (("teacher-forcing", ["--snapshot-at", "3"]), ("reverse", []), ("teacherless", [])):
+        assert main([*TRAIN, *extra, "--objective", objective, "--out", str(root / objective)]) == 0
+        out[objective] = root / objective
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    doc = write_report(out, list(runs.values()), SMALL)
+    return out, doc
+
+
+# --- verdict rules on hand-made analysis results -------------------------------------------------
+def _behaviour(forced):
+    return {"forced_accuracy": forced, "forced_accuracy_ci": [[max(0, a - 0.01), min(1, a + 0.01)] for a in forced]}
+
+
+def _heads(named, drop, follow_lo):
+    return {"clever_hans_group": {"heads": [[1, 0]] if named else [], "ablation_drop": drop},
+            "verdict": "no head scores high", "follow": {"follow_rate": follow_lo + 0.01, "follow_rate_ci": [follow_lo, follow_lo + 0.02]}}
+
+
+@pytest.mark.parametrize("named,follow_lo,answer", [(True, 0.95, "yes"), (False, 0.1, "no"), (True, 0.3, "inconclusive"),
+                                                    (False, 0.9, "inconclusive")])
+def test_clever_hans_needs_named_heads_and_a_follow_majority(named, follow_lo, answer):
+    v = clever_hans_verdict("teacher-forcing", _behaviour([1, 0.5, 1, 1]), _heads(named, 0.9 if named else 0, follow_lo))
+    assert v["answer"] == answer
+    assert "forced accuracy r2" in v["evidence"] and "follow rate" in v["evidence"]
+
+
+def test_under_reversed_targets_following_is_no_evidence():
+    behaviour = _behaviour([1, 1, 1, 1])
+    assert clever_hans_verdict("reverse", behaviour, _heads(False, 0.0, 0.99))["answer"] == "no"
+    assert clever_hans_verdict("reverse", behaviour, _heads(True, 0.9, 0.99))["answer"] == "yes"
+
+
+def test_clever_hans_is_not_applicable_without_teacher_forced_inputs():
+    assert clever_hans_verdict("teacherless", _behaviour([1, 0.2, 0.2, 1]), None)["answer"] == "not applicable"
+
+
+def _probes(sel, lo, control=0.5, chance=0.5):
+    return {"target": "goal_arm", "chance": chance, "best": {"layer": 1, "position_label": "=", "accuracy": control + sel,
+                                                            "accuracy_ci": [lo, lo + 0.06], "selectivity": sel,
+                                                            "control_shuffle": control}}
+
+
+@pytest.mark.parametrize("sel,lo,answer", [(0.30, 0.75, "yes"), (0.05, 0.52, "no"), (0.12, 0.49, "no")])
+def test_plan_needs_selectivity_and_an_interval_above_chance(sel, lo, answer):
+    assert plan_verdict(_probes(sel, lo))["answer"] == answer
+
+
+def test_decision_verdict_follows_the_patching_gap():
+    base = {"metric_label_index": 1, "gap": 0.0, "gap_ci": [-0.01, 0.01], "measurable": False, "top": []}
+    assert decision_verdict(base)["answer"] == "no"
+    yes = decision_verdict({**base, "gap": 5.0, "gap_ci": [4.0, 6.0], "measurable": True,
+                            "top": [{"component": "resid L1 @ goal", "normalized": 0.9}]})
+    assert yes["answer"] == "yes" and "resid L1 @ goal" in yes["evidence"]
+
+
+def test_indecipherable_verdict_is_the_entropy_analysis_own():
+    e = {"decision_accuracy": 0.5, "decision_accuracy_ci": [0.48, 0.52], "chance": 0.5, "information_nats": 0.0,
+         "information_nats_ci": [-0.01, 0.01], "candidate_entropy_frac": 0.99, "candidate_entropy_frac_ci": [0.98, 1.0],
+         "mass_outside_candidates": 0.01, "indecipherable": True,
+         "preference": {"edge listed first": {"rate": 0.6, "ci": [0.55, 0.65], "follows": True}}}
+    v = indecipherable_verdict(e)
+    assert v["answer"] == "yes" and "edge listed first" in v["evidence"]
+    assert indecipherable_verdict({**e, "indecipherable": False})["answer"] == "no"
+
+
+# --- the report on real (tiny) checkpoints -------------------------------------------------------
+def test_report_json_has_the_documented_schema(report, runs):
+    out, doc = report
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(doc))
+    assert doc["format"] == FORMAT and doc["format_version"] == 1 and set(doc["questions"]) == set(QUESTIONS)
+    assert [c["name"] for c in doc["checkpoints"]] == [p.name for p in runs.values()]
+    for c in doc["checkpoints"]:
+        assert set(c) == {"name", "path", "config", "provenance", "training_curve", "verdicts", "analyses"}
+        assert set(c["verdicts"]) == set(QUESTIONS)
+        for v in c["verdicts"].values():
+            assert v["answer"] in ("yes", "no", "inconclusive", "not applicable") and v["evidence"]
+        assert set(c["analyses"]) == {"behaviour", "entropy", "heads", "probes", "patching", "dynamics"}
+        assert c["provenance"]["n_graphs"] == 40 and c["provenance"]["graphs"] == {"seed": SMALL.seed}
+        assert c["training_curve"] and c["training_curve"][-1]["step"] == 6
+    by = {c["config"]["objective"]: c for c in doc["checkpoints"]}
+    assert by["teacherless"]["verdicts"]["clever_hans"]["answer"] == "not applicable"
+    assert "skipped" in by["teacherless"]["analyses"]["heads"]
+    assert "skipped" not in by["teacher-forcing"]["analyses"]["dynamics"]  # it kept a snapshot
+    assert "skipped" in by["reverse"]["analyses"]["dynamics"]
+
+
+def test_report_html_is_self_contained_with_plotly_once(report):
+    out, doc = report
+    page = (out / "report.html").read_text()
+    from plotly.offline import get_plotlyjs
+
+    assert page.count(get_plotlyjs()[:2000]) == 1  # the library, embedded once
+    assert page.count("<script type='text/javascript'>") == 1  # the library, once; figures are plain fragments
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=['\"]?(https?:)?//", page)  # nothing fetched
+    for c in doc["checkpoints"]:  # one column each, in the verdict table too
+        assert f"<th>{c['name']}</th>" in page
+    for text in QUESTIONS.values():
+        assert text in page
+
+
+def test_report_is_reproducible(runs, report, tmp_path):
+    out, _ = report
+    write_report(tmp_path, list(runs.values()), SMALL)
+    strip = lambda s: re.sub(r'"measured_with": \{[^}]*\}', "", s)  # noqa: E731 (same machine anyway)
+    assert strip((tmp_path / "report.json").read_text()) == strip((out / "report.json").read_text())
+
+
+def test_report_refuses_bad_settings_and_duplicate_names(runs, tmp_path):
+    with pytest.raises(ConfigError, match="at least 10 graphs"):
+        ReportSettings(n_graphs=3)
+    with pytest.raises(ConfigError, match="share a directory name"):
+        write_report(tmp_path / "o", [runs["reverse"], runs["reverse"]], SMALL)
+
+
+def test_cli_report_exit_codes(runs, tmp_path, capsys):
+    ck = str(runs["teacher-forcing"])
+    assert main(["report", ck, "-n", "20", "--patch-pairs", "10", "--out", str(tmp_path / "r"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["checkpoints"][0]["provenance"]["n_graphs"] == 20
+    (tmp_path / "file").write_text("x")
+    assert main(["report", ck, "-n", "20", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hansprobe: error:") and "\n" not in err
+
+
+# --- headless Chromium -------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package `chromium`; .ci/run installs it)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    from PIL import Image, ImageStat
+
+    out, _ = report
+    url = (out / "report.html").resolve().as_uri()
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'p1'}", "--virtual-time-budget=10000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    head = re.search(r"<html[^>]*>", dom.stdout)
+    assert head, dom.stderr[-2000:]
+    attrs = dict(re.findall(r'(data-[a-z-]+)="(\d+)"', head.group(0)))
+    assert int(attrs["data-figures"]) > 0
+    assert attrs["data-figures-drawn"] == attrs["data-figures"], "some figures did not draw"
+    assert attrs["data-errors"] == "0", "a script on the page failed"
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'p2'}", "--window-size=1200,1600",
+                    f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    stat = ImageStat.Stat(Image.open(shot).convert("L"))
+    assert stat.stddev[0] > 10, "the screenshot is blank"
