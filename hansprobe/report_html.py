@@ -49,7 +49,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin-top:1.2em}
 table{border-collapse:collapse;margin:0.6em 0}td,th{border:1px solid #ccc;padding:0.4em 0.6em;vertical-align:top;text-align:left}
 th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.3em;display:inline-block}
-.yes{background:#fde2e1;color:#9b1c1c}.no{background:#def7ec;color:#03543f}.inconclusive{background:#fdf6b2;color:#723b13}
+.yes{background:#dbeafe;color:#1e3a8a}.no{background:#e5e7eb;color:#374151}.inconclusive{background:#fdf6b2;color:#723b13}
 .na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0}.caption{color:#444;font-size:0.92em;max-width:70em}
 .row{display:grid;gap:0.8em}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
 .colhead{font-weight:bold;text-align:center}code{background:#f4f4f4;padding:0 0.2em}
