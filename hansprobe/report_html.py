@@ -50,7 +50,7 @@ h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin-to
 table{border-collapse:collapse;margin:0.6em 0}td,th{border:1px solid #ccc;padding:0.4em 0.6em;vertical-align:top;text-align:left}
 th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.3em;display:inline-block}
 .yes{background:#dbeafe;color:#1e3a8a}.no{background:#e5e7eb;color:#374151}.inconclusive{background:#fdf6b2;color:#723b13}
-.na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0}.caption{color:#444;font-size:0.92em;max-width:70em}
+.na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0;font-weight:normal}.caption{color:#444;font-size:0.92em;max-width:70em}
 .row{display:grid;gap:0.8em}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
 .colhead{font-weight:bold;text-align:center}code{background:#f4f4f4;padding:0 0.2em}
 """
@@ -67,6 +67,16 @@ document.documentElement.setAttribute('data-figures',String(hpDivs.length));
 document.documentElement.setAttribute('data-figures-drawn',String(hpDrawn));
 document.documentElement.setAttribute('data-errors',String(window.hansprobeErrors.length));
 </script>"""
+RULES = {  # one sentence per question, so the page reads without the docs (docs/concepts.md has the formulas)
+    "clever_hans": "yes when heads that attend to the edge (r_(i-1), r_i) are found and ablating them together breaks forced "
+                   "accuracy at positions >= 2, and the model follows a swapped-in r_(i-1) to its successor in most graphs.",
+    "indecipherable": "yes when decision accuracy is at chance 1/d and the decision distribution carries no information "
+                      "about the right candidate (information over uniform <= 0.05 log d).",
+    "plan_represented": "yes when a linear probe reads the goal arm from the residual stream before the answer, at least "
+                        "0.10 above shuffled labels.",
+    "decision_computed": "yes when moving the goal to another arm changes the decision logits (>= 0.1 nats), so there is "
+                         "a computation that activation patching can localise.",
+}
 ANSWER_CLASS = {"yes": "yes", "no": "no", "inconclusive": "inconclusive", "not applicable": "na"}
 
 
@@ -91,7 +101,8 @@ def _verdict_table(doc: dict) -> str:
             v = c["verdicts"][key]
             cells.append(f"<td><span class='ans {ANSWER_CLASS.get(v['answer'], 'na')}'>{_e(v['answer'])}</span>"
                          f"<p class='evidence'>{_e(v['evidence'])}</p></td>")
-        out.append(f"<tr><th>{_e(text)}</th>{''.join(cells)}</tr>")
+        rule = RULES.get(key, "")
+        out.append(f"<tr><th>{_e(text)}<p class='evidence'>{_e(rule)}</p></th>{''.join(cells)}</tr>")
     return "\n".join(out + ["</table>"])
 
 
