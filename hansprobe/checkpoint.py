@@ -190,8 +190,19 @@ class Checkpoint:
         return read_metrics(self.path)
 
 
+def is_imported(cfg: dict) -> bool:
+    """A checkpoint made by `hansprobe import` (a Hugging Face GPT-2 behind the bridge)."""
+    return isinstance(cfg.get("model"), dict) and "architecture" in cfg["model"]
+
+
 def model_from_config(cfg: dict, device: str | torch.device, dtype: torch.dtype = torch.float32):
+    """The model a config describes, freshly initialised from its seed (weights not loaded)."""
     task = task_from_dict(cfg["task"])
+    if is_imported(cfg):
+        from hansprobe import interop
+
+        interop.check_architecture(cfg)
+        return interop.bridge_from_hf(interop.new_gpt2(cfg["model"]["hf_config"], int(cfg["seed"])), device), task
     model_cfg = ModelConfig.from_dict(cfg["model"])
     return build_model(model_cfg, task.d_vocab, task.n_ctx, int(cfg["seed"]), device, dtype), task
 
@@ -200,9 +211,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     path = Path(path)
     cfg = read_config(path)
     dev = resolve_device(device)
-    model, task = model_from_config(cfg, dev)
     tensors, _ = load_safetensors(path / MODEL)
-    load_weights(model, tensors, path / MODEL)
+    if is_imported(cfg):
+        from hansprobe import interop
+
+        interop.check_architecture(cfg)
+        hf = interop.new_gpt2(cfg["model"]["hf_config"], int(cfg["seed"]))
+        interop.load_gpt2_weights(hf, tensors, path / MODEL)
+        model, task = interop.bridge_from_hf(hf, dev), task_from_dict(cfg["task"])
+    else:
+        model, task = model_from_config(cfg, dev)
+        load_weights(model, tensors, path / MODEL)
     return Checkpoint(model=model.eval(), task=task, objective=get_objective(cfg["objective"]), config=cfg, path=path)
 
 

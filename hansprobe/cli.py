@@ -150,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
     p.set_defaults(default_graphs=1000)
 
+    p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
+    p.add_argument("source", type=Path, help="hf-gpt2: a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
+    p.add_argument("--format", required=True, choices=["hf-gpt2", "nanogpt", "ntf"], dest="fmt")
+    _add_task(p, required=False)
+    p.add_argument("--objective", default=None, help="what it was trained with: teacher-forcing | teacherless | reverse | reverse-teacherless")
+    p.add_argument("--n-heads", type=_positive(), default=None, help="attention heads (NTF files do not store it; nanoGPT ckpt.pt does)")
+    p.add_argument("--out", type=Path, default=None, help="checkpoint directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--to-safetensors", type=Path, default=None, metavar="FILE",
+                   help="instead: convert the pickled state dict to a safetensors file once, and stop")
+    p.add_argument("--json", action="store_true", help="print the new checkpoint's config as JSON")
+
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
     p.add_argument("-n", "--n-graphs", type=_positive(), default=1000)
@@ -429,8 +441,37 @@ def cmd_report(args) -> int:
     return 0  # whatever the verdicts: they are findings, not failures
 
 
+def cmd_import(args) -> int:
+    from hansprobe.errors import ConfigError
+    from hansprobe.interop import import_model, read_state_dict, save_state_dict_safetensors
+    from hansprobe.objectives import get_objective
+
+    if args.to_safetensors is not None:
+        if args.fmt == "hf-gpt2":
+            raise ConfigError("hf-gpt2 directories are safetensors already; --to-safetensors is for nanogpt and ntf files")
+        if args.to_safetensors.exists() and not args.overwrite:
+            raise ConfigError(f"{args.to_safetensors} exists; pass --overwrite to replace it")
+        save_state_dict_safetensors(read_state_dict(args.source), args.to_safetensors)
+        print(f"wrote {args.to_safetensors}; import it from there from now on (no pickle involved)")
+        return 0
+    missing = [flag for flag, v in (("--degree", args.degree), ("--path-len", args.path_len), ("--nodes", args.nodes),
+                                    ("--objective", args.objective), ("--out", args.out)) if v is None]
+    if missing:
+        raise ConfigError(f"import needs {', '.join(missing)}: the task and objective the model was trained on, and where to write")
+    cfg = import_model(args.source, args.fmt, args.out, _task(args), get_objective(args.objective), n_heads=args.n_heads,
+                       overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(cfg, sort_keys=True))
+    else:
+        m = cfg["model"]
+        print(f"imported {args.source} ({args.fmt}: {m['n_layers']} layers, {m['n_heads']} heads, d_model {m['d_model']}) "
+              f"as {args.out} for {_task(args).describe()}, {args.objective}; hooked-model logits match the source within "
+              f"{cfg['imported_from']['max_logit_diff']:.1e}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
-            "probe": cmd_probe, "patch": cmd_patch, "report": cmd_report,
+            "probe": cmd_probe, "patch": cmd_patch, "report": cmd_report, "import": cmd_import,
             "data": cmd_data}
 
 

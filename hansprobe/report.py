@@ -23,9 +23,8 @@ QUESTIONS = {
     "plan_represented": "Plan represented before the answer?",
     "decision_computed": "Decision computed?",
 }
-# A probe cell counts as evidence of a plan only if it beats shuffled labels by this much. The report
-# takes the best of ~20 cells, so the max of pure noise is ~2 standard errors (~0.05 at 1,000 graphs);
-# 0.10 is ~4.5 standard errors there (docs/decisions.md).
+# A probe cell counts as evidence of a plan only if it beats shuffled labels by this much AND its
+# interval, corrected for the number of cells searched, clears chance (docs/decisions.md).
 PLAN_SELECTIVITY = 0.10
 FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
 
@@ -127,22 +126,28 @@ def indecipherable_verdict(entropy: dict) -> dict:
 
 def plan_verdict(probes: dict) -> dict:
     """yes: the most selective probe cell before the answer beats shuffled labels by >= PLAN_SELECTIVITY
-    and its accuracy CI lies above chance; otherwise no."""
+    and its accuracy's Wilson interval, Bonferroni-corrected for the number of cells probed, lies above
+    chance and above the shuffled control; otherwise no."""
+    from hansprobe.analyses.base import wilson_ci
+
     best = probes.get("best") or {}
     if not best:
         return _verdict("no", f"no probe cell before the answer could be measured ({probes['target']})")
-    yes = best["selectivity"] >= PLAN_SELECTIVITY and best["accuracy_ci"][0] > max(probes["chance"], best["control_shuffle"])
+    n_cells = max(1, sum(1 for row in probes.get("selectivity", [[0]]) for v in row if v is not None and v == v))
+    n = int(probes["n_graphs"])
+    lo, hi = wilson_ci(round(best["accuracy"] * n), n, level=1 - 0.05 / n_cells)
+    yes = best["selectivity"] >= PLAN_SELECTIVITY and lo > max(probes["chance"], best["control_shuffle"])
     where = "embeddings" if best["layer"] == 0 else f"after block {best['layer'] - 1}"
-    evidence = (f"{probes['target']} probe, best cell before the answer ({where} at '{best['position_label']}'): accuracy "
-                f"{_ci(best['accuracy'], best['accuracy_ci'])}, selectivity {best['selectivity']:+.3f} over shuffled labels "
-                f"(chance {probes['chance']:.3f}; needs >= {PLAN_SELECTIVITY:+.2f})")
+    evidence = (f"{probes['target']} probe, best of {n_cells} cells before the answer ({where} at '{best['position_label']}'): "
+                f"accuracy {best['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (CI corrected for {n_cells} cells), selectivity "
+                f"{best['selectivity']:+.3f} over shuffled labels (chance {probes['chance']:.3f}; needs >= {PLAN_SELECTIVITY:+.2f})")
     causal = probes.get("causal")
     if causal:
         evidence += (f"; steering along it moves the decision logit difference by {causal['steer_probe']['mean_change']:+.3f} "
                      f"(random directions {causal['steer_random']['mean_change']:+.3f})")
     return _verdict("yes" if yes else "no", evidence, layer=best["layer"], position=best["position_label"],
-                    accuracy=best["accuracy"], accuracy_ci=best["accuracy_ci"], selectivity=best["selectivity"],
-                    chance=probes["chance"])
+                    accuracy=best["accuracy"], accuracy_ci_corrected=[lo, hi], cells=n_cells,
+                    selectivity=best["selectivity"], chance=probes["chance"])
 
 
 def decision_verdict(patching: dict) -> dict:

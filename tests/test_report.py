@@ -64,15 +64,17 @@ def test_clever_hans_is_not_applicable_without_teacher_forced_inputs():
     assert clever_hans_verdict("teacherless", _behaviour([1, 0.2, 0.2, 1]), None)["answer"] == "not applicable"
 
 
-def _probes(sel, lo, control=0.5, chance=0.5):
-    return {"target": "goal_arm", "chance": chance, "best": {"layer": 1, "position_label": "=", "accuracy": control + sel,
-                                                            "accuracy_ci": [lo, lo + 0.06], "selectivity": sel,
-                                                            "control_shuffle": control}}
+def _probes(sel, n, control=0.5, chance=0.5, cells=21):
+    return {"target": "goal_arm", "chance": chance, "n_graphs": n, "selectivity": [[0.0] * 7] * (cells // 7),
+            "best": {"layer": 1, "position_label": "=", "accuracy": control + sel, "accuracy_ci": [0, 1],
+                     "selectivity": sel, "control_shuffle": control}}
 
 
-@pytest.mark.parametrize("sel,lo,answer", [(0.30, 0.75, "yes"), (0.05, 0.52, "no"), (0.12, 0.49, "no")])
-def test_plan_needs_selectivity_and_an_interval_above_chance(sel, lo, answer):
-    assert plan_verdict(_probes(sel, lo))["answer"] == answer
+@pytest.mark.parametrize("sel,n,answer", [(0.30, 1000, "yes"), (0.05, 1000, "no"), (0.13, 1000, "yes"),
+                                          (0.13, 100, "no")])  # 100 graphs: +0.13 is within the noise of 21 cells
+def test_plan_needs_selectivity_and_a_corrected_interval_above_chance(sel, n, answer):
+    v = plan_verdict(_probes(sel, n))
+    assert v["answer"] == answer and v["values"]["cells"] == 21
 
 
 def test_decision_verdict_follows_the_patching_gap():

@@ -71,7 +71,7 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
     model, task = model_from_config(cfg, dev)
     objective = get_objective(cfg["objective"])
     points = snapshot_paths(run_dir)
-    final_step = int(cfg.get("step", 0))
+    final_step = int(cfg.get("step") or 0)  # imported checkpoints record no step
     if (run_dir / MODEL).is_file() and final_step not in {s for s, _ in points}:
         points.append((final_step, run_dir / MODEL))
     if not points:
