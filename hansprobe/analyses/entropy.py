@@ -72,12 +72,14 @@ class EntropyResult(Result):
         import plotly.graph_objects as go
 
         fig = go.Figure()
-        fig.add_histogram(x=self.per_example_candidate_entropy_frac, nbinsx=40, name="candidates (fraction of log d)")
+        fig.add_histogram(x=self.per_example_candidate_entropy_frac, xbins=dict(start=0, end=1.0001, size=0.025),
+                          name="candidates (fraction of log d)")
         fig.add_vline(x=1.0, line_dash="dot", annotation_text="uniform over candidates")
         fig.update_layout(
             title=f"Decision-token entropy over the {self.degree} candidates ({self.objective}, {self.n_graphs} graphs); "
                   f"mean {self.candidate_entropy_frac:.2f} log d",
-            xaxis_title="H(q~(. | p)) / log d", yaxis_title="graphs", bargap=0.05)
+            xaxis_title="H(q~(. | p)) / log d", yaxis_title="graphs", bargap=0.05,
+            xaxis_range=[-0.03, 1.05])  # the whole scale, so a pile at 0 (a decided model) shows too
         return {"decision_entropy_histogram": fig}
 
 
