@@ -177,12 +177,35 @@ def card(path: Path, n: int, seed: int) -> list[str]:
     return lines + [""]
 
 
+def replace_cards(args) -> None:
+    """Re-measure some checkpoints and splice their sections into the existing cards file."""
+    text = args.out.read_text()
+    for name in args.only:
+        t = time.perf_counter()
+        new = "\n".join(card(ROOT / "checkpoints" / name, args.n_graphs, args.seed))
+        head = f"## `{name}`"
+        start = text.find(head)
+        if start < 0:  # a new checkpoint: before the closing timing line
+            start = end = text.rindex("_Measured in")
+        else:
+            nxt = text.find("\n## ", start + len(head))
+            end = nxt + 1 if nxt >= 0 else text.rindex("_Measured in")
+        text = text[:start] + new + "\n" + text[end:]
+        print(f"re-measured {name} in {time.perf_counter() - t:.0f} s", flush=True)
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-graphs", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "model-cards.md")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                    help="re-measure only these checkpoints and replace their sections in --out")
     args = ap.parse_args()
+    if args.only:
+        return replace_cards(args)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t = time.perf_counter()
     out = ["# Model cards", "",

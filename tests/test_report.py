@@ -186,3 +186,12 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
                     f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
     stat = ImageStat.Stat(Image.open(shot).convert("L"))
     assert stat.stddev[0] > 10, "the screenshot is blank"
+
+
+def test_a_data_file_that_does_not_fit_fails_before_measuring(runs, tmp_path, capsys):
+    from hansprobe.tasks import PathStar, write_ntf
+
+    write_ntf(tmp_path / "g.txt", PathStar(3, 4, 20).generate(20, seed=1))  # another task than the runs'
+    assert main(["report", str(runs["reverse"]), "--data", str(tmp_path / "g.txt"), "--out", str(tmp_path / "r")]) == 2
+    assert "use a file of the model's task" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
