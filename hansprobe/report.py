@@ -73,14 +73,14 @@ def _verdict(answer: str, evidence: str, **values) -> dict:
 
 
 # --- the four questions ------------------------------------------------------------------------
-def clever_hans_verdict(objective_name: str, behaviour: dict, heads: dict | None) -> dict:
+def clever_hans_verdict(objective_name: str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
     """Forward targets: yes when the heads analysis names Clever-Hans heads (high forward edge-lookup
     score and joint ablation drop >= 0.5) AND the counterfactual follow rate's CI lies above 1/2; no
     when neither; inconclusive when only one. Reversed targets: r_i = parent(r_(i-1)) is the correct
     rule there, not a shortcut, so following r_(i-1) is no evidence; the answer rests on the heads."""
     if heads is None:
-        return _verdict("not applicable", f"{objective_name} inputs hold no previous answer token, so there is no "
-                        "r_(i-1) to read r_i off")
+        return _verdict("not applicable", why_not or f"{objective_name} inputs hold no previous answer token, so there "
+                        "is no r_(i-1) to read r_i off")
     reverse = objective_name.startswith("reverse")
     idx = list(range(2, len(behaviour["forced_accuracy"])))
     forced = "; ".join(f"r{i} {_ci(behaviour['forced_accuracy'][i], behaviour['forced_accuracy_ci'][i])}" for i in idx)
@@ -198,8 +198,9 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
 
     step("behaviour", lambda: measure_behaviour(model, obj, batch, bs))
     step("entropy", lambda: measure_entropy(model, obj, batch, bs, seed=settings.seed))
-    step("heads", lambda: measure_heads(model, obj, batch, bs, seed=settings.seed),
-         skip_reason=f"{obj.name} inputs hold no previous answer token" if obj.teacherless else None)
+    no_heads = (f"{obj.name} inputs hold no previous answer token" if obj.teacherless else
+                "the path is too short for a shortcut (path_len < 3)" if task.target_len < 3 else None)
+    step("heads", lambda: measure_heads(model, obj, batch, bs, seed=settings.seed), skip_reason=no_heads)
     untrained, _ = model_from_config(ck.config, settings.device)  # the probe's untrained-model baseline
     step("probes", lambda: measure_probes(model, obj, batch, settings.probe_target, batch_size=min(bs, 500),
                                           seed=settings.seed, untrained_model=untrained))
@@ -215,7 +216,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
 
         figures["heads"].update(FollowResult(**heads["follow"]).figures())
     verdicts = {
-        "clever_hans": clever_hans_verdict(obj.name, analyses["behaviour"], heads),
+        "clever_hans": clever_hans_verdict(obj.name, analyses["behaviour"], heads, no_heads),
         "indecipherable": indecipherable_verdict(analyses["entropy"]),
         "plan_represented": plan_verdict(analyses["probes"]),
         "decision_computed": decision_verdict(analyses["patching"]),

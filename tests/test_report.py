@@ -195,3 +195,11 @@ def test_a_data_file_that_does_not_fit_fails_before_measuring(runs, tmp_path, ca
     assert main(["report", str(runs["reverse"]), "--data", str(tmp_path / "g.txt"), "--out", str(tmp_path / "r")]) == 2
     assert "use a file of the model's task" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_report_on_a_path_too_short_for_the_shortcut(tmp_path):
+    argv = [a if a != "4" else "2" for a in TRAIN]  # --path-len 2: the answer is start, then the goal
+    assert main([*argv, "--out", str(tmp_path / "short")]) == 0
+    doc = write_report(tmp_path / "r", [tmp_path / "short"], SMALL)
+    c = doc["checkpoints"][0]
+    assert c["verdicts"]["clever_hans"]["answer"] == "not applicable" and "too short" in c["verdicts"]["clever_hans"]["evidence"]
