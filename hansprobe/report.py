@@ -126,21 +126,27 @@ def indecipherable_verdict(entropy: dict) -> dict:
 
 def plan_verdict(probes: dict) -> dict:
     """yes: the most selective probe cell before the answer beats shuffled labels by >= PLAN_SELECTIVITY
-    and its accuracy's Wilson interval, Bonferroni-corrected for the number of cells probed, lies above
-    chance and above the shuffled control; otherwise no."""
+    and its accuracy's Wilson interval, Bonferroni-corrected for the cells searched, lies above chance,
+    the shuffled-label control and the untrained model's accuracy there; otherwise no."""
     from hansprobe.analyses.base import wilson_ci
 
     best = probes.get("best") or {}
     if not best:
         return _verdict("no", f"no probe cell before the answer could be measured ({probes['target']})")
-    n_cells = max(1, sum(1 for row in probes.get("selectivity", [[0]]) for v in row if v is not None and v == v))
+    n_cells = int(best.get("cells_searched") or 1)  # the cells the best one was picked from
     n = int(probes["n_graphs"])
     lo, hi = wilson_ci(round(best["accuracy"] * n), n, level=1 - 0.05 / n_cells)
-    yes = best["selectivity"] >= PLAN_SELECTIVITY and lo > max(probes["chance"], best["control_shuffle"])
+    untrained = None
+    if probes.get("untrained") and best["layer"] in probes.get("layers", []) and best["position"] in probes.get("positions", []):
+        u = probes["untrained"][probes["layers"].index(best["layer"])][probes["positions"].index(best["position"])]
+        untrained = u if u is not None and u == u else None
+    bar = max(probes["chance"], best["control_shuffle"], untrained if untrained is not None else 0.0)
+    yes = best["selectivity"] >= PLAN_SELECTIVITY and lo > bar
     where = "embeddings" if best["layer"] == 0 else f"after block {best['layer'] - 1}"
     evidence = (f"{probes['target']} probe, best of {n_cells} cells before the answer ({where} at '{best['position_label']}'): "
                 f"accuracy {best['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (CI corrected for {n_cells} cells), selectivity "
-                f"{best['selectivity']:+.3f} over shuffled labels (chance {probes['chance']:.3f}; needs >= {PLAN_SELECTIVITY:+.2f})")
+                f"{best['selectivity']:+.3f} over shuffled labels (chance {probes['chance']:.3f}; needs >= {PLAN_SELECTIVITY:+.2f})"
+                + (f"; the untrained model reaches {untrained:.3f} there" if untrained is not None else ""))
     causal = probes.get("causal")
     if causal:
         evidence += (f"; steering along it moves the decision logit difference by {causal['steer_probe']['mean_change']:+.3f} "

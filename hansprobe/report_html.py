@@ -73,7 +73,7 @@ RULES = {  # one sentence per question, so the page reads without the docs (docs
     "indecipherable": "yes when decision accuracy is at chance 1/d and the decision distribution carries no information "
                       "about the right candidate (information over uniform <= 0.05 log d).",
     "plan_represented": "yes when a linear probe reads the goal arm from the residual stream before the answer, at least "
-                        "0.10 above shuffled labels.",
+                        "0.10 above shuffled labels and above the untrained model, with a CI corrected for the cells searched.",
     "decision_computed": "yes when moving the goal to another arm changes the decision logits (>= 0.1 nats), so there is "
                          "a computation that activation patching can localise.",
 }

@@ -65,9 +65,9 @@ def test_clever_hans_is_not_applicable_without_teacher_forced_inputs():
 
 
 def _probes(sel, n, control=0.5, chance=0.5, cells=21):
-    return {"target": "goal_arm", "chance": chance, "n_graphs": n, "selectivity": [[0.0] * 7] * (cells // 7),
+    return {"target": "goal_arm", "chance": chance, "n_graphs": n,
             "best": {"layer": 1, "position_label": "=", "accuracy": control + sel, "accuracy_ci": [0, 1],
-                     "selectivity": sel, "control_shuffle": control}}
+                     "selectivity": sel, "control_shuffle": control, "cells_searched": cells}}
 
 
 @pytest.mark.parametrize("sel,n,answer", [(0.30, 1000, "yes"), (0.05, 1000, "no"), (0.13, 1000, "yes"),
@@ -75,6 +75,14 @@ def _probes(sel, n, control=0.5, chance=0.5, cells=21):
 def test_plan_needs_selectivity_and_a_corrected_interval_above_chance(sel, n, answer):
     v = plan_verdict(_probes(sel, n))
     assert v["answer"] == answer and v["values"]["cells"] == 21
+
+
+def test_plan_must_also_beat_the_untrained_model_at_that_cell():
+    p = {**_probes(0.30, 1000), "layers": [0, 1], "positions": [5, 6], "untrained": [[0.5, 0.5], [0.79, 0.5]]}
+    p["best"] = {**p["best"], "layer": 1, "position": 5}
+    assert plan_verdict(p)["answer"] == "no" and "untrained model reaches 0.790" in plan_verdict(p)["evidence"]
+    p["untrained"][1][0] = 0.52
+    assert plan_verdict(p)["answer"] == "yes"
 
 
 def test_decision_verdict_follows_the_patching_gap():

@@ -171,4 +171,4 @@ def _best_cell(sel, acc, acts: Activations, batch: Batch, pos_labels, objective:
         return {}
     i, j = np.unravel_index(np.argmax(masked), masked.shape)
     return {"layer": acts.layers[i], "position": acts.positions[j], "position_label": pos_labels[j],
-            "accuracy": float(acc[i, j]), "selectivity": float(sel[i, j])}
+            "accuracy": float(acc[i, j]), "selectivity": float(sel[i, j]), "cells_searched": int(np.isfinite(masked).sum())}
