@@ -24,10 +24,14 @@ RUNS = {
     "pathstar-d2-l5-n50-teacher-forcing": (PathStar(2, 5, 50), "teacher-forcing",
                                            dict(steps=3000, snapshot_at=[50, 100, 200, 300, 500, 1000]), False),
     "pathstar-d2-l5-n50-reverse": (PathStar(2, 5, 50), "reverse", dict(steps=3000), False),
+    # G(5,5) sat on a plateau (forced accuracy ~0.07 at every middle position) for 3,000 steps; the run
+    # was then continued to 9,000 steps (`--resume --steps 9000`, the cosine schedule recomputed from
+    # step 3,000) and learned the shortcut between steps 4,750 and 5,250. CONTINUE reproduces that.
     "pathstar-d5-l5-n50-teacher-forcing": (PathStar(5, 5, 50), "teacher-forcing", dict(steps=3000), True),
     "pathstar-d2-l5-n50-teacherless": (PathStar(2, 5, 50), "teacherless", dict(steps=5000), True),
 }
 SEED = 0
+CONTINUE = {"pathstar-d5-l5-n50-teacher-forcing": 9000}  # resumed to this many steps after the first horizon
 
 
 def main():
@@ -48,6 +52,8 @@ def main():
         out = args.out_root / name
         cfg = train(out, task, objective, MODEL, TrainConfig(**COMMON, **extra), seed=SEED, device=args.device,
                     overwrite=True)
+        if name in CONTINUE:
+            cfg = train(out, resume=True, steps=CONTINUE[name], device=args.device)
         if not keep_resume:
             (out / "resume.safetensors").unlink()
         m = cfg["metrics"]
