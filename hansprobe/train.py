@@ -20,7 +20,7 @@ import torch
 from hansprobe.analyses.behaviour import measure_behaviour
 from hansprobe.checkpoint import (
     MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
-    read_config, remove_stale_temporaries, save_model, save_resume, truncate_metrics,
+    read_config, read_metrics, remove_stale_temporaries, save_model, save_resume, truncate_metrics,
 )
 from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.model import ModelConfig, resolve_device
@@ -159,7 +159,8 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
     if train_cfg.snapshot_at:
         (run_dir / "snapshots").mkdir(exist_ok=True)
 
-    t0 = time.perf_counter()
+    kept = read_metrics(run_dir) if resume else []
+    t0 = time.perf_counter() - (kept[-1].get("elapsed_s", 0.0) if kept else 0.0)  # elapsed_s goes on across resumes
     bar = _progress(train_cfg.steps, step, progress)
     while step < train_cfg.steps:
         batch = task.generate(train_cfg.batch_size, derived_seed(seed, TRAIN_STREAM, step)).to(dev)

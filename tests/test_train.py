@@ -67,6 +67,8 @@ def test_resume_can_extend_the_horizon(tmp_path):
     cfg = train(tmp_path / "r", resume=True, steps=8, progress=False)
     assert cfg["step"] == 8 and cfg["train"]["steps"] == 8
     assert json.loads((tmp_path / "r" / "config.json").read_text())["step"] == 8
+    elapsed = [r["elapsed_s"] for r in read_metrics(tmp_path / "r")]
+    assert elapsed == sorted(elapsed) and elapsed[-1] > elapsed[len(elapsed) // 2 - 1]  # goes on across the resume
 
 
 def test_refuses_to_clobber_or_resume_nothing(tmp_path):
