@@ -115,6 +115,7 @@ class NotATensor:  # a pickled object of our own class: weights_only must refuse
     ("object", "never unpickles code"),
     ("wrong_format", "not a Next-Token-Failures GPT state dict"),
     ("too_small", "does not fit the task"),
+    ("small_vocab", "its vocabulary has 23 tokens"),
     ("no_file", "is not a file"),
 ])
 def test_bad_sources_get_one_line_errors(tmp_path, capsys, case, needle):
@@ -129,6 +130,8 @@ def test_bad_sources_get_one_line_errors(tmp_path, capsys, case, needle):
         torch.save(nanogpt_state_dict(task.d_vocab, task.n_ctx), path)
     elif case == "too_small":
         torch.save(ntf_state_dict(task.d_vocab, task.n_ctx - 2), path)
+    elif case == "small_vocab":
+        torch.save(ntf_state_dict(task.d_vocab - 1, task.n_ctx), path)
     else:
         path = tmp_path / "missing.pt"
     code, _, err = run(["import", str(path), "--format", fmt, *TASK, "--n-heads", "4", "--out", str(tmp_path / "ck")], capsys)
