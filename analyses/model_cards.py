@@ -191,7 +191,9 @@ def replace_cards(args) -> None:
             nxt = text.find("\n## ", start + len(head))
             end = nxt + 1 if nxt >= 0 else text.rindex("_Measured in")
         text = text[:start] + new + "\n" + text[end:]
-        print(f"re-measured {name} in {time.perf_counter() - t:.0f} s", flush=True)
+        secs = time.perf_counter() - t
+        text = text.rstrip("\n") + f"\n_`{name}` re-measured alone (`--only`) in {secs:.0f} s._\n"
+        print(f"re-measured {name} in {secs:.0f} s", flush=True)
     args.out.write_text(text)
     print(f"wrote {args.out}")
 

@@ -4,7 +4,8 @@
 
 Names: pathstar-d{degree}-l{path_len}-n{nodes}-{objective}. Each run is a normal hansprobe run
 directory; the resume file is kept only where the run may be continued later (teacherless, known
-to need far more steps, and G(5,5): `hansprobe train --resume --steps N --out ...`).
+to need far more steps: `hansprobe train --resume --steps N --out ...`). Runs in CONTINUE were
+resumed to a longer horizon after their first one, as the shipped ones were.
 Then `python analyses/model_cards.py` measures them and writes docs/model-cards.md.
 """
 import argparse
@@ -27,11 +28,12 @@ RUNS = {
     # G(5,5) sat on a plateau (forced accuracy ~0.07 at every middle position) for 3,000 steps; the run
     # was then continued to 9,000 steps (`--resume --steps 9000`, the cosine schedule recomputed from
     # step 3,000) and learned the shortcut between steps 4,750 and 5,250. CONTINUE reproduces that.
-    "pathstar-d5-l5-n50-teacher-forcing": (PathStar(5, 5, 50), "teacher-forcing", dict(steps=3000), True),
+    "pathstar-d5-l5-n50-teacher-forcing": (PathStar(5, 5, 50), "teacher-forcing", dict(steps=3000), False),
     "pathstar-d2-l5-n50-teacherless": (PathStar(2, 5, 50), "teacherless", dict(steps=5000), True),
 }
 SEED = 0
-CONTINUE = {"pathstar-d5-l5-n50-teacher-forcing": 9000}  # resumed to this many steps after the first horizon
+# Resumed to this many steps after the first horizon (in the second session, as CPU time allowed).
+CONTINUE = {"pathstar-d5-l5-n50-teacher-forcing": 9000, "pathstar-d2-l5-n50-teacherless": 8000}
 
 
 def main():
