@@ -18,8 +18,9 @@ CARDS = {
         "clever_hans": "no", "indecipherable": "no", "plan_represented": "no", "decision_computed": "yes"},
     "pathstar-d2-l5-n50-teacherless": {  # no head analysis (no teacher-forced inputs); decision acc. 0.18, not at chance
         "clever_hans": "not applicable", "indecipherable": "no", "plan_represented": "no", "decision_computed": "no"},
-    "pathstar-d5-l5-n50-teacher-forcing": {  # never learned the shortcut: no heads, follow 0.073; decision acc. 0.068
-        "clever_hans": "no", "indecipherable": "no", "plan_represented": "no", "decision_computed": "no"},
+    "pathstar-d5-l5-n50-teacher-forcing": {  # Clever-Hans head L1H2 + follow rate 1.000; decision acc. 0.189, indecipherable;
+        "clever_hans": "yes", "indecipherable": "yes",  # best probe +0.018 (chance 0.2); no decision computation to restore
+        "plan_represented": "no", "decision_computed": "no"},
 }
 
 
