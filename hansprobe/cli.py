@@ -146,9 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
     _add_graphs(p)
+    p.add_argument("--mechanism-graphs", type=_positive(), default=1000,
+                   help="graphs for heads, probes and dynamics: the first of the -n graphs (default 1000)")
     p.add_argument("--patch-pairs", type=_positive(), default=200, help="goal-swap pairs for activation patching (default 200)")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
-    p.set_defaults(default_graphs=1000)
+    p.set_defaults(default_graphs=2000)
 
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
     p.add_argument("source", type=Path, help="hf-gpt2: a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
@@ -425,7 +427,8 @@ def cmd_data(args) -> int:
 def cmd_report(args) -> int:
     from hansprobe.report import QUESTIONS, ReportSettings, write_report
 
-    settings = ReportSettings(n_graphs=args.n_graphs or args.default_graphs, patch_pairs=args.patch_pairs, seed=args.seed,
+    settings = ReportSettings(n_graphs=args.n_graphs or args.default_graphs, mechanism_graphs=args.mechanism_graphs,
+                              patch_pairs=args.patch_pairs, seed=args.seed,
                               data=None if args.data is None else str(args.data), batch_size=args.batch_size,
                               device=args.device)
     doc = write_report(args.out, args.checkpoints, settings, progress=_progress(args))

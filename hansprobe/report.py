@@ -34,8 +34,9 @@ class ReportSettings:
     """What the report measures on. Every checkpoint gets fresh graphs of its own task from `seed`
     (or the graphs of `data`, an NTF file that must fit every checkpoint's task)."""
 
-    n_graphs: int = 1000  # behaviour, entropy, heads, probes, dynamics
-    patch_pairs: int = 200  # goal-swap pairs for activation patching
+    n_graphs: int = 2000  # behaviour and entropy (the model cards' sample: same graphs for the same seed)
+    mechanism_graphs: int = 1000  # heads, probes, dynamics: the first of those graphs
+    patch_pairs: int = 200  # goal-swap pairs for activation patching: the first of those graphs
     seed: int = DEFAULT_SEED
     data: str | None = None
     probe_target: str = "goal_arm"
@@ -43,8 +44,8 @@ class ReportSettings:
     device: str = "cpu"
 
     def __post_init__(self):
-        if self.n_graphs < 10 or self.patch_pairs < 2:
-            raise ConfigError("the report needs at least 10 graphs (-n) and 2 patching pairs (--patch-pairs)")
+        if self.n_graphs < 10 or self.mechanism_graphs < 10 or self.patch_pairs < 2:
+            raise ConfigError("the report needs at least 10 graphs (-n, --mechanism-graphs) and 2 patching pairs (--patch-pairs)")
 
 
 @dataclass
@@ -176,6 +177,10 @@ def _graphs(settings: ReportSettings, task, n: int):
     return task.generate(n, settings.seed)
 
 
+def _first(batch, n: int):
+    return batch if len(batch) <= n else next(iter(batch.split(n)))
+
+
 def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettings(), progress=None) -> CheckpointReport:
     """Every analysis on one checkpoint, then the four verdicts. `progress` is a tqdm bar to advance
     (one tick per analysis) or None."""
@@ -189,6 +194,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     ck = load_checkpoint(path, device=settings.device)
     model, obj, task, bs = ck.model, ck.objective, ck.task, settings.batch_size
     batch = _graphs(settings, task, settings.n_graphs)
+    mech = _first(batch, settings.mechanism_graphs)  # the costly analyses take a prefix of the same graphs
     analyses, figures = {}, {}
 
     def step(name, fn, skip_reason=None):
@@ -206,14 +212,14 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     step("entropy", lambda: measure_entropy(model, obj, batch, bs, seed=settings.seed))
     no_heads = (f"{obj.name} inputs hold no previous answer token" if obj.teacherless else
                 "the path is too short for a shortcut (path_len < 3)" if task.target_len < 3 else None)
-    step("heads", lambda: measure_heads(model, obj, batch, bs, seed=settings.seed), skip_reason=no_heads)
+    step("heads", lambda: measure_heads(model, obj, mech, bs, seed=settings.seed), skip_reason=no_heads)
     untrained, _ = model_from_config(ck.config, settings.device)  # the probe's untrained-model baseline
-    step("probes", lambda: measure_probes(model, obj, batch, settings.probe_target, batch_size=min(bs, 500),
+    step("probes", lambda: measure_probes(model, obj, mech, settings.probe_target, batch_size=min(bs, 500),
                                           seed=settings.seed, untrained_model=untrained))
-    pairs = batch if len(batch) <= settings.patch_pairs else next(iter(batch.split(settings.patch_pairs)))
+    pairs = _first(batch, settings.patch_pairs)
     step("patching", lambda: measure_patching(model, obj, pairs, sweeps=("resid", "heads"), seed=settings.seed))
     has_snapshots = (path / "snapshots").is_dir() and any((path / "snapshots").iterdir())
-    step("dynamics", lambda: measure_dynamics(path, batch, device=settings.device, batch_size=bs),
+    step("dynamics", lambda: measure_dynamics(path, mech, device=settings.device, batch_size=bs),
          skip_reason=None if has_snapshots else "the run kept no snapshots (train --snapshot-at STEPS)")
 
     heads = analyses["heads"] if "skipped" not in analyses["heads"] else None
@@ -231,7 +237,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     provenance = {
         "trained_with": cfg.get("versions", {}), "measured_with": package_versions(), "training_seed": cfg.get("seed"),
         "steps": cfg.get("step"), "graphs": ({"data": settings.data} if settings.data else {"seed": settings.seed}),
-        "n_graphs": len(batch), "patch_pairs": len(pairs), "device": settings.device,
+        "n_graphs": len(batch), "mechanism_graphs": len(mech), "patch_pairs": len(pairs), "device": settings.device,
     }
     curve = ck.metrics
     figures["training"] = {"training_curve": training_curve_figure(curve, path.name)} if curve else {}

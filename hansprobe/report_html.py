@@ -119,7 +119,7 @@ def _config_table(doc: dict) -> str:
         row("model", lambda c: json.dumps(c["config"].get("model"), sort_keys=True)),
         row("training", lambda c: json.dumps(c["config"].get("train"), sort_keys=True)),
         row("steps / training seed", lambda c: f"{c['provenance']['steps']} / {c['provenance']['training_seed']}"),
-        row("measured on", lambda c: f"{c['provenance']['n_graphs']} graphs "
+        row("measured on", lambda c: f"{c['provenance']['n_graphs']} graphs ({c['provenance']['mechanism_graphs']} for heads, probes, dynamics) "
             + (f"from {c['provenance']['graphs']['data']}" if "data" in c["provenance"]["graphs"]
                else f"(seed {c['provenance']['graphs']['seed']})") + f"; {c['provenance']['patch_pairs']} patching pairs; "
             f"device {c['provenance']['device']}"),
@@ -142,7 +142,8 @@ def render_html(doc: dict, checkpoints: list) -> str:
              f"<title>hansprobe report: {_e(names)}</title>", f"<style>{STYLE}</style>", STATUS_SCRIPT,
              f"<script type='text/javascript'>{get_plotlyjs()}</script>", "</head><body>",
              f"<h1>hansprobe shortcut-detection report</h1><p>{_e(names)} — measured by hansprobe {_e(doc['hansprobe'])} on up to "
-             f"{s['n_graphs']} {_e(where)}, {s['patch_pairs']} goal-swap pairs for patching. 95% CIs throughout. "
+             f"{s['n_graphs']} {_e(where)} (behaviour, entropy; heads, probes and dynamics on the first "
+             f"{s['mechanism_graphs']}), {s['patch_pairs']} goal-swap pairs for patching. 95% CIs throughout. "
              "Verdict rules: docs/concepts.md; this file's data: report.json beside it.</p>",
              "<h2>Verdicts</h2>", _verdict_table(doc)]
     fig_id = 0

@@ -155,9 +155,13 @@ def test_report_refuses_bad_settings_and_duplicate_names(runs, tmp_path):
 
 def test_cli_report_exit_codes(runs, tmp_path, capsys):
     ck = str(runs["teacher-forcing"])
-    assert main(["report", ck, "-n", "20", "--patch-pairs", "10", "--out", str(tmp_path / "r"), "--json"]) == 0
+    assert main(["report", ck, "-n", "20", "--mechanism-graphs", "12", "--patch-pairs", "10", "--out", str(tmp_path / "r"),
+                 "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["checkpoints"][0]["provenance"]["n_graphs"] == 20
+    c = doc["checkpoints"][0]
+    assert c["provenance"]["n_graphs"] == 20 and c["analyses"]["behaviour"]["n_graphs"] == 20
+    assert c["provenance"]["mechanism_graphs"] == 12 and c["analyses"]["heads"]["n_graphs"] == 12
+    assert c["analyses"]["probes"]["n_graphs"] == 12 and c["analyses"]["patching"]["n_pairs"] == 10
     (tmp_path / "file").write_text("x")
     assert main(["report", ck, "-n", "20", "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
