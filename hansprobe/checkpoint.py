@@ -201,8 +201,7 @@ def model_from_config(cfg: dict, device: str | torch.device, dtype: torch.dtype 
     if is_imported(cfg):
         from hansprobe import interop
 
-        interop.check_architecture(cfg)
-        return interop.bridge_from_hf(interop.new_gpt2(cfg["model"]["hf_config"], int(cfg["seed"])), device), task
+        return interop.imported_model(cfg, device), task
     model_cfg = ModelConfig.from_dict(cfg["model"])
     return build_model(model_cfg, task.d_vocab, task.n_ctx, int(cfg["seed"]), device, dtype), task
 
@@ -212,13 +211,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     cfg = read_config(path)
     dev = resolve_device(device)
     tensors, _ = load_safetensors(path / MODEL)
-    if is_imported(cfg):
+    if is_imported(cfg):  # the weights go into the GPT-2 before it is bridged
         from hansprobe import interop
 
-        interop.check_architecture(cfg)
-        hf = interop.new_gpt2(cfg["model"]["hf_config"], int(cfg["seed"]))
-        interop.load_gpt2_weights(hf, tensors, path / MODEL)
-        model, task = interop.bridge_from_hf(hf, dev), task_from_dict(cfg["task"])
+        model, task = interop.imported_model(cfg, dev, tensors, path / MODEL), task_from_dict(cfg["task"])
     else:
         model, task = model_from_config(cfg, dev)
         load_weights(model, tensors, path / MODEL)
@@ -236,13 +232,13 @@ def save_model(run_dir: str | Path, model, metadata: dict[str, str] | None = Non
     save_safetensors(Path(run_dir) / name, model.state_dict(), metadata)
 
 
-def new_config(task: Task, objective: Objective, model_cfg: ModelConfig, train: dict, seed: int) -> dict:
+def new_config(task: Task, objective: Objective, model: dict, train: dict | None, seed: int) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "task": task.to_dict(),
         "objective": objective.name,
-        "model": model_cfg.to_dict(),
+        "model": model,
         "d_vocab": task.d_vocab,
         "n_ctx": task.n_ctx,
         "train": train,

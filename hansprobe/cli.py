@@ -461,14 +461,15 @@ def cmd_import(args) -> int:
                                     ("--objective", args.objective), ("--out", args.out)) if v is None]
     if missing:
         raise ConfigError(f"import needs {', '.join(missing)}: the task and objective the model was trained on, and where to write")
-    cfg = import_model(args.source, args.fmt, args.out, _task(args), get_objective(args.objective), n_heads=args.n_heads,
+    task = _task(args)
+    cfg = import_model(args.source, args.fmt, args.out, task, get_objective(args.objective), n_heads=args.n_heads,
                        overwrite=args.overwrite)
     if args.json:
         print(json.dumps(cfg, sort_keys=True))
     else:
         m = cfg["model"]
         print(f"imported {args.source} ({args.fmt}: {m['n_layers']} layers, {m['n_heads']} heads, d_model {m['d_model']}) "
-              f"as {args.out} for {_task(args).describe()}, {args.objective}; hooked-model logits match the source within "
+              f"as {args.out} for {task.describe()}, {args.objective}; hooked-model logits match the source within "
               f"{cfg['imported_from']['max_logit_diff']:.1e}")
     return 0
 

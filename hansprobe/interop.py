@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -71,12 +72,10 @@ def save_state_dict_safetensors(tensors: dict[str, torch.Tensor], out: str | Pat
     """The one-time conversion: a state dict read from a pickle, written as safetensors (atomic)."""
     from hansprobe.checkpoint import save_safetensors
 
-    plain = {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
-    seen, unique = {}, {}
-    for k, v in plain.items():  # tied weights share memory: safetensors stores each tensor once
-        ptr = (v.data_ptr(), tuple(v.shape))
-        if ptr not in seen:
-            seen[ptr] = k
+    seen, unique = set(), {}
+    for k, v in tensors.items():  # tied weights share memory: safetensors stores each tensor once
+        if isinstance(v, torch.Tensor) and (v.data_ptr(), tuple(v.shape)) not in seen:
+            seen.add((v.data_ptr(), tuple(v.shape)))
             unique[k] = v.contiguous()
     save_safetensors(out, unique, {"hansprobe_converted_from": "pytorch state dict"})
 
@@ -230,10 +229,15 @@ def load_hf_gpt2(src: str | Path):
         raise CheckpointError(f"transformers could not load {src}: {str(e).splitlines()[0]}") from None
 
 
-def check_architecture(cfg: dict) -> None:
+def imported_model(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = None, source=None):
+    """The hooked model of an imported checkpoint's config: its GPT-2 (seeded init, or `tensors`), bridged."""
     arch = cfg["model"].get("architecture")
     if arch != ARCHITECTURE or not isinstance(cfg["model"].get("hf_config"), dict):
         raise CheckpointError(f"unknown model architecture {arch!r} in config.json; this hansprobe reads {ARCHITECTURE!r}")
+    hf = new_gpt2(cfg["model"]["hf_config"], int(cfg["seed"]))
+    if tensors is not None:
+        load_gpt2_weights(hf, tensors, source)
+    return bridge_from_hf(hf, device)
 
 
 # --- binding to a task and writing the checkpoint ------------------------------------------------
@@ -267,8 +271,7 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     logits match the GPT-2 it came from (<= PARITY_TOL), and write a hansprobe checkpoint to `out`.
     Returns its config."""
     from hansprobe.analyses.base import _jsonable
-    from hansprobe.checkpoint import (CONFIG, FORMAT, FORMAT_VERSION, MODEL, atomic_write_json, package_versions,
-                                      save_safetensors)
+    from hansprobe.checkpoint import CONFIG, MODEL, atomic_write_json, new_config, save_safetensors
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; valid formats: {', '.join(FORMATS)}")
@@ -295,22 +298,15 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     if not diff <= PARITY_TOL:
         raise CheckpointError(f"the hooked model's logits differ from the source model's by {diff:.2e} (> {PARITY_TOL}); "
                               "please report this with the source file")
-    config = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "task": task.to_dict(), "objective": objective.name,
-        "model": {"architecture": ARCHITECTURE, "hf_config": hf_config, "n_layers": hf_config["n_layer"],
-                  "n_heads": hf_config["n_head"], "d_model": hf_config["n_embd"]},
-        "d_vocab": hf_config["vocab_size"], "n_ctx": hf_config["n_positions"], "train": None, "seed": 0, "step": None,
-        "versions": package_versions(), "metrics": {},
-        "imported_from": {"format": fmt, "path": str(src.resolve()), "sha256": _sha256(src), "max_logit_diff": diff,
-                          "parity_tolerance": PARITY_TOL},
-    }
+    model = {"architecture": ARCHITECTURE, "hf_config": hf_config, "n_layers": hf_config["n_layer"],
+             "n_heads": hf_config["n_head"], "d_model": hf_config["n_embd"]}
+    config = {**new_config(task, objective, model, None, seed=0), "step": None,
+              "d_vocab": hf_config["vocab_size"], "n_ctx": hf_config["n_positions"],
+              "imported_from": {"format": fmt, "path": str(src.resolve()), "sha256": _sha256(src), "max_logit_diff": diff,
+                                "parity_tolerance": PARITY_TOL}}
+    if overwrite and out.exists():  # nothing of the replaced run may be read as this model's
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    if overwrite:  # leave nothing of the replaced run that would be read as this model's
-        import shutil
-
-        for name in ("metrics.jsonl", "resume.safetensors"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "snapshots", ignore_errors=True)
     save_safetensors(out / MODEL, weights, {"hansprobe_imported_from": fmt})
     atomic_write_json(out / CONFIG, _jsonable(config))
     return config

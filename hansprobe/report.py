@@ -273,12 +273,12 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
     if len(set(names)) != len(names):
         raise ConfigError(f"two checkpoints share a directory name ({', '.join(names)}); the report labels columns by it")
     from hansprobe.checkpoint import read_config
-    from hansprobe.tasks import task_from_dict
+    from hansprobe.tasks import read_ntf, task_from_dict
 
     for p in paths:  # fail on a bad checkpoint or a --data file that does not fit before measuring anything
         task = task_from_dict(read_config(p)["task"])
         if settings.data is not None:
-            _graphs(ReportSettings(**{**asdict(settings), "n_graphs": 10}), task, 1)
+            read_ntf(settings.data, task=task, limit=1)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -142,7 +142,7 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
                 raise ConfigError(f"output directory {run_dir} exists and is not empty; pass --overwrite to replace it or --resume to continue it")
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        config = new_config(task, objective, model_cfg, asdict(train_cfg), seed)
+        config = new_config(task, objective, model_cfg.to_dict(), asdict(train_cfg), seed)
         config["device"] = str(dev)
         atomic_write_json(run_dir / "config.json", config)
         model, _ = model_from_config(config, dev)
