@@ -1,11 +1,14 @@
-"""Measure every checkpoint in checkpoints/ and write docs/model-cards.md.
+"""Measure every checkpoint in checkpoints/ (references) and checkpoints/controls/ and write
+docs/model-cards.md.
 
-    python analyses/model_cards.py [--n-graphs 2000] [--seed 1234] [--out docs/model-cards.md]
+    python analyses/model_cards.py [--n-graphs 2000] [--seed 1234] [--out docs/model-cards.md] [--only NAME ...]
 
 Each card gives the run's training settings and, measured here by hansprobe on fresh graphs (seed
 1234, which training never uses) and, where it exists, on the paper's own test split
-(../shared/data/ntf), behaviour and first-token entropy with 95% CIs, and the learning order for runs
-with snapshots. Nothing in the cards is typed by hand.
+(../shared/data/ntf), the report's five verdicts with their evidence (the same code and graphs as
+`hansprobe report`), behaviour and first-token entropy with 95% CIs, goal dependence, the heads'
+causal search, probes, patching and the learning order for runs with snapshots. Nothing in the
+cards is typed by hand.
 """
 import argparse
 import time
@@ -13,56 +16,57 @@ from pathlib import Path
 
 import torch
 
-from hansprobe.analyses import measure_behaviour, measure_dynamics, measure_entropy
-from hansprobe.analyses.heads import measure_heads
-from hansprobe.analyses.patching import measure_patching
+from hansprobe.analyses import measure_behaviour, measure_entropy
 from hansprobe.analyses.probes import measure_probes
 from hansprobe.checkpoint import load_checkpoint, model_from_config
+from hansprobe.report import QUESTIONS, ReportSettings, measure_checkpoint
 from hansprobe.tasks import read_ntf
 
 ROOT = Path(__file__).resolve().parents[1]
 NTF = ROOT.parent / "shared" / "data" / "ntf"
+NTF_GRAPHS = 5000  # of the 20,000 in a split: the goal-dependence pairs and the bootstrap make all of it slow on CPU
+
+
+def checkpoint_dirs() -> list[Path]:
+    """References first (checkpoints/*), then the controls (checkpoints/controls/*)."""
+    found = []
+    for root in (ROOT / "checkpoints", ROOT / "checkpoints" / "controls"):
+        found += sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+    return found
 
 
 def ci(v, c, digits=3):
     return f"{v:.{digits}f} [{c[0]:.{digits}f}, {c[1]:.{digits}f}]"
 
 
-@torch.no_grad()
-def separator_sources(model, obj, batch, size: int = 500):
-    """Per head: attention from each edge's separator to the same edge's parent and child token."""
-    par = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-    chi = torch.zeros_like(par)
-    e = torch.arange(batch.edge_parent.shape[1])
-    for chunk in batch.split(size):
-        _, cache = model.run_with_cache(obj.inputs(chunk), names_filter=lambda n: n.endswith("hook_pattern"))
-        for l in range(model.cfg.n_layers):
-            pat = cache[f"blocks.{l}.attn.hook_pattern"]  # (b, H, T, T)
-            at_sep = pat[:, :, chunk.edge_sep_pos[0]]  # (b, H, E, T); positions are the same in every graph
-            par[l] += at_sep[:, :, e, chunk.edge_parent_pos[0]].sum((0, 2)) / len(e)
-            chi[l] += at_sep[:, :, e, chunk.edge_child_pos[0]].sum((0, 2)) / len(e)
-    n = len(batch)
-    return [(l, h, float(par[l, h] / n), float(chi[l, h] / n)) for l in range(par.shape[0]) for h in range(par.shape[1])]
-
-
-def probe_section(ck, batch) -> list[str]:
+def probe_section(ck, batch, goal_arm: dict) -> list[str]:
+    """The report's goal-arm probe (already measured) and the decision-node probe."""
     untrained, _ = model_from_config(ck.config, "cpu")
-    lines = ["", f"Probes ({len(batch)} fresh graphs, 5 folds grouped by graph; accuracy [95% CI] / selectivity vs shuffled "
-             "labels; untrained model in brackets). Layer 0 = embeddings, k = after block k-1:", ""]
+    lines = ["", f"Probes ({len(batch)} fresh graphs: the cells are ranked on one half and every figure below is from the "
+             "other half; 5 folds grouped by graph; accuracy [95% CI] / selectivity vs shuffled labels; untrained model in "
+             "brackets). Layer 0 = embeddings, k = after block k-1:", ""]
+    from types import SimpleNamespace
+
     for target in ("goal_arm", "decision_node"):
-        r = measure_probes(ck.model, ck.objective, batch, target, untrained_model=untrained)
+        r = (SimpleNamespace(**goal_arm) if target == "goal_arm" else
+             measure_probes(ck.model, ck.objective, batch, target, untrained_model=untrained))
         lines += [f"*{target}* — {r.description}:", "", "| layer | " + " | ".join(r.position_labels) + " |",
                   "|---|" + "---|" * len(r.position_labels)]
         for li, layer in enumerate(r.layers):
             cells = []
             for j in range(len(r.positions)):
-                a, c = r.accuracy[li][j], r.accuracy_ci[li][j]
-                cells.append(f"{a:.2f} [{c[0]:.2f}, {c[1]:.2f}] / {r.selectivity[li][j]:+.2f} ({r.untrained[li][j]:.2f})")
+                a, c, u = r.accuracy[li][j], r.accuracy_ci[li][j], r.untrained[li][j]
+                if a is None or a != a:  # the target is undefined there (NaN, or null once serialised)
+                    cells.append("—")
+                    continue
+                cells.append(f"{a:.2f} [{c[0]:.2f}, {c[1]:.2f}] / {r.selectivity[li][j]:+.2f} ("
+                             + ("—" if u is None or u != u else f"{u:.2f}") + ")")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-        if r.best:
-            b = r.best
-            lines += ["", f"Most selective cell before the answer: layer {b['layer']} at `{b['position_label']}`, accuracy "
-                      f"{b['accuracy']:.3f}, selectivity {b['selectivity']:+.3f} (chance {r.chance:.2f})."]
+        for label, b in (("before the answer", r.best), ("at the decision position", r.best_at_decision)):
+            if b:
+                lines += ["", f"Best cell {label} (chosen on the selection half, figures on the {r.n_eval} held-out graphs): "
+                          f"layer {b['layer']} at `{b['position_label']}`, accuracy {ci(b['accuracy'], b['accuracy_ci'])}, "
+                          f"selectivity {b['selectivity']:+.3f} (chance {r.chance:.2f})."]
         if r.causal:
             c = r.causal
             lines.append(f"Steering along the probe there changes the decision logit difference by "
@@ -73,23 +77,68 @@ def probe_section(ck, batch) -> list[str]:
     return lines
 
 
-def patching_section(ck, batch) -> list[str]:
-    r = measure_patching(ck.model, ck.objective, batch, sweeps=("resid", "heads"), directions=("sufficiency",))
-    lines = ["", f"Activation patching ({r.n_pairs} goal-swap pairs; metric at label index {r.metric_label_index}): "
-             f"clean logit difference {r.clean_logit_diff:.3f}, corrupted {r.corrupted_logit_diff:.3f}. {r.verdict}."]
-    if r.measurable:
-        z = r.sweeps["resid"]["sufficiency"]["normalized"]
+def patching_lines(p: dict) -> list[str]:
+    lines = ["", f"Activation patching ({p['n_pairs']} goal-swap pairs; metric at label index {p['metric_label_index']}): "
+             f"clean logit difference {p['clean_logit_diff']:.3f}, corrupted {p['corrupted_logit_diff']:.3f}. {p['verdict']}."]
+    if p["measurable"] and "resid" in p["sweeps"]:
+        z = p["sweeps"]["resid"]["sufficiency"]["normalized"]
+        keep = [i for i in range(p["metric_position"] + 1) if max(abs(row[i]) for row in z) >= 0.05]
         lines += ["", "Residual stream (resid_pre), clean into corrupted, normalised; positions where any layer moves it by >= 0.05:", "",
-                  "| layer | " + " | ".join(r.position_labels[p] for p in range(r.metric_position + 1)
-                                          if max(abs(row[p]) for row in z) >= 0.05) + " |"]
-        keep = [p for p in range(r.metric_position + 1) if max(abs(row[p]) for row in z) >= 0.05]
-        lines.append("|---|" + "---|" * len(keep))
+                  "| layer | " + " | ".join(p["position_labels"][i] for i in keep) + " |", "|---|" + "---|" * len(keep)]
         for l, row in enumerate(z):
-            lines.append(f"| {l} | " + " | ".join(f"{row[p]:.2f}" for p in keep) + " |")
-    if r.shortcut:
+            lines.append(f"| {l} | " + " | ".join(f"{row[i]:.2f}" for i in keep) + " |")
+    if p.get("shortcut"):
         lines += ["", "Shortcut patching (share predicting the swapped-in node's successor after patching resid_pre at "
                   "r_(i-1)'s position): " + "; ".join(f"index {i}: " + ", ".join(f"L{l} {v:.3f}" for l, v in enumerate(rates))
-                                                     for i, rates in r.shortcut["move_rate"].items()) + "."]
+                                                     for i, rates in p["shortcut"]["move_rate"].items()) + "."]
+    return lines
+
+
+def heads_lines(h: dict, source: str) -> list[str]:
+    idx = h["query_label_indices"]
+    lines = ["", f"Heads ({h['n_graphs']} graphs of {source}; attention at the shortcut queries, label indices "
+             f"{idx[0]}..{idx[-1]}, the last index {h['last_label_index']} apart; ablation drop = forced accuracy lost at "
+             "those indices under mean / zero ablation):", "",
+             "| head | edge lookup (parent + child + separator) | separator | at the last index | child->parent lookup | "
+             "from each separator: own parent / own child | single-head drop | in the mechanism |", "|---|---|---|---|---|---|---|---|"]
+    for r in h["heads"]:
+        sep = r["prompt_roles"]["separator"]
+        lines.append(f"| L{r['layer']}H{r['head']} | {ci(r['edge_lookup_score'], r['edge_lookup_ci'])} | "
+                     f"{r['edge_lookup_components']['separator']:.3f} | {r['edge_lookup_last']:.3f} | {r['child_parent_score']:.3f} | "
+                     f"{sep['own parent']:.3f} / {sep['own child']:.3f} | {r['ablation_drop']:+.3f} / {r['ablation_drop_zero']:+.3f} | "
+                     f"{'**yes**' if r['in_mechanism'] else 'no'} |")
+    m = h["mechanism"]
+    steps = "; ".join(f"+L{s['add'][0]}H{s['add'][1]} -> forced accuracy {s['shortcut_accuracy']:.3f}" for s in m["search"])
+    lines += ["", f"A uniform head would put {h['patterns']['edge_lookup']['span']['uniform']:.3f} on the edge's span. "
+              f"Greedy search (mean ablation, from {h['baseline']['shortcut_accuracy']:.3f}): {steps}. Group and layer "
+              "ablations (forced accuracy per label index, mean ablation):", ""]
+    for a in h["ablations"]:
+        if a["kind"] != "head" and a["mode"] == "mean":
+            zero = next(z["drop"] for z in h["ablations"] if z["label"] == a["label"] and z["mode"] == "zero")
+            lines.append(f"- {a['label']} {a['heads']}: {', '.join(f'{x:.3f}' for x in a['forced_accuracy'])} "
+                         f"(drop at {idx[0]}..{idx[-1]}: {a['drop']:+.3f}; zero ablation: {zero:+.3f})")
+    f = h["follow"]
+    if f:
+        by = ", ".join(f"r{i} {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
+        control = ", ".join(f"r{i} {v['true_next']:.3f}" for i, v in f["control"].items())
+        lines += ["", f"Counterfactual-prefix follow rate (indices {idx[0]}..{idx[-1]}): {ci(f['follow_rate'], f['follow_rate_ci'])}; "
+                  f"by index {by} (the last index apart: under forward targets the goal can be copied from the prompt "
+                  f"there). Control (a node with no successor swapped in): still answers the true r_i at {control}."]
+    return lines + ["", f"Heads verdict: {h['verdict']}."]
+
+
+def goal_dependence_lines(e: dict) -> list[str]:
+    gd = e.get("goal_dependence") or {}
+    if not gd.get("applicable"):
+        return ["", f"Goal dependence: not applicable ({gd.get('reason', 'not measured')})."]
+    lines = ["", f"Goal dependence ({gd['n_graphs']} pairs per kind; Δ = change of the candidate log-odds when only the "
+             "goal's place moves; placebo = the same edges relisted):", "",
+             "| pairs | mean abs(Δ) (nats) | placebo mean abs(Δ) | excess over the placebo | signed mean Δ | argmax follows the goal | status |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, v in gd["kinds"].items():
+        lines.append(f"| {kind.replace('_', '-')} | {ci(v['abs_delta_mean'], v['abs_delta_ci'])} | {v['placebo_abs_delta_mean']:.3f} | "
+                     f"{ci(v['excess_mean'], v['excess_ci'])} | {ci(v['delta_mean'], v['delta_mean_ci'])} | "
+                     f"{ci(v['follow_share'], v['follow_ci'])} | {v['status']} |")
     return lines
 
 
@@ -97,93 +146,77 @@ def card(path: Path, n: int, seed: int) -> list[str]:
     ck = load_checkpoint(path)
     cfg, task, obj = ck.config, ck.task, ck.objective
     tr = cfg["train"]
-    lines = [f"## `{path.name}`", "",
+    trained = (f"trained {cfg['step']} steps of {tr['batch_size']} fresh graphs, lr {tr['lr']}, warmup {tr['warmup_steps']}, "
+               f"seed {cfg['seed']}" if tr else f"untrained: its initialisation from seed {cfg['seed']}")
+    rel = path.relative_to(ROOT / "checkpoints")
+    lines = [f"## `{rel}`", "",
              f"{task.describe()}, objective **{obj.name}**; {cfg['model']['n_layers']} layers, d_model "
-             f"{cfg['model']['d_model']}, {cfg['model']['n_heads']} heads; trained {cfg['step']} steps of "
-             f"{tr['batch_size']} fresh graphs, lr {tr['lr']}, warmup {tr['warmup_steps']}, seed {cfg['seed']}, "
-             f"on {cfg.get('device', 'cpu')} (torch {cfg['versions'].get('torch')}, transformer-lens "
-             f"{cfg['versions'].get('transformer-lens')}).", ""]
-    sources = [(f"{n} fresh graphs, seed {seed}", task.generate(n, seed))]
+             f"{cfg['model']['d_model']}, {cfg['model']['n_heads']} heads; {trained}, on {cfg.get('device', 'cpu')} "
+             f"(torch {cfg['versions'].get('torch')}, transformer-lens {cfg['versions'].get('transformer-lens')}).", ""]
+    rep = measure_checkpoint(path, ReportSettings(n_graphs=n, seed=seed))
+    a = rep.analyses
+    src = f"{n} fresh graphs, seed {seed}"
+    lines += [f"Report verdicts ({src}; heads, probes, dynamics on the first {rep.provenance['mechanism_graphs']}, "
+              f"{rep.provenance['patch_pairs']} patching pairs; the same code and graphs as `hansprobe report`):", "",
+              "| question | answer | evidence |", "|---|---|---|"]
+    for key, text in QUESTIONS.items():
+        v = rep.verdicts[key]
+        lines.append(f"| {text} | **{v['answer']}** | {v['evidence']} |")
+    lines += [f"- note: {note}" for note in rep.notes]
+    sources = [(src, a["behaviour"], a["entropy"])]
     ntf = NTF / f"deg_{task.degree}_path_{task.path_len}_nodes_{task.n_nodes}_test_20000.txt"
-    if ntf.is_file():
-        sources.append((f"the paper's test split `{ntf.name}` (20,000 graphs)", read_ntf(ntf, task=task)))
-    lines += ["| measured on | exact match | decision acc. (chance) | forced acc. per position | free acc. per position |",
+    if ntf.is_file() and not getattr(task, "cue", None):
+        batch = read_ntf(ntf, task=task, limit=NTF_GRAPHS)
+        sources.append((f"the paper's test split `{ntf.name}` (its first {len(batch):,} graphs)",
+                        measure_behaviour(ck.model, obj, batch).to_dict(), measure_entropy(ck.model, obj, batch, seed=seed).summary()))
+    lines += ["", "| measured on | exact match | decision acc. (chance) | forced acc. per position | free acc. per position |",
               "|---|---|---|---|---|"]
-    ent = {}
-    for name, batch in sources:
-        b = measure_behaviour(ck.model, obj, batch)
-        ent[name] = measure_entropy(ck.model, obj, batch)
-        lines.append(f"| {name} | {ci(b.exact_match, b.exact_match_ci)} | {ci(b.decision_accuracy, b.decision_accuracy_ci)} "
-                     f"({b.chance:.2f}) | {', '.join(f'{a:.3f}' for a in b.forced_accuracy)} | "
-                     f"{', '.join(f'{a:.3f}' for a in b.free_accuracy)} |")
-    lines += ["", "First decision token (label index "
-              f"{obj.decision_index(task.target_len)}), 95% CIs:", "",
-              "| measured on | H over candidates / log d | H full vocab (nats) | mass outside candidates | information over uniform (nats) | indecipherable |",
-              "|---|---|---|---|---|---|"]
-    for name, e in ent.items():
-        lines.append(f"| {name} | {ci(e.candidate_entropy_frac, e.candidate_entropy_frac_ci)} | {ci(e.entropy_nats, e.entropy_nats_ci)} | "
-                     f"{ci(e.mass_outside_candidates, e.mass_outside_candidates_ci)} | {ci(e.information_nats, e.information_nats_ci)} | "
-                     f"**{'yes' if e.indecipherable else 'no'}** |")
-    first = next(iter(ent.values()))
-    follows = [f"{k} {v['rate']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for k, v in first.preference.items() if v["follows"]]
-    lines += ["", f"Verdict ({sources[0][0]}): {first.verdict}."]
+    for name, b, _ in sources:
+        lines.append(f"| {name} | {ci(b['exact_match'], b['exact_match_ci'])} | {ci(b['decision_accuracy'], b['decision_accuracy_ci'])} "
+                     f"({b['chance']:.2f}) | {', '.join(f'{x:.3f}' for x in b['forced_accuracy'])} | "
+                     f"{', '.join(f'{x:.3f}' for x in b['free_accuracy'])} |")
+    lines += ["", f"First decision token (label index {obj.decision_index(task.target_len)}), 95% CIs:", "",
+              "| measured on | accuracy among the candidates | H over candidates / log d | mass outside candidates | "
+              "information over uniform (nats) | outcome |", "|---|---|---|---|---|---|"]
+    for name, _, e in sources:
+        lines.append(f"| {name} | {ci(e['candidate_accuracy'], e['candidate_accuracy_ci'])} | "
+                     f"{ci(e['candidate_entropy_frac'], e['candidate_entropy_frac_ci'])} | "
+                     f"{ci(e['mass_outside_candidates'], e['mass_outside_candidates_ci'])} | "
+                     f"{ci(e['information_nats'], e['information_nats_ci'])} | **{e['outcome']}** |")
+    e = a["entropy"]
+    follows = [f"{k} {v['rate']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for k, v in e["preference"].items() if v["follows"]]
+    lines += ["", f"Outcome ({src}): {e['verdict']}."]
     if follows:
-        lines.append(f"The top candidate is not uniform over these rules (chance {first.chance:.2f}): {'; '.join(follows)}.")
-    if not obj.teacherless:
-        h = measure_heads(ck.model, obj, sources[0][1])
-        lines += ["", f"Heads ({sources[0][0]}; attention at the shortcut queries, label indices 2..{task.target_len - 1}; "
-                  "ablation drop = forced accuracy lost at indices 2..l-2 under mean / zero ablation):", "",
-                  "| head | edge lookup (parent + child + separator) | separator | child->parent lookup | single-head drop | Clever-Hans |",
-                  "|---|---|---|---|---|---|"]
-        for r in h.heads:
-            lines.append(f"| L{r['layer']}H{r['head']} | {ci(r['edge_lookup_score'], r['edge_lookup_ci'])} | "
-                         f"{r['edge_lookup_components']['separator']:.3f} | {r['child_parent_score']:.3f} | "
-                         f"{r['ablation_drop']:+.3f} / {r['ablation_drop_zero']:+.3f} | {'**yes**' if r['clever_hans'] else 'no'} |")
-        uni = h.patterns["edge_lookup"]["span"]["uniform"]
-        lines += ["", f"A uniform head would put {uni:.3f} on the edge's span. Group and layer ablations (forced accuracy per "
-                  "label index, mean ablation):", ""]
-        for a in h.ablations:
-            if a["kind"] != "head" and a["mode"] == "mean":
-                lines.append(f"- {a['label']} {a['heads']}: {', '.join(f'{x:.3f}' for x in a['forced_accuracy'])} "
-                             f"(drop at 2..l-2: {a['drop']:+.3f}; zero ablation: "
-                             f"{next(z['drop'] for z in h.ablations if z['label'] == a['label'] and z['mode'] == 'zero'):+.3f})")
-        f = h.follow
-        if f:
-            by = ", ".join(f"r{i} {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
-            control = ", ".join(f"r{i} {v['true_next']:.3f}" for i, v in f["control"].items())
-            lines += ["", f"Counterfactual-prefix follow rate (indices 2..l-2): {ci(f['follow_rate'], f['follow_rate_ci'])}; "
-                      f"by index {by} (the last index apart: under forward targets the goal can be copied from the prompt there). Control (a node with no successor "
-                      f"swapped in): still answers the true r_i at "
-                      f"{control}.", "",
-                      f"Verdict: {h.verdict}."]
-    if not obj.teacherless:
-        lines += ["", "Where the separator's content comes from: attention of each head *at the separator after an edge* "
-                  "to that edge's parent and child tokens (mean over edges and graphs):", "",
-                  "| head | to the parent | to the child |", "|---|---|---|"]
-        for l, hd, par, chi in separator_sources(ck.model, obj, sources[0][1]):
-            lines.append(f"| L{l}H{hd} | {par:.3f} | {chi:.3f} |")
-    lines += probe_section(ck, task.generate(min(n, 1000), seed))
-    lines += patching_section(ck, task.generate(200, seed))
-    if (path / "snapshots").is_dir():
-        dyn = measure_dynamics(path, task.generate(min(n, 1000), seed))
-        order = ", ".join(f"r{p} at step {dyn.learned_at[p]}" if dyn.learned_at[p] is not None else f"r{p} never"
-                          for p in dyn.learning_order)
-        lines += ["", f"Learning order (first snapshot with forced accuracy >= 0.9, {dyn.n_graphs} graphs; snapshots at "
-                  f"{', '.join(map(str, dyn.steps))}): {order}.", "",
+        lines.append(f"The top candidate is picked more often than chance ({e['chance']:.2f}) by these rules: {'; '.join(follows)}.")
+    lines += goal_dependence_lines(e)
+    if "skipped" not in a["heads"]:
+        lines += heads_lines(a["heads"], src)
+    else:
+        lines += ["", f"Heads: not measured ({a['heads']['skipped']})."]
+    lines += probe_section(ck, task.generate(min(n, 1000), seed), a["probes"])
+    lines += patching_lines(a["patching"])
+    dyn = a["dynamics"]
+    if "skipped" not in dyn:
+        order = ", ".join(f"r{p} at step {dyn['learned_at'][p]}" if dyn["learned_at"][p] is not None else f"r{p} never"
+                          for p in dyn["learning_order"])
+        lines += ["", f"Learning order (first snapshot with forced accuracy >= 0.9, {dyn['n_graphs']} graphs; snapshots at "
+                  f"{', '.join(map(str, dyn['steps']))}): {order}.", "",
                   "| step | " + " | ".join(f"r{p}" for p in range(task.target_len)) + " | H/log d | decision acc. |",
                   "|---|" + "---|" * (task.target_len + 2)]
-        for s, row, h, a in zip(dyn.steps, dyn.forced_accuracy, dyn.candidate_entropy_frac, dyn.decision_accuracy):
-            lines.append(f"| {s} | " + " | ".join(f"{x:.3f}" for x in row) + f" | {h:.3f} | {a:.3f} |")
+        for s_, row, h, acc in zip(dyn["steps"], dyn["forced_accuracy"], dyn["candidate_entropy_frac"], dyn["decision_accuracy"]):
+            lines.append(f"| {s_} | " + " | ".join(f"{x:.3f}" for x in row) + f" | {h:.3f} | {acc:.3f} |")
     return lines + [""]
-
 
 def replace_cards(args) -> None:
     """Re-measure some checkpoints and splice their sections into the existing cards file."""
     text = args.out.read_text()
     for name in args.only:
         t = time.perf_counter()
-        new = "\n".join(card(ROOT / "checkpoints" / name, args.n_graphs, args.seed))
-        head = f"## `{name}`"
+        path = next((p for p in checkpoint_dirs() if str(p.relative_to(ROOT / "checkpoints")) == name or p.name == name), None)
+        if path is None:
+            raise SystemExit(f"no checkpoint {name!r} in checkpoints/ or checkpoints/controls/")
+        new = "\n".join(card(path, args.n_graphs, args.seed))
+        head = f"## `{path.relative_to(ROOT / 'checkpoints')}`"
         start = text.find(head)
         if start < 0:  # a new checkpoint: before the closing timing line
             start = end = text.rindex("_Measured in")
@@ -203,6 +236,8 @@ def main():
     ap.add_argument("--n-graphs", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "model-cards.md")
+    ap.add_argument("--which", choices=["all", "references", "controls"], default="all",
+                    help="which checkpoints to measure (two processes can split the work; concatenate their files)")
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
                     help="re-measure only these checkpoints and replace their sections in --out")
     args = ap.parse_args()
@@ -211,10 +246,14 @@ def main():
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t = time.perf_counter()
     out = ["# Model cards", "",
-           "Written by `python analyses/model_cards.py` from the checkpoints in `checkpoints/` (trained by "
-           "`analyses/train_reference_checkpoints.py`). Every figure below was measured by hansprobe; "
+           "Written by `python analyses/model_cards.py` from the checkpoints in `checkpoints/` (references, trained by "
+           "`analyses/train_reference_checkpoints.py`) and `checkpoints/controls/` (controls with known answers, made by "
+           "`analyses/train_control_checkpoints.py`; docs/controls.md). Every figure below was measured by hansprobe; "
            "CIs are 95% (Wilson for accuracies, bootstrap for means).", ""]
-    for path in sorted(p for p in (ROOT / "checkpoints").iterdir() if (p / "config.json").is_file()):
+    for path in checkpoint_dirs():
+        is_control = path.parent.name == "controls"
+        if (args.which == "references" and is_control) or (args.which == "controls" and not is_control):
+            continue
         out += card(path, args.n_graphs, args.seed)
         print(f"measured {path.name}", flush=True)
     out.append(f"_Measured in {time.perf_counter() - t:.0f} s._")

@@ -60,6 +60,9 @@ def _add_task(p, required=True):
     g.add_argument("--degree", type=int, required=required, help="arms of the star (d)")
     g.add_argument("--path-len", type=int, required=required, help="nodes on the path, start included (l)")
     g.add_argument("--nodes", type=int, required=required, help="label range 0..N-1 (N >= d(l-1)+1)")
+    g.add_argument("--cue", default=None, choices=["larger-first-node"],
+                   help="CONTROL ONLY, off by default: put the goal on the arm a label rule picks (larger-first-node: "
+                        "the arm of the largest candidate), so the decision can be right without reading the goal")
 
 
 def _add_graphs(p):
@@ -177,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _task(args):
     from hansprobe.tasks import PathStar
 
-    return PathStar(degree=args.degree, path_len=args.path_len, n_nodes=args.nodes)
+    return PathStar(degree=args.degree, path_len=args.path_len, n_nodes=args.nodes, cue=getattr(args, "cue", None))
 
 
 def cmd_train(args) -> int:
@@ -287,7 +290,15 @@ def cmd_entropy(args) -> int:
     follows = [f"{k} ({v['rate']:.3f})" for k, v in res.preference.items() if v["follows"]]
     if follows:
         print(f"  the top candidate follows: {', '.join(follows)} (chance {res.chance:.3f})")
-    print(f"  indecipherable: {'YES' if res.indecipherable else 'no'} — {res.verdict}")
+    print(f"  candidate accuracy       {_fmt_ci(res.candidate_accuracy, res.candidate_accuracy_ci)}   (argmax among the "
+          f"{res.degree} candidates; equivalence band [{res.equivalence['band'][0]:.3f}, {res.equivalence['band'][1]:.3f}], "
+          f"TOST p = {res.equivalence['p_value']:.2g})")
+    gd = res.goal_dependence or {}
+    for kind, v in gd.get("kinds", {}).items():
+        print(f"  goal dependence, {kind.replace('_', '-'):<10} |delta| {_fmt_ci(v['abs_delta_mean'], v['abs_delta_ci'])} nats, "
+              f"{_fmt_ci(v['excess_mean'], v['excess_ci'])} beyond relisting the edges, "
+              f"signed {_fmt_ci(v['delta_mean'], v['delta_mean_ci'])}, argmax follows the goal {v['follow_share']:.3f} ({v['status']})")
+    print(f"  outcome: {res.outcome.upper()} — {res.verdict}")
     return 0
 
 
@@ -330,12 +341,12 @@ def cmd_heads(args) -> int:
     b = res.baseline
     print(f"{args.checkpoint} ({res.objective}): {res.n_layers} layers x {res.n_heads} heads on {res.n_graphs} graphs; "
           f"forced accuracy at indices 2..l-2 without ablation {b['shortcut_accuracy']:.3f}")
-    print("  head   edge lookup [95% CI]     parent  child  separator  child->parent  ablation drop (mean / zero)  Clever-Hans")
+    print("  head   edge lookup [95% CI]     parent  child  separator  child->parent  ablation drop (mean / zero)  in the mechanism")
     for h in res.heads:
         c = h["edge_lookup_components"]
         print(f"  L{h['layer']}H{h['head']:<3} {_fmt_ci(h['edge_lookup_score'], h['edge_lookup_ci'])}  {c['parent']:.3f}   "
               f"{c['child']:.3f}  {c['separator']:.3f}      {h['child_parent_score']:.3f}          "
-              f"{h['ablation_drop']:+.3f} / {h['ablation_drop_zero']:+.3f}              {'YES' if h['clever_hans'] else '-'}")
+              f"{h['ablation_drop']:+.3f} / {h['ablation_drop_zero']:+.3f}              {'YES' if h['in_mechanism'] else '-'}")
     for a in res.ablations:
         if a["kind"] != "head" and a["mode"] == "mean":
             print(f"  ablate {a['label']:<24} (mean) forced accuracy {' '.join(f'{x:.3f}' for x in a['forced_accuracy'])}")
@@ -440,6 +451,8 @@ def cmd_report(args) -> int:
         for key, text in QUESTIONS.items():
             v = ck["verdicts"][key]
             print(f"  {text:<38} {v['answer'].upper():<14} {v['evidence']}")
+        for note in ck.get("notes", []):
+            print(f"  note: {note}")
     print(f"wrote {args.out / 'report.html'} and {args.out / 'report.json'}")
     return 0  # whatever the verdicts: they are findings, not failures
 

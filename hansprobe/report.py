@@ -14,17 +14,20 @@ from hansprobe.analyses.base import _jsonable
 from hansprobe.errors import ConfigError
 
 FORMAT = "hansprobe-report"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: five questions (clever_hans_failure, lookup, ...), "not learned", notes
 DEFAULT_SEED = 1234  # the analysis seed of every command; training never uses it
 
-QUESTIONS = {
-    "clever_hans": "Clever-Hans shortcut present?",
+QUESTIONS = {  # display order: the combined verdict first
+    "clever_hans_failure": "Clever-Hans failure?",
+    "lookup": "Later tokens read off the previous one?",
     "indecipherable": "First decision token indecipherable?",
+    "decision_computed": "Decision computed from the goal?",
     "plan_represented": "Plan represented before the answer?",
-    "decision_computed": "Decision computed?",
 }
+ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned")
 # A probe cell counts as evidence of a plan only if it beats shuffled labels by this much AND its
-# interval, corrected for the number of cells searched, clears chance (docs/decisions.md).
+# interval (on graphs its selection did not use) clears chance, the shuffled control and the
+# untrained model (docs/decisions.md 12).
 PLAN_SELECTIVITY = 0.10
 FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
 
@@ -57,6 +60,7 @@ class CheckpointReport:
     training_curve: list
     verdicts: dict  # question key -> {"answer", "evidence", "values"}
     analyses: dict  # analysis name -> its Result.to_dict(), or {"skipped": reason}
+    notes: list = field(default_factory=list)  # where two answers read together need a sentence (consistency_notes)
     figures: dict = field(default_factory=dict, repr=False)  # analysis -> {name: plotly Figure}; not serialised
 
     def to_dict(self) -> dict:
@@ -73,99 +77,206 @@ def _verdict(answer: str, evidence: str, **values) -> dict:
     return {"answer": answer, "evidence": evidence, "values": _jsonable(values)}
 
 
-# --- the four questions ------------------------------------------------------------------------
-def clever_hans_verdict(objective_name: str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
-    """Forward targets: yes when the heads analysis names Clever-Hans heads (high forward edge-lookup
-    score and joint ablation drop >= 0.5) AND the counterfactual follow rate's CI lies above 1/2; no
-    when neither; inconclusive when only one. Reversed targets: r_i = parent(r_(i-1)) is the correct
-    rule there, not a shortcut, so following r_(i-1) is no evidence; the answer rests on the heads."""
+# --- the questions ------------------------------------------------------------------------------
+def _kind(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _gd_text(kind: str, v: dict) -> str:
+    return (f"{_kind(kind)} pairs: |Δ| {_ci(v['abs_delta_mean'], v['abs_delta_ci'])} nats ({_ci(v['excess_mean'], v['excess_ci'])} "
+            f"beyond relisting the edges), signed {_ci(v['delta_mean'], v['delta_mean_ci'])}, argmax follows the goal in "
+            f"{v['follow_share']:.3f} of pairs")
+
+
+def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
+    """yes when a set of heads is found whose joint ablation breaks forced accuracy at indices 2..l-2
+    (the heads analysis's causal search) AND the counterfactual follow rate's CI lies above 1/2; no
+    when neither; inconclusive when only one. Under reversed targets r_i = parent(r_(i-1)) is the
+    correct rule: the same question then asks about the child -> parent lookup."""
     if heads is None:
-        return _verdict("not applicable", why_not or f"{objective_name} inputs hold no previous answer token, so there "
-                        "is no r_(i-1) to read r_i off")
+        return _verdict("not applicable", why_not or f"{objective_name} inputs hold no previous answer token")
     reverse = objective_name.startswith("reverse")
-    idx = list(range(2, len(behaviour["forced_accuracy"])))
+    idx = heads.get("query_label_indices") or list(range(2, len(behaviour["forced_accuracy"]) - 1))
     forced = "; ".join(f"r{i} {_ci(behaviour['forced_accuracy'][i], behaviour['forced_accuracy_ci'][i])}" for i in idx)
-    group = heads["clever_hans_group"]
-    named = bool(group["heads"])
+    mech = heads["mechanism"]
     follow = heads.get("follow")
     follows = follow is not None and follow["follow_rate_ci"][0] > FOLLOW_MAJORITY
     parts = [f"forced accuracy {forced}"]
     if follow is not None:
-        parts.append(f"follow rate {_ci(follow['follow_rate'], follow['follow_rate_ci'])} (indices 2..l-2"
-                     + ("; under reversed targets following r_(i-1) is the correct rule)" if reverse else ")"))
-    if named:
-        parts.append(f"forward lookup heads {', '.join(f'L{l}H{h}' for l, h in group['heads'])}, joint ablation drop "
-                     f"{group['ablation_drop']:.3f}")
-    else:
-        parts.append(heads["verdict"])
+        parts.append(f"swapping r_(i-1) for another arm's node makes it answer that node's {'parent' if reverse else 'child'} "
+                     f"in {_ci(follow['follow_rate'], follow['follow_rate_ci'])} of graphs (indices {idx[0]}..{idx[-1]})")
+    parts.append(heads["verdict"])
     if reverse:
-        answer = "yes" if named else "no"
-    else:
-        answer = "yes" if named and follows else "no" if not named and not follows else "inconclusive"
-    return _verdict(answer, "; ".join(parts), heads=group["heads"], ablation_drop=group["ablation_drop"],
-                    follow_rate=follow["follow_rate"] if follow else None,
+        parts.append("under reversed targets this child -> parent lookup is the correct rule, not a shortcut")
+    found = bool(mech["found"])
+    answer = "yes" if found and follows else "no" if not found and not follows else "inconclusive"
+    return _verdict(answer, "; ".join(parts), heads=mech["heads"], ablation_drop=mech["ablation_drop"],
+                    reads=mech.get("reads", {}), follow_rate=follow["follow_rate"] if follow else None,
                     follow_rate_ci=follow["follow_rate_ci"] if follow else None,
                     forced_accuracy={str(i): behaviour["forced_accuracy"][i] for i in idx})
 
 
+INDECIPHERABLE_ANSWER = {"indecipherable": "yes", "decided": "no", "not learned": "not learned",
+                         "inconclusive": "inconclusive", "not applicable": "not applicable"}
+
+
 def indecipherable_verdict(entropy: dict) -> dict:
-    """The entropy analysis's verdict, unchanged (design.md's definition)."""
+    """The entropy analysis's outcome (design.md's rule): the clause that decided it first, then the figures."""
     e = entropy
-    parts = [f"decision accuracy {_ci(e['decision_accuracy'], e['decision_accuracy_ci'])} vs 1/d = {e['chance']:.3f}",
-             f"information over uniform {_ci(e['information_nats'], e['information_nats_ci'])} nats",
-             f"candidate entropy {_ci(e['candidate_entropy_frac'], e['candidate_entropy_frac_ci'])} x log d",
-             f"mass outside the candidates {e['mass_outside_candidates']:.3f}"]
-    follows = [f"{k} {_ci(v['rate'], v['ci'])}" for k, v in e.get("preference", {}).items() if v["follows"]]
-    if follows:
-        parts.append("the guess is not uniform; its top candidate is the " + "; ".join(follows))
-    return _verdict("yes" if e["indecipherable"] else "no", "; ".join(parts),
-                    decision_accuracy=e["decision_accuracy"], decision_accuracy_ci=e["decision_accuracy_ci"],
-                    chance=e["chance"], information_nats=e["information_nats"],
-                    information_nats_ci=e["information_nats_ci"], candidate_entropy_frac=e["candidate_entropy_frac"],
+    answer = INDECIPHERABLE_ANSWER[e["outcome"]]
+    parts = [e["verdict"]]
+    if answer != "not applicable":
+        parts += [f"decision accuracy over the whole vocabulary {_ci(e['decision_accuracy'], e['decision_accuracy_ci'])}",
+                  f"information over uniform {_ci(e['information_nats'], e['information_nats_ci'])} nats",
+                  f"candidate entropy {_ci(e['candidate_entropy_frac'], e['candidate_entropy_frac_ci'])} x log d",
+                  f"mass outside the candidates {e['mass_outside_candidates']:.3f}"]
+        follows = [f"{k} {_ci(v['rate'], v['ci'])}" for k, v in e.get("preference", {}).items() if v["follows"]]
+        if follows:
+            parts.append("the top candidate is the " + "; ".join(follows) + f" (chance {e['chance']:.3f})")
+    return _verdict(answer, "; ".join(parts), outcome=e["outcome"], candidate_accuracy=e["candidate_accuracy"],
+                    candidate_accuracy_ci=e["candidate_accuracy_ci"], decision_accuracy=e["decision_accuracy"],
+                    decision_accuracy_ci=e["decision_accuracy_ci"], chance=e["chance"], equivalence=e["equivalence"],
+                    information_nats=e["information_nats"], information_nats_ci=e["information_nats_ci"],
+                    candidate_entropy_frac=e["candidate_entropy_frac"],
+                    mass_outside_candidates=e["mass_outside_candidates"],
                     follows=[k for k, v in e.get("preference", {}).items() if v["follows"]])
 
 
-def plan_verdict(probes: dict) -> dict:
-    """yes: the most selective probe cell before the answer beats shuffled labels by >= PLAN_SELECTIVITY
-    and its accuracy's Wilson interval, Bonferroni-corrected for the cells searched, lies above chance,
-    the shuffled-label control and the untrained model's accuracy there; otherwise no."""
-    from hansprobe.analyses.base import wilson_ci
+def decision_verdict(entropy: dict, patching: dict | None = None) -> dict:
+    """yes when both counterfactual kinds move the decision (goal swap: only the goal token moves;
+    arm rewire: the same tokens and goal label, the goal reached through another first node), by the
+    bias-invariant |Δ| of the candidate log-odds; no when the goal swap does not move it, or when it
+    does but the rewire does not (a label cue, not the graph); inconclusive otherwise. The evidence
+    names where activation patching restores the decision, or what the decision follows instead."""
+    gd = entropy.get("goal_dependence")
+    if not gd or not gd.get("applicable"):
+        return _verdict("not applicable", (gd or {}).get("reason") or "goal dependence was not measured")
+    kinds = gd["kinds"]
+    status = {k: v["status"] for k, v in kinds.items()}
+    figures = "; ".join(_gd_text(k, v) for k, v in kinds.items())
+    swap, rewire = status.get("goal_swap"), status.get("arm_rewire", "n/a")
+    follows = [f"the {k} ({v['rate']:.3f})" for k, v in entropy.get("preference", {}).items() if v["follows"]]
+    instead = (f"; the decision follows {', '.join(follows)} instead" if follows else "")
+    if swap == "present" and rewire in ("present", "n/a"):
+        answer, clause = "yes", "the decision moves with the goal on both kinds of counterfactual pairs"
+        if patching and patching.get("measurable") and patching.get("top"):
+            clause += "; patching restores it at " + ", ".join(f"{t['component']} ({t['normalized']:.2f})"
+                                                            for t in patching["top"][:3])
+    elif swap == "absent":
+        answer, clause = "no", (f"moving the goal to another arm does not move the decision (not by {gd['delta_min']} nats more "
+                                f"than relisting the edges does){instead}")
+    elif swap == "present" and rewire == "absent":
+        answer, clause = "no", ("the decision moves with the goal token but not when the same goal is reached through "
+                                f"another first node: it keys on a label, not on the graph{instead}")
+    else:
+        answer, clause = "inconclusive", f"goal dependence is not clear ({', '.join(f'{_kind(k)}: {v}' for k, v in status.items())})"
+    return _verdict(answer, f"{clause}; {figures}", **{k: {kk: v[kk] for kk in ("status", "abs_delta_mean", "abs_delta_ci",
+                    "excess_mean", "excess_ci", "delta_mean", "delta_mean_ci", "follow_share", "follow_ci")}
+                    for k, v in kinds.items()})
 
-    best = probes.get("best") or {}
-    if not best:
-        return _verdict("no", f"no probe cell before the answer could be measured ({probes['target']})")
-    n_cells = int(best.get("cells_searched") or 1)  # the cells the best one was picked from
-    n = int(probes["n_graphs"])
-    lo, hi = wilson_ci(round(best["accuracy"] * n), n, level=1 - 0.05 / n_cells)
-    untrained = None
-    if probes.get("untrained") and best["layer"] in probes.get("layers", []) and best["position"] in probes.get("positions", []):
-        u = probes["untrained"][probes["layers"].index(best["layer"])][probes["positions"].index(best["position"])]
-        untrained = u if u is not None and u == u else None
+
+def _plan_cell(probes: dict, best: dict, where_kind: str) -> tuple[bool, str]:
+    lo, hi = best["accuracy_ci"]
+    untrained = best.get("untrained")
     bar = max(probes["chance"], best["control_shuffle"], untrained if untrained is not None else 0.0)
-    yes = best["selectivity"] >= PLAN_SELECTIVITY and lo > bar
+    ok = best["selectivity"] >= PLAN_SELECTIVITY and lo > bar
     where = "embeddings" if best["layer"] == 0 else f"after block {best['layer'] - 1}"
-    evidence = (f"{probes['target']} probe, best of {n_cells} cells before the answer ({where} at '{best['position_label']}'): "
-                f"accuracy {best['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] (CI corrected for {n_cells} cells), selectivity "
-                f"{best['selectivity']:+.3f} over shuffled labels (chance {probes['chance']:.3f}; needs >= {PLAN_SELECTIVITY:+.2f})"
-                + (f"; the untrained model reaches {untrained:.3f} there" if untrained is not None else ""))
+    text = (f"{where_kind} ({where} at '{best['position_label']}', best of {best['cells_searched']} cells on the selection "
+            f"half): accuracy {best['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {probes.get('n_eval') or 'the other'} held-out "
+            f"graphs, selectivity {best['selectivity']:+.3f} over shuffled labels (needs >= {PLAN_SELECTIVITY:+.2f})"
+            + (f", untrained model {untrained:.3f}" if untrained is not None else ""))
+    return ok, text
+
+
+def plan_verdict(probes: dict) -> dict:
+    """yes when the best goal-arm probe cell strictly before the answer, or at the decision position
+    before the last block, beats shuffled labels by >= PLAN_SELECTIVITY and its accuracy's Wilson CI
+    (on the evaluation half, which the cell's selection did not use) lies above chance, the
+    shuffled-label control and the untrained model's accuracy there; otherwise no."""
+    cells = [(probes.get("best") or {}, "before the answer"), (probes.get("best_at_decision") or {}, "at the decision position")]
+    cells = [(b, w) for b, w in cells if b]
+    if not cells:
+        return _verdict("no", f"no probe cell before the answer could be measured ({probes['target']})")
+    results = [(*_plan_cell(probes, b, w), b, w) for b, w in cells]
+    yes = [r for r in results if r[0]]
+    evidence = f"{probes['target']} probe (chance {probes['chance']:.3f}): " + "; ".join(r[1] for r in results)
+    if probes.get("constant_target"):
+        evidence = (f"the {probes['target']} is the same in every graph of this task (a label cue), so a probe has nothing "
+                    f"to decode: {evidence}")
     causal = probes.get("causal")
     if causal:
-        evidence += (f"; steering along it moves the decision logit difference by {causal['steer_probe']['mean_change']:+.3f} "
-                     f"(random directions {causal['steer_random']['mean_change']:+.3f})")
-    return _verdict("yes" if yes else "no", evidence, layer=best["layer"], position=best["position_label"],
-                    accuracy=best["accuracy"], accuracy_ci_corrected=[lo, hi], cells=n_cells,
-                    selectivity=best["selectivity"], chance=probes["chance"])
+        evidence += (f"; steering along the prompt cell's probe moves the decision logit difference by "
+                     f"{causal['steer_probe']['mean_change']:+.3f} (random directions {causal['steer_random']['mean_change']:+.3f})")
+    chosen = (yes or results)[0]
+    b = chosen[2]
+    return _verdict("yes" if yes else "no", evidence, where=chosen[3], layer=b["layer"], position=b["position_label"],
+                    accuracy=b["accuracy"], accuracy_ci=b["accuracy_ci"], selectivity=b["selectivity"],
+                    chance=probes["chance"], cells={w: {k: c[k] for k in ("layer", "position_label", "accuracy",
+                                                                        "accuracy_ci", "selectivity")} for c, w in cells})
 
 
-def decision_verdict(patching: dict) -> dict:
-    """The patching analysis's rule: yes when swapping the goal moves the metric by >= 0.1 nats with a
-    CI excluding 0, and then where the clean run's activations restore it."""
-    p = patching
-    gap = f"goal swap moves logit(clean) - logit(corrupted) at label index {p['metric_label_index']} by {_ci(p['gap'], p['gap_ci'])} nats"
-    if not p["measurable"]:
-        return _verdict("no", f"{gap}: no decision computation to restore", gap=p["gap"], gap_ci=p["gap_ci"])
-    top = "; ".join(f"{t['component']} restores {t['normalized']:.2f}" for t in p["top"][:3])
-    return _verdict("yes", f"{gap}; {top}", gap=p["gap"], gap_ci=p["gap_ci"], top=p["top"][:3])
+def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None) -> dict:
+    """The Clever-Hans failure is the conjunction: the lookup carries the later tokens AND the first
+    decision is indecipherable AND it is not computed from the goal (AND, where snapshots exist, the
+    later tokens were learned and r_1 never). no as soon as one part says no (naming it)."""
+    if objective_name.startswith("reverse"):
+        return _verdict("not applicable", "reversed targets make no decision before the answer (the goal is copied first)")
+    if objective_name.endswith("teacherless"):
+        return _verdict("not applicable", "teacherless inputs hold no previous answer token: the Clever-Hans failure is a "
+                        "failure of teacher-forced training")
+    lk, ind, dec = (verdicts[k]["answer"] for k in ("lookup", "indecipherable", "decision_computed"))
+    against = []
+    if lk == "no":
+        against.append("later tokens are not read off the previous one")
+    if ind == "no":
+        against.append("the first decision is not indecipherable")
+    if ind == "not learned":
+        against.append("the model has not learned the candidate set (a different failure: not trained far enough)")
+    if dec == "yes":
+        against.append("the decision is computed from the goal")
+    parts = {"lookup": lk, "indecipherable": ind, "decision computed": dec}
+    summary = ", ".join(f"{k} {v}" for k, v in parts.items())
+    if against:
+        return _verdict("no", f"{'; '.join(against)} ({summary})", parts=parts)
+    if lk == "not applicable":
+        return _verdict("not applicable", f"no lookup to measure: {verdicts['lookup']['evidence']}")
+    if (lk, ind, dec) != ("yes", "yes", "no"):
+        return _verdict("inconclusive", f"a part is inconclusive ({summary})", parts=parts)
+    if dynamics and "skipped" not in dynamics:
+        k = 1
+        learned = dynamics["learned_at"]
+        later = [i for i in range(2, len(learned) - 1)]
+        order = (f"learning order over {len(dynamics['steps'])} snapshots: "
+                 + ", ".join(f"r{i} at step {learned[i]}" if learned[i] is not None else f"r{i} never" for i in range(len(learned))))
+        if learned[k] is not None or any(learned[i] is None for i in later):
+            return _verdict("inconclusive", f"the snapshots disagree: {order} ({summary})", parts=parts)
+        return _verdict("yes", f"the lookup carries r2..r{len(learned) - 2}, r1 is at chance and ignores the goal; {order}",
+                        parts=parts)
+    return _verdict("yes", "the lookup carries the later tokens, the first decision is at chance and ignores the goal "
+                    "(no snapshots kept: the learning order is not checked)", parts=parts)
+
+
+def consistency_notes(verdicts: dict, entropy: dict, patching: dict | None) -> list[str]:
+    """Where two answers could be read as contradicting each other, say what they mean together."""
+    a = {k: v["answer"] for k, v in verdicts.items()}
+    notes = []
+    if a["plan_represented"] == "yes" and a["decision_computed"] == "no":
+        notes.append("A probe reads the goal arm, but the decision does not move with the goal: the information is in the "
+                     "residual stream and the decision does not use it.")
+    if a["lookup"] == "yes" and a["decision_computed"] == "yes":
+        notes.append("Later tokens are read off the previous one AND the decision is computed from the goal: the lookup is "
+                     "the correct conditional here (a planning model has it too), not a failure.")
+    if a["decision_computed"] == "yes" and entropy.get("information_nats_ci") and entropy["information_nats_ci"][1] <= 0:
+        notes.append("The goal moves the decision although the information over uniform is <= 0: a real goal signal "
+                     "under a label preference that costs more log score than it gains.")
+    swap = ((entropy.get("goal_dependence") or {}).get("kinds") or {}).get("goal_swap", {}).get("status")
+    if a["decision_computed"] == "no" and patching and patching.get("measurable") and swap == "present":
+        notes.append("Activation patching finds a goal-token effect to restore, but the counterfactual pairs say the "
+                     "decision does not follow the goal through the graph; the patching maps that label effect.")
+    if a["indecipherable"] == "yes" and entropy.get("candidate_entropy_frac", 1) < 0.9:
+        notes.append("The first decision is at chance but not uniform: the model guesses with a preference that is "
+                     "not tied to the goal (see what it follows in the evidence).")
+    return notes
 
 
 # --- running it --------------------------------------------------------------------------------
@@ -211,7 +322,8 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     step("behaviour", lambda: measure_behaviour(model, obj, batch, bs))
     step("entropy", lambda: measure_entropy(model, obj, batch, bs, seed=settings.seed))
     no_heads = (f"{obj.name} inputs hold no previous answer token" if obj.teacherless else
-                "the path is too short for a shortcut (path_len < 3)" if task.target_len < 3 else None)
+                "the path is too short for a lookup index (path_len < 4: after the decision only the goal is left, "
+                "copied from the prompt)" if task.target_len < 4 else None)
     step("heads", lambda: measure_heads(model, obj, mech, bs, seed=settings.seed), skip_reason=no_heads)
     untrained, _ = model_from_config(ck.config, settings.device)  # the probe's untrained-model baseline
     step("probes", lambda: measure_probes(model, obj, mech, settings.probe_target, batch_size=min(bs, 500),
@@ -228,11 +340,13 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
 
         figures["heads"].update(FollowResult(**heads["follow"]).figures())
     verdicts = {
-        "clever_hans": clever_hans_verdict(obj.name, analyses["behaviour"], heads, no_heads),
+        "lookup": lookup_verdict(obj.name, analyses["behaviour"], heads, no_heads),
         "indecipherable": indecipherable_verdict(analyses["entropy"]),
+        "decision_computed": decision_verdict(analyses["entropy"], analyses["patching"]),
         "plan_represented": plan_verdict(analyses["probes"]),
-        "decision_computed": decision_verdict(analyses["patching"]),
     }
+    verdicts = {"clever_hans_failure": failure_verdict(obj.name, verdicts, analyses["dynamics"]), **verdicts}
+    notes = consistency_notes(verdicts, analyses["entropy"], analyses["patching"])
     cfg = ck.config
     provenance = {
         "trained_with": cfg.get("versions", {}), "measured_with": package_versions(), "training_seed": cfg.get("seed"),
@@ -243,7 +357,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     figures["training"] = {"training_curve": training_curve_figure(curve, path.name)} if curve else {}
     return CheckpointReport(name=path.name, path=str(path), config={k: v for k, v in cfg.items() if k != "metrics"},
                             provenance=provenance, training_curve=curve, verdicts=verdicts, analyses=analyses,
-                            figures=figures)
+                            notes=notes, figures=figures)
 
 
 N_ANALYSES = 6  # progress ticks per checkpoint
@@ -263,12 +377,23 @@ def training_curve_figure(rows: list[dict], name: str):
     return fig
 
 
+def expand_checkpoint_dirs(paths: list[str | Path]) -> list[Path]:
+    """Checkpoint directories as given; a directory without config.json that holds checkpoint
+    directories (e.g. checkpoints/controls/) stands for those, sorted by name."""
+    out = []
+    for p in map(Path, paths):
+        inner = sorted(c for c in p.iterdir() if (c / "config.json").is_file()) if p.is_dir() and not (p / "config.json").exists() else []
+        out += inner or [p]
+    if not out:
+        raise ConfigError("give at least one checkpoint directory")
+    return out
+
+
 def build_report(paths: list[str | Path], settings: ReportSettings = ReportSettings(), progress: bool = False) -> dict:
     """Measure every checkpoint; returns {"json": report dict, "checkpoints": [CheckpointReport]}."""
     from hansprobe import __version__
 
-    if not paths:
-        raise ConfigError("give at least one checkpoint directory")
+    paths = expand_checkpoint_dirs(paths)
     names = [Path(p).name for p in paths]
     if len(set(names)) != len(names):
         raise ConfigError(f"two checkpoints share a directory name ({', '.join(names)}); the report labels columns by it")
@@ -291,9 +416,19 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
             bar.close()
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "hansprobe": __version__,
            "settings": asdict(settings), "questions": QUESTIONS,
-           "thresholds": {"plan_selectivity": PLAN_SELECTIVITY, "follow_majority": FOLLOW_MAJORITY},
+           "answers": list(ANSWERS), "thresholds": _thresholds(),
            "checkpoints": [r.to_dict() for r in reports]}
     return {"json": _jsonable(doc), "checkpoints": reports}
+
+
+def _thresholds() -> dict:
+    from hansprobe.analyses import entropy, goal_dependence, heads
+
+    return {"plan_selectivity": PLAN_SELECTIVITY, "follow_majority": FOLLOW_MAJORITY,
+            "equivalence_band": entropy.EQUIVALENCE_BAND, "equivalence_alpha": entropy.EQUIVALENCE_ALPHA,
+            "information_fraction": entropy.INFO_FRACTION, "candidate_mass_min": entropy.CANDIDATE_MASS_MIN,
+            "goal_dependence_delta_min": goal_dependence.DELTA_MIN, "lookup_drop": heads.DROP_THRESHOLD,
+            "lookup_max_set": heads.MAX_SET}
 
 
 def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportSettings = ReportSettings(),

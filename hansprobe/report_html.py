@@ -23,13 +23,19 @@ CAPTIONS = {
     "decision_entropy_histogram": "Per-graph entropy of the decision token, renormalised over the d candidates, as a fraction "
                                   "of log d. Look for: a pile at 1 = a uniform guess (indecipherable); a pile at 0 = a decision.",
     "edge_lookup_scores": "Attention mass each head puts on the edge (r_(i-1), r_i) — parent, child and the separator after it — "
-                          "at the queries holding r_(i-1). Look for: heads far above the uniform level named in the title.",
+                          "at the queries holding r_(i-1), indices 2..l-2 (the last index, where the goal can be copied, is "
+                          "in report.json as score_last). A description of the layout, not a gate: models trained elsewhere "
+                          "read the edge through other tokens.",
     "child_parent_lookup_scores": "The same for the reverse lookup (from a child to its parent's edge), which reverse targets "
                                   "need. Look for: it replacing the forward lookup under the reverse objective.",
     "edge_lookup_components": "Where inside the edge the lookup lands. Look for: mass on the separator, which layer 0 fills "
                               "with the edge's content.",
-    "ablation": "Forced accuracy at label indices 2..l-2 after zero / mean ablation of single heads, whole layers and the "
-                "high-scoring group. Look for: single heads that do not matter but a group that does (redundant heads).",
+    "ablation": "Forced accuracy at label indices 2..l-2 after zero / mean ablation of single heads, whole layers, the "
+                "set found by the greedy search and the heads that attend the edge span. Look for: the smallest set that "
+                "breaks it; single heads that do not matter but a group that does (redundant heads).",
+    "goal_dependence": "Per pair: the change of the candidate log-odds at the decision position when only the goal's "
+                       "place moves (goal swap; arm rewire: same tokens and goal label, reached through another first "
+                       "node). Look for: a pile at 0 = the decision ignores the goal; far from 0 = it follows the goal.",
     "follow_rate": "Swap r_(i-1) for a node on another arm: the share of graphs answering that node's successor. Look for: ~1 "
                    "means r_i is read off r_(i-1) alone; the control (a node with no successor) shows what is left.",
     "probe_heatmaps": "Logistic-regression probe accuracy per residual layer x position (folds grouped by graph) and its "
@@ -52,7 +58,7 @@ th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.
 .yes{background:#dbeafe;color:#1e3a8a}.no{background:#e5e7eb;color:#374151}.inconclusive{background:#fdf6b2;color:#723b13}
 .na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0;font-weight:normal}.caption{color:#444;font-size:0.92em;max-width:70em}
 .row{display:grid;gap:0.8em}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
-.colhead{font-weight:bold;text-align:center}code{background:#f4f4f4;padding:0 0.2em}
+.colhead{font-weight:bold;text-align:center}tr.lead th,tr.lead td{border-top:3px solid #1e3a8a;border-bottom:3px solid #1e3a8a}code{background:#f4f4f4;padding:0 0.2em}
 """
 # Lets a headless browser (and a reader) see that every figure drew and that no script failed.
 STATUS_SCRIPT = """<script>
@@ -68,16 +74,19 @@ document.documentElement.setAttribute('data-figures-drawn',String(hpDrawn));
 document.documentElement.setAttribute('data-errors',String(window.hansprobeErrors.length));
 </script>"""
 RULES = {  # one sentence per question, so the page reads without the docs (docs/concepts.md has the formulas)
-    "clever_hans": "yes when heads that attend to the edge (r_(i-1), r_i) are found and ablating them together breaks forced "
-                   "accuracy at positions >= 2, and the model follows a swapped-in r_(i-1) to its successor in most graphs.",
-    "indecipherable": "yes when decision accuracy is at chance 1/d and the decision distribution carries no information "
-                      "about the right candidate (information over uniform <= 0.05 log d).",
-    "plan_represented": "yes when a linear probe reads the goal arm from the residual stream before the answer, at least "
-                        "0.10 above shuffled labels and above the untrained model, with a CI corrected for the cells searched.",
-    "decision_computed": "yes when moving the goal to another arm changes the decision logits (>= 0.1 nats), so there is "
-                         "a computation that activation patching can localise.",
+    "clever_hans_failure": "yes when all three hold: later tokens are read off the previous one, the first decision is "
+                           "indecipherable, and it is not computed from the goal (and, with snapshots, r1 is never learned).",
+    "lookup": "yes when a set of heads is found whose joint ablation breaks forced accuracy at positions 2..l-2, and the "
+              "model follows a swapped-in r_(i-1) to its successor in most graphs. Attention describes where they read.",
+    "indecipherable": "yes when the accuracy among the d candidates is shown equivalent to 1/d (+-20%), the goal does "
+                      "not move the decision, and the information over uniform is <= 0.05 log d; 'not learned' when "
+                      "most of the mass is off the candidates.",
+    "decision_computed": "yes when the decision moves with the goal on both kinds of paired counterfactuals: the goal "
+                         "swapped to another arm, and the same goal reached through another first node.",
+    "plan_represented": "yes when a linear probe reads the goal arm before the answer (or at the decision position before "
+                        "the last block), >= 0.10 above shuffled labels and above the untrained model, on held-out graphs.",
 }
-ANSWER_CLASS = {"yes": "yes", "no": "no", "inconclusive": "inconclusive", "not applicable": "na"}
+ANSWER_CLASS = {"yes": "yes", "no": "no", "inconclusive": "inconclusive", "not applicable": "na", "not learned": "na"}
 
 
 def _e(x) -> str:
@@ -102,7 +111,12 @@ def _verdict_table(doc: dict) -> str:
             cells.append(f"<td><span class='ans {ANSWER_CLASS.get(v['answer'], 'na')}'>{_e(v['answer'])}</span>"
                          f"<p class='evidence'>{_e(v['evidence'])}</p></td>")
         rule = RULES.get(key, "")
-        out.append(f"<tr><th>{_e(text)}<p class='evidence'>{_e(rule)}</p></th>{''.join(cells)}</tr>")
+        lead = " class='lead'" if key == "clever_hans_failure" else ""
+        out.append(f"<tr{lead}><th>{_e(text)}<p class='evidence'>{_e(rule)}</p></th>{''.join(cells)}</tr>")
+    if any(c.get("notes") for c in cks):
+        cells = "".join("<td>" + "".join(f"<p class='evidence'>{_e(n)}</p>" for n in c.get("notes", [])) + "</td>"
+                        for c in cks)
+        out.append(f"<tr><th>Reading the answers together</th>{cells}</tr>")
     return "\n".join(out + ["</table>"])
 
 

@@ -115,10 +115,11 @@ def test_entropy_json_has_the_documented_keys(ckpt, capsys):
     res = json.loads(out)
     assert code == 0
     assert {"decision_accuracy", "decision_accuracy_ci", "chance", "entropy_nats", "candidate_entropy_nats", "log_d",
-            "mass_outside_candidates", "information_nats", "information_nats_ci", "indecipherable"} <= set(res)
+            "mass_outside_candidates", "information_nats", "information_nats_ci", "indecipherable", "outcome",
+            "candidate_accuracy", "candidate_accuracy_ci", "equivalence", "goal_dependence"} <= set(res)
     assert isinstance(res["indecipherable"], bool) and res["n_graphs"] == 100
     code, out, _ = run(["entropy", str(ckpt), "-n", "100"], capsys)
-    assert code == 0 and "indecipherable:" in out and "x log d" in out
+    assert code == 0 and "outcome:" in out and "x log d" in out and "goal dependence" in out
 
 
 def test_dynamics_command(tmp_path, capsys):

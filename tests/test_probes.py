@@ -112,3 +112,43 @@ def test_probe_cli_json(trained, capsys, tmp_path):
     assert res["target"] == "goal_arm" and res["n_graphs"] == 60 and len(res["accuracy"][0]) == 2
     assert json.loads((tmp_path / "p.json").read_text())["accuracy"] == res["accuracy"]
     assert main(["probe", str(out), "-n", "60", "--positions", "99"]) == 2
+
+
+def test_the_best_cells_are_chosen_on_the_selection_half_and_include_the_decision_position():
+    """Issue 13, defect 7: the old search skipped a0 and picked the cell by its own reported
+    accuracy - shuffled (biased high). Here the evaluation grid and the selection grid disagree: the
+    choice must follow the selection grid, and the reported figures the evaluation grid."""
+    from hansprobe.analyses.activations import Activations
+    from hansprobe.analyses.probes import _best_cells, split_halves
+    from hansprobe.objectives import get_objective
+
+    sel_idx, ev_idx = split_halves(101, seed=3)
+    assert len(sel_idx) == 50 and len(ev_idx) == 51 and not set(sel_idx) & set(ev_idx)
+    assert sorted([*sel_idx, *ev_idx]) == list(range(101))
+
+    task, obj = tiny_task(2, 4, 20), get_objective("teacher-forcing")  # prefix 21 tokens: start 18, goal 19, = 20, a0 21
+    b = task.generate(4, 0)
+    positions, layers = [18, 19, 20, 21], [0, 1, 2]  # 2-layer model: layer 2 is the last block's output
+    acts = Activations(np.zeros((4, 3, 4, 8)), layers, positions, np.arange(4))
+    pick = np.full((3, 4), 0.0)
+    pick[1, 0] = 0.3  # the selection half prefers 'start' after block 0 ...
+    pick[0, 3] = 0.2  # ... and, at the decision position, the embeddings
+    pick[2, 3] = 0.9  # the last block's output at a0 is the answer itself: never a candidate
+    acc = np.full((3, 4), 0.5)
+    acc[0, 1] = 0.95  # ... while the evaluation half looks best at 'goal' (must not drive the choice)
+    grids = {"accuracy": acc, "lo": acc - 0.05, "hi": acc + 0.05, "shuffle": np.full((3, 4), 0.5),
+             "untrained": np.full((3, 4), 0.5), "selectivity": acc - 0.5}
+    before, at = _best_cells(pick, grids, acts, b, ["start", "goal", "=", "a0"], obj, n_layers=2)
+    assert (before["layer"], before["position_label"]) == (1, "start") and before["accuracy"] == 0.5
+    assert (at["layer"], at["position_label"]) == (0, "a0") and at["cells_searched"] == 2
+    assert before["cells_searched"] == 6  # start, goal, = at layers 0 and 1
+
+
+def test_measure_probes_reports_both_cells_on_held_out_graphs(trained):
+    _, (model, task, obj) = trained
+    b = task.generate(120, 1234)
+    r = measure_probes(model, obj, b, "goal_arm", batch_size=50, untrained_model=tiny_model(task), n_splits=3)
+    assert r.n_eval == 60 and r.best["position_label"] in ("start", "goal", "=")
+    assert r.best_at_decision["position_label"] == "a0" and r.best_at_decision["layer"] < model.cfg.n_layers
+    i, j = r.layers.index(r.best["layer"]), r.positions.index(r.best["position"])
+    assert r.best["accuracy"] == r.accuracy[i][j] and r.best["control_shuffle"] == r.control_shuffle[i][j]

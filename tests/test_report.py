@@ -10,8 +10,7 @@ import pytest
 
 from hansprobe.cli import main
 from hansprobe.errors import ConfigError
-from hansprobe.report import (FORMAT, QUESTIONS, ReportSettings, clever_hans_verdict, decision_verdict,
-                              indecipherable_verdict, plan_verdict, write_report)
+from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, indecipherable_verdict, plan_verdict, write_report
 
 TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
 TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6", "--batch-size", "16",
@@ -36,71 +35,41 @@ def report(runs, tmp_path_factory):
     return out, doc
 
 
-# --- verdict rules on hand-made analysis results -------------------------------------------------
-def _behaviour(forced):
-    return {"forced_accuracy": forced, "forced_accuracy_ci": [[max(0, a - 0.01), min(1, a + 0.01)] for a in forced]}
+# --- verdict rules on hand-made analysis results (more in test_verdicts.py) ----------------------
+def _probes(sel, n_eval, control=0.5, chance=0.5, untrained=None):
+    from hansprobe.analyses.base import wilson_ci
+
+    acc = control + sel
+    return {"target": "goal_arm", "chance": chance, "n_eval": n_eval,
+            "best": {"layer": 1, "position": 5, "position_label": "=", "accuracy": acc,
+                     "accuracy_ci": list(wilson_ci(round(acc * n_eval), n_eval)), "selectivity": sel,
+                     "control_shuffle": control, "untrained": untrained, "cells_searched": 6}}
 
 
-def _heads(named, drop, follow_lo):
-    return {"clever_hans_group": {"heads": [[1, 0]] if named else [], "ablation_drop": drop},
-            "verdict": "no head scores high", "follow": {"follow_rate": follow_lo + 0.01, "follow_rate_ci": [follow_lo, follow_lo + 0.02]}}
-
-
-@pytest.mark.parametrize("named,follow_lo,answer", [(True, 0.95, "yes"), (False, 0.1, "no"), (True, 0.3, "inconclusive"),
-                                                    (False, 0.9, "inconclusive")])
-def test_clever_hans_needs_named_heads_and_a_follow_majority(named, follow_lo, answer):
-    v = clever_hans_verdict("teacher-forcing", _behaviour([1, 0.5, 1, 1]), _heads(named, 0.9 if named else 0, follow_lo))
-    assert v["answer"] == answer
-    assert "forced accuracy r2" in v["evidence"] and "follow rate" in v["evidence"]
-
-
-def test_under_reversed_targets_following_is_no_evidence():
-    behaviour = _behaviour([1, 1, 1, 1])
-    assert clever_hans_verdict("reverse", behaviour, _heads(False, 0.0, 0.99))["answer"] == "no"
-    assert clever_hans_verdict("reverse", behaviour, _heads(True, 0.9, 0.99))["answer"] == "yes"
-
-
-def test_clever_hans_is_not_applicable_without_teacher_forced_inputs():
-    assert clever_hans_verdict("teacherless", _behaviour([1, 0.2, 0.2, 1]), None)["answer"] == "not applicable"
-
-
-def _probes(sel, n, control=0.5, chance=0.5, cells=21):
-    return {"target": "goal_arm", "chance": chance, "n_graphs": n,
-            "best": {"layer": 1, "position_label": "=", "accuracy": control + sel, "accuracy_ci": [0, 1],
-                     "selectivity": sel, "control_shuffle": control, "cells_searched": cells}}
-
-
-@pytest.mark.parametrize("sel,n,answer", [(0.30, 1000, "yes"), (0.05, 1000, "no"), (0.13, 1000, "yes"),
-                                          (0.13, 100, "no")])  # 100 graphs: +0.13 is within the noise of 21 cells
-def test_plan_needs_selectivity_and_a_corrected_interval_above_chance(sel, n, answer):
+@pytest.mark.parametrize("sel,n,answer", [(0.30, 500, "yes"), (0.05, 500, "no"), (0.13, 500, "yes"),
+                                          (0.13, 40, "no")])  # 40 held-out graphs: +0.13 is within the noise
+def test_plan_needs_selectivity_and_a_held_out_interval_above_chance(sel, n, answer):
     v = plan_verdict(_probes(sel, n))
-    assert v["answer"] == answer and v["values"]["cells"] == 21
+    assert v["answer"] == answer and v["values"]["where"] == "before the answer"
 
 
 def test_plan_must_also_beat_the_untrained_model_at_that_cell():
-    p = {**_probes(0.30, 1000), "layers": [0, 1], "positions": [5, 6], "untrained": [[0.5, 0.5], [0.79, 0.5]]}
-    p["best"] = {**p["best"], "layer": 1, "position": 5}
-    assert plan_verdict(p)["answer"] == "no" and "untrained model reaches 0.790" in plan_verdict(p)["evidence"]
-    p["untrained"][1][0] = 0.52
-    assert plan_verdict(p)["answer"] == "yes"
+    assert plan_verdict(_probes(0.30, 500, untrained=0.79))["answer"] == "no"
+    assert "untrained model 0.790" in plan_verdict(_probes(0.30, 500, untrained=0.79))["evidence"]
+    assert plan_verdict(_probes(0.30, 500, untrained=0.52))["answer"] == "yes"
 
 
-def test_decision_verdict_follows_the_patching_gap():
-    base = {"metric_label_index": 1, "gap": 0.0, "gap_ci": [-0.01, 0.01], "measurable": False, "top": []}
-    assert decision_verdict(base)["answer"] == "no"
-    yes = decision_verdict({**base, "gap": 5.0, "gap_ci": [4.0, 6.0], "measurable": True,
-                            "top": [{"component": "resid L1 @ goal", "normalized": 0.9}]})
-    assert yes["answer"] == "yes" and "resid L1 @ goal" in yes["evidence"]
-
-
-def test_indecipherable_verdict_is_the_entropy_analysis_own():
-    e = {"decision_accuracy": 0.5, "decision_accuracy_ci": [0.48, 0.52], "chance": 0.5, "information_nats": 0.0,
-         "information_nats_ci": [-0.01, 0.01], "candidate_entropy_frac": 0.99, "candidate_entropy_frac_ci": [0.98, 1.0],
-         "mass_outside_candidates": 0.01, "indecipherable": True,
+def test_indecipherable_verdict_is_the_entropy_analysis_outcome():
+    e = {"outcome": "indecipherable", "verdict": "candidate accuracy ... equivalent", "decision_accuracy": 0.5,
+         "decision_accuracy_ci": [0.48, 0.52], "candidate_accuracy": 0.5, "candidate_accuracy_ci": [0.48, 0.52],
+         "equivalence": {"band": [0.4, 0.6], "p_value": 0.001, "equivalent": True}, "chance": 0.5,
+         "information_nats": 0.0, "information_nats_ci": [-0.01, 0.01], "candidate_entropy_frac": 0.99,
+         "candidate_entropy_frac_ci": [0.98, 1.0], "mass_outside_candidates": 0.01,
          "preference": {"edge listed first": {"rate": 0.6, "ci": [0.55, 0.65], "follows": True}}}
     v = indecipherable_verdict(e)
-    assert v["answer"] == "yes" and "edge listed first" in v["evidence"]
-    assert indecipherable_verdict({**e, "indecipherable": False})["answer"] == "no"
+    assert v["answer"] == "yes" and "edge listed first" in v["evidence"] and v["evidence"].startswith("candidate accuracy")
+    for outcome, answer in (("decided", "no"), ("not learned", "not learned"), ("inconclusive", "inconclusive")):
+        assert indecipherable_verdict({**e, "outcome": outcome})["answer"] == answer
 
 
 # --- the report on real (tiny) checkpoints -------------------------------------------------------
@@ -108,18 +77,22 @@ def test_report_json_has_the_documented_schema(report, runs):
     out, doc = report
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(doc))
-    assert doc["format"] == FORMAT and doc["format_version"] == 1 and set(doc["questions"]) == set(QUESTIONS)
+    assert doc["format"] == FORMAT and doc["format_version"] == 2 and list(doc["questions"]) == list(QUESTIONS)
+    assert list(QUESTIONS)[0] == "clever_hans_failure"  # the page leads with the combined verdict
     assert [c["name"] for c in doc["checkpoints"]] == [p.name for p in runs.values()]
     for c in doc["checkpoints"]:
-        assert set(c) == {"name", "path", "config", "provenance", "training_curve", "verdicts", "analyses"}
+        assert set(c) == {"name", "path", "config", "provenance", "training_curve", "verdicts", "analyses", "notes"}
         assert set(c["verdicts"]) == set(QUESTIONS)
         for v in c["verdicts"].values():
-            assert v["answer"] in ("yes", "no", "inconclusive", "not applicable") and v["evidence"]
+            assert v["answer"] in ANSWERS and v["evidence"]
         assert set(c["analyses"]) == {"behaviour", "entropy", "heads", "probes", "patching", "dynamics"}
         assert c["provenance"]["n_graphs"] == 40 and c["provenance"]["graphs"] == {"seed": SMALL.seed}
         assert c["training_curve"] and c["training_curve"][-1]["step"] == 6
     by = {c["config"]["objective"]: c for c in doc["checkpoints"]}
-    assert by["teacherless"]["verdicts"]["clever_hans"]["answer"] == "not applicable"
+    assert by["teacherless"]["verdicts"]["lookup"]["answer"] == "not applicable"
+    assert by["teacherless"]["verdicts"]["clever_hans_failure"]["answer"] == "not applicable"
+    assert by["reverse"]["verdicts"]["clever_hans_failure"]["answer"] == "not applicable"
+    assert by["reverse"]["verdicts"]["indecipherable"]["answer"] == "not applicable"
     assert "skipped" in by["teacherless"]["analyses"]["heads"]
     assert "skipped" not in by["teacher-forcing"]["analyses"]["dynamics"]  # it kept a snapshot
     assert "skipped" in by["reverse"]["analyses"]["dynamics"]
@@ -210,8 +183,25 @@ def test_a_data_file_that_does_not_fit_fails_before_measuring(runs, tmp_path, ca
 
 
 def test_report_on_a_path_too_short_for_the_shortcut(tmp_path):
-    argv = [a if a != "4" else "2" for a in TRAIN]  # --path-len 2: the answer is start, then the goal
+    argv = [a if a != "4" else "3" for a in TRAIN]  # --path-len 3: start, decision, then the goal (copied)
     assert main([*argv, "--out", str(tmp_path / "short")]) == 0
     doc = write_report(tmp_path / "r", [tmp_path / "short"], SMALL)
     c = doc["checkpoints"][0]
-    assert c["verdicts"]["clever_hans"]["answer"] == "not applicable" and "too short" in c["verdicts"]["clever_hans"]["evidence"]
+    assert c["verdicts"]["lookup"]["answer"] == "not applicable" and "too short" in c["verdicts"]["lookup"]["evidence"]
+    # no lookup index: the failure is not applicable, unless another part already refutes it
+    failure = c["verdicts"]["clever_hans_failure"]
+    assert failure["answer"] in ("not applicable", "no")
+    if failure["answer"] == "no":
+        assert c["verdicts"]["indecipherable"]["answer"] in ("no", "not learned") or c["verdicts"]["decision_computed"]["answer"] == "yes"
+    assert c["verdicts"]["decision_computed"]["answer"] in ("yes", "no", "inconclusive")  # defined at l = 3
+
+
+def test_a_directory_of_checkpoints_stands_for_its_checkpoints(runs, tmp_path):
+    from hansprobe.report import expand_checkpoint_dirs
+
+    root = next(iter(runs.values())).parent  # holds the three tiny runs (and nothing else with a config.json)
+    assert expand_checkpoint_dirs([root]) == sorted(runs.values())
+    single = runs["reverse"]
+    assert expand_checkpoint_dirs([single, root]) == [single, *sorted(runs.values())]
+    with pytest.raises(ConfigError, match="at least one"):
+        expand_checkpoint_dirs([])

@@ -2,8 +2,20 @@
 
 At the decision position (the objective's own input, so for teacher forcing the true start token
 r_0 is in place) we take the model's distribution over the full vocabulary, renormalise it over the
-d candidate children of the start, and report entropy, mass outside the candidates and the
-information over uniform, each with a 95% CI, plus the *indecipherable* verdict of design.md.
+d candidate children of the start, and report entropy, mass outside the candidates, the accuracy
+among the candidates and the information over uniform, each with a 95% CI, the goal dependence on
+paired counterfactuals (goal_dependence.py), and the *indecipherable* verdict of design.md:
+
+- *decided* (not indecipherable) when the goal moves the decision, or the candidate accuracy CI
+  excludes 1/d without being shown equivalent to it, or the information CI lies above 0.05 log d;
+- else *not learned* when less than half of the mass is on the candidates ("has not learned the
+  candidate set", its own outcome);
+- *indecipherable* when the candidate accuracy is shown equivalent to 1/d (two one-sided binomial
+  tests against the band 1/d ± EQUIVALENCE_BAND/d), the goal dependence is shown absent for every
+  pair kind and the information CI's upper end is <= 0.05 log d;
+- *inconclusive* otherwise (too few graphs to tell);
+- *not applicable* under reversed targets (no decision is made before the answer: the goal is copied
+  first and every later token is a parent lookup).
 """
 from __future__ import annotations
 
@@ -14,25 +26,16 @@ import numpy as np
 import torch
 from scipy import stats
 
-from hansprobe.analyses.base import Result, chunks, wilson_ci
+from hansprobe.analyses.base import Result, chunks, mean_ci, wilson_ci
+from hansprobe.analyses.goal_dependence import GoalDependenceResult, measure_goal_dependence
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
-CHANCE_BAND = 0.05  # design.md: accuracy CI within +-0.05 of 1/d counts as chance
+EQUIVALENCE_BAND = 0.20  # candidate accuracy equivalent to chance: within 1/d * (1 +- 0.20) (docs/decisions.md 4)
+EQUIVALENCE_ALPHA = 0.05  # each one-sided test
 INFO_FRACTION = 0.05  # design.md: information CI upper end <= 0.05 log d counts as none
-
-
-def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Bootstrap CI of the mean (scipy.stats.bootstrap, BCa), seeded for reproducibility."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2 or np.ptp(values) == 0:
-        m = float(values.mean()) if len(values) else float("nan")
-        return (m, m)
-    # batch bounds memory: BCa's jackknife would otherwise hold an (n, n-1) array (3 GB at n = 20,000);
-    # the intervals are the same with or without it.
-    res = stats.bootstrap((values,), np.mean, confidence_level=level, n_resamples=2000, batch=200,
-                          vectorized=True, random_state=np.random.default_rng(seed))
-    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+CANDIDATE_MASS_MIN = 0.5  # below this mean mass on the candidates the candidate set is "not learned"
+OUTCOMES = ("indecipherable", "decided", "not learned", "inconclusive", "not applicable")
 
 
 @dataclass
@@ -43,8 +46,11 @@ class EntropyResult(Result):
     chance: float
     log_d: float
     decision_index: int
-    decision_accuracy: float  # argmax over the full vocabulary == decision node
+    decision_accuracy: float  # argmax over the full vocabulary == decision node (what the model says)
     decision_accuracy_ci: tuple[float, float]
+    candidate_accuracy: float  # argmax among the d candidates == decision node (what it would pick): the verdict's
+    candidate_accuracy_ci: tuple[float, float]
+    equivalence: dict  # two one-sided tests of candidate accuracy against the band around 1/d
     entropy_nats: float  # over the full vocabulary
     entropy_nats_ci: tuple[float, float]
     candidate_entropy_nats: float  # renormalised over the d candidates
@@ -55,8 +61,10 @@ class EntropyResult(Result):
     mass_outside_candidates_ci: tuple[float, float]
     information_nats: float  # mean log q~(correct) - log(1/d)
     information_nats_ci: tuple[float, float]
-    indecipherable: bool
-    verdict: str
+    indecipherable: bool  # outcome == "indecipherable"
+    outcome: str  # one of OUTCOMES
+    verdict: str  # the clause that decided the outcome, with its figures
+    goal_dependence: dict | None = None  # GoalDependenceResult.to_dict(), or None when not measured (dynamics)
     preference: dict = field(default_factory=dict)  # what a non-uniform guess follows: rate, CI
     per_example_candidate_entropy_frac: list[float] = field(default_factory=list, repr=False)
     per_example_entropy_nats: list[float] = field(default_factory=list, repr=False)
@@ -66,6 +74,8 @@ class EntropyResult(Result):
         d = self.to_dict()
         d.pop("per_example_candidate_entropy_frac")
         d.pop("per_example_entropy_nats")
+        if d.get("goal_dependence"):
+            d["goal_dependence"].pop("per_pair_delta", None)
         return d
 
     def figures(self) -> dict:
@@ -80,15 +90,67 @@ class EntropyResult(Result):
                   f"mean {self.candidate_entropy_frac:.2f} log d",
             xaxis_title="H(q~(. | p)) / log d", yaxis_title="graphs", bargap=0.05,
             xaxis_range=[-0.03, 1.05])  # the whole scale, so a pile at 0 (a decided model) shows too
-        return {"decision_entropy_histogram": fig}
+        figs = {"decision_entropy_histogram": fig}
+        if self.goal_dependence and self.goal_dependence.get("per_pair_delta"):
+            figs.update(GoalDependenceResult(**self.goal_dependence).figures())
+        return figs
 
 
-def _verdict(acc_ci, info_ci, chance, log_d) -> tuple[bool, str]:
-    at_chance = acc_ci[0] <= chance <= acc_ci[1] or (chance - CHANCE_BAND <= acc_ci[0] and acc_ci[1] <= chance + CHANCE_BAND)
-    no_info = info_ci[1] <= INFO_FRACTION * log_d
-    text = (f"decision accuracy CI [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}] {'is' if at_chance else 'is not'} at chance {chance:.3f}; "
-            f"information CI upper end {info_ci[1]:.3f} nats {'<=' if no_info else '>'} {INFO_FRACTION} log d = {INFO_FRACTION * log_d:.3f}")
-    return at_chance and no_info, text
+def equivalence_test(correct: int, n: int, chance: float) -> dict:
+    """Two one-sided exact binomial tests (scipy.stats.binomtest) of H0: accuracy outside the band
+    chance * (1 +- EQUIVALENCE_BAND); equivalent when both reject at EQUIVALENCE_ALPHA."""
+    lo, hi = chance * (1 - EQUIVALENCE_BAND), min(1.0, chance * (1 + EQUIVALENCE_BAND))
+    p_lo = stats.binomtest(correct, n, lo, alternative="greater").pvalue
+    p_hi = stats.binomtest(correct, n, hi, alternative="less").pvalue
+    p = float(max(p_lo, p_hi))
+    return {"band": [lo, hi], "p_value": p, "alpha": EQUIVALENCE_ALPHA, "equivalent": p < EQUIVALENCE_ALPHA}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def decide(chance: float, log_d: float, acc: float, acc_ci, equivalence: dict, info_ci, candidate_mass: float,
+           gd: GoalDependenceResult | None) -> tuple[str, str]:
+    """(outcome, the clause that decided it). The order matters: a shown decision wins over a
+    missing candidate set, which wins over "at chance" (docs/concepts.md)."""
+    band = f"[{equivalence['band'][0]:.3f}, {equivalence['band'][1]:.3f}]"
+    acc_txt = f"candidate accuracy {acc:.3f} [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]"
+    info_cut = INFO_FRACTION * log_d
+    moved = [k for k, v in (gd.kinds.items() if gd else []) if v["status"] == "present"]
+    if moved:
+        v = gd.kinds[moved[0]]
+        return "decided", (f"the decision follows the goal: on {moved[0].replace('_', '-')} pairs the candidate log-odds move "
+                           f"by |Δ| {v['abs_delta_mean']:.3f} nats, {v['excess_mean']:.3f} [{v['excess_ci'][0]:.3f}, "
+                           f"{v['excess_ci'][1]:.3f}] more than when the same edges are relisted (>= {gd.delta_min})")
+    if not equivalence["equivalent"] and not acc_ci[0] <= chance <= acc_ci[1]:
+        side = "above" if acc_ci[0] > chance else "below"
+        return "decided", f"the {acc_txt} lies {side} chance {chance:.3f} and is not equivalent to it (band {band})"
+    if info_ci[0] > info_cut:
+        return "decided", f"information over uniform CI [{info_ci[0]:.3f}, {info_ci[1]:.3f}] lies above {INFO_FRACTION} log d"
+    if candidate_mass < CANDIDATE_MASS_MIN:
+        return "not learned", (f"{_pct(1 - candidate_mass)} of the mass is off the {round(1 / chance)} candidates: the model "
+                               f"has not learned the candidate set (among them: {acc_txt}, chance {chance:.3f})")
+    absent = gd is not None and gd.all_absent
+    if equivalence["equivalent"] and absent and info_ci[1] <= info_cut:
+        kinds = " and ".join(f"{k.replace('_', '-')} |Δ| {v['abs_delta_mean']:.3f}, {v['excess_mean']:+.3f} "
+                             f"[{v['excess_ci'][0]:+.3f}, {v['excess_ci'][1]:+.3f}] beyond relisting the edges"
+                             for k, v in gd.kinds.items())
+        return "indecipherable", (f"{acc_txt} is equivalent to chance {chance:.3f} (band {band}, TOST p = "
+                                  f"{equivalence['p_value']:.2g}), the goal does not move it ({kinds}; nats, < {gd.delta_min}) "
+                                  f"and the information CI upper end {info_ci[1]:.3f} <= {info_cut:.3f} nats")
+    why = []
+    if not equivalence["equivalent"]:
+        why.append(f"{acc_txt} is neither shown equivalent to chance (band {band}, TOST p = {equivalence['p_value']:.2g}) "
+                   "nor shown different from it")
+    if gd is None:
+        why.append("goal dependence not measured")
+    elif not absent:
+        why.append("goal dependence is neither shown nor excluded (" + ", ".join(
+            f"{k.replace('_', '-')}: {v['status']}" for k, v in gd.kinds.items()) + ")")
+    if info_ci[1] > info_cut:
+        why.append(f"information CI [{info_ci[0]:.3f}, {info_ci[1]:.3f}] straddles {info_cut:.3f}")
+    return "inconclusive", "; ".join(why) + " (more graphs would tell)"
 
 
 @torch.no_grad()
@@ -103,7 +165,8 @@ def decision_distribution(model, objective: Objective, batch: Batch, batch_size:
 
 def _preference(top: torch.Tensor, batch: Batch) -> dict:
     """Rates at which the model's top candidate is the lowest label, the highest label, the one
-    whose edge is listed first or last in the prompt (each at chance 1/d if the guess ignores it)."""
+    whose edge is listed first or last in the prompt (each at chance 1/d if the guess ignores it);
+    a rule is "followed" when its rate's CI lies above 1/d."""
     d = batch.candidates.shape[1]
     from_start = batch.edge_parent == batch.start[:, None]  # (B, E)
     is_cand = batch.edge_child[:, None, :] == batch.candidates[:, :, None]  # (B, D, E)
@@ -115,18 +178,24 @@ def _preference(top: torch.Tensor, batch: Batch) -> dict:
     for name, pick in rules.items():
         k = int((top == pick).sum())
         lo, hi = wilson_ci(k, n)
-        out[name] = {"rate": k / n, "ci": [lo, hi], "follows": bool(lo > 1 / d or hi < 1 / d)}
+        out[name] = {"rate": k / n, "ci": [lo, hi], "follows": bool(lo > 1 / d)}  # picked more often than chance
     return out
 
 
 def measure_entropy(model, objective: Objective, batch: Batch, batch_size: int = 1000, seed: int = 0,
                     progress: bool = False) -> EntropyResult:
-    """Decision-token entropy and information over uniform; `seed` seeds the bootstrap CIs."""
-    return entropy_from_logprobs(decision_distribution(model, objective, batch, batch_size, progress), objective, batch, seed)
+    """Decision-token entropy, information over uniform and goal dependence; `seed` seeds the
+    bootstrap CIs and the counterfactual partners."""
+    gd = measure_goal_dependence(model, objective, batch, seed, batch_size)
+    return entropy_from_logprobs(decision_distribution(model, objective, batch, batch_size, progress), objective, batch,
+                                 seed, gd)
 
 
-def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch, seed: int = 0) -> EntropyResult:
-    """The entropy result from log q(. | input) at the decision position, (B, V) on CPU."""
+def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch, seed: int = 0,
+                          goal_dependence: GoalDependenceResult | None = None) -> EntropyResult:
+    """The entropy result from log q(. | input) at the decision position, (B, V) on CPU. Without a
+    goal-dependence result (training dynamics) the outcome can only be decided, not learned or
+    inconclusive, never indecipherable."""
     n, d = batch.candidates.shape
     log_d = math.log(d) if d > 1 else 0.0
     p = logp.exp()
@@ -139,20 +208,30 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
     info = cand_logq[rows, batch.goal_arm] + log_d
     correct = int((logp.argmax(-1) == batch.candidates[rows, batch.goal_arm]).sum())
     acc_ci = wilson_ci(correct, n)
+    cand_correct = int((cand_logq.argmax(-1) == batch.goal_arm).sum())
+    cand_ci = wilson_ci(cand_correct, n)
+    equivalence = equivalence_test(cand_correct, n, 1 / d)
     frac = cand_entropy / log_d if d > 1 else torch.zeros_like(cand_entropy)
     e, ce, fr, out_, inf = (t.double().numpy() for t in (entropy, cand_entropy, frac, outside, info))
     info_ci = mean_ci(inf, seed)
-    indecipherable, verdict = _verdict(acc_ci, info_ci, 1 / d, log_d)
+    if objective.reverse:
+        outcome, verdict = "not applicable", (goal_dependence.reason if goal_dependence is not None else
+                                              "reversed targets: no decision is made before the answer")
+    else:
+        outcome, verdict = decide(1 / d, log_d, cand_correct / n, cand_ci, equivalence, info_ci, 1 - float(out_.mean()),
+                                  goal_dependence)
     return EntropyResult(
         objective=objective.name, n_graphs=n, degree=d, chance=1 / d, log_d=log_d,
         decision_index=objective.decision_index(batch.target.shape[1]),
         decision_accuracy=correct / n, decision_accuracy_ci=acc_ci,
+        candidate_accuracy=cand_correct / n, candidate_accuracy_ci=cand_ci, equivalence=equivalence,
         entropy_nats=float(e.mean()), entropy_nats_ci=mean_ci(e, seed),
         candidate_entropy_nats=float(ce.mean()), candidate_entropy_nats_ci=mean_ci(ce, seed),
         candidate_entropy_frac=float(fr.mean()), candidate_entropy_frac_ci=mean_ci(fr, seed),
         mass_outside_candidates=float(out_.mean()), mass_outside_candidates_ci=mean_ci(out_, seed),
         information_nats=float(inf.mean()), information_nats_ci=info_ci,
-        indecipherable=indecipherable, verdict=verdict,
+        indecipherable=outcome == "indecipherable", outcome=outcome, verdict=verdict,
+        goal_dependence=goal_dependence.to_dict() if goal_dependence is not None else None,
         preference=_preference(cand_logq.argmax(-1), batch),
         per_example_candidate_entropy_frac=fr.tolist(), per_example_entropy_nats=e.tolist(),
     )

@@ -14,6 +14,7 @@ from hansprobe.analyses.base import Result, wilson_ci
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
+from hansprobe.tasks.pathstar import other_arm
 
 
 @dataclass
@@ -44,13 +45,6 @@ class FollowResult(Result):
                           xaxis_title="label index (last: the goal can be copied from the prompt)",
                           title=f"Counterfactual-prefix follow rate ({self.objective}, {self.n_graphs} graphs, 95% CI)")
         return {"follow_rate": fig}
-
-
-def other_arm(batch: Batch, seed: int) -> torch.Tensor:
-    """(B,) a seeded random arm that is not the goal's (needs degree >= 2)."""
-    d = batch.candidates.shape[1]
-    g = torch.Generator().manual_seed(seed)
-    return (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
 
 
 def swap_node(objective: Objective, batch: Batch, arm: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:

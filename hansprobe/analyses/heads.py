@@ -1,10 +1,14 @@
-"""Find the Clever-Hans heads: score every head against reference attention patterns at the
-shortcut queries, then test the high scorers causally by zero- and mean-ablating them (alone, as a
-group, and layer by layer) and measuring forced accuracy.
+"""Find the lookup mechanism causally, then describe it with attention patterns.
 
-A head is called a *Clever-Hans head* only when it scores high on the forward edge lookup AND the
-joint ablation of all such heads drops forced accuracy at the shortcut positions (label indices
-2 .. l-2) by at least DROP_THRESHOLD (docs/heads.md justifies both thresholds).
+The mechanism is the smallest set of heads whose joint mean ablation drops forced accuracy at the
+shortcut indices (label indices 2 .. l-2, where r_i can only be read off r_(i-1)) by at least
+DROP_THRESHOLD, found by a greedy search (each step adds the head whose ablation, together with
+those already chosen, removes the most accuracy; ties go to the larger loss of log-probability).
+Models trained elsewhere lay the lookup out differently (the edge's separator, its parent/child
+tokens, a layer-0 head that fills the separator), so attention is never a gate: it describes where
+each found head reads at the shortcut queries (the edge's parent, child and separator, the goal,
+the start, the previous token, the query itself, elsewhere). Single heads, whole layers and the
+heads that attend the edge span are ablated too and reported (docs/analyses.md).
 """
 from __future__ import annotations
 
@@ -20,14 +24,16 @@ from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch
 
-SCORE_THRESHOLD = 0.5  # mass on the edge's span at the shortcut queries (uniform gives ~3/(q+1) ~ 0.1)
-UNIFORM_MULTIPLE = 3.0  # and at least this many times what a uniform head would give
-DROP_THRESHOLD = 0.5  # joint ablation must remove at least this much forced accuracy at indices 2..l-2
+SCORE_THRESHOLD = 0.5  # "attends the edge span": mass >= this at the shortcut queries (uniform ~3/(q+1) ~ 0.1) ...
+UNIFORM_MULTIPLE = 3.0  # ... and >= this many times a uniform head's (a description, not a gate)
+DROP_THRESHOLD = 0.5  # the mechanism's joint ablation must remove at least this much forced accuracy at 2..l-2
+MAX_SET = 8  # the greedy search stops after this many heads
 
 
 def shortcut_indices(target_len: int) -> list[int]:
-    """Label indices read only through the shortcut: 2 .. l-2 (the last can copy the goal); l-1 if that is empty."""
-    return list(range(2, target_len - 1)) or [target_len - 1]
+    """Label indices read only through the lookup: 2 .. l-2 (at l-1 the goal can be copied from the
+    prompt). Empty for path_len <= 3: then there is no shortcut index at all."""
+    return list(range(2, target_len - 1))
 
 
 @dataclass
@@ -36,12 +42,13 @@ class HeadsResult(Result):
     n_graphs: int
     n_layers: int
     n_heads: int
-    query_label_indices: list[int]
-    patterns: dict  # pattern -> component -> {"score": [L][H], "ci": [L][H][2], "uniform": float}
-    baseline: dict  # forced_accuracy per index, decision_accuracy, shortcut_accuracy
+    query_label_indices: list[int]  # the shortcut indices 2..l-2 the scores average over
+    last_label_index: int  # l-1, scored apart ("score_last")
+    patterns: dict  # pattern -> component -> {"score": [L][H], "ci": [L][H][2], "uniform", "score_last": [L][H]}
+    baseline: dict  # forced_accuracy per index, decision_accuracy, shortcut_accuracy, shortcut_logprob
     ablations: list  # {"kind", "pattern", "heads", "mode", "forced_accuracy", "decision_accuracy", "shortcut_accuracy", "drop"}
     heads: list  # one per layer/head, see measure_heads
-    clever_hans_group: dict
+    mechanism: dict  # the causal search: {"found", "heads", "ablation_drop", "search", "smallest_layer", "reads", ...}
     pattern_groups: dict  # pattern -> {"heads", "ablation_drop", "ablation_drop_zero"} for every lookup pattern with high scorers
     follow: dict | None
     thresholds: dict = field(default_factory=dict)
@@ -58,7 +65,8 @@ class HeadsResult(Result):
             fig = go.Figure(go.Heatmap(z=total, x=[f"H{h}" for h in range(self.n_heads)],
                                        y=[f"L{l}" for l in range(self.n_layers)], zmin=0, zmax=1,
                                        colorscale="Blues", text=np.round(total, 2), texttemplate="%{text}"))
-            fig.update_layout(title=f"{name}: attention mass on the edge's span at the shortcut queries "
+            fig.update_layout(title=f"{name}: attention mass on the edge's span at label indices "
+                                    f"{self.query_label_indices[0]}..{self.query_label_indices[-1]} "
                                     f"({self.objective}, {self.n_graphs} graphs; uniform head "
                                     f"{self.patterns[name]['span']['uniform']:.2f})",
                               xaxis_title="head", yaxis_title="layer", yaxis_autorange="reversed")
@@ -78,14 +86,14 @@ class HeadsResult(Result):
                     y=[a["shortcut_accuracy"] for a in self.ablations if a["mode"] == "zero"], name="zero ablation")
         fig.add_hline(y=self.baseline["shortcut_accuracy"], line_dash="dot", annotation_text="no ablation")
         fig.update_layout(barmode="group", yaxis_range=[0, 1.05], yaxis_title="forced accuracy, indices 2..l-2",
-                          title="Ablation: single heads, layers and the high-scoring groups")
+                          title="Ablation: single heads, layers, the search's set and the high-scoring groups")
         figs["ablation"] = fig
         return figs
 
 
 def pattern_masses(att: torch.Tensor, batch: Batch, objective: Objective, patterns: dict[str, PatternFn]) -> dict:
-    """Per-graph attention mass of every head on each pattern component, mean over the shortcut
-    queries: {pattern: {component: ((B, L, H) mass, (B,) uniform-head mass)}}. `att` is the heads'
+    """Per-graph attention mass of every head on each pattern component at every query:
+    {pattern: {component: ((B, L, H, Q) mass, (B, Q) uniform-head mass)}}. `att` is the heads'
     attention rows at the queries, (B, L, H, Q, T). Edge patterns also get their "span" (the sum)."""
     q = query_positions(batch, objective)
     causal = torch.arange(att.shape[-1])[None, :] <= q[:, None]  # (Q, T) keys a query can see
@@ -97,20 +105,24 @@ def pattern_masses(att: torch.Tensor, batch: Batch, objective: Objective, patter
         out[name] = {}
         for comp, mask in comps.items():
             mask = mask & causal[None]  # (B, Q, T)
-            mass = (att * mask[:, None, None].float()).sum(-1).mean(-1)  # (B, L, H)
-            out[name][comp] = (mass, (mask.sum(-1).float() / (q + 1).float()).mean(-1))
+            mass = (att * mask[:, None, None].float()).sum(-1)  # (B, L, H, Q)
+            out[name][comp] = (mass, mask.sum(-1).float() / (q + 1).float())
     return out
 
 
 def summarise_masses(masses: dict) -> dict:
-    """Mean per head with a t interval over graphs, and the uniform head's mass."""
+    """Per head: the mean over graphs and the shortcut queries (all but the last) with a t interval
+    over graphs, the uniform head's mass there, and the last query's mean apart ("score_last")."""
     out = {}
     for name, comps in masses.items():
         out[name] = {}
         for comp, (mass, uniform) in comps.items():
-            lo, hi = t_ci(mass.double().numpy(), axis=0)
-            out[name][comp] = {"score": mass.mean(0).tolist(), "ci": np.stack([lo, hi], -1).tolist(),
-                               "uniform": float(uniform.mean())}
+            inner = mass[..., :-1] if mass.shape[-1] > 1 else mass[..., :0]
+            per_graph = inner.mean(-1)  # (B, L, H); NaN when there is no shortcut index
+            lo, hi = t_ci(per_graph.double().numpy(), axis=0)
+            out[name][comp] = {"score": per_graph.mean(0).tolist(), "ci": np.stack([lo, hi], -1).tolist(),
+                               "uniform": float(uniform[:, :-1].mean()) if uniform.shape[-1] > 1 else float("nan"),
+                               "score_last": mass[..., -1].mean(0).tolist()}
     return out
 
 
@@ -119,16 +131,30 @@ def score_patterns(att: torch.Tensor, batch: Batch, objective: Objective, patter
     return summarise_masses(pattern_masses(att, batch, objective, patterns))
 
 
+def prompt_roles(pattern: torch.Tensor, batch: Batch) -> dict:
+    """What a head does inside the edge list, from its full pattern (b, H, T, T) of one layer: at each
+    separator, the mass on its own edge's parent, child and itself; at each child token, the mass on
+    its own parent and itself. Summed over graphs (divide by the count): {role: {key: (H,)}}."""
+    sep, child, parent = batch.edge_sep_pos[0], batch.edge_child_pos[0], batch.edge_parent_pos[0]  # same layout every row
+    at_sep, at_child = pattern[:, :, sep], pattern[:, :, child]  # (b, H, E, T)
+    e = torch.arange(len(sep))
+    return {"separator": {"own parent": at_sep[:, :, e, parent].mean(-1).sum(0), "own child": at_sep[:, :, e, child].mean(-1).sum(0),
+                          "itself": at_sep[:, :, e, sep].mean(-1).sum(0)},
+            "child token": {"own parent": at_child[:, :, e, parent].mean(-1).sum(0), "itself": at_child[:, :, e, child].mean(-1).sum(0)}}
+
+
 @torch.no_grad()
 def score_heads(model, objective: Objective, batch: Batch, patterns: dict[str, PatternFn], batch_size: int = 1000,
                 progress: bool = False) -> tuple[dict, list[torch.Tensor]]:
-    """Pattern scores of every head, and the per-position mean of every head's z (for mean
-    ablation), from one cached pass per chunk holding only the patterns and z. Memory stays
-    bounded: per graph only (L, H) masses are kept."""
+    """Pattern scores of every head (plus "prompt_roles": what each head does at the separators and
+    child tokens), and the per-position mean of every head's z (for mean ablation), from one cached
+    pass per chunk holding only the patterns and z. Memory stays bounded: per graph only (L, H)
+    masses are kept."""
     device = next(model.parameters()).device
     q = query_positions(batch, objective).to(device)
     n_layers = model.cfg.n_layers
     parts: list[dict] = []
+    roles: list[dict] = [{} for _ in range(n_layers)]
     z_sum, n = None, 0
     for chunk in chunks(batch, batch_size, "attention", progress):
         chunk_dev = chunk.to(device)
@@ -137,12 +163,18 @@ def score_heads(model, objective: Objective, batch: Batch, patterns: dict[str, P
                                             names_filter=lambda n: n.endswith(("attn.hook_pattern", "attn.hook_z")))
         att = torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][:, :, q].float() for l in range(n_layers)], 1).cpu()
         parts.append(pattern_masses(att, chunk, objective, patterns))  # att: (b, L, H, Q, T)
+        for l in range(n_layers):
+            r = prompt_roles(cache[f"blocks.{l}.attn.hook_pattern"].float().cpu(), chunk)
+            roles[l] = {role: {k: v + roles[l].get(role, {}).get(k, 0) for k, v in keys.items()} for role, keys in r.items()}
         zs = [cache[f"blocks.{l}.attn.hook_z"].float().sum(0) for l in range(n_layers)]  # (T, H, d_head)
         z_sum = zs if z_sum is None else [a + b for a, b in zip(z_sum, zs)]
         n += len(chunk)
     merged = {name: {comp: (torch.cat([p[name][comp][0] for p in parts]), torch.cat([p[name][comp][1] for p in parts]))
                      for comp in parts[0][name]} for name in parts[0]}
-    return summarise_masses(merged), [z / n for z in z_sum]
+    scores = summarise_masses(merged)
+    scores["prompt_roles"] = {role: {k: [(roles[l][role][k] / n).tolist() for l in range(n_layers)] for k in keys}
+                              for role, keys in roles[0].items()}  # role -> key -> [L][H]
+    return scores, [z / n for z in z_sum]
 
 
 def _ablation_hooks(heads: list[tuple[int, int]], mode: str, mean_z: list[torch.Tensor]):
@@ -162,17 +194,22 @@ def _ablation_hooks(heads: list[tuple[int, int]], mode: str, mean_z: list[torch.
 
 @torch.no_grad()
 def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int = 1000, hooks=()) -> dict:
-    """Forced accuracy per label index (optionally under hooks), decision and shortcut accuracy."""
+    """Forced accuracy per label index (optionally under hooks), decision and shortcut accuracy, and
+    the mean log-probability of the right token at the shortcut indices (the search's tie-break)."""
     device = next(model.parameters()).device
-    ok = []
+    ok, lp = [], []
     with model.hooks(fwd_hooks=list(hooks)):
         for chunk in batch.split(batch_size):
             chunk = chunk.to(device)
-            ok.append((objective.forced_logits(model, chunk).argmax(-1) == objective.labels(chunk)).float().cpu())
-    acc = torch.cat(ok).mean(0).tolist()
+            logits, labels = objective.forced_logits(model, chunk), objective.labels(chunk)  # (b, L, V), (b, L)
+            ok.append((logits.argmax(-1) == labels).float().cpu())
+            lp.append(logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0].cpu())
+    acc, logp = torch.cat(ok).mean(0).tolist(), torch.cat(lp).mean(0).tolist()
     length = len(acc)
+    idx = shortcut_indices(length)
     return {"forced_accuracy": acc, "decision_accuracy": acc[objective.decision_index(length)],
-            "shortcut_accuracy": float(np.mean([acc[i] for i in shortcut_indices(length)]))}
+            "shortcut_accuracy": float(np.mean([acc[i] for i in idx])) if idx else float("nan"),
+            "shortcut_logprob": float(np.mean([logp[i] for i in idx])) if idx else float("nan")}
 
 
 def _check_heads(model, heads) -> None:
@@ -187,16 +224,77 @@ def _high_scorers(scores: dict, n_layers: int, n_heads: int) -> list[tuple[int, 
             if span["score"][l][h] >= SCORE_THRESHOLD and span["score"][l][h] >= UNIFORM_MULTIPLE * span["uniform"]]
 
 
+def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, base: dict, singles: dict,
+            n_layers: int, n_heads: int) -> dict:
+    """Greedy search for the smallest head set whose joint mean ablation drops shortcut accuracy by
+    >= DROP_THRESHOLD. Step 1 reuses the single-head ablations."""
+    everyone = [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    chosen, steps, stats = [], [], base
+    while len(chosen) < min(MAX_SET, len(everyone)) and base["shortcut_accuracy"] >= DROP_THRESHOLD:  # else nothing to break
+        trials = {}
+        for head in everyone:
+            if head in chosen:
+                continue
+            trials[head] = singles[head] if not chosen else forced_accuracy(
+                model, objective, batch, batch_size, _ablation_hooks(chosen + [head], "mean", mean_z))
+        best = max(trials, key=lambda h: (round(base["shortcut_accuracy"] - trials[h]["shortcut_accuracy"], 3),
+                                          -trials[h]["shortcut_logprob"]))
+        chosen.append(best)
+        stats = trials[best]
+        drop = base["shortcut_accuracy"] - stats["shortcut_accuracy"]
+        steps.append({"add": list(best), "shortcut_accuracy": stats["shortcut_accuracy"], "drop": drop,
+                      "shortcut_logprob": stats["shortcut_logprob"]})
+        if drop >= DROP_THRESHOLD:
+            break
+    drop = base["shortcut_accuracy"] - stats["shortcut_accuracy"]
+    found = drop >= DROP_THRESHOLD
+    return {"found": found, "heads": [list(h) for h in chosen] if found else [], "tried": [list(h) for h in chosen],
+            "ablation_drop": drop, "shortcut_accuracy_after": stats["shortcut_accuracy"],
+            "forced_accuracy_after": stats["forced_accuracy"], "search": steps}
+
+
+READ_COMPONENTS = ("parent", "child", "separator")  # of the looked-up edge
+OTHER_TOKENS = {"goal": "goal", "start": "start", "previous_token": "previous token", "current_token": "the query itself"}
+
+
+def describe_reads(scores: dict, edge_pattern: str, layer: int, head: int) -> dict:
+    """Where one head's attention goes at the shortcut queries: the looked-up edge's parent, child
+    and separator, the goal, the start, the previous token, the query itself, and the rest."""
+    out = {f"edge {c}": scores[edge_pattern][c]["score"][layer][head] for c in READ_COMPONENTS}
+    out.update({label: scores[p]["token"]["score"][layer][head] for p, label in OTHER_TOKENS.items()})
+    out["elsewhere"] = max(0.0, 1.0 - sum(out.values()))
+    return out
+
+
+def describe_roles(scores: dict, layer: int, head: int) -> dict:
+    """{role: {key: mass}} inside the edge list: at separators and at child tokens."""
+    return {role: {k: v[layer][head] for k, v in keys.items()} for role, keys in scores["prompt_roles"].items()}
+
+
+def reads_text(reads: dict, roles: dict | None = None, top: int = 3) -> str:
+    """The head's top attention targets at the shortcut queries, and, when most of it goes elsewhere,
+    its strongest role inside the edge list (e.g. a layer-0 head that copies the parent into the separator)."""
+    parts = sorted(reads.items(), key=lambda kv: -kv[1])[:top]
+    text = ", ".join(f"{v:.2f} on {k}" for k, v in parts)
+    if roles and reads.get("elsewhere", 0) > 0.5:
+        role, key, v = max(((r, k, v) for r, keys in roles.items() for k, v in keys.items() if k != "itself"),
+                           key=lambda t: t[2])
+        text += f" (inside the edge list: from each {role}, {v:.2f} on its {key})"
+    return text
+
+
 def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1000, seed: int = 0,
                   patterns: dict[str, PatternFn] | None = None, extra_groups: list[list[tuple[int, int]]] = (),
                   progress: bool = False) -> HeadsResult:
-    """Score every head on the reference patterns (plus `patterns`, user functions of (batch,
-    objective) -> {component: (B, Q, T) bool}), ablate heads, groups and layers, and measure the
-    follow rate. `extra_groups` are further head groups to ablate jointly."""
+    """Find the lookup mechanism by ablation (greedy search; single heads, layers, groups), describe
+    it with attention scores on the reference patterns (plus `patterns`, user functions of (batch,
+    objective) -> {component: (B, Q, T) bool}) and measure the follow rate. `extra_groups` are
+    further head groups to ablate jointly."""
     if objective.teacherless:
         raise ConfigError(f"head scores need teacher-forced inputs (r_(i-1) at the query); objective {objective.name!r} has none")
-    if batch.target.shape[1] < 3:
-        raise ConfigError("the shortcut needs path_len >= 3 (a label index i >= 2)")
+    if batch.target.shape[1] < 4:
+        raise ConfigError("the lookup needs path_len >= 4: a label index 2..l-2 (at l-1 the goal can be copied "
+                          "from the prompt, so path_len 3 has no shortcut index)")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     for group in extra_groups:
         _check_heads(model, group)
@@ -216,8 +314,18 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
         return rows
 
     single = {(l, h): ablate("head", f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)}
-    for l in range(n_layers):
-        ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)])
+    layers = {l: ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)]) for l in range(n_layers)}
+    mechanism = _search(model, objective, batch, batch_size, mean_z, base, {k: v["mean"] for k, v in single.items()},
+                        n_layers, n_heads)
+    if len(mechanism["heads"]) > 1:
+        ablate("group", "search: " + "+".join(f"L{l}H{h}" for l, h in mechanism["heads"]),
+               [tuple(h) for h in mechanism["heads"]], "search")
+    breaking = [l for l in range(n_layers) if layers[l]["mean"]["drop"] >= DROP_THRESHOLD]
+    mechanism["layers_that_break_it"] = breaking
+    edge_pattern = "child_parent_lookup" if objective.reverse else "edge_lookup"
+    mechanism["edge_pattern"] = edge_pattern
+    mechanism["reads"] = {f"L{l}H{h}": describe_reads(scores, edge_pattern, l, h) for l, h in mechanism["heads"]}
+    mechanism["roles"] = {f"L{l}H{h}": describe_roles(scores, l, h) for l, h in mechanism["heads"]}
     pattern_groups = {}
     for name in ("edge_lookup", "child_parent_lookup"):
         group = _high_scorers(scores[name], n_layers, n_heads)
@@ -229,9 +337,8 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     for group in extra_groups:
         ablate("group", "+".join(f"L{l}H{h}" for l, h in group), list(group), "user")
 
-    forward = pattern_groups.get("edge_lookup")
-    group_ok = forward is not None and forward["ablation_drop"] >= DROP_THRESHOLD
-    high = set(map(tuple, forward["heads"])) if forward else set()
+    in_set = set(map(tuple, mechanism["heads"]))
+    high = set(map(tuple, pattern_groups.get(edge_pattern, {}).get("heads", [])))
     heads = []
     for l in range(n_layers):
         for h in range(n_heads):
@@ -239,41 +346,43 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
             heads.append({
                 "layer": l, "head": h,
                 "edge_lookup_score": comps["span"]["score"][l][h], "edge_lookup_ci": comps["span"]["ci"][l][h],
-                "edge_lookup_components": {c: comps[c]["score"][l][h] for c in ("parent", "child", "separator")},
+                "edge_lookup_last": comps["span"]["score_last"][l][h],
+                "edge_lookup_components": {c: comps[c]["score"][l][h] for c in READ_COMPONENTS},
                 "child_parent_score": scores["child_parent_lookup"]["span"]["score"][l][h],
-                "other_patterns": {p: scores[p]["token"]["score"][l][h] for p in ("goal", "start", "previous_token")},
+                "other_patterns": {p: scores[p]["token"]["score"][l][h] for p in OTHER_TOKENS},
+                "reads": describe_reads(scores, edge_pattern, l, h), "prompt_roles": describe_roles(scores, l, h),
                 "ablation_drop": single[(l, h)]["mean"]["drop"], "ablation_drop_zero": single[(l, h)]["zero"]["drop"],
-                "high_score": (l, h) in high, "clever_hans": group_ok and (l, h) in high,
+                "attends_edge": (l, h) in high, "in_mechanism": (l, h) in in_set,
             })
     heads.sort(key=lambda r: -r["edge_lookup_score"])
-    ch_group = {"heads": [[r["layer"], r["head"]] for r in heads if r["clever_hans"]],
-                "ablation_drop": forward["ablation_drop"] if forward else 0.0,
-                "ablation_drop_zero": forward["ablation_drop_zero"] if forward else 0.0,
-                "shortcut_accuracy_after": forward["shortcut_accuracy_after"] if forward else base["shortcut_accuracy"]}
     follow = None
     if batch.candidates.shape[1] >= 2:
         follow = measure_follow(model, objective, batch, seed=seed, batch_size=batch_size).to_dict()
+    length = batch.target.shape[1]
     return HeadsResult(
         objective=objective.name, n_graphs=len(batch), n_layers=n_layers, n_heads=n_heads,
-        query_label_indices=list(range(2, batch.target.shape[1])), patterns=scores, baseline=base,
-        ablations=ablations, heads=heads, clever_hans_group=ch_group, pattern_groups=pattern_groups, follow=follow,
-        thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD},
-        verdict=_verdict(ch_group, pattern_groups, base, group_ok),
+        query_label_indices=shortcut_indices(length), last_label_index=length - 1, patterns=scores, baseline=base,
+        ablations=ablations, heads=heads, mechanism=mechanism, pattern_groups=pattern_groups, follow=follow,
+        thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD, "max_set": MAX_SET},
+        verdict=_verdict(mechanism, pattern_groups, base, edge_pattern),
     )
 
 
-def _verdict(ch_group, pattern_groups, base, group_ok) -> str:
-    if group_ok:
-        names = ", ".join(f"L{l}H{h}" for l, h in ch_group["heads"])
-        return (f"Clever-Hans heads {names}: they put >= {SCORE_THRESHOLD} of their attention on the edge (r_(i-1), r_i) "
-                f"and ablating them together (mean) drops forced accuracy at indices 2..l-2 from "
-                f"{base['shortcut_accuracy']:.3f} to {ch_group['shortcut_accuracy_after']:.3f}")
-    if "edge_lookup" in pattern_groups:
-        g = pattern_groups["edge_lookup"]
-        return (f"heads {g['heads']} score high on the forward edge lookup but ablating them together drops forced "
-                f"accuracy by only {g['ablation_drop']:.3f} (< {DROP_THRESHOLD}): no causal evidence, no Clever-Hans heads named")
-    other = pattern_groups.get("child_parent_lookup")
-    if other:
-        return (f"no head scores high on the forward edge lookup; heads {other['heads']} do the child->parent lookup "
-                f"instead (joint mean ablation drop {other['ablation_drop']:.3f}); not a forward Clever-Hans mechanism")
-    return "no head scores high on the forward edge lookup or the child->parent lookup"
+def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
+    attending = pattern_groups.get(edge_pattern)
+    also = (f"; the heads that attend the edge span ({', '.join(f'L{l}H{h}' for l, h in attending['heads'])}) drop it by "
+            f"{attending['ablation_drop']:.3f} together" if attending else "; no head puts >= "
+            f"{SCORE_THRESHOLD} of its attention on the edge span")
+    if mech["found"]:
+        names = ", ".join(f"L{l}H{h}" for l, h in mech["heads"])
+        reads = "; ".join(f"{k} reads {reads_text(v, mech['roles'][k])}" for k, v in mech["reads"].items())
+        return (f"lookup mechanism {names}: mean-ablating {'it' if len(mech['heads']) == 1 else 'them together'} drops "
+                f"forced accuracy at indices 2..l-2 from {base['shortcut_accuracy']:.3f} to "
+                f"{mech['shortcut_accuracy_after']:.3f} (greedy search over heads); at the shortcut queries {reads}{also}")
+    if base["shortcut_accuracy"] < DROP_THRESHOLD:
+        return (f"forced accuracy at indices 2..l-2 is only {base['shortcut_accuracy']:.3f}: there is no lookup to break"
+                + also)
+    tried = ", ".join(f"L{l}H{h}" for l, h in mech["tried"])
+    return (f"no set of up to {MAX_SET} heads (greedy search: {tried}) drops forced accuracy at indices 2..l-2 by "
+            f">= {DROP_THRESHOLD} (best {mech['ablation_drop']:.3f} from {base['shortcut_accuracy']:.3f})"
+            + (f"; whole layers {mech['layers_that_break_it']} do" if mech["layers_that_break_it"] else "") + also)

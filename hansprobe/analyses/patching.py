@@ -5,8 +5,9 @@ only the goal token and the answer differ. Metric: logit(clean answer) - logit(c
 at the first label index where the two answers differ (the decision token under forward targets),
 normalised (patched - corrupted) / (clean - corrupted) on the batch means; KL(clean || patched) as a
 second metric. Sweeps use `transformer_lens.patching` with per-example values (`PatchingResult`,
-bootstrap intervals). Where the clean-corrupted gap is too small to measure, the analysis says so
-instead of drawing noise: an indecipherable model has no decision to restore.
+bootstrap intervals). Where the clean-corrupted gap is too small to measure — the mean |gap| per
+pair, so that a sign-inconsistent use of the goal still counts — the analysis says so instead of
+drawing noise: an indecipherable model has no decision to restore.
 """
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import Result, t_ci, wilson_ci
-from hansprobe.analyses.follow import other_arm, swap_node
+from hansprobe.analyses.base import Result, mean_ci, t_ci, wilson_ci
+from hansprobe.analyses.follow import swap_node
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
-from hansprobe.tasks.pathstar import build_batch
+from hansprobe.tasks.pathstar import edge_reorder, goal_swap, other_arm
 
 SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
-GAP_MIN = 0.1  # nats: below this mean |clean - corrupted| logit difference there is nothing to restore
+GAP_MIN = 0.1  # nats: the mean |clean - corrupted| logit difference must lie above this (CI) to be restorable
 
 
 def goal_swap_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
@@ -32,16 +33,12 @@ def goal_swap_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
     (same edges in the same order, so positions line up)."""
     if batch.candidates.shape[1] < 2:
         raise ConfigError("goal-swap pairs need degree >= 2")
-    return batch, build_batch(batch.task, batch.start, other_arm(batch, seed), batch.arms, batch.edge_parent,
-                              batch.edge_child)
+    return batch, goal_swap(batch, seed)
 
 
 def edge_order_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
     """(clean, corrupted): the same graph and goal with the edges listed in another order."""
-    g = torch.Generator().manual_seed(seed)
-    order = torch.rand(batch.edge_parent.shape, generator=g).argsort(1)
-    return batch, build_batch(batch.task, batch.start, batch.goal_arm, batch.arms,
-                              batch.edge_parent.gather(1, order), batch.edge_child.gather(1, order))
+    return batch, edge_reorder(batch, seed)
 
 
 def metric_index(objective: Objective, clean: Batch, corrupted: Batch) -> int:
@@ -69,8 +66,10 @@ class PatchingResultSummary(Result):
     metric_position: int
     clean_logit_diff: float
     corrupted_logit_diff: float
-    gap: float
+    gap: float  # signed mean of logit diff(clean) - logit diff(corrupted)
     gap_ci: tuple[float, float]
+    abs_gap: float  # mean |per-pair gap|: what decides `measurable`
+    abs_gap_ci: tuple[float, float]
     measurable: bool
     verdict: str
     position_labels: list[str]
@@ -190,12 +189,14 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
     gap_vals = ld_clean - ld_corr
     gap_lo, gap_hi = t_ci(gap_vals)
     gap = float(gap_vals.mean())
-    measurable = abs(gap) >= GAP_MIN and not (gap_lo <= 0 <= gap_hi)
+    abs_lo, abs_hi = mean_ci(np.abs(gap_vals), seed)
+    measurable = abs_lo >= GAP_MIN
     labels = position_labels(clean)
     out = PatchingResultSummary(
         objective=objective.name, n_pairs=len(batch), metric_label_index=k, metric_position=pos,
         clean_logit_diff=float(ld_clean.mean()), corrupted_logit_diff=float(ld_corr.mean()), gap=gap,
-        gap_ci=(float(gap_lo), float(gap_hi)), measurable=measurable, verdict="", position_labels=labels,
+        gap_ci=(float(gap_lo), float(gap_hi)), abs_gap=float(np.abs(gap_vals).mean()), abs_gap_ci=(abs_lo, abs_hi),
+        measurable=measurable, verdict="", position_labels=labels,
     )
     if measurable:
         fns = {"resid": tlp.get_act_patch_resid_pre, "attn": tlp.get_act_patch_attn_out, "mlp": tlp.get_act_patch_mlp_out}
@@ -216,12 +217,13 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
                 else:
                     out.sweeps.setdefault(s, {})[direction] = _sweep(fns[s], model, tokens, cache, metrics, to_val, from_val, seed)
         out.top = _top_components(out)
-        out.verdict = (f"clean-corrupted gap {gap:.3f} nats [{gap_lo:.3f}, {gap_hi:.3f}]: measurable; strongest: "
+        out.verdict = (f"clean-corrupted gap |{float(np.abs(gap_vals).mean()):.3f}| [{abs_lo:.3f}, {abs_hi:.3f}] nats per pair "
+                       f"(signed {gap:.3f}): measurable; strongest: "
                        + "; ".join(f"{t['component']} {t['normalized']:.2f}" for t in out.top[:3]))
     else:
         out.verdict = (f"no decision computation to restore: swapping the goal moves the decision logit difference by "
-                       f"{gap:.3f} nats on average [{gap_lo:.3f}, {gap_hi:.3f}] (mean |change| "
-                       f"{float(np.abs(gap_vals).mean()):.3f}), below {GAP_MIN} or not distinguishable from 0")
+                       f"|{float(np.abs(gap_vals).mean()):.3f}| [{abs_lo:.3f}, {abs_hi:.3f}] nats per pair (signed "
+                       f"{gap:.3f} [{gap_lo:.3f}, {gap_hi:.3f}]), not shown above {GAP_MIN}")
     if objective.teacher_forced and batch.target.shape[1] >= 3 and batch.candidates.shape[1] >= 2:
         out.shortcut = shortcut_patching(model, objective, batch, seed)
     return out

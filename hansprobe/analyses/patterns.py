@@ -1,9 +1,11 @@
 """Reference attention patterns: for each graph and each shortcut query position, which key
 positions a head following the pattern would attend to.
 
-The shortcut queries are the input positions holding r_{i-1} while predicting r_i, for label
-indices i = 2 .. l-1 (labels in the objective's order). A pattern maps (batch, objective) to named
-components, each a (B, Q, T) bool mask over key positions; a user pattern has the same shape.
+The queries are the input positions holding r_{i-1} while predicting r_i, for label indices
+i = 2 .. l-1 (labels in the objective's order). Scores are taken at the shortcut indices 2 .. l-2;
+the last index is reported apart (there a forward model can copy the goal from the prompt). A
+pattern maps (batch, objective) to named components, each a (B, Q, T) bool mask over key positions;
+a user pattern has the same shape.
 """
 from __future__ import annotations
 
@@ -85,10 +87,17 @@ def previous_token(batch: Batch, objective: Objective) -> dict[str, Tensor]:
     return {"token": _at((q - 1).expand(len(batch), -1), batch)}
 
 
+def current_token(batch: Batch, objective: Objective) -> dict[str, Tensor]:
+    """The query itself (the position holding r_{i-1})."""
+    q = query_positions(batch, objective)
+    return {"token": _at(q.expand(len(batch), -1), batch)}
+
+
 REFERENCE_PATTERNS: dict[str, PatternFn] = {
     "edge_lookup": edge_lookup,
     "child_parent_lookup": child_parent_lookup,
     "goal": goal_token,
     "start": start_token,
     "previous_token": previous_token,
+    "current_token": current_token,
 }

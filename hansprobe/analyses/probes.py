@@ -7,6 +7,13 @@ and a label shuffle across graphs; plus the same probe on the untrained model (t
 initialisation). Headline selectivity = task accuracy - shuffled-label accuracy; the H&L
 selectivity is reported beside it (for graph-level labels the token control is easy to memorise, so
 it measures the probe's capacity more than the plan: docs/analyses.md).
+
+The best cell is chosen on data its reported figures do not use: the graphs are split in two
+halves (seeded); the *selection* half ranks the cells by accuracy - shuffled accuracy, and every
+reported figure (the tables, the best cells' accuracy, CI and controls) comes from the *evaluation*
+half. Two best cells are reported: strictly before the answer (the prompt, at a layer that can
+still reach the decision) and at the decision position itself (the input holding r_0 for forward
+targets, before the last block: the last block's output there is the answer).
 """
 from __future__ import annotations
 
@@ -65,7 +72,10 @@ class ProbeResult(Result):
     untrained: list[list[float]]  # the same probe on the untrained model
     selectivity: list[list[float]]  # accuracy - label-shuffle control (the headline: is there signal beyond chance?)
     selectivity_token: list[list[float]]  # accuracy - Hewitt & Liang token control (probe capacity; see docs)
-    best: dict = field(default_factory=dict)  # the most selective cell before the answer
+    best: dict = field(default_factory=dict)  # the best cell strictly before the answer (chosen on the selection half)
+    best_at_decision: dict = field(default_factory=dict)  # the best cell at the decision position
+    n_eval: int = 0  # graphs of the evaluation half (every reported figure)
+    constant_target: bool = False  # one label in every graph (e.g. a label-cue task's goal arm): nothing to decode
     causal: dict | None = None
 
     def figures(self) -> dict:
@@ -103,6 +113,12 @@ def _grid(n_layers, n_pos, fill=np.nan):
     return np.full((n_layers, n_pos), fill, dtype=float)
 
 
+def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(selection, evaluation) graph indices: a seeded random half each (the extra graph to evaluation)."""
+    perm = np.random.default_rng([seed, 17]).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+
+
 def measure_probes(model, objective: Objective, batch: Batch, target: str | TargetFn = "goal_arm", layers=None,
                    positions=None, batch_size: int = 500, seed: int = 0, n_splits: int = 5, untrained_model=None,
                    causal: bool = True, progress: bool = False) -> ProbeResult:
@@ -115,60 +131,81 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
     base_acts = collect_residuals(untrained_model, objective, batch, acts.layers, acts.positions, batch_size) if untrained_model is not None else None
     tokens = objective.inputs(batch).numpy()[:, acts.positions]  # (B, n_pos) token at each probed position
     n_l, n_p = len(acts.layers), len(acts.positions)
-    acc, lo, hi, ctl, shf, unt = (_grid(n_l, n_p) for _ in range(6))
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(batch))
+    acc, lo, hi, ctl, shf, unt, pick = (_grid(n_l, n_p) for _ in range(7))
+    perm = np.random.default_rng(seed).permutation(len(batch))
+    select, evaluate = split_halves(len(batch), seed)
     n_classes = max(2, batch.candidates.shape[1]) if tgt.candidates is not None else max(2, int(np.unique(tgt.labels[tgt.labels >= 0]).size))
     cells = [(i, j) for j in range(n_p) for i in range(n_l)]
     if progress:
         from tqdm.auto import tqdm
 
         cells = tqdm(cells, desc="probes", unit="cell", leave=False)
+
+    def fit(rows, i, j, X_all=None, labels=None, cands=None):
+        X_all = acts.acts if X_all is None else X_all
+        y = (tgt.labels if labels is None else labels)[rows, j]
+        c = (tgt.candidates if cands is None else cands)
+        return probe_accuracy(X_all[rows, i, j], y, acts.graph_ids[rows], None if c is None else c[rows], n_splits, seed)
+
     for i, j in cells:
-        y = tgt.labels[:, j]
-        keep = y >= 0
-        if keep.sum() < 2 * n_splits:
+        keep = tgt.labels[:, j] >= 0
+        sel_rows, ev_rows = select[keep[select]], evaluate[keep[evaluate]]
+        if min(len(sel_rows), len(ev_rows)) < 2 * n_splits:
             continue
-        X, g, cand = acts.acts[keep, i, j], acts.graph_ids[keep], (tgt.candidates[keep] if tgt.candidates is not None else None)
-        ok = probe_accuracy(X, y[keep], g, cand, n_splits, seed)
+        shuffled = tgt.labels.copy()
+        shuffled[perm[keep[perm]], j] = tgt.labels[np.sort(perm[keep[perm]]), j]  # labels shuffled across kept graphs
+        cand_shuffled = None
+        if tgt.candidates is not None:
+            cand_shuffled = tgt.candidates.copy()
+            cand_shuffled[perm[keep[perm]]] = tgt.candidates[np.sort(perm[keep[perm]])]
+        pick[i, j] = fit(sel_rows, i, j).mean() - fit(sel_rows, i, j, labels=shuffled, cands=cand_shuffled).mean()
+        ok = fit(ev_rows, i, j)
         acc[i, j] = ok.mean()
         lo[i, j], hi[i, j] = wilson_ci(int(ok.sum()), len(ok))
-        y_ctl = _control_labels(tokens[keep, j], n_classes, seed + j)
-        ctl[i, j] = probe_accuracy(X, y_ctl, g, None, n_splits, seed).mean()
-        p = perm[keep[perm]]  # shuffle labels (and their candidates) across the kept graphs
-        shf[i, j] = probe_accuracy(X, tgt.labels[p, j], g, tgt.candidates[p] if tgt.candidates is not None else None,
-                                   n_splits, seed).mean()
+        y_ctl = _control_labels(tokens[ev_rows, j], n_classes, seed + j)
+        ctl[i, j] = probe_accuracy(acts.acts[ev_rows, i, j], y_ctl, acts.graph_ids[ev_rows], None, n_splits, seed).mean()
+        shf[i, j] = fit(ev_rows, i, j, labels=shuffled, cands=cand_shuffled).mean()
         if base_acts is not None:
-            unt[i, j] = probe_accuracy(base_acts.acts[keep, i, j], y[keep], g, cand, n_splits, seed).mean()
+            unt[i, j] = fit(ev_rows, i, j, X_all=base_acts.acts).mean()
     sel = acc - shf
     labels_by_pos = {v: k for k, v in position_names(batch).items()}
     pos_labels = [labels_by_pos.get(p, str(p)) for p in acts.positions]
-    best = _best_cell(sel, acc, acts, batch, pos_labels, objective, model.cfg.n_layers)
-    if best:
-        i, j = acts.layers.index(best["layer"]), acts.positions.index(best["position"])
-        best.update(accuracy_ci=[float(lo[i, j]), float(hi[i, j])], control_shuffle=float(shf[i, j]))
+    grids = {"accuracy": acc, "lo": lo, "hi": hi, "shuffle": shf, "untrained": unt, "selectivity": sel}
+    before, at_decision = _best_cells(pick, grids, acts, batch, pos_labels, objective, model.cfg.n_layers)
     res = ProbeResult(
         target=tgt.name, description=tgt.description, objective=objective.name, n_graphs=len(batch), layers=acts.layers,
         positions=acts.positions, position_labels=pos_labels, chance=tgt.chance, accuracy=acc.tolist(),
         accuracy_ci=np.stack([lo, hi], -1).tolist(), control_token=ctl.tolist(), control_shuffle=shf.tolist(),
-        untrained=unt.tolist(), selectivity=sel.tolist(), selectivity_token=(acc - ctl).tolist(), best=best,
+        untrained=unt.tolist(), selectivity=sel.tolist(), selectivity_token=(acc - ctl).tolist(), best=before,
+        best_at_decision=at_decision, n_eval=len(evaluate),
+        constant_target=bool(np.unique(tgt.labels[tgt.labels >= 0]).size <= 1),
     )
-    if causal and best and tgt.name in ("goal_arm", "decision_node"):
+    if causal and before and tgt.name in ("goal_arm", "decision_node") and not res.constant_target:
         from hansprobe.analyses.steering import steer_along_probe
 
-        res.causal = steer_along_probe(model, objective, batch, acts, tgt, best, seed=seed, batch_size=batch_size)
+        res.causal = steer_along_probe(model, objective, batch, acts, tgt, before, seed=seed, batch_size=batch_size)
     return res
 
 
-def _best_cell(sel, acc, acts: Activations, batch: Batch, pos_labels, objective: Objective, n_layers: int) -> dict:
-    """The most selective cell before the answer (the prompt, up to '=') that can still reach the
-    decision: the last layer's output at an earlier position feeds nothing downstream."""
+def _best_cells(pick, grids: dict, acts: Activations, batch: Batch, pos_labels, objective: Objective,
+                n_layers: int) -> tuple[dict, dict]:
+    """The cell with the highest selection-half score (accuracy - shuffled) among (a) the prompt, up
+    to '=', at layers that can still reach the decision (the last layer's output at an earlier
+    position feeds nothing downstream), and (b) the decision position, before the last block's
+    output; each reported with its evaluation-half figures."""
     query = batch.prefix.shape[1] - 1 + objective.decision_index(batch.target.shape[1])
-    ok = np.array([[p <= batch.prefix.shape[1] - 1 and (layer < n_layers or p == query) for p in acts.positions]
-                   for layer in acts.layers])
-    masked = np.where(ok & ~np.isnan(sel), sel, -np.inf)
-    if not np.isfinite(masked).any():
-        return {}
-    i, j = np.unravel_index(np.argmax(masked), masked.shape)
-    return {"layer": acts.layers[i], "position": acts.positions[j], "position_label": pos_labels[j],
-            "accuracy": float(acc[i, j]), "selectivity": float(sel[i, j]), "cells_searched": int(np.isfinite(masked).sum())}
+    prompt = np.array([[p <= batch.prefix.shape[1] - 1 and layer < n_layers for p in acts.positions] for layer in acts.layers])
+    decision = np.array([[p == query and layer < n_layers for p in acts.positions] for layer in acts.layers])
+
+    def best(ok):
+        masked = np.where(ok & ~np.isnan(pick) & ~np.isnan(grids["accuracy"]), pick, -np.inf)
+        if not np.isfinite(masked).any():
+            return {}
+        i, j = np.unravel_index(np.argmax(masked), masked.shape)
+        g = {k: float(v[i, j]) for k, v in grids.items()}
+        return {"layer": acts.layers[i], "position": acts.positions[j], "position_label": pos_labels[j],
+                "accuracy": g["accuracy"], "accuracy_ci": [g["lo"], g["hi"]], "selectivity": g["selectivity"],
+                "control_shuffle": g["shuffle"], "untrained": None if np.isnan(g["untrained"]) else g["untrained"],
+                "selection_score": float(pick[i, j]), "cells_searched": int(np.isfinite(masked).sum())}
+
+    return best(prompt), best(decision)

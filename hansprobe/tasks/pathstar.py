@@ -14,18 +14,30 @@ from torch import Tensor
 from hansprobe.errors import TaskError
 from hansprobe.tasks.base import Batch
 
+# Label cues for control runs (`--cue`): a rule on the labels alone that picks the goal arm, so a
+# model can be right on the decision without reading the goal. Off by default; documented as a
+# control in docs/controls.md.
+CUES = {
+    "larger-first-node": "the goal is on the arm whose first node has the largest label",
+}
+
 
 @dataclass(frozen=True)
 class PathStar:
     """G(degree, path_len, n_nodes): a start node with `degree` arms of `path_len - 1` further nodes
     each (path_len counts the start), labels drawn without replacement from 0..n_nodes-1.
 
-    Tokens: nodes 0..N-1, then `|`=N, `=`=N+1, `/`=N+2 and the teacherless dummy `$`=N+3."""
+    Tokens: nodes 0..N-1, then `|`=N, `=`=N+1, `/`=N+2 and the teacherless dummy `$`=N+3.
+
+    cue: a control, None by default. With a name from CUES, generated graphs put the goal where the
+    cue says (e.g. always on the arm of the largest candidate), so the goal arm can be read off the
+    labels without the goal; every other random draw is the same as without the cue."""
 
     degree: int = 2
     path_len: int = 5
     n_nodes: int = 50
     name: str = "pathstar"
+    cue: str | None = None
 
     def __post_init__(self):
         for field in ("degree", "path_len", "n_nodes"):
@@ -35,6 +47,8 @@ class PathStar:
             raise TaskError(f"pathstar degree must be at least 1, got {self.degree}")
         if self.path_len < 2:
             raise TaskError(f"pathstar path_len must be at least 2 (start + one node), got {self.path_len}")
+        if self.cue is not None and self.cue not in CUES:
+            raise TaskError(f"unknown label cue {self.cue!r}; valid cues: {', '.join(CUES)} (or none)")
         if self.n_nodes < self.min_nodes:
             raise TaskError(
                 f"pathstar G({self.degree},{self.path_len}) needs at least "
@@ -88,7 +102,10 @@ class PathStar:
         return 1.0 / self.degree
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["cue"] is None:
+            d.pop("cue")  # configs written before cues existed stay identical
+        return d
 
     def token_str(self, token: int) -> str:
         """How a token reads in the NTF text (nodes as numbers; `|`, `=`, `/`, and `$` for the dummy)."""
@@ -96,7 +113,8 @@ class PathStar:
         return specials.get(int(token), str(int(token)))
 
     def describe(self) -> str:
-        return f"G({self.degree},{self.path_len}) on {self.n_nodes} nodes"
+        cue = f", label cue: {CUES[self.cue]}" if self.cue else ""
+        return f"G({self.degree},{self.path_len}) on {self.n_nodes} nodes{cue}"
 
     # --- generation ---------------------------------------------------------------------------
     def generate(self, n: int, seed: int) -> Batch:
@@ -112,6 +130,8 @@ class PathStar:
         arms = labels[:, 1:].reshape(n, d, l - 1)
         arms = arms.gather(1, arms[:, :, :1].argsort(dim=1).expand(-1, -1, l - 1))  # sort arms by candidate
         goal_arm = torch.randint(0, d, (n,), generator=g)
+        if self.cue == "larger-first-node":
+            goal_arm = torch.full_like(goal_arm, d - 1)  # arms are sorted by their first node
         parents = torch.cat([start[:, None, None].expand(n, d, 1), arms[:, :, :-1]], dim=2).reshape(n, -1)
         children = arms.reshape(n, -1)
         order = torch.rand(n, self.n_edges, generator=g).argsort(dim=1)  # shuffle edge order per graph
@@ -157,3 +177,52 @@ def build_batch(
         edge_child_pos=pos + 1,
         edge_sep_pos=pos + 2,
     )
+
+
+# --- counterfactual pairs: the same graph with only the goal's place changed ------------------------
+def other_arm(batch: Batch, seed: int) -> Tensor:
+    """(B,) a seeded random arm that is not the goal's (needs degree >= 2)."""
+    d = batch.candidates.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    return (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
+
+
+def goal_swap(batch: Batch, seed: int = 0) -> Batch:
+    """The same graph (same edges in the same order) with the goal moved to the leaf of another arm:
+    only the goal token of the prompt and the answer change."""
+    if batch.candidates.shape[1] < 2:
+        raise TaskError("goal-swap pairs need degree >= 2")
+    return build_batch(batch.task, batch.start, other_arm(batch, seed), batch.arms, batch.edge_parent, batch.edge_child)
+
+
+def arm_rewire(batch: Batch, seed: int = 0) -> Batch:
+    """The same tokens and the same goal label, but the goal reached through another first node: the
+    tails (depth 2 on) of the goal arm and of another arm are exchanged, which changes only the two
+    edges leaving the first nodes (a1, a2) -> (a1, b2) and (b1, b2) -> (b1, a2). Every token keeps its
+    position except those two children, which trade places; the decision flips from a1 to b1. A model
+    keyed on any label cue (the goal's value, the candidates' values) gives the same answer on both."""
+    n, d, depth = batch.arms.shape
+    if d < 2 or depth < 2:
+        raise TaskError("arm-rewire pairs need degree >= 2 and path_len >= 3 (arms of two nodes or more)")
+    rows = torch.arange(n)
+    a, b = batch.goal_arm, other_arm(batch, seed)
+    arms = batch.arms.clone()
+    arms[rows, a, 1:], arms[rows, b, 1:] = batch.arms[rows, b, 1:], batch.arms[rows, a, 1:]
+    a1, b1 = batch.arms[rows, a, 0], batch.arms[rows, b, 0]
+    a2, b2 = batch.arms[rows, a, 1], batch.arms[rows, b, 1]
+    child = batch.edge_child.clone()
+    child = torch.where((batch.edge_parent == a1[:, None]) & (batch.edge_child == a2[:, None]), b2[:, None], child)
+    child = torch.where((batch.edge_parent == b1[:, None]) & (batch.edge_child == b2[:, None]), a2[:, None], child)
+    return build_batch(batch.task, batch.start, b, arms, batch.edge_parent, child)
+
+
+def edge_reorder(batch: Batch, seed: int = 0) -> Batch:
+    """The placebo: the same graph and goal with the edges listed in another (seeded) order. The
+    answer does not change; many token positions do."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.rand(batch.edge_parent.shape, generator=g).argsort(1)
+    return build_batch(batch.task, batch.start, batch.goal_arm, batch.arms, batch.edge_parent.gather(1, order),
+                       batch.edge_child.gather(1, order))
+
+
+COUNTERFACTUALS = {"goal_swap": goal_swap, "arm_rewire": arm_rewire}

@@ -1,0 +1,60 @@
+"""Every shipped checkpoint — the references and the controls with known answers — against the
+expected verdicts (the table in docs/report.md, measured in docs/model-cards.md on 2,000 graphs).
+Each question must be seen to give both of its answers here: the Clever-Hans failure is "yes"
+exactly for the teacher-forcing failures. Fewer mechanism graphs than the cards (300) keep the
+suite fast; behaviour and entropy use the cards' 2,000 graphs, which the equivalence test needs at
+d = 5."""
+import json
+from pathlib import Path
+
+import pytest
+
+from hansprobe.cli import main
+from hansprobe.report import QUESTIONS
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+NA, NL = "not applicable", "not learned"
+# name (under checkpoints/) -> answers in QUESTIONS order:
+#   clever_hans_failure, lookup, indecipherable, decision_computed, plan_represented
+EXPECTED = {
+    "pathstar-d2-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", "no"),  # the failure
+    "pathstar-d5-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", "no"),  # the failure at d = 5
+    "controls/pathstar-d2-l5-n50-teacher-forcing-4layers": ("yes", "yes", "yes", "no", "no"),  # 4 layers: still the failure
+    "controls/pathstar-d2-l5-n50-teacher-forcing-lr5e-4": ("yes", "yes", "yes", "no", "no"),  # another recipe, another layout
+    "pathstar-d2-l5-n50-reverse": (NA, "yes", NA, NA, "no"),  # child -> parent lookups, the correct rule; no decision
+    "pathstar-d2-l5-n50-teacherless": (NA, NA, NL, "no", "no"),  # not trained far enough to know the candidates
+    "controls/pathstar-d2-l3-n50-teacher-forcing": ("no", NA, "no", "yes", "no"),  # plans: decides from the goal
+    "controls/pathstar-d2-l5-n50-teacher-forcing-cue": ("no", "yes", "no", "no", "no"),  # right, by a label cue
+    "controls/pathstar-d2-l5-n50-untrained": ("no", "no", NL, "no", "no"),  # nothing learned
+}
+
+
+def test_each_question_gives_more_than_one_answer_across_the_matrix():
+    for j, key in enumerate(QUESTIONS):
+        answers = {row[j] for row in EXPECTED.values()}
+        if key != "plan_represented":  # no shipped model holds a linearly readable plan: docs/controls.md
+            assert {"yes", "no"} <= answers, key
+    failures = [n for n, row in EXPECTED.items() if row[0] == "yes"]
+    assert all("teacher-forcing" in n and "cue" not in n and "l3" not in n for n in failures)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    present = [CHECKPOINTS / n for n in EXPECTED if (CHECKPOINTS / n / "config.json").is_file()]
+    if not present:
+        pytest.skip("no shipped checkpoints in checkpoints/")
+    out = tmp_path_factory.mktemp("matrix")
+    assert main(["report", *map(str, present), "-n", "2000", "--mechanism-graphs", "300", "--patch-pairs", "100",
+                 "--out", str(out)]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_verdicts_match_the_expected_table(report, name):
+    by_path = {str(Path(c["path"]).relative_to(CHECKPOINTS)): c for c in report["checkpoints"]}
+    if name not in by_path:
+        pytest.skip(f"{name} is not shipped in this clone")
+    c = by_path[name]
+    got = tuple(c["verdicts"][k]["answer"] for k in QUESTIONS)
+    assert got == EXPECTED[name], {k: c["verdicts"][k]["evidence"] for k, g, e in zip(QUESTIONS, got, EXPECTED[name]) if g != e}

@@ -1,0 +1,287 @@
+"""The verdict arithmetic (issue 13): each defect found in the four-question report, with a model or
+a result whose true answer is known by construction. Trained controls are checked in
+test_verdict_matrix.py."""
+import math
+
+import pytest
+import torch
+
+from hansprobe.analyses.entropy import decide, equivalence_test, measure_entropy
+from hansprobe.analyses.goal_dependence import measure_goal_dependence
+from hansprobe.analyses.heads import score_patterns, shortcut_indices
+from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
+from hansprobe.analyses.base import wilson_ci
+from hansprobe.objectives import get_objective
+from hansprobe.report import (consistency_notes, decision_verdict, failure_verdict, indecipherable_verdict,
+                              lookup_verdict, plan_verdict)
+from hansprobe.tasks import PathStar, format_ntf_lines, parse_ntf_lines
+from hansprobe.tasks.pathstar import arm_rewire, goal_swap
+
+from helpers import RuleModel, structure_from_tokens
+
+TF = get_objective("teacher-forcing")
+
+
+def one_hot_arm(arm, d, nats):
+    return torch.nn.functional.one_hot(arm, d).float() * nats
+
+
+def entropy_of(rule, task, n=2000, seed=0, off=30.0, objective=TF):
+    b = task.generate(n, seed)
+    return measure_entropy(RuleModel(task, objective, rule, off), objective, b, batch_size=1000, seed=seed)
+
+
+# --- counterfactual pairs -------------------------------------------------------------------------
+def test_arm_rewire_keeps_every_token_and_the_goal_but_moves_the_decision():
+    task = PathStar(3, 5, 50)
+    b = task.generate(200, 1)
+    r = arm_rewire(b, seed=2)
+    assert torch.equal(r.goal, b.goal) and torch.equal(r.start, b.start) and torch.equal(r.candidates, b.candidates)
+    assert (r.target[:, 1] != b.target[:, 1]).all()  # the decision changes in every pair
+    assert torch.equal(r.prefix.sort(1).values, b.prefix.sort(1).values)  # the same multiset of tokens
+    assert ((r.prefix != b.prefix).sum(1) == 2).all()  # two children trade places, nothing else moves
+    assert parse_ntf_lines(format_ntf_lines(r), task).goal_arm.tolist() == r.goal_arm.tolist()  # a valid graph
+    s = structure_from_tokens(task, r.prefix)
+    assert torch.equal(s["goal_arm"], r.goal_arm) and torch.equal(s["candidates"], r.candidates)
+    g = goal_swap(b, seed=2)
+    assert ((g.prefix != b.prefix).sum(1) == 1).all() and (g.goal_arm != b.goal_arm).all()
+
+
+def test_label_cue_task_puts_the_goal_on_the_largest_candidate():
+    b = PathStar(3, 4, 30, cue="larger-first-node").generate(300, 0)
+    assert (b.goal_arm == 2).all() and (b.target[:, 1] == b.candidates.max(1).values).all()
+    plain = PathStar(3, 4, 30).generate(300, 0)
+    assert torch.equal(plain.candidates, b.candidates)  # every other draw is the same as without the cue
+    with pytest.raises(Exception, match="unknown label cue"):
+        PathStar(2, 4, 30, cue="smallest")
+
+
+# --- defect 1: the candidate form of accuracy, an equivalence test, "not learned" --------------------
+def test_mass_off_the_candidates_is_not_learned_not_decided():
+    """Old rule: full-vocabulary accuracy ~0 lies below chance -> "no". The model picks among the
+    candidates at chance and says something else: it has not learned the candidate set."""
+    task = PathStar(2, 5, 50)
+    r = entropy_of(lambda s: torch.zeros(len(s["goal"]), 2), task, off=-3.0)  # other tokens 3 nats above
+    assert r.decision_accuracy < 0.05 and r.mass_outside_candidates > 0.9
+    assert r.outcome == "not learned" and not r.indecipherable
+    assert indecipherable_verdict(r.summary())["answer"] == "not learned"
+
+
+def test_a_small_sample_at_chance_is_inconclusive_not_indecipherable():
+    """Old rule: "the CI contains 1/d" passes any small sample. 40 graphs cannot show equivalence."""
+    task = PathStar(2, 5, 50)
+    r = entropy_of(lambda s: torch.zeros(len(s["goal"]), 2), task, n=40)
+    assert r.outcome == "inconclusive" and "TOST" in r.verdict
+    big = entropy_of(lambda s: torch.zeros(len(s["goal"]), 2), task, n=2000)
+    assert big.outcome == "indecipherable"
+
+
+def test_the_band_scales_with_chance():
+    """d = 20: accuracy 0.09 on 4,000 graphs is almost twice chance. Old rule: CI within +-0.05 of
+    0.05 -> "at chance". The band is +-20% of 1/d."""
+    n, k = 4000, 360
+    ci = wilson_ci(k, n)
+    assert 0.05 - 0.05 <= ci[0] and ci[1] <= 0.05 + 0.05  # what the old rule accepted
+    eq = equivalence_test(k, n, 0.05)
+    assert eq["band"] == pytest.approx([0.04, 0.06]) and not eq["equivalent"]
+    outcome, why = decide(0.05, math.log(20), k / n, ci, eq, (-0.5, -0.4), 1.0, None)
+    assert outcome == "decided" and "above chance" in why
+    assert equivalence_test(1000, 2000, 0.5)["equivalent"]
+
+
+# --- defect 3: goal dependence, bias-invariant -------------------------------------------------------
+def biased_goal_rule(s):
+    """Prefers the lowest label by 3 nats, and moves 1 nat toward the goal: a real goal signal under a
+    bias. d = 2: right whenever the goal is on the lowest arm, wrong otherwise -> accuracy at chance."""
+    return torch.tensor([3.0, 0.0]).expand(len(s["goal"]), 2) + one_hot_arm(s["goal_arm"], 2, 1.0)
+
+
+def test_a_biased_but_real_goal_signal_is_not_indecipherable_and_is_computed():
+    task = PathStar(2, 5, 50)
+    r = entropy_of(biased_goal_rule, task)
+    # what the old rule saw: accuracy at chance, negative information -> "indecipherable"
+    assert r.candidate_accuracy_ci[0] <= 0.5 <= r.candidate_accuracy_ci[1] and r.information_nats_ci[1] < 0
+    gd = r.goal_dependence["kinds"]
+    for kind in ("goal_swap", "arm_rewire"):
+        assert gd[kind]["status"] == "present" and gd[kind]["abs_delta_mean"] == pytest.approx(2.0, abs=1e-3)
+    assert r.outcome == "decided" and indecipherable_verdict(r.summary())["answer"] == "no"
+    dec = decision_verdict(r.summary())
+    assert dec["answer"] == "yes"
+    verdicts = {"plan_represented": {"answer": "no"}, "lookup": {"answer": "yes"}, "indecipherable": {"answer": "no"},
+                "decision_computed": dec}
+    assert any("label preference" in n for n in consistency_notes(verdicts, r.summary(), None))
+
+
+def test_a_goal_ignoring_preference_is_absent_on_both_pair_kinds():
+    task = PathStar(3, 4, 40)
+    b = task.generate(600, 3)
+    lowest = RuleModel(task, TF, lambda s: torch.tensor([2.0, 1.0, 0.0]).expand(len(s["goal"]), 3))
+    gd = measure_goal_dependence(lowest, TF, b, seed=1)
+    assert gd.all_absent and {k: v["abs_delta_mean"] for k, v in gd.kinds.items()} == {"goal_swap": 0.0, "arm_rewire": 0.0}
+    e = measure_entropy(lowest, TF, b, seed=1)
+    assert e.outcome == "indecipherable" or e.outcome == "inconclusive"
+    assert e.preference["lowest label"]["follows"] and not e.preference["highest label"]["follows"]
+
+
+# --- defect 4: counterfactuals a label heuristic cannot pass ------------------------------------------
+def parity_graphs(n=4000):
+    """G(2,4) graphs whose leaf on arm k has a label of parity k: there a rule on the goal's label
+    value picks the goal arm, and also follows every goal swap."""
+    task = PathStar(2, 4, 40)
+    b = task.generate(n, 5)
+    keep = ((b.arms[:, :, -1] % 2) == torch.arange(2)).all(1)
+    return task, b[keep]
+
+
+def test_a_rule_on_the_goal_label_passes_the_goal_swap_but_not_the_rewire():
+    task, b = parity_graphs()
+    by_label = RuleModel(task, TF, lambda s: one_hot_arm(s["goal"] % 2, 2, 4.0))
+    e = measure_entropy(by_label, TF, b, seed=0)
+    kinds = e.goal_dependence["kinds"]
+    assert kinds["goal_swap"]["status"] == "present" and kinds["goal_swap"]["follow_share"] == 1.0
+    assert kinds["arm_rewire"]["status"] == "absent" and kinds["arm_rewire"]["abs_delta_mean"] == 0.0
+    v = decision_verdict(e.summary())
+    assert v["answer"] == "no" and "keys on a label" in v["evidence"]
+    planner = RuleModel(task, TF, lambda s: one_hot_arm(s["goal_arm"], 2, 4.0))
+    assert decision_verdict(measure_entropy(planner, TF, b, seed=0).summary())["answer"] == "yes"
+
+
+# --- defect 5: a sign-inconsistent use of the goal --------------------------------------------------
+def test_a_sign_inconsistent_use_of_the_goal_is_computed():
+    """Goes to the goal's arm when the goal label is even and away from it when odd: the signed mean
+    of the change averages to ~0 (old verdict: no), |Δ| does not."""
+    task = PathStar(2, 5, 50)
+
+    def rule(s):
+        toward = s["goal_arm"]
+        pick = torch.where(s["goal"] % 2 == 0, toward, 1 - toward)
+        return one_hot_arm(pick, 2, 4.0)
+
+    e = entropy_of(rule, task)
+    kinds = e.goal_dependence["kinds"]
+    for v in kinds.values():
+        assert abs(v["delta_mean"]) < 0.5 and v["status"] == "present"
+    assert kinds["arm_rewire"]["abs_delta_mean"] == pytest.approx(8.0, abs=1e-3)  # same goal label: same sign in a pair
+    assert kinds["goal_swap"]["abs_delta_mean"] > 3  # the new goal's parity is a coin flip: 8 or 0 per pair
+    assert decision_verdict(e.summary())["answer"] == "yes"
+
+
+# --- defect 2a: heads scored at the shortcut indices, the last index apart ---------------------------
+def test_a_perfect_lookup_head_scores_one_at_path_len_4():
+    """At l = 4 the old score averaged index 2 (lookup) with index 3 (the goal, copied): 0.5."""
+    task = PathStar(2, 4, 30)
+    b = task.generate(100, 0)
+    q = query_positions(b, TF)
+    T = b.prefix.shape[1] + b.target.shape[1] - 1
+    att = torch.zeros(len(b), 1, 1, len(q), T)
+    att[:, 0, 0, :-1] = edge_lookup(b, TF)["separator"][:, :-1].float()  # the lookup at index 2
+    att[:, 0, 0, -1, task.prefix_len - 2] = 1.0  # the goal token at the last index
+    s = score_patterns(att, b, TF, REFERENCE_PATTERNS)
+    assert s["edge_lookup"]["span"]["score"][0][0] == pytest.approx(1.0)
+    assert s["edge_lookup"]["span"]["score_last"][0][0] == pytest.approx(0.0)
+    assert s["goal"]["token"]["score_last"][0][0] == pytest.approx(1.0)
+    assert shortcut_indices(4) == [2] and shortcut_indices(3) == []
+
+
+# --- defect 6 and 8: reversed targets, the lookup question, the combined verdict ---------------------
+def _v(answer, evidence="e"):
+    return {"answer": answer, "evidence": evidence, "values": {}}
+
+
+def test_no_verdict_is_computed_at_a_copied_position_under_reversed_targets():
+    task, rev = PathStar(2, 4, 30), get_objective("reverse")
+    b = task.generate(200, 1)
+    probs = torch.zeros(len(b), task.d_vocab).scatter(1, b.candidates[:, :1], 1.0)
+    from helpers import DecisionModel
+
+    e = measure_entropy(DecisionModel(b, rev, probs), rev, b)
+    assert e.outcome == "not applicable" and indecipherable_verdict(e.summary())["answer"] == "not applicable"
+    assert decision_verdict(e.summary())["answer"] == "not applicable"
+    verdicts = {"lookup": _v("yes"), "indecipherable": _v("not applicable"), "decision_computed": _v("not applicable")}
+    assert failure_verdict("reverse", verdicts, None)["answer"] == "not applicable"
+    assert failure_verdict("teacherless", {**verdicts, "indecipherable": _v("not learned")}, None)["answer"] == "not applicable"
+
+
+@pytest.mark.parametrize("lookup,ind,dec,answer", [
+    ("yes", "yes", "no", "yes"),             # the failure: lookup, indecipherable, not computed
+    ("yes", "no", "yes", "no"),              # a model that plans keeps its (correct) lookup
+    ("yes", "no", "no", "no"),               # decided by a label cue: not the failure
+    ("no", "not learned", "no", "no"),       # untrained
+    ("yes", "inconclusive", "no", "inconclusive"),
+    ("not applicable", "yes", "no", "not applicable"),  # path too short for a lookup index
+    ("not applicable", "no", "yes", "no"),   # G(2,3): no lookup index, but a computed decision refutes it anyway
+])
+def test_the_clever_hans_failure_is_the_conjunction(lookup, ind, dec, answer):
+    verdicts = {"lookup": _v(lookup), "indecipherable": _v(ind), "decision_computed": _v(dec)}
+    assert failure_verdict("teacher-forcing", verdicts, None)["answer"] == answer
+
+
+def test_snapshots_that_learned_r1_contradict_the_failure():
+    verdicts = {"lookup": _v("yes"), "indecipherable": _v("yes"), "decision_computed": _v("no")}
+    never = {"steps": [50, 100], "learned_at": [50, None, 100, 100, 50]}
+    assert failure_verdict("teacher-forcing", verdicts, never)["answer"] == "yes"
+    learned = {"steps": [50, 100], "learned_at": [50, 100, 100, 100, 50]}
+    assert failure_verdict("teacher-forcing", verdicts, learned)["answer"] == "inconclusive"
+
+
+def _heads(found, follow_lo):
+    return {"mechanism": {"found": found, "heads": [[0, 3]] if found else [], "ablation_drop": 0.9 if found else 0.1,
+                          "reads": {}}, "query_label_indices": [2, 3], "verdict": "search",
+            "follow": {"follow_rate": follow_lo + 0.01, "follow_rate_ci": [follow_lo, follow_lo + 0.02]}}
+
+
+@pytest.mark.parametrize("found,follow_lo,answer", [(True, 0.95, "yes"), (False, 0.1, "no"), (True, 0.3, "inconclusive"),
+                                                    (False, 0.9, "inconclusive")])
+def test_lookup_needs_a_causal_mechanism_and_a_follow_majority(found, follow_lo, answer):
+    behaviour = {"forced_accuracy": [1, 0.5, 1, 1, 1], "forced_accuracy_ci": [[0.99, 1]] * 5}
+    v = lookup_verdict("teacher-forcing", behaviour, _heads(found, follow_lo))
+    assert v["answer"] == answer and "follow" not in v["evidence"][:5]
+    assert lookup_verdict("teacherless", behaviour, None)["answer"] == "not applicable"
+
+
+# --- defect 7: probes choose the cell on data the reported figures do not use --------------------------
+def test_plan_verdict_reads_both_cells_and_their_held_out_figures():
+    cell = {"layer": 1, "position": 30, "position_label": "a0", "accuracy": 0.9, "accuracy_ci": [0.86, 0.93],
+            "selectivity": 0.4, "control_shuffle": 0.5, "untrained": 0.52, "cells_searched": 2, "selection_score": 0.4}
+    weak = {**cell, "position_label": "=", "accuracy": 0.52, "accuracy_ci": [0.47, 0.57], "selectivity": 0.02}
+    probes = {"target": "goal_arm", "chance": 0.5, "n_eval": 500, "best": weak, "best_at_decision": cell}
+    v = plan_verdict(probes)
+    assert v["answer"] == "yes" and v["values"]["where"] == "at the decision position"
+    assert plan_verdict({**probes, "best_at_decision": {**cell, "untrained": 0.9}})["answer"] == "no"
+    assert plan_verdict({**probes, "best_at_decision": {}})["answer"] == "no"
+
+
+# --- defect 2b: a layout the attention gate missed, found by the causal search -----------------------
+RECIPE2 = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "controls" / \
+    "pathstar-d2-l5-n50-teacher-forcing-lr5e-4"
+
+
+@pytest.mark.slow
+def test_the_causal_search_finds_a_lookup_that_the_attention_gate_missed():
+    """The shipped teacher-forcing model trained with another recipe (lr 5e-4, batch 128, seed 1). Its
+    layer-1 heads read the edge at indices 2..3 and hardly at the last index, and are redundant. The
+    old detector averaged scores over 2..l-1, named the heads above 0.5, and needed their joint
+    ablation to drop >= 0.5: here it named two heads whose joint ablation drops far less, so the old
+    report answered "inconclusive" although the model follows every swapped r_(i-1)."""
+    import hansprobe
+    from hansprobe.analyses.heads import DROP_THRESHOLD, SCORE_THRESHOLD, UNIFORM_MULTIPLE, measure_heads
+
+    if not (RECIPE2 / "config.json").is_file():
+        pytest.skip(f"{RECIPE2} is not shipped in this clone")
+    model, task, obj = hansprobe.load(RECIPE2)
+    b = task.generate(300, 1234)
+    first = measure_heads(model, obj, b, seed=1234)
+    span = first.patterns["edge_lookup"]["span"]
+    # the old score: the mean over indices 2, 3 and the last index 4, gated at 0.5 and 3x uniform
+    old = {(h["layer"], h["head"]): (2 * h["edge_lookup_score"] + h["edge_lookup_last"]) / 3 for h in first.heads}
+    old_uniform = (2 * span["uniform"] + 3 / (task.prefix_len + 4)) / 3  # the last query sees P + 4 keys
+    named = [k for k, v in old.items() if v >= SCORE_THRESHOLD and v >= UNIFORM_MULTIPLE * old_uniform]
+    assert named, "the old gate names some heads here ..."
+    r = measure_heads(model, obj, b, seed=1234, extra_groups=[named])
+    old_drop = next(a["drop"] for a in r.ablations if a["pattern"] == "user" and a["mode"] == "mean")
+    assert old_drop < DROP_THRESHOLD  # ... whose joint ablation does not break the lookup: old answer "inconclusive"
+    assert r.follow["follow_rate_ci"][0] > 0.5
+    m = r.mechanism
+    assert m["found"] and m["ablation_drop"] >= DROP_THRESHOLD and len(m["heads"]) <= 3
+    behaviour = {"forced_accuracy": r.baseline["forced_accuracy"], "forced_accuracy_ci": [[0, 1]] * 5}
+    assert lookup_verdict(obj.name, behaviour, r.to_dict())["answer"] == "yes"
