@@ -161,7 +161,8 @@ def card(path: Path, n: int, seed: int) -> list[str]:
               "| question | answer | evidence |", "|---|---|---|"]
     for key, text in QUESTIONS.items():
         v = rep.verdicts[key]
-        lines.append(f"| {text} | **{v['answer']}** | {v['evidence']} |")
+        evidence = v["evidence"].replace("|", "\\|")  # a bare | (as in |Δ|) would end the table cell
+        lines.append(f"| {text} | **{v['answer']}** | {evidence} |")
     lines += [f"- note: {note}" for note in rep.notes]
     sources = [(src, a["behaviour"], a["entropy"])]
     ntf = NTF / f"deg_{task.degree}_path_{task.path_len}_nodes_{task.n_nodes}_test_20000.txt"

@@ -65,6 +65,19 @@ def test_data_to_stdout_is_ntf(capsys):
     assert code == 0 and len(lines) == 3 and all(line.count("|") == 7 and "/" in line and "=" in line for line in lines)
 
 
+def test_data_with_a_label_cue_puts_the_goal_on_the_largest_candidate(capsys):
+    code, out, _ = run(["data", "--degree", "3", "--path-len", "4", "--nodes", "30", "-n", "20", "--cue", "larger-first-node"],
+                       capsys)
+    assert code == 0
+    for line in out.splitlines():
+        edges, rest = line.split("/")
+        start = int(rest.split(",")[0])
+        children = [int(e.split(",")[1]) for e in edges.split("|") if int(e.split(",")[0]) == start]
+        assert int(rest.split("=")[1].split(",")[1]) == max(children)
+    code, _, err = run(["data", "--degree", "2", "--path-len", "4", "--nodes", "30", "--cue", "smallest"], capsys)
+    assert code == 2 and "invalid choice" in err
+
+
 def test_eval_on_the_papers_test_split_reads_it(ckpt, capsys):
     path = shared_ntf("deg_2_path_5_nodes_50_test_20000.txt")
     code, _, err = run(["eval", str(ckpt), "--data", str(path), "-n", "10"], capsys)
