@@ -79,13 +79,16 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
-        raise CheckpointError(
-            f"{path} is a pickle/torch.save file, which hansprobe never loads (it can run code); "
-            "convert trusted weights to safetensors (safetensors.torch.save_file)"
-        )
+    # Recognised by structure: 8 bytes of little-endian header length, then the JSON header ("{"),
+    # which must fit in the file. Never by one byte: the first byte is the header length's low byte,
+    # and 0x80 (a pickle's first byte) is a valid one (a header of 3,200 bytes starts 80 0c ...).
     header_len = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
-    if len(head) < 9 or head[8:9] != b"{" or header_len + 8 > size:
+    if not (len(head) >= 9 and head[8:9] == b"{" and 0 < header_len and header_len + 8 <= size):
+        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+            raise CheckpointError(
+                f"{path} is a pickle/torch.save file, which hansprobe never loads (it can run code); "
+                "convert trusted weights to safetensors (safetensors.torch.save_file)"
+            )
         raise CheckpointError(f"{path} is not a complete safetensors file (truncated or corrupt); re-save it or re-train")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

@@ -105,3 +105,23 @@ def test_config_that_does_not_match_the_weights(run_dir, tmp_path):
     (d / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         hansprobe.load(d)
+
+
+def test_a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """Issue 14, defect 1: the first byte of a safetensors file is the low byte of its header length;
+    0x80 is a valid one (about 1 file in 32), and such files were refused as pickles."""
+    import struct
+
+    from safetensors.torch import save_file
+
+    from hansprobe.checkpoint import load_safetensors
+
+    path, found = tmp_path / "w.safetensors", None
+    for pad in range(0, 400):  # grow the metadata until the (8-byte aligned) header length ends in 0x80
+        save_file({"w": torch.arange(6.0)}, path, metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            found = pad
+            break
+    assert found is not None and struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
+    tensors, meta = load_safetensors(path)
+    assert torch.equal(tensors["w"], torch.arange(6.0)) and meta["pad"] == "x" * found
