@@ -52,7 +52,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> None:
@@ -134,7 +134,7 @@ def read_config(run_dir: str | Path) -> dict:
 def append_metrics(run_dir: str | Path, row: dict) -> None:
     """One JSON line, flushed and fsynced; a torn last line from a kill is skipped by `read_metrics`."""
     with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.write(json.dumps(row, sort_keys=True, allow_nan=False) + "\n")  # strict JSON: no NaN/Infinity tokens
         f.flush()
         os.fsync(f.fileno())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,10 +24,20 @@ def _positive(kind=int):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        if not math.isfinite(v) or v <= 0:  # nan <= 0 is False: test finiteness first
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive and finite")
         return v
     return parse
+
+
+def _non_negative_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return v
 
 
 def _steps_list(text):
@@ -94,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive(), default=256)
     t.add_argument("--lr", type=_positive(float), default=1e-3)
     t.add_argument("--warmup-steps", type=int, default=100)
-    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
     t.add_argument("--grad-clip", type=_positive(float), default=1.0)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu; CUDA trains under bf16 autocast)")

@@ -54,8 +54,16 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_graphs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip", "weight_decay", "min_lr_ratio", *("betas",)):
+            values = getattr(self, name) if name == "betas" else [getattr(self, name)]
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise ConfigError(f"{name.replace('_', '-')} must be a finite number, got {getattr(self, name)!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad-clip must be positive, got {self.grad_clip}")
+        if self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"weight-decay must be >= 0 and min-lr-ratio in [0, 1], got {self.weight_decay}, {self.min_lr_ratio}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
         self.betas = tuple(self.betas)
@@ -87,6 +95,10 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
+class NonFiniteLoss(CheckpointError):
+    """The training loss became NaN or infinite; no update was applied."""
+
+
 def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, lr: float, grad_clip: float) -> torch.Tensor:
     """One optimizer update on `batch` (already on the model's device); returns the loss."""
     for group in opt.param_groups:
@@ -94,6 +106,8 @@ def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, l
     with autocast(batch.prefix.device):
         logits = model(objective.inputs(batch))  # (B, T, V)
     loss = objective.loss(logits, batch)
+    if not torch.isfinite(loss):  # before any update: the weights stay those of the last good step
+        raise NonFiniteLoss(float(loss))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -164,7 +178,14 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
     bar = _progress(train_cfg.steps, step, progress)
     while step < train_cfg.steps:
         batch = task.generate(train_cfg.batch_size, derived_seed(seed, TRAIN_STREAM, step)).to(dev)
-        loss = train_step(model, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip)
+        try:
+            loss = train_step(model, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip)
+        except NonFiniteLoss as e:
+            bar.close()
+            last = int(read_config(run_dir).get("step") or 0)
+            raise NonFiniteLoss(f"the training loss became {e} at step {step + 1}; stopped without applying that update. "
+                                f"{run_dir} keeps its last good checkpoint (step {last}); lower --lr or --grad-clip and "
+                                "train again (--overwrite), or --resume from there") from None
         step += 1
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         bar.update(1)

@@ -91,3 +91,48 @@ def test_bad_training_options_are_config_errors():
         TrainConfig(steps=0)
     with pytest.raises(ConfigError, match="lr must be positive"):
         TrainConfig(lr=0)
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "inf"), ("--lr", "nan"), ("--grad-clip", "nan"), ("--weight-decay", "nan"),
+                                        ("--weight-decay", "-1")])
+def test_non_finite_training_options_are_refused(tmp_path, capsys, flag, value):
+    """Issue 14, defect 4: these trained to all-NaN weights with exit 0."""
+    from hansprobe.cli import main
+
+    try:
+        code = main(["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--steps", "2", flag, value,
+                     "--out", str(tmp_path / "run")])
+    except SystemExit as e:  # argparse rejects the flag: one line, exit 2
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "finite" in err and "\n" not in err.strip()
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="finite"):
+        tiny_train_cfg(lr=float("inf"))
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import json
+    import math
+
+    from hansprobe.checkpoint import load_checkpoint
+    from hansprobe.objectives import Objective
+    from hansprobe.train import NonFiniteLoss
+
+    calls = {"n": 0}
+    real = Objective.loss
+
+    def flaky(self, logits, batch):
+        calls["n"] += 1
+        loss = real(self, logits, batch)
+        return loss * float("nan") if calls["n"] == 7 else loss  # the 7th step's loss is NaN
+
+    monkeypatch.setattr(Objective, "loss", flaky)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match="step 7.*last good checkpoint \\(step 4\\)"):
+        train(out, tiny_task(), "teacher-forcing", tiny_model_cfg(), tiny_train_cfg(steps=12), seed=0, progress=False)
+    ck = load_checkpoint(out)
+    assert ck.config["step"] == 4 and all(bool(torch.isfinite(p).all()) for p in ck.model.parameters())
+    for line in (out / "metrics.jsonl").read_text().splitlines():  # strict JSON: no NaN / Infinity tokens
+        json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert math.isfinite(json.loads((out / "config.json").read_text())["metrics"]["train_loss"])
