@@ -6,11 +6,13 @@ either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import struct
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,32 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+@contextmanager
+def run_lock(directory: str | Path):
+    """Hold an exclusive lock on a run or report directory while writing it, so that two writers
+    (two `train --resume`, a `train --overwrite` during a run, two reports into one --out) cannot
+    interleave. `flock` on a lock file beside the directory (`.NAME.hansprobe-lock`, so that
+    --overwrite can replace the directory itself); the OS releases it when the process dies."""
+    directory = Path(directory)
+    lock = directory.parent / f".{directory.name}.hansprobe-lock"
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    except OSError as e:
+        raise CheckpointError(f"cannot write beside {directory} ({e.strerror}); choose another --out") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CheckpointError(f"{directory} is being written by another hansprobe process (train or report); wait for it "
+                              "to finish, or write to another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> None:

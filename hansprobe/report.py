@@ -433,15 +433,24 @@ def _thresholds() -> dict:
 
 def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportSettings = ReportSettings(),
                  progress: bool = False) -> dict:
-    """Measure, then write out_dir/report.json and out_dir/report.html atomically. Returns the JSON dict."""
+    """Measure, then write out_dir/report.json and out_dir/report.html atomically, holding a lock on
+    out_dir so that two reports cannot interleave their files. Returns the JSON dict."""
+    from hansprobe.checkpoint import run_lock
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give a directory to write report.html and report.json into")
+
+    with run_lock(out_dir):
+        return _measure_and_write(out_dir, paths, settings, progress)
+
+
+def _measure_and_write(out_dir: Path, paths, settings: ReportSettings, progress: bool) -> dict:
     import json
 
     from hansprobe.checkpoint import atomic_write_bytes
     from hansprobe.report_html import render_html
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is a file; give a directory to write report.html and report.json into")
     built = build_report(paths, settings, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "report.json", (json.dumps(built["json"], sort_keys=True, indent=1) + "\n").encode())

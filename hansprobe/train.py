@@ -20,7 +20,7 @@ import torch
 from hansprobe.analyses.behaviour import measure_behaviour
 from hansprobe.checkpoint import (
     MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
-    read_config, read_metrics, remove_stale_temporaries, save_model, save_resume, truncate_metrics,
+    read_config, read_metrics, remove_stale_temporaries, run_lock, save_model, save_resume, truncate_metrics,
 )
 from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.model import ModelConfig, resolve_device
@@ -130,7 +130,13 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
     """Train into the checkpoint directory `out` and return its config (with final metrics).
 
     With `resume=True` the run continues from `out`'s resume file under its stored config; `steps`
-    may then extend the horizon (the cosine schedule is recomputed from the resumed step on)."""
+    may then extend the horizon (the cosine schedule is recomputed from the resumed step on). The
+    directory is locked while the run writes it (`checkpoint.run_lock`)."""
+    with run_lock(out):
+        return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps)
+
+
+def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps) -> dict:
     run_dir = Path(out)
     dev = resolve_device(device)
     if resume:

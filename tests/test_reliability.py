@@ -178,3 +178,28 @@ def test_unknown_task_in_a_checkpoint_config(reference, tmp_path, capsys):
     assert main(["eval", str(run)]) == 2
     err = capsys.readouterr().err
     assert "unknown task 'maze'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_second_writer_of_a_run_or_report_directory_gets_one_line(reference, tmp_path, capsys):
+    """Issue 14, defect 5: two `train --resume` on one --out both ran and interleaved their metrics,
+    and `--overwrite` replaced a directory under a running run. Every writer now holds a lock."""
+    from hansprobe.checkpoint import run_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in reference[0].iterdir():
+        if f.is_file():
+            (run / f.name).write_bytes(f.read_bytes())
+    before = (run / "metrics.jsonl").read_bytes()
+    with run_lock(run):  # another process is writing this run
+        for argv in (["train", "--resume", "--steps", "8", "--out", str(run)],
+                     ["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--steps", "2", "--overwrite",
+                      "--out", str(run)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert "another hansprobe process" in err and len(err.strip().splitlines()) == 1
+        assert (run / "metrics.jsonl").read_bytes() == before  # nothing was written
+        with run_lock(tmp_path / "report"):
+            assert main(["report", str(run), "-n", "10", "--out", str(tmp_path / "report")]) == 2
+            assert "another hansprobe process" in capsys.readouterr().err
+    assert main(["train", "--resume", "--steps", "14", "--out", str(run), "--json"]) == 0  # released: it runs
