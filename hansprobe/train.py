@@ -107,7 +107,7 @@ def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, l
         logits = model(objective.inputs(batch))  # (B, T, V)
     loss = objective.loss(logits, batch)
     if not torch.isfinite(loss):  # before any update: the weights stay those of the last good step
-        raise NonFiniteLoss(float(loss))
+        raise NonFiniteLoss(float(loss.detach()))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
