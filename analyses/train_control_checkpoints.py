@@ -21,7 +21,8 @@ from hansprobe.checkpoint import atomic_write_json, new_config, save_model
 from hansprobe.model import ModelConfig, build_model
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
-from hansprobe.train import TrainConfig, train
+from hansprobe.train import TrainConfig
+from train_reference_checkpoints import train_horizons  # analyses/ is on sys.path when run as a script
 
 MODEL = ModelConfig(n_layers=2, d_model=128, n_heads=4)
 COMMON = dict(batch_size=256, lr=1e-3, warmup_steps=100, eval_every=250, eval_graphs=1000, checkpoint_every=250)
@@ -81,15 +82,8 @@ def main():
             save_untrained(out, task, objective, model_cfg)
             print(f"{name}: untrained (seed {SEED}) written", flush=True)
             continue
-        cfg = train(out, task, objective, model_cfg, TrainConfig(**{**COMMON, **over}, steps=horizons[0]), seed=seed,
-                    device=args.device, overwrite=True)
-        for steps in horizons[1:]:
-            cfg = train(out, resume=True, steps=steps, device=args.device)
-        (out / "resume.safetensors").unlink()
-        m = cfg["metrics"]
-        print(f"{name}: {cfg['step']} steps in {time.perf_counter() - t:.0f}s; exact match {m['exact_match']:.3f}, "
-              f"decision accuracy {m['decision_accuracy']:.3f}, forced {[round(a, 3) for a in m['forced_accuracy']]}",
-              flush=True)
+        train_horizons(name, out, task, objective, model_cfg, TrainConfig(**{**COMMON, **over}, steps=horizons[0]), seed,
+                       horizons, args.device, False, t)
 
 
 if __name__ == "__main__":

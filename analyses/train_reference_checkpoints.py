@@ -11,6 +11,7 @@ Then `python analyses/model_cards.py` measures them and writes docs/model-cards.
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,6 +37,23 @@ SEED = 0
 CONTINUE = {"pathstar-d5-l5-n50-teacher-forcing": 9000, "pathstar-d2-l5-n50-teacherless": 8000}
 
 
+def train_horizons(name, out, task, objective, model_cfg, train_cfg, seed, horizons, device, keep_resume, t0) -> dict:
+    """Train to horizons[0] (train_cfg.steps), resume to each later horizon as the shipped runs were,
+    drop the resume file unless kept, and print one line of final metrics. Shared with
+    train_control_checkpoints.py."""
+    cfg = train(out, task, objective, model_cfg, replace(train_cfg, steps=horizons[0]), seed=seed, device=device,
+                overwrite=True)
+    for steps in horizons[1:]:
+        cfg = train(out, resume=True, steps=steps, device=device)
+    if not keep_resume:
+        (out / "resume.safetensors").unlink()
+    m = cfg["metrics"]
+    print(f"{name}: {cfg['step']} steps in {time.perf_counter() - t0:.0f}s; exact match {m['exact_match']:.3f}, "
+          f"decision accuracy {m['decision_accuracy']:.3f}, forced {[round(a, 3) for a in m['forced_accuracy']]}",
+          flush=True)
+    return cfg
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", default=list(RUNS), help="runs to train (default all)")
@@ -52,16 +70,9 @@ def main():
         task, objective, extra, keep_resume = RUNS[name]
         t = time.perf_counter()
         out = args.out_root / name
-        cfg = train(out, task, objective, MODEL, TrainConfig(**COMMON, **extra), seed=SEED, device=args.device,
-                    overwrite=True)
-        if name in CONTINUE:
-            cfg = train(out, resume=True, steps=CONTINUE[name], device=args.device)
-        if not keep_resume:
-            (out / "resume.safetensors").unlink()
-        m = cfg["metrics"]
-        print(f"{name}: {cfg['step']} steps in {time.perf_counter() - t:.0f}s; exact match {m['exact_match']:.3f}, "
-              f"decision accuracy {m['decision_accuracy']:.3f}, forced {[round(a, 3) for a in m['forced_accuracy']]}",
-              flush=True)
+        horizons = [extra["steps"], *([CONTINUE[name]] if name in CONTINUE else [])]
+        train_horizons(name, out, task, objective, MODEL, TrainConfig(**COMMON, **extra), SEED, horizons, args.device,
+                       keep_resume, t)
 
 
 if __name__ == "__main__":

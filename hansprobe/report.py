@@ -243,12 +243,11 @@ def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None) 
     if (lk, ind, dec) != ("yes", "yes", "no"):
         return _verdict("inconclusive", f"a part is inconclusive ({summary})", parts=parts)
     if dynamics and "skipped" not in dynamics:
-        k = 1
-        learned = dynamics["learned_at"]
-        later = [i for i in range(2, len(learned) - 1)]
+        learned = dynamics["learned_at"]  # per label index; 1 is the decision, 2..l-2 the lookup's
+        later = range(2, len(learned) - 1)
         order = (f"learning order over {len(dynamics['steps'])} snapshots: "
                  + ", ".join(f"r{i} at step {learned[i]}" if learned[i] is not None else f"r{i} never" for i in range(len(learned))))
-        if learned[k] is not None or any(learned[i] is None for i in later):
+        if learned[1] is not None or any(learned[i] is None for i in later):
             return _verdict("inconclusive", f"the snapshots disagree: {order} ({summary})", parts=parts)
         return _verdict("yes", f"the lookup carries r2..r{len(learned) - 2}, r1 is at chance and ignores the goal; {order}",
                         parts=parts)

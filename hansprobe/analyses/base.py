@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from scipy import stats
 
 
@@ -17,6 +18,16 @@ def chunks(batch, size: int, desc: str, progress: bool = False):
     from tqdm.auto import tqdm
 
     return tqdm(parts, total=-(-len(batch) // size), desc=desc, unit="batch", leave=False)
+
+
+@torch.no_grad()
+def decision_distribution(model, objective, batch, batch_size: int = 1000,
+                          progress: bool = False) -> torch.Tensor:
+    """log q(. | input) at the decision position for every graph, batched: (B, V) float32 on CPU."""
+    device = next(model.parameters()).device
+    k = objective.decision_index(batch.target.shape[1])
+    out = [objective.forced_logits(model, chunk.to(device))[:, k].log_softmax(-1).cpu() for chunk in chunks(batch, batch_size, "entropy", progress)]
+    return torch.cat(out)
 
 
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from hansprobe.analyses.base import Result, chunks, mean_ci, wilson_ci
+from hansprobe.analyses.base import Result, decision_distribution, mean_ci, wilson_ci
 from hansprobe.analyses.goal_dependence import GoalDependenceResult, measure_goal_dependence
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
@@ -153,16 +153,6 @@ def decide(chance: float, log_d: float, acc: float, acc_ci, equivalence: dict, i
     return "inconclusive", "; ".join(why) + " (more graphs would tell)"
 
 
-@torch.no_grad()
-def decision_distribution(model, objective: Objective, batch: Batch, batch_size: int = 1000,
-                          progress: bool = False) -> torch.Tensor:
-    """log q(. | input) at the decision position for every graph, batched: (B, V) float32 on CPU."""
-    device = next(model.parameters()).device
-    k = objective.decision_index(batch.target.shape[1])
-    out = [objective.forced_logits(model, chunk.to(device))[:, k].log_softmax(-1).cpu() for chunk in chunks(batch, batch_size, "entropy", progress)]
-    return torch.cat(out)
-
-
 def _preference(top: torch.Tensor, batch: Batch) -> dict:
     """Rates at which the model's top candidate is the lowest label, the highest label, the one
     whose edge is listed first or last in the prompt (each at chance 1/d if the guess ignores it);
@@ -186,9 +176,9 @@ def measure_entropy(model, objective: Objective, batch: Batch, batch_size: int =
                     progress: bool = False) -> EntropyResult:
     """Decision-token entropy, information over uniform and goal dependence; `seed` seeds the
     bootstrap CIs and the counterfactual partners."""
-    gd = measure_goal_dependence(model, objective, batch, seed, batch_size)
-    return entropy_from_logprobs(decision_distribution(model, objective, batch, batch_size, progress), objective, batch,
-                                 seed, gd)
+    logp = decision_distribution(model, objective, batch, batch_size, progress)
+    gd = measure_goal_dependence(model, objective, batch, seed, batch_size, clean_logp=logp)  # reuses the clean pass
+    return entropy_from_logprobs(logp, objective, batch, seed, gd)
 
 
 def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch, seed: int = 0,

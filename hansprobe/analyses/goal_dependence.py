@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import Result, mean_ci, t_ci, wilson_ci
+from hansprobe.analyses.base import Result, decision_distribution, mean_ci, t_ci, wilson_ci
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 from hansprobe.tasks.pathstar import COUNTERFACTUALS, edge_reorder
@@ -81,17 +81,10 @@ class GoalDependenceResult(Result):
         return {"goal_dependence": fig}
 
 
-def _log_odds(model, objective: Objective, batch: Batch, a: torch.Tensor, b: torch.Tensor, k: int,
-              batch_size: int) -> torch.Tensor:
-    """m = log q(a) - log q(b) at label index k for every graph: (B,) on CPU."""
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(batch), batch_size):
-        rows = torch.arange(start, min(start + batch_size, len(batch)))
-        logp = objective.forced_logits(model, batch[rows].to(device))[:, k].log_softmax(-1).cpu()  # (b, V)
-        r = torch.arange(len(rows))
-        out.append(logp[r, a[rows]] - logp[r, b[rows]])
-    return torch.cat(out)
+def _log_odds(logp: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """m = log q(a) - log q(b) per graph from (B, V) decision log-probs."""
+    rows = torch.arange(len(logp))
+    return logp[rows, a] - logp[rows, b]
 
 
 def _summarise(delta: np.ndarray, placebo: np.ndarray, m_clean: np.ndarray, m_partner: np.ndarray, seed: int) -> dict:
@@ -112,9 +105,11 @@ def _summarise(delta: np.ndarray, placebo: np.ndarray, m_clean: np.ndarray, m_pa
 
 
 @torch.no_grad()
-def measure_goal_dependence(model, objective: Objective, batch: Batch, seed: int = 0,
-                            batch_size: int = 1000) -> GoalDependenceResult:
-    """Δ of the candidate log-odds at the decision position on goal-swap and arm-rewire pairs."""
+def measure_goal_dependence(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000,
+                            clean_logp: torch.Tensor | None = None) -> GoalDependenceResult:
+    """Δ of the candidate log-odds at the decision position on goal-swap and arm-rewire pairs.
+    `clean_logp`: the batch's own decision log-probs (`decision_distribution`), when the caller has
+    them already; one forward pass per partner kind and one for the placebo are added."""
     n, d = batch.candidates.shape
     length = batch.target.shape[1]
     k = objective.decision_index(length)
@@ -128,15 +123,17 @@ def measure_goal_dependence(model, objective: Objective, batch: Batch, seed: int
     rows = torch.arange(n)
     a = batch.candidates[rows, batch.goal_arm]
     kinds, per_pair = {}, {}
-    placebo = edge_reorder(batch, seed)
+    if clean_logp is None:
+        clean_logp = decision_distribution(model, objective, batch, batch_size)
+    placebo_logp = decision_distribution(model, objective, edge_reorder(batch, seed), batch_size)  # same answer
     for name, build in COUNTERFACTUALS.items():
         if name == "arm_rewire" and length < 3:
             continue  # arms of one node: nothing to rewire
         partner = build(batch, seed)
         b = partner.candidates[rows, partner.goal_arm]
-        m_c = _log_odds(model, objective, batch, a, b, k, batch_size)
-        m_p = _log_odds(model, objective, partner, a, b, k, batch_size)
-        m_0 = _log_odds(model, objective, placebo, a, b, k, batch_size)  # same graph, same answer, edges relisted
+        m_c = _log_odds(clean_logp, a, b)
+        m_p = _log_odds(decision_distribution(model, objective, partner, batch_size), a, b)
+        m_0 = _log_odds(placebo_logp, a, b)
         delta, d0 = (m_c - m_p).double().numpy(), (m_c - m_0).double().numpy()
         kinds[name] = _summarise(delta, d0, m_c.double().numpy(), m_p.double().numpy(), seed)
         per_pair[name] = delta.tolist()

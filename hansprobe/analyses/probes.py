@@ -113,6 +113,18 @@ def _grid(n_layers, n_pos, fill=np.nan):
     return np.full((n_layers, n_pos), fill, dtype=float)
 
 
+def _shuffle_labels(tgt: ProbeTarget, perm: np.ndarray, keep: np.ndarray, j: int):
+    """Labels (and their candidates) at position j permuted across the graphs where they are defined."""
+    src, dst = np.sort(perm[keep[perm]]), perm[keep[perm]]
+    labels = tgt.labels.copy()
+    labels[dst, j] = tgt.labels[src, j]
+    cands = None
+    if tgt.candidates is not None:
+        cands = tgt.candidates.copy()
+        cands[dst] = tgt.candidates[src]
+    return labels, cands
+
+
 def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(selection, evaluation) graph indices: a seeded random half each (the extra graph to evaluation)."""
     perm = np.random.default_rng([seed, 17]).permutation(n)
@@ -147,17 +159,15 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
         c = (tgt.candidates if cands is None else cands)
         return probe_accuracy(X_all[rows, i, j], y, acts.graph_ids[rows], None if c is None else c[rows], n_splits, seed)
 
+    shuffles: dict = {}
     for i, j in cells:
         keep = tgt.labels[:, j] >= 0
         sel_rows, ev_rows = select[keep[select]], evaluate[keep[evaluate]]
         if min(len(sel_rows), len(ev_rows)) < 2 * n_splits:
             continue
-        shuffled = tgt.labels.copy()
-        shuffled[perm[keep[perm]], j] = tgt.labels[np.sort(perm[keep[perm]]), j]  # labels shuffled across kept graphs
-        cand_shuffled = None
-        if tgt.candidates is not None:
-            cand_shuffled = tgt.candidates.copy()
-            cand_shuffled[perm[keep[perm]]] = tgt.candidates[np.sort(perm[keep[perm]])]
+        if j not in shuffles:  # the same shuffle for every layer at this position
+            shuffles[j] = _shuffle_labels(tgt, perm, keep, j)
+        shuffled, cand_shuffled = shuffles[j]
         pick[i, j] = fit(sel_rows, i, j).mean() - fit(sel_rows, i, j, labels=shuffled, cands=cand_shuffled).mean()
         ok = fit(ev_rows, i, j)
         acc[i, j] = ok.mean()
