@@ -453,7 +453,8 @@ def cmd_report(args) -> int:
                               patch_pairs=args.patch_pairs, seed=args.seed,
                               data=None if args.data is None else str(args.data), batch_size=args.batch_size,
                               device=args.device)
-    doc = write_report(args.out, args.checkpoints, settings, progress=_progress(args))
+    # a bar at a terminal; otherwise one plain line per analysis on stderr, so a redirected run shows it is alive
+    doc = write_report(args.out, args.checkpoints, settings, progress=False if args.json else _progress(args) or "lines")
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return 0

@@ -376,6 +376,33 @@ def training_curve_figure(rows: list[dict], name: str):
     return fig
 
 
+class LineProgress:
+    """The tqdm calls measure_checkpoint makes, as one flushed line on stderr per step (with elapsed
+    time and a naive ETA), for output that is not a terminal."""
+
+    def __init__(self, total: int):
+        import sys
+        import time
+
+        self.total, self.done, self.text, self.t0, self.time = total, 0, "", time.perf_counter(), time.perf_counter
+        print(f"report: {total} analyses to run ({N_ANALYSES} per checkpoint)", file=sys.stderr, flush=True)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.text = text
+
+    def update(self, n: int = 1) -> None:
+        import sys
+
+        self.done += n
+        elapsed = self.time() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        print(f"report: {self.done}/{self.total} {self.text} done ({elapsed:.0f} s elapsed, ~{eta:.0f} s left)",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def expand_checkpoint_dirs(paths: list[str | Path]) -> list[Path]:
     """Checkpoint directories as given; a directory without config.json that holds checkpoint
     directories (e.g. checkpoints/controls/) stands for those, sorted by name."""
@@ -388,7 +415,7 @@ def expand_checkpoint_dirs(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def build_report(paths: list[str | Path], settings: ReportSettings = ReportSettings(), progress: bool = False) -> dict:
+def build_report(paths: list[str | Path], settings: ReportSettings = ReportSettings(), progress: bool | str = False) -> dict:
     """Measure every checkpoint; returns {"json": report dict, "checkpoints": [CheckpointReport]}."""
     from hansprobe import __version__
 
@@ -404,7 +431,9 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
         if settings.data is not None:
             read_ntf(settings.data, task=task, limit=1)
     bar = None
-    if progress:
+    if progress == "lines":  # not a terminal (nohup, CI, a log file): one plain line per analysis
+        bar = LineProgress(N_ANALYSES * len(paths))
+    elif progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=N_ANALYSES * len(paths), desc="report", unit="analysis")
@@ -431,7 +460,7 @@ def _thresholds() -> dict:
 
 
 def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportSettings = ReportSettings(),
-                 progress: bool = False) -> dict:
+                 progress: bool | str = False) -> dict:
     """Measure, then write out_dir/report.json and out_dir/report.html atomically, holding a lock on
     out_dir so that two reports cannot interleave their files. Returns the JSON dict."""
     from hansprobe.checkpoint import run_lock

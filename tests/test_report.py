@@ -205,3 +205,11 @@ def test_a_directory_of_checkpoints_stands_for_its_checkpoints(runs, tmp_path):
     assert expand_checkpoint_dirs([single, root]) == [single, *sorted(runs.values())]
     with pytest.raises(ConfigError, match="at least one"):
         expand_checkpoint_dirs([])
+
+
+def test_a_report_whose_output_is_not_a_terminal_logs_one_line_per_analysis(runs, tmp_path, capsys):
+    assert main(["report", str(runs["reverse"]), "-n", "20", "--mechanism-graphs", "12", "--patch-pairs", "10",
+                 "--out", str(tmp_path / "r")]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("report: ")]
+    assert len(lines) == 7 and lines[0] == "report: 6 analyses to run (6 per checkpoint)"
+    assert lines[1].startswith("report: 1/6 reverse: behaviour done") and "s left" in lines[-1]
