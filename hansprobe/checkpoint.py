@@ -10,6 +10,8 @@ import fcntl
 import json
 import os
 import platform
+import re
+import shutil
 import struct
 import tempfile
 from contextlib import contextmanager
@@ -18,10 +20,12 @@ from pathlib import Path
 
 import torch
 
-from hansprobe.errors import CheckpointError
+from hansprobe.errors import CheckpointError, ConfigError, HansprobeError, OutputError, os_error_line
 from hansprobe.model import ModelConfig, build_model, resolve_device
 from hansprobe.objectives import Objective, get_objective
+from hansprobe.resources import FLOAT, require_memory, transformer_params
 from hansprobe.tasks import Task, task_from_dict
+from hansprobe.validation import check_float, check_int, check_mapping, check_seed
 
 CONFIG, MODEL, METRICS, RESUME = "config.json", "model.safetensors", "metrics.jsonl", "resume.safetensors"
 FORMAT = "hansprobe-checkpoint"
@@ -34,8 +38,15 @@ os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all. An OS error (full disk, no such directory, a
+    directory in the way, no permission) is one line naming `path`; the old file stays."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory; give a file path")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(os_error_line(e, path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -43,14 +54,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(os_error_line(e, path)) from None
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)  # make the rename itself durable
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -69,7 +78,7 @@ def run_lock(directory: str | Path):
         directory.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     except OSError as e:
-        raise CheckpointError(f"cannot write beside {directory} ({e.strerror}); choose another --out") from None
+        raise OutputError(os_error_line(e, lock, "create") + " (hansprobe locks the --out directory there)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -86,7 +95,63 @@ def run_lock(directory: str | Path):
 def remove_stale_temporaries(run_dir: str | Path) -> None:
     """Temporary files of a write that was killed; they are never read, only cleaned up."""
     for tmp in Path(run_dir).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
+STAGING, READY = ".staging", "READY"
+
+
+def publish_together(out_dir: str | Path, files: dict[str, bytes]) -> None:
+    """Replace several files of `out_dir` as one change (report.json with the report.html drawn from
+    it). A file rename is atomic, a pair of renames is not, so this is a small journal: every file
+    is written and fsynced into `out_dir/.staging/`, then a READY marker is written, then the files
+    are renamed into place and the staging directory removed. A kill before READY leaves the old
+    files (the staging directory is deleted by the next writer); a kill after READY is finished by
+    the next writer or reader (`recover_staging`). Call under `run_lock(out_dir)`."""
+    out_dir = Path(out_dir)
+    recover_staging(out_dir)
+    staging = out_dir / STAGING
+    try:
+        staging.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(os_error_line(e, staging, "create")) from None
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(staging / name, data)
+        atomic_write_bytes(staging / READY, "\n".join(files).encode())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing was switched: the old files stand
+        raise
+    recover_staging(out_dir)
+
+
+def recover_staging(out_dir: str | Path) -> None:
+    """Finish or discard an interrupted `publish_together`, and remove stale temporary files."""
+    out_dir = Path(out_dir)
+    staging = out_dir / STAGING
+    if staging.is_dir():
+        if (staging / READY).is_file():  # every file was complete: roll forward
+            for name in (staging / READY).read_text().split():
+                if (staging / name).is_file():
+                    try:
+                        os.replace(staging / name, out_dir / name)
+                    except OSError as e:
+                        raise OutputError(os_error_line(e, out_dir / name)) from None
+            _fsync_dir(out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+    remove_stale_temporaries(out_dir)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise OutputError(os_error_line(e, path)) from None
 
 
 def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -156,15 +221,62 @@ def read_config(run_dir: str | Path) -> dict:
     for key in ("task", "objective", "model", "seed"):
         if key not in cfg:
             raise CheckpointError(f"{path} has no {key!r} entry; the checkpoint is incomplete")
+    try:
+        validate_config(cfg)
+    except HansprobeError as e:
+        raise CheckpointError(f"{path}: {e}; the file was damaged or edited — restore it or re-train") from None
     return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    """Every field a loader reads, checked for type and range before anything is built from it (a
+    seed of NaN, a task given as a string, n_layers "2", an objective given as a list, ...)."""
+    version = check_int("format_version", cfg.get("format_version", 1), 1)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"format_version {version} is newer than this hansprobe reads ({FORMAT_VERSION}); upgrade hansprobe")
+    check_seed("seed", cfg["seed"])
+    if not isinstance(cfg["objective"], str):
+        raise ConfigError(f"objective must be a name like \"teacher-forcing\", got {cfg['objective']!r}")
+    get_objective(cfg["objective"])
+    task = task_from_dict(check_mapping("task", cfg["task"]))
+    check_mapping("model", cfg["model"])
+    if is_imported(cfg):
+        from hansprobe import interop
+
+        if cfg["model"]["architecture"] != interop.ARCHITECTURE:
+            raise ConfigError(f"unknown model architecture {cfg['model']['architecture']!r}; this hansprobe reads "
+                              f"{interop.ARCHITECTURE!r}")
+        interop.check_hf_config(cfg["model"].get("hf_config"))
+    else:
+        model = ModelConfig.from_dict(cfg["model"])
+        for key, want in (("d_vocab", task.d_vocab), ("n_ctx", task.n_ctx)):
+            if key in cfg and cfg[key] != want:
+                raise ConfigError(f"{key} is {cfg[key]!r} but the task {task.describe()} has {want}")
+        check_task_memory(model, task)
+    if cfg.get("train") is not None:
+        check_mapping("train", cfg["train"])
+    if cfg.get("step") is not None:
+        check_int("step", cfg["step"], 0)
+    if cfg.get("metrics") is not None:
+        check_mapping("metrics", cfg["metrics"])
+
+
+def check_task_memory(model: ModelConfig, task: Task, device: str | torch.device = "cpu") -> None:
+    """The model of this config and task fits in memory (before anything is allocated)."""
+    n = transformer_params(model.n_layers, model.d_model, model.d_mlp, task.d_vocab, task.n_ctx, model.attn_only)
+    require_memory(FLOAT * n, f"the model of this config ({n:,} parameters)", "check its task and model sizes", device)
 
 
 def append_metrics(run_dir: str | Path, row: dict) -> None:
     """One JSON line, flushed and fsynced; a torn last line from a kill is skipped by `read_metrics`."""
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(row, sort_keys=True, allow_nan=False) + "\n")  # strict JSON: no NaN/Infinity tokens
-        f.flush()
-        os.fsync(f.fileno())
+    path = Path(run_dir) / METRICS
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True, allow_nan=False) + "\n")  # strict JSON: no NaN/Infinity tokens
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OutputError(os_error_line(e, path)) from None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -187,21 +299,27 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
 
 
 # --- model weights ----------------------------------------------------------------------------
+def _natural(name: str) -> list:
+    """Sort key with numbers in order: blocks.2 before blocks.10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def load_weights(model, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load a state dict after checking names and shapes, so a mismatch is one readable line."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
+    missing = sorted(set(expected) - set(tensors), key=_natural)
+    extra = sorted(set(tensors) - set(expected), key=_natural)
     if missing or extra:
-        raise CheckpointError(
-            f"{source} does not match config.json: missing {missing[:3]}, unexpected {extra[:3]}; "
-            "the weights belong to another model"
-        )
+        parts = [f"{len(names)} {kind} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+                 for kind, names in (("missing", missing), ("unexpected", extra)) if names]
+        raise CheckpointError(f"the weights in {source} do not match the model its config describes: "
+                              f"{'; '.join(parts)}; the weights belong to another model or the file is incomplete")
     for k, v in expected.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise CheckpointError(
-                f"{source} does not match config.json: {k} is {tuple(tensors[k].shape)} in the file but "
-                f"{tuple(v.shape)} from the config; the weights belong to another model"
+                f"the weights in {source} do not match the model its config describes: {k} is "
+                f"{tuple(tensors[k].shape)} in the file but {tuple(v.shape)} from the config; the weights belong to "
+                "another model"
             )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
 
@@ -301,16 +419,64 @@ def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer) ->
     tensors, raw = load_safetensors(path)
     try:
         meta = json.loads(raw["hansprobe_resume"])
-        meta["step"], meta["param_groups"]
     except (KeyError, TypeError, json.JSONDecodeError):
         raise CheckpointError(f"{path} has no step/optimizer metadata; it is not a hansprobe resume file") from None
+    try:
+        opt_state = _checked_resume_state(meta, tensors, optimizer)
+    except HansprobeError as e:
+        raise CheckpointError(f"{path}: {e}; the resume file is damaged — restore it, or train again with --overwrite") from None
     load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
-    opt_state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, idx, name = k.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = v
     device = next(model.parameters()).device
     opt_state = {i: {n: (t if n == "step" else t.to(device)) for n, t in s.items()} for i, s in opt_state.items()}
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     return int(meta["step"]), meta.get("extra", {})
+
+
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
+
+
+def _checked_resume_state(meta, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict:
+    """The resume metadata and optimizer tensors checked against the optimizer they will go into
+    (torch's own `load_state_dict` accepts a damaged state silently or fails deep inside)."""
+    check_mapping("resume metadata", meta)
+    unknown = set(meta) - {"step", "param_groups", "extra"}
+    if unknown or "step" not in meta or "param_groups" not in meta:
+        raise CheckpointError(f"resume metadata must hold step, param_groups and extra; got keys {sorted(meta)}")
+    check_int("resume step", meta["step"], 0)
+    extra = check_mapping("resume extra", meta.get("extra", {}))
+    if "loss_sum" in extra:
+        check_float("resume loss_sum", extra["loss_sum"])
+    if "loss_n" in extra:
+        check_int("resume loss_n", extra["loss_n"], 0)
+    want = optimizer.state_dict()["param_groups"]
+    groups = meta["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(want):
+        raise CheckpointError(f"param_groups must be a list of {len(want)} optimizer groups, got {str(groups)[:60]}")
+    for i, (g, w) in enumerate(zip(groups, want)):
+        check_mapping(f"param_groups[{i}]", g)
+        if set(g) != set(w):
+            raise CheckpointError(f"param_groups[{i}] has keys {sorted(g)}, expected {sorted(w)}")
+        if g["params"] != w["params"]:
+            raise CheckpointError(f"param_groups[{i}] lists other parameters than the model has")
+        for k, v in g.items():
+            if k in ("lr", "eps", "weight_decay"):
+                check_float(f"param_groups[{i}].{k}", v, 0)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("model."):
+            continue
+        parts = k.split(".", 2)
+        if len(parts) != 3 or parts[0] != "optim" or not parts[1].isdigit() or parts[2] not in ADAM_STATE:
+            raise CheckpointError(f"unexpected tensor {k!r} (expected model.* or optim.N.{{{','.join(ADAM_STATE)}}})")
+        idx = int(parts[1])
+        if idx >= len(params):
+            raise CheckpointError(f"optimizer state for parameter {idx}, but the model has {len(params)}")
+        shape = () if parts[2] == "step" else tuple(params[idx].shape)
+        if tuple(v.shape) != shape:
+            raise CheckpointError(f"{k} has shape {tuple(v.shape)}, expected {shape}")
+        state.setdefault(idx, {})[parts[2]] = v
+    for idx, s in state.items():
+        if set(s) != set(ADAM_STATE):
+            raise CheckpointError(f"optimizer state of parameter {idx} lacks {sorted(set(ADAM_STATE) - set(s))}")
+    return state

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from hansprobe.errors import HansprobeError
+from hansprobe.validation import SEED_MAX
 
 DEFAULT_ANALYSIS_SEED = 1234  # analyses use it directly; training draws its graphs from derived 63-bit seeds
 
@@ -37,6 +38,16 @@ def _non_negative_float(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(v) or v < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return v
+
+
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (seeds are whole numbers 0..2^63-1)") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; seeds are whole numbers 0..2^63-1")
     return v
 
 
@@ -80,7 +91,7 @@ def _add_graphs(p):
     g = p.add_argument_group("graphs to measure on")
     g.add_argument("-n", "--n-graphs", type=_positive(), default=None,
                    help="fresh graphs to generate (default 2000; dynamics 500); with --data: read only the first N")
-    g.add_argument("--seed", type=int, default=DEFAULT_ANALYSIS_SEED, help=f"graph seed (default {DEFAULT_ANALYSIS_SEED}; training never uses it)")
+    g.add_argument("--seed", type=_seed, default=DEFAULT_ANALYSIS_SEED, help=f"graph seed (default {DEFAULT_ANALYSIS_SEED}; training never uses it)")
     g.add_argument("--data", type=Path, help="read graphs from an NTF text file instead (e.g. ../shared/data/ntf/...); -n limits how many")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     g.add_argument("--batch-size", type=_positive(), default=1000, help="graphs per forward pass (default 1000)")
@@ -89,6 +100,8 @@ def _add_graphs(p):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hansprobe", description="Measure the Clever-Hans shortcut of next-token training on lookahead tasks.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an unexpected error (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a hooked transformer on a task under an objective")
@@ -107,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=int, default=100)
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
     t.add_argument("--grad-clip", type=_positive(float), default=1.0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0, help="model initialisation and training graphs (default 0)")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu; CUDA trains under bf16 autocast)")
     t.add_argument("--eval-every", type=_positive(), default=250)
     t.add_argument("--eval-graphs", type=_positive(), default=1000)
@@ -181,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
     p.add_argument("-n", "--n-graphs", type=_positive(), default=1000)
-    p.add_argument("--seed", type=int, default=DEFAULT_ANALYSIS_SEED)
+    p.add_argument("--seed", type=_seed, default=DEFAULT_ANALYSIS_SEED)
     p.add_argument("--out", type=Path, help="file to write (default stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser
@@ -504,14 +517,22 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynam
             "data": cmd_data}
 
 
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    debug = "--debug" in argv  # anywhere on the line, so it can be added at the end of a failing command
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
         return COMMANDS[args.command](args)
     except HansprobeError as e:
-        print(f"hansprobe: error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"hansprobe: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hansprobe: interrupted", file=sys.stderr)
@@ -519,6 +540,20 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `hansprobe ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
+    except Exception as e:  # last resort: every expected failure is a HansprobeError above
+        if debug:
+            raise
+        if isinstance(e, MemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
+            print(f"hansprobe: error: ran out of memory ({type(e).__name__}); use fewer graphs (-n), a smaller "
+                  "--batch-size or a smaller model", file=sys.stderr)
+        elif isinstance(e, OSError) and getattr(e, "filename", None):
+            from hansprobe.errors import os_error_line
+
+            print(f"hansprobe: error: {os_error_line(e, e.filename, 'use')}", file=sys.stderr)
+        else:
+            print(f"hansprobe: error: unexpected {type(e).__name__}: {_one_line(e)} — this is a bug, please report it "
+                  f"with the command (run it again with --debug for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,3 +15,35 @@ class ConfigError(HansprobeError, ValueError):
 
 class CheckpointError(HansprobeError):
     """A checkpoint directory that is missing, incomplete, corrupt or unsafe to load."""
+
+
+class OutputError(HansprobeError):
+    """An output path that cannot be written (a directory where a file goes, no such parent
+    directory, no permission, a full disk); the message names the path."""
+
+
+class ResourceError(HansprobeError):
+    """A request that would need more memory than this machine has; nothing was allocated."""
+
+
+def os_error_line(e: OSError, path, doing: str = "write") -> str:
+    """One line for an OS error on `path` that says what to do about the common causes."""
+    import errno
+
+    what = {
+        errno.ENOSPC: "the disk is full; free space and run again",
+        errno.EDQUOT: "the disk quota is exceeded; free space and run again",
+        errno.EACCES: "permission denied; choose a path you can write",
+        errno.EPERM: "operation not permitted; choose a path you can write",
+        errno.EROFS: "the file system is read-only; choose another path",
+        errno.EISDIR: "it is a directory; give a file path",
+        errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
+        errno.EEXIST: "a part of the path is a file, not a directory; choose another path",
+    }.get(e.errno, e.strerror or type(e).__name__)
+    if e.errno == errno.ENOENT:
+        from pathlib import Path
+
+        parent = Path(path).parent
+        what = ("its directory does not exist; create it first or choose another path" if not parent.is_dir()
+                else f"files cannot be created in {parent}; choose another path")
+    return f"cannot {doing} {path}: {what}"

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import torch
 
+from hansprobe import gpt2_reference
 from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.gpt2_reference import ACTIVATIONS
+from hansprobe.resources import FLOAT, require_memory, transformer_params
+from hansprobe.validation import check_choice, check_float, check_int, check_mapping
 
 ARCHITECTURE = "hf-gpt2"
 FORMATS = ("hf-gpt2", "nanogpt", "ntf")
@@ -81,6 +85,50 @@ def save_state_dict_safetensors(tensors: dict[str, torch.Tensor], out: str | Pat
 
 
 # --- layouts -> GPT-2 ----------------------------------------------------------------------------
+class _Reads(dict):
+    """A state dict that remembers which keys the conversion read, so that weights it never used
+    (a layer the layout does not know, a misspelt name) are reported instead of dropped."""
+
+    def __init__(self, sd: dict):
+        super().__init__(sd)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def _names(keys, n: int = 4) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _convert(convert, sd: dict, n_heads: int | None, fmt: str):
+    """Run a layout conversion and refuse weights it did not use (nanoGPT's causal-mask buffers
+    `attn.bias` of shape (1, 1, T, T) are not weights and are skipped)."""
+    tracked = _Reads(sd)
+    cfg, out = convert(tracked, n_heads)
+    fmt = {"nanogpt": "nanoGPT", "ntf": "Next-Token-Failures GPT"}.get(fmt, fmt)
+    unused = {k for k in sd if k not in tracked.read and not k.startswith("__")
+              and not (k.endswith(".attn.bias") and sd[k].dim() == 4)}
+    if unused:
+        raise CheckpointError(f"{len(unused)} weights of the file are not part of a {fmt} model: {_names(unused)}; "
+                              "check --format (the file may hold another architecture)")
+    return cfg, out
+
+
+def _matrix(sd: dict, key: str, fmt: str) -> torch.Tensor:
+    t = sd[key]
+    if not isinstance(t, torch.Tensor) or t.dim() != 2:
+        raise CheckpointError(f"{key} must be a matrix (2-D) in a {fmt} state dict, got shape "
+                              f"{tuple(getattr(t, 'shape', ()))}; the file is damaged or not {fmt}")
+    return t
+
+
 def _require(sd: dict, keys: list[str], fmt: str) -> None:
     missing = [k for k in keys if k not in sd]
     if missing:
@@ -101,6 +149,7 @@ def _gpt2_config(vocab: int, ctx: int, d: int, n_layer: int, n_heads: int | None
 
     if n_heads is None:
         raise ConfigError("the file does not store the number of heads; pass --n-heads")
+    check_int("the number of heads (n_head)", n_heads, 1)
     if d % n_heads:
         raise ConfigError(f"--n-heads {n_heads} does not divide d_model {d}")
     return GPT2Config(vocab_size=vocab, n_positions=ctx, n_embd=d, n_layer=n_layer, n_head=n_heads,
@@ -122,9 +171,10 @@ def nanogpt_to_gpt2(sd: dict, n_heads: int | None = None):
     lm_head; nn.Linear weights, exact GELU) -> (GPT2Config, GPT-2 state dict)."""
     _require(sd, ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight"], "nanoGPT")
     args = sd.get("__model_args__") or {}
-    vocab, d = sd["transformer.wte.weight"].shape
+    vocab, d = _matrix(sd, "transformer.wte.weight", "nanoGPT").shape
     n_layer = _n_layers(sd, r"transformer\.h\.(\d+)\.")
-    cfg = _gpt2_config(vocab, sd["transformer.wpe.weight"].shape[0], d, n_layer, n_heads or args.get("n_head"), "gelu")
+    ctx = _matrix(sd, "transformer.wpe.weight", "nanoGPT").shape[0]
+    cfg = _gpt2_config(vocab, ctx, d, n_layer, n_heads or args.get("n_head"), "gelu")
     out = {"transformer.wte.weight": sd["transformer.wte.weight"], "transformer.wpe.weight": sd["transformer.wpe.weight"]}
     out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = _ln(sd, "transformer.ln_f", d)
     for i in range(n_layer):
@@ -145,9 +195,10 @@ def ntf_to_gpt2(sd: dict, n_heads: int | None = None):
     attn.queries_linear/keys_linear/values_linear/proj, ln_2, mlp.expand/proj}, final_layernorm;
     tanh GELU) -> (GPT2Config, GPT-2 state dict)."""
     _require(sd, ["embed_tokens.weight", "pos_encoding.weight", "final_layernorm.weight"], "Next-Token-Failures GPT")
-    vocab, d = sd["embed_tokens.weight"].shape
+    vocab, d = _matrix(sd, "embed_tokens.weight", "Next-Token-Failures GPT").shape
     n_layer = _n_layers(sd, r"layers\.(\d+)\.")
-    cfg = _gpt2_config(vocab, sd["pos_encoding.weight"].shape[0], d, n_layer, n_heads, "gelu_new")
+    ctx = _matrix(sd, "pos_encoding.weight", "Next-Token-Failures GPT").shape[0]
+    cfg = _gpt2_config(vocab, ctx, d, n_layer, n_heads, "gelu_new")
     out = {"transformer.wte.weight": sd["embed_tokens.weight"], "transformer.wpe.weight": sd["pos_encoding.weight"]}
     out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = _ln(sd, "final_layernorm", d)
     for i in range(n_layer):
@@ -162,10 +213,40 @@ def ntf_to_gpt2(sd: dict, n_heads: int | None = None):
         for src, dst, n_out in (("attn.proj", "attn.c_proj", d), ("mlp.expand", "mlp.c_fc", 4 * d), ("mlp.proj", "mlp.c_proj", d)):
             out[f"{t}.{dst}.weight"] = sd[f"{s}.{src}.weight"].T
             out[f"{t}.{dst}.bias"] = _bias(sd, f"{s}.{src}.bias", n_out)
+    if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd["embed_tokens.weight"]):
+        raise CheckpointError("lm_head.weight differs from embed_tokens.weight: untied heads are not supported")
     return cfg, out
 
 
 # --- GPT-2 -> hooked model -----------------------------------------------------------------------
+def check_hf_config(hf: dict) -> dict:
+    """The GPT-2 config fields hansprobe builds from, checked for type, range and support (the
+    parity reference computes exactly these GPT-2s), and the model's size against memory."""
+    check_mapping("hf_config", hf)
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise ConfigError(f"model_type is {hf.get('model_type')!r}; hansprobe reads GPT-2 models only")
+    for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+        if key not in hf:
+            raise ConfigError(f"the GPT-2 config has no {key!r}")
+        check_int(f"GPT-2 config {key}", hf[key], 1)
+    if hf["n_embd"] % hf["n_head"]:
+        raise ConfigError(f"GPT-2 config n_head {hf['n_head']} does not divide n_embd {hf['n_embd']}")
+    if hf.get("n_inner") is not None:
+        check_int("GPT-2 config n_inner", hf["n_inner"], 1)
+    check_choice("GPT-2 config activation_function", hf.get("activation_function", "gelu_new"), ACTIVATIONS)
+    check_float("GPT-2 config layer_norm_epsilon", hf.get("layer_norm_epsilon", 1e-5), 0)
+    for key, default in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                         ("reorder_and_upcast_attn", False), ("add_cross_attention", False)):
+        if hf.get(key, default) != default:
+            raise ConfigError(f"GPT-2 config {key}={hf[key]!r} is not supported (only {default}); hansprobe reads "
+                              "plain GPT-2s")
+    d_mlp = hf.get("n_inner") or 4 * hf["n_embd"]
+    n = transformer_params(hf["n_layer"], hf["n_embd"], d_mlp, hf["vocab_size"], hf["n_positions"])
+    require_memory(FLOAT * n * 3, f"a GPT-2 of {n:,} parameters (source, converted and hooked copies)",
+                   "check the config's n_layer, n_embd and vocab_size")
+    return hf
+
+
 def hf_config_dict(cfg) -> dict:
     return json.loads(cfg.to_json_string(use_diff=False))
 
@@ -186,9 +267,16 @@ def load_gpt2_weights(model, tensors: dict[str, torch.Tensor], source) -> None:
     from hansprobe.checkpoint import load_weights
 
     tensors = dict(tensors)
-    tensors.setdefault(TIED, tensors.get("transformer.wte.weight"))
+    wte = tensors.get("transformer.wte.weight")
+    if TIED in tensors and wte is not None and not (tensors[TIED].shape == wte.shape and torch.equal(tensors[TIED], wte)):
+        raise CheckpointError(f"{source}: lm_head.weight differs from transformer.wte.weight; untied output heads "
+                              "are not supported")
+    tensors[TIED] = wte
     expected = set(model.state_dict())
-    load_weights(model, {k: v for k, v in tensors.items() if k in expected or not k.endswith(".attn.bias")}, source)
+    # GPT-2's causal-mask buffers (attn.bias, attn.masked_bias) are not weights; everything else is strict:
+    # a missing, unexpected or mis-shaped weight is an error naming the keys, never a random init.
+    load_weights(model, {k: v for k, v in tensors.items()
+                         if k in expected or not k.endswith((".attn.bias", ".attn.masked_bias"))}, source)
     model.tie_weights()
 
 
@@ -209,24 +297,53 @@ def bridge_from_hf(hf_model, device: str | torch.device = "cpu"):
     return bridge.eval()
 
 
-def load_hf_gpt2(src: str | Path):
-    """A `save_pretrained` directory (config.json + model.safetensors) -> GPT2LMHeadModel, offline."""
-    from transformers import GPT2LMHeadModel
-
+def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]]:
+    """A `save_pretrained` directory (config.json + model.safetensors) -> (GPT2LMHeadModel, its
+    checked config, the file's tensors). The weights are loaded strictly by hansprobe, never by
+    `from_pretrained`, which fills missing weights with a random init and warns at most."""
     src = Path(src)
-    if not (src / "config.json").is_file():
+    path = src / "config.json"
+    if not path.is_file():
         raise CheckpointError(f"{src} has no config.json; give the directory written by GPT2LMHeadModel.save_pretrained")
-    kind = json.loads((src / "config.json").read_text()).get("model_type")
-    if kind != "gpt2":
-        raise CheckpointError(f"{src}/config.json has model_type {kind!r}; --format hf-gpt2 reads GPT-2 models only")
-    if not (src / "model.safetensors").is_file():
-        raise CheckpointError(f"{src} has no model.safetensors; re-save with save_pretrained(safe_serialization=True) "
-                              "(hansprobe does not unpickle pytorch_model.bin)")
-    _offline()
     try:
-        return GPT2LMHeadModel.from_pretrained(src, attn_implementation="eager", local_files_only=True).eval()
-    except Exception as e:
-        raise CheckpointError(f"transformers could not load {src}: {str(e).splitlines()[0]}") from None
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); give the directory written by save_pretrained") from None
+    try:
+        check_hf_config(raw)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if not (src / "model.safetensors").is_file():
+        hint = ("sharded checkpoints (model.safetensors.index.json) are not supported; re-save it in one file"
+                if (src / "model.safetensors.index.json").is_file() else
+                "re-save with save_pretrained(safe_serialization=True) (hansprobe does not unpickle pytorch_model.bin)")
+        raise CheckpointError(f"{src} has no model.safetensors; {hint}")
+    from hansprobe.checkpoint import load_safetensors
+
+    tensors, _ = load_safetensors(src / "model.safetensors")
+    if tensors and not any(k.startswith("transformer.") for k in tensors):  # saved from GPT2Model, not the LM head
+        tensors = {f"transformer.{k}": v for k, v in tensors.items()}
+    blocks = sorted({int(m.group(1)) for k in tensors if (m := re.match(r"transformer\.h\.(\d+)\.", k))})
+    if blocks != list(range(raw["n_layer"])):
+        absent = sorted(set(range(raw["n_layer"])) - set(blocks))
+        raise CheckpointError(f"{path} says n_layer={raw['n_layer']} but {src / 'model.safetensors'} holds weights for "
+                              f"blocks {_ranges(blocks) or 'none'}" + (f" (missing: {_ranges(absent)})" if absent else "")
+                              + "; hansprobe never fills missing blocks with random weights — fix the config or the file")
+    model = new_gpt2(raw)
+    load_gpt2_weights(model, tensors, src / "model.safetensors")
+    return model, raw, tensors
+
+
+def _ranges(ids: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ", ".join(out)
 
 
 def imported_model(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = None, source=None):
@@ -281,29 +398,34 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     if fmt == "hf-gpt2":
         if n_heads is not None:
             raise ConfigError("--n-heads is read from config.json for hf-gpt2; drop it")
-        hf = load_hf_gpt2(src)
+        hf, _, source = load_hf_gpt2(src)
+        reference = gpt2_reference.from_hf(source, check_hf_config(hf_config_dict(hf.config)))
     else:
         sd = read_state_dict(src)
-        cfg, gpt2_sd = (nanogpt_to_gpt2 if fmt == "nanogpt" else ntf_to_gpt2)(sd, n_heads)
-        hf = new_gpt2(hf_config_dict(cfg))
+        cfg, gpt2_sd = _convert(nanogpt_to_gpt2 if fmt == "nanogpt" else ntf_to_gpt2, sd, n_heads, fmt)
+        hf = new_gpt2(check_hf_config(hf_config_dict(cfg)))
         load_gpt2_weights(hf, gpt2_sd, src)
+        reference = (gpt2_reference.from_nanogpt if fmt == "nanogpt" else gpt2_reference.from_ntf)(sd, cfg.n_head)
     hf_config = hf_config_dict(hf.config)
     check_task_fit(hf_config, task)
     weights = gpt2_state_dict(hf)  # before bridging: boot_transformers wraps the module's children
     tokens = objective.inputs(task.generate(64, seed=0))
     with torch.no_grad():
-        reference = hf(tokens).logits
         bridge = bridge_from_hf(hf, "cpu")
-        diff = float((reference - bridge(tokens)).abs().max())
+        # The reference is an independent forward of the source file's own weights (gpt2_reference),
+        # not the converted module the bridge wraps: this checks the conversion, not only the bridge.
+        diff = float((gpt2_reference.logits(reference, tokens) - bridge(tokens)).abs().max())
     if not diff <= PARITY_TOL:
-        raise CheckpointError(f"the hooked model's logits differ from the source model's by {diff:.2e} (> {PARITY_TOL}); "
-                              "please report this with the source file")
+        raise CheckpointError(f"the hooked model's logits differ from an independent forward of the source weights by "
+                              f"{diff:.2e} (> {PARITY_TOL}); the file does not hold the {fmt} model it claims, or this "
+                              "is a bug — please report it with the source file")
     model = {"architecture": ARCHITECTURE, "hf_config": hf_config, "n_layers": hf_config["n_layer"],
              "n_heads": hf_config["n_head"], "d_model": hf_config["n_embd"]}
     config = {**new_config(task, objective, model, None, seed=0), "step": None,
               "d_vocab": hf_config["vocab_size"], "n_ctx": hf_config["n_positions"],
               "imported_from": {"format": fmt, "path": str(src.resolve()), "sha256": _sha256(src), "max_logit_diff": diff,
-                                "parity_tolerance": PARITY_TOL}}
+                                "parity_tolerance": PARITY_TOL,
+                                "parity_reference": "independent plain-torch forward of the source weights (gpt2_reference)"}}
     if overwrite and out.exists():  # nothing of the replaced run may be read as this model's
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)

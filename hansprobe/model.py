@@ -12,7 +12,11 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from hansprobe.errors import ConfigError
+from hansprobe.resources import require_memory, transformer_params
+from hansprobe.validation import check_bool, check_choice, check_int, check_mapping
 
+ACT_FNS = ("gelu", "gelu_new", "relu", "silu")
+NORMALIZATIONS = ("LN", "LNPre", "RMS", "RMSPre", None)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -34,9 +38,14 @@ class ModelConfig:
     normalization: str | None = "LN"
 
     def __post_init__(self):
+        # Checked here, not only in the CLI: configs also come from files that may be damaged or edited.
         for name in ("n_layers", "d_model", "n_heads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model {name} must be at least 1, got {getattr(self, name)}")
+            check_int(f"model {name}", getattr(self, name), 1)
+        if self.d_mlp is not None:
+            check_int("model d_mlp", self.d_mlp, 1)
+        check_choice("model act_fn", self.act_fn, ACT_FNS)
+        check_bool("model attn_only", self.attn_only)
+        check_choice("model normalization", self.normalization, NORMALIZATIONS)
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_mlp is None:
@@ -51,6 +60,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        check_mapping("model", d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -106,6 +116,10 @@ def build_model(cfg: ModelConfig, d_vocab: int, n_ctx: int, seed: int,
 
     if device is None:
         raise ConfigError("build_model needs an explicit device (TransformerLens would silently pick CUDA)")
+    n_params = transformer_params(cfg.n_layers, cfg.d_model, cfg.d_mlp, d_vocab, n_ctx, cfg.attn_only)
+    require_memory(n_params * torch.finfo(dtype).bits // 8, f"a model of {n_params:,} parameters",
+                   "choose a smaller --d-model, --d-mlp or --n-layers, or a task with fewer nodes (the vocabulary) "
+                   "and a shorter prompt (the context)", device)
     model = TransformerBridge.boot_native(
         bridge_config(cfg, d_vocab, n_ctx, seed), device=torch.device(device), dtype=dtype
     )

@@ -7,11 +7,13 @@ The report only composes the analyses; each verdict rule below restates an analy
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hansprobe.analyses.base import _jsonable
-from hansprobe.errors import ConfigError
+from hansprobe.errors import CheckpointError, ConfigError
 
 FORMAT = "hansprobe-report"
 FORMAT_VERSION = 2  # 2: five questions (clever_hans_failure, lookup, ...), "not learned", notes
@@ -476,12 +478,43 @@ def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportS
 def _measure_and_write(out_dir: Path, paths, settings: ReportSettings, progress: bool) -> dict:
     import json
 
-    from hansprobe.checkpoint import atomic_write_bytes
+    from hansprobe.checkpoint import publish_together
     from hansprobe.report_html import render_html
 
     built = build_report(paths, settings, progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "report.json", (json.dumps(built["json"], sort_keys=True, indent=1) + "\n").encode())
-    atomic_write_bytes(out_dir / "report.html", render_html(built["json"], built["checkpoints"]).encode())
+    data = (json.dumps(built["json"], sort_keys=True, indent=1) + "\n").encode()
+    # The page carries the hash of the JSON it was drawn from, and both are switched together.
+    page = render_html(built["json"], built["checkpoints"], json_sha256=hashlib.sha256(data).hexdigest())
+    publish_together(out_dir, {"report.json": data, "report.html": page.encode()})
     return built["json"]
+
+
+SHA_META = re.compile(r'<meta name="hansprobe-report-json-sha256" content="([0-9a-f]{64})">')
+
+
+def read_report(out_dir: str | Path) -> dict:
+    """report.json of a report directory, after checking that report.html was drawn from these very
+    bytes (an interrupted write is first finished or discarded, `checkpoint.recover_staging`)."""
+    import json
+
+    from hansprobe.checkpoint import recover_staging, run_lock
+
+    out_dir = Path(out_dir)
+    if (out_dir / ".staging").exists():
+        with run_lock(out_dir):
+            recover_staging(out_dir)
+    try:
+        data = (out_dir / "report.json").read_bytes()
+        page = (out_dir / "report.html").read_text(encoding="utf-8")
+    except OSError as e:
+        raise CheckpointError(f"{out_dir} is not a complete report directory ({e.strerror}: {e.filename}); "
+                              "run hansprobe report again") from None
+    m = SHA_META.search(page)
+    if not m or m.group(1) != hashlib.sha256(data).hexdigest():
+        raise CheckpointError(f"{out_dir}/report.html and report.json come from different report runs; run "
+                              "hansprobe report again")
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{out_dir}/report.json is not valid JSON ({e}); run hansprobe report again") from None
 

@@ -143,8 +143,10 @@ def _config_table(doc: dict) -> str:
     return "<table><tr><th></th>" + "".join(f"<th>{_e(c['name'])}</th>" for c in cks) + "</tr>" + "\n".join(rows) + "</table>"
 
 
-def render_html(doc: dict, checkpoints: list) -> str:
-    """The report page from the report dict and the CheckpointReports (which hold the figures)."""
+def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) -> str:
+    """The report page from the report dict and the CheckpointReports (which hold the figures).
+    `json_sha256` stamps the page with the hash of the report.json bytes it was drawn from, so a
+    reader can tell a page and a JSON of different runs apart (`report.read_report`)."""
     from plotly.offline import get_plotlyjs
 
     cks = doc["checkpoints"]
@@ -152,7 +154,8 @@ def render_html(doc: dict, checkpoints: list) -> str:
     s = doc["settings"]
     where = f"graphs from {s['data']}" if s["data"] else f"fresh graphs (seed {s['seed']}, which training never uses)"
     cols = f"grid-template-columns:repeat({len(cks)},minmax(0,1fr))"
-    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+    stamp = f'<meta name="hansprobe-report-json-sha256" content="{json_sha256}">' if json_sha256 else ""
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>" + stamp,
              f"<title>hansprobe report: {_e(names)}</title>", f"<style>{STYLE}</style>", STATUS_SCRIPT,
              f"<script type='text/javascript'>{get_plotlyjs()}</script>", "</head><body>",
              f"<h1>hansprobe shortcut-detection report</h1><p>{_e(names)} — measured by hansprobe {_e(doc['hansprobe'])} on up to "

@@ -7,11 +7,12 @@ resumed CPU run ends bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,12 @@ from hansprobe.checkpoint import (
     MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
     read_config, read_metrics, remove_stale_temporaries, run_lock, save_model, save_resume, truncate_metrics,
 )
-from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.errors import CheckpointError, ConfigError, OutputError, os_error_line
 from hansprobe.model import ModelConfig, resolve_device
 from hansprobe.objectives import Objective, autocast, get_objective
+from hansprobe.resources import FLOAT, forward_bytes, require_memory, transformer_params
 from hansprobe.tasks import Task
+from hansprobe.validation import check_float, check_int, check_mapping, check_seed
 
 
 @dataclass
@@ -51,23 +54,37 @@ class TrainConfig:
     snapshot_at: list[int] = field(default_factory=list)
 
     def __post_init__(self):
+        # Checked here, not only in the CLI: a resumed run reads these from config.json.
         for name in ("steps", "batch_size", "eval_every", "eval_graphs", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "grad_clip", "weight_decay", "min_lr_ratio", *("betas",)):
-            values = getattr(self, name) if name == "betas" else [getattr(self, name)]
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-                raise ConfigError(f"{name.replace('_', '-')} must be a finite number, got {getattr(self, name)!r}")
+            check_int(name.replace("_", "-"), getattr(self, name), 1)
+        check_int("warmup-steps", self.warmup_steps, 0)
+        check_float("lr", self.lr)
+        check_float("grad-clip", self.grad_clip)
+        check_float("weight-decay", self.weight_decay, 0)
+        check_float("min-lr-ratio", self.min_lr_ratio, 0, 1)
+        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers, got {self.betas!r}")
+        for b in self.betas:
+            check_float("betas", b, 0, 1)
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not self.grad_clip > 0:
             raise ConfigError(f"grad-clip must be positive, got {self.grad_clip}")
-        if self.weight_decay < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"weight-decay must be >= 0 and min-lr-ratio in [0, 1], got {self.weight_decay}, {self.min_lr_ratio}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
+        if not isinstance(self.snapshot_at, (list, tuple)):
+            raise ConfigError(f"snapshot-at must be a list of steps, got {self.snapshot_at!r}")
+        for s in self.snapshot_at:
+            check_int("snapshot-at", s, 1)
         self.betas = tuple(self.betas)
         self.snapshot_at = sorted(set(int(s) for s in self.snapshot_at))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """From config.json's "train" entry, with every field checked (unknown keys refused)."""
+        check_mapping("train", d)
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ConfigError(f"unknown training settings {sorted(set(d) - known)}; known: {sorted(known)}")
+        return cls(**d)
 
     def lr_at(self, step: int) -> float:
         """Learning rate used for the update that takes the model from `step` to `step + 1`."""
@@ -143,10 +160,13 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         if not (run_dir / RESUME).is_file():
             raise CheckpointError(f"nothing to resume: {run_dir / RESUME} does not exist; train without --resume")
         config = read_config(run_dir)
+        if not isinstance(config.get("train"), dict):
+            raise CheckpointError(f"{run_dir / 'config.json'} holds no training settings (\"train\": "
+                                  f"{json.dumps(config.get('train'))}), so the run cannot be resumed; train a new run")
         stored = dict(config["train"])
         if steps is not None:
             stored["steps"] = steps
-        train_cfg = TrainConfig(**stored)
+        train_cfg = TrainConfig.from_dict(stored)
         config["train"] = asdict(train_cfg)
         model, task = model_from_config(config, dev)
         objective = get_objective(config["objective"])
@@ -157,16 +177,51 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         objective = get_objective(objective) if isinstance(objective, str) else objective
         model_cfg = model_cfg or ModelConfig()
         train_cfg = train_cfg or TrainConfig()
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise ConfigError(f"output directory {run_dir} exists and is not empty; pass --overwrite to replace it or --resume to continue it")
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_seed("seed", seed)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--out {run_dir} is a file; give a directory for the checkpoint")
+        if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+            raise ConfigError(f"output directory {run_dir} exists and is not empty; pass --overwrite to replace it or --resume to continue it")
         config = new_config(task, objective, model_cfg.to_dict(), asdict(train_cfg), seed)
         config["device"] = str(dev)
-        atomic_write_json(run_dir / "config.json", config)
+        # Everything that can be refused (sizes, memory) is checked before the directory is touched,
+        # so a refused run leaves no config-only stub that would block the corrected rerun.
+        _check_training_memory(model_cfg, task, train_cfg, dev)
         model, _ = model_from_config(config, dev)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            shutil.rmtree(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(os_error_line(e, run_dir, "create")) from None
+        atomic_write_json(run_dir / "config.json", config)
 
+    try:
+        return _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress)
+    except OutputError as e:  # a full disk or a vanished directory: the last complete checkpoint is intact
+        last = _last_step(run_dir)
+        raise OutputError(f"{e}; {run_dir} keeps its last complete checkpoint (step {last})"
+                          + ("; then continue with --resume" if last else "")) from None
+
+
+def _last_step(run_dir: Path) -> int:
+    try:
+        return int(read_config(run_dir).get("step") or 0)
+    except (CheckpointError, ValueError, TypeError):
+        return 0
+
+
+def _check_training_memory(model_cfg: ModelConfig, task: Task, train_cfg: "TrainConfig", dev) -> None:
+    """Weights, gradients and two AdamW moments, plus one batch's activations kept for the backward."""
+    n = transformer_params(model_cfg.n_layers, model_cfg.d_model, model_cfg.d_mlp, task.d_vocab, task.n_ctx,
+                           model_cfg.attn_only)
+    acts = forward_bytes(train_cfg.batch_size, task.n_ctx, model_cfg.n_layers, model_cfg.d_model, model_cfg.d_mlp,
+                         model_cfg.n_heads, task.d_vocab)
+    require_memory(4 * FLOAT * n + acts, f"training a {n:,}-parameter model on batches of {train_cfg.batch_size} "
+                   f"{task.describe()} graphs", "lower --batch-size, or choose a smaller model or task", dev)
+
+
+def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress) -> dict:
     model.train()
     opt = make_optimizer(model, train_cfg)
     step, loss_sum, loss_n = 0, 0.0, 0
@@ -188,7 +243,7 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
             loss = train_step(model, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip)
         except NonFiniteLoss as e:
             bar.close()
-            last = int(read_config(run_dir).get("step") or 0)
+            last = _last_step(run_dir)
             raise NonFiniteLoss(f"the training loss became {e} at step {step + 1}; stopped without applying that update. "
                                 f"{run_dir} keeps its last good checkpoint (step {last}); lower --lr or --grad-clip and "
                                 "train again (--overwrite), or --resume from there") from None

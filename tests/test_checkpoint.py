@@ -96,7 +96,7 @@ def test_config_that_does_not_match_the_weights(run_dir, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["model"]["d_model"] = 64
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"does not match config.json: .* is \(.*\) in the file"):
+    with pytest.raises(CheckpointError, match=r"do not match the model its config describes: .* is \(.*\) in the file"):
         hansprobe.load(d)
     cfg["model"]["d_model"], cfg["model"]["n_layers"] = 32, 2
     (d / "config.json").write_text(json.dumps(cfg))

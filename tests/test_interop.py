@@ -157,3 +157,114 @@ def test_imported_model_gets_a_full_report(hf_dir, tmp_path, capsys):
     c = doc["checkpoints"][0]
     assert all("skipped" not in c["analyses"][a] for a in ("behaviour", "entropy", "heads", "probes", "patching"))
     assert c["provenance"]["steps"] is None and c["config"]["imported_from"]["format"] == "hf-gpt2"
+
+
+# --- issue 14, defect 2: nothing is filled with random weights, and parity is checked independently
+def _hf_copy(src, dst, edit_config=None, edit_tensors=None):
+    from safetensors.torch import load_file, save_file
+
+    dst.mkdir()
+    cfg = json.loads((src / "config.json").read_text())
+    if edit_config:
+        edit_config(cfg)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    tensors = load_file(src / "model.safetensors")
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, dst / "model.safetensors", {"format": "pt"})
+    return dst
+
+
+def _import(src, fmt, tmp_path, capsys, *extra):
+    return run(["import", str(src), "--format", fmt, *TASK, *extra, "--out", str(tmp_path / "ck")], capsys)
+
+
+def test_a_config_with_more_layers_than_the_weights_is_refused(hf_dir, tmp_path, capsys):
+    src, _ = hf_dir
+    bad = _hf_copy(src, tmp_path / "d", edit_config=lambda c: c.update(n_layer=48))
+    code, _, err = _import(bad, "hf-gpt2", tmp_path, capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "n_layer=48" in err and "blocks 0-1 (missing: 2-47)" in err  # names the absent blocks
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda t: t.__setitem__("transformer.h.1.mlp.gate.weight", torch.zeros(32, 128)), "1 unexpected (transformer.h.1.mlp.gate.weight)"),
+    (lambda t: t.__setitem__("transformer.h.5.mlp.c_fc.weight", torch.zeros(32, 128)), "blocks 0-1, 5"),
+    (lambda t: t.pop("transformer.h.1.attn.c_proj.bias"), "1 missing (transformer.h.1.attn.c_proj.bias)"),
+    (lambda t: t.__setitem__("transformer.h.0.mlp.c_fc.weight", torch.zeros(128, 32)), "transformer.h.0.mlp.c_fc.weight is (128, 32)"),
+    (lambda t: t.__setitem__("lm_head.weight", torch.randn_like(t["transformer.wte.weight"])), "untied"),
+])
+def test_missing_unexpected_or_misshapen_hf_weights_are_named(hf_dir, tmp_path, capsys, edit, needle):
+    src, _ = hf_dir
+    code, _, err = _import(_hf_copy(src, tmp_path / "d", edit_tensors=edit), "hf-gpt2", tmp_path, capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_state_dict_weight_the_conversion_does_not_use_is_named(tmp_path, capsys):
+    task = tiny_task()
+    sd = ntf_state_dict(task.d_vocab, task.n_ctx)
+    sd["layers.0.attn.rotary_emb.inv_freq"] = torch.ones(4)  # a Phi-style block the GPT-2 layout cannot hold
+    torch.save(sd, tmp_path / "ntf.pt")
+    code, _, err = _import(tmp_path / "ntf.pt", "ntf", tmp_path, capsys, "--n-heads", "4")
+    assert code == 2 and "layers.0.attn.rotary_emb.inv_freq" in err and "not part of" in err, err
+
+
+def test_parity_is_checked_against_an_independent_forward(tmp_path, capsys, monkeypatch):
+    """A conversion bug (here: q and k swapped in every block) must fail the parity check. The old check
+    compared the converted GPT-2 with its own bridge and passed such a model."""
+    import hansprobe.interop as interop
+
+    task = tiny_task()
+    sd = nanogpt_state_dict(task.d_vocab, task.n_ctx + 1)
+    torch.save(sd, tmp_path / "ckpt.pt")
+    real = interop.nanogpt_to_gpt2
+
+    def buggy(source, n_heads=None):
+        cfg, out = real(source, n_heads)
+        d = cfg.n_embd
+        for i in range(cfg.n_layer):
+            w = out[f"transformer.h.{i}.attn.c_attn.weight"]
+            out[f"transformer.h.{i}.attn.c_attn.weight"] = torch.cat([w[:, d:2 * d], w[:, :d], w[:, 2 * d:]], 1)
+        return cfg, out
+    monkeypatch.setattr(interop, "nanogpt_to_gpt2", buggy)
+    code, _, err = _import(tmp_path / "ckpt.pt", "nanogpt", tmp_path, capsys, "--n-heads", "4")
+    assert code == 2 and "independent forward of the source weights" in err, err
+    monkeypatch.undo()
+    code, _, err = _import(tmp_path / "ckpt.pt", "nanogpt", tmp_path, capsys, "--n-heads", "4")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "ck").config["imported_from"]["max_logit_diff"] <= TOL
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("not json", "is not valid JSON"),
+    ("a list", "hf_config must be a JSON object"),
+    ("n_head two", "n_head must be an integer"),
+    ("activation", "activation_function must be one of"),
+])
+def test_bad_hf_configs_are_one_line(hf_dir, tmp_path, capsys, case, needle):
+    src, _ = hf_dir
+    bad = _hf_copy(src, tmp_path / "d", edit_config=lambda c: c.update(n_head="two") if case == "n_head two" else
+                   c.update(activation_function="swiglu") if case == "activation" else None)
+    if case == "not json":
+        (bad / "config.json").write_text("{n_layer: 2,")
+    elif case == "a list":
+        (bad / "config.json").write_text("[1, 2]")
+    code, _, err = _import(bad, "hf-gpt2", tmp_path, capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("1-D wte", "transformer.wte.weight must be a matrix"),
+    ("n_head string", "number of heads (n_head) must be an integer"),
+])
+def test_bad_nanogpt_files_are_one_line(tmp_path, capsys, case, needle):
+    task = tiny_task()
+    sd = nanogpt_state_dict(task.d_vocab, task.n_ctx + 1)
+    if case == "1-D wte":
+        sd["transformer.wte.weight"] = sd["transformer.wte.weight"].flatten()
+        torch.save(sd, tmp_path / "ckpt.pt")
+    else:
+        torch.save({"model": sd, "model_args": {"n_head": "two"}}, tmp_path / "ckpt.pt")
+    code, _, err = _import(tmp_path / "ckpt.pt", "nanogpt", tmp_path, capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -213,3 +213,74 @@ def test_a_report_whose_output_is_not_a_terminal_logs_one_line_per_analysis(runs
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("report: ")]
     assert len(lines) == 7 and lines[0] == "report: 6 analyses to run (6 per checkpoint)"
     assert lines[1].startswith("report: 1/6 reverse: behaviour done") and "s left" in lines[-1]
+
+
+# --- issue 14, defect 6: report.json and report.html are switched together ----------------------
+class Killed(BaseException):
+    """Stands for a SIGKILL at that instant: nothing after it runs (no except handler catches it)."""
+
+
+def _die_at_replace(monkeypatch, n):
+    real, calls = os.replace, [0]
+
+    def replace(a, b):
+        calls[0] += 1
+        if calls[0] == n:
+            raise Killed
+        return real(a, b)
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_the_page_carries_the_hash_of_its_json(report, tmp_path):
+    from hansprobe.errors import CheckpointError
+    from hansprobe.report import read_report
+
+    out, doc = report
+    assert read_report(out) == json.loads((out / "report.json").read_text())
+    shutil.copytree(out, tmp_path / "r")
+    (tmp_path / "r" / "report.json").write_text((out / "report.json").read_text().replace('"teacher-forcing"', '"x"', 1))
+    with pytest.raises(CheckpointError, match="come from different report runs"):
+        read_report(tmp_path / "r")
+
+
+def test_a_kill_between_the_two_renames_is_finished_by_the_next_reader(report, tmp_path, monkeypatch):
+    from hansprobe.checkpoint import publish_together
+    from hansprobe.report import read_report
+
+    out, _ = report
+    r = tmp_path / "r"
+    shutil.copytree(out, r)
+    old_html = (r / "report.html").read_text()
+    new_json = (r / "report.json").read_bytes().replace(b'"format"', b'"format" ', 1)
+    new_html = old_html.replace(re.search(r'content="([0-9a-f]{64})"', old_html).group(1),
+                                __import__("hashlib").sha256(new_json).hexdigest())
+    # renames: 3 into .staging (json, html, READY), then json into place (4), html into place (5)
+    _die_at_replace(monkeypatch, 5)
+    with pytest.raises(Killed):
+        publish_together(r, {"report.json": new_json, "report.html": new_html.encode()})
+    monkeypatch.undo()
+    assert (r / "report.json").read_bytes() == new_json and (r / "report.html").read_text() == old_html  # torn
+    read_report(r)  # finishes the switch instead of reading a torn pair
+    assert (r / "report.html").read_text() == new_html and not (r / ".staging").exists()
+
+
+def test_a_failure_before_the_switch_keeps_the_old_pair_and_debris_is_removed(report, tmp_path, monkeypatch):
+    from hansprobe.checkpoint import publish_together
+    from hansprobe.report import read_report
+
+    out, _ = report
+    r = tmp_path / "r"
+    shutil.copytree(out, r)
+    before = {n: (r / n).read_bytes() for n in ("report.json", "report.html")}
+    _die_at_replace(monkeypatch, 2)  # while the html is written into .staging (e.g. the disk fills up)
+    with pytest.raises(Killed):
+        publish_together(r, {"report.json": b"{}", "report.html": b"<html></html>"})
+    monkeypatch.undo()
+    assert {n: (r / n).read_bytes() for n in before} == before
+    # what a SIGKILL at that moment leaves (no handler runs): a staging directory without READY, and the
+    # 4.9 MB temporary of an old-style page write
+    (r / ".staging").mkdir(exist_ok=True)
+    (r / ".staging" / "report.json").write_bytes(b"{}")
+    (r / ".report.html.abc123.tmp").write_bytes(b"x" * 1000)
+    assert read_report(r) == json.loads(before["report.json"])
+    assert sorted(p.name for p in r.iterdir()) == ["report.html", "report.json"]

@@ -9,9 +9,11 @@ TASKS = {"pathstar": PathStar}
 
 def task_from_dict(d: dict) -> Task:
     """Rebuild a task from its `to_dict()` (as stored in a checkpoint's config.json)."""
+    if not isinstance(d, dict):
+        raise TaskError(f"task must be a JSON object like {{\"name\": \"pathstar\", \"degree\": 2, ...}}, got {str(d)[:40]!r}")
     d = dict(d)
     name = d.pop("name", None)
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         raise TaskError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
     try:
         return TASKS[name](**d)

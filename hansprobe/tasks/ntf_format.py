@@ -15,11 +15,18 @@ from hansprobe.tasks.base import Batch
 from hansprobe.tasks.pathstar import PathStar, build_batch
 
 
+LABEL_LIMIT = 2**62  # any real label is far below; anything beyond would overflow int64 tensors
+
+
 def _ints(text: str, what: str, line_no: int) -> list[int]:
     try:
-        return [int(x) for x in text.split(",")]
+        values = [int(x) for x in text.split(",")]
     except ValueError:
         raise TaskError(f"line {line_no}: {what} {text!r} is not comma-separated integers") from None
+    big = [v for v in values if not -LABEL_LIMIT < v < LABEL_LIMIT]
+    if big:  # before torch.tensor, which cannot hold them (int64)
+        raise TaskError(f"line {line_no}: node label {big[0]} in the {what} is out of range; labels are 0..N-1")
+    return values
 
 
 def _split_line(line: str, line_no: int) -> tuple[list[list[int]], list[int], list[int]]:
@@ -124,9 +131,15 @@ def read_ntf(path: str | Path, task: PathStar | None = None, n_nodes: int | None
     without it the task is inferred (`infer_task`). `limit` reads only the first graphs."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise TaskError(f"cannot read NTF file {path}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TaskError(f"{path} line {line}: byte 0x{data[e.start]:02x} is not UTF-8 text; NTF files are plain "
+                        "text lines like u,v|...|u,v/s,g=s,...,g") from None
     lines = text.splitlines()
     if limit is not None:
         lines = lines[:limit]

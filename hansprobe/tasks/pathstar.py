@@ -12,6 +12,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from hansprobe.errors import TaskError
+from hansprobe.resources import require_memory
 from hansprobe.tasks.base import Batch
 
 # Label cues for control runs (`--cue`): a rule on the labels alone that picks the goal arm, so a
@@ -47,7 +48,7 @@ class PathStar:
             raise TaskError(f"pathstar degree must be at least 1, got {self.degree}")
         if self.path_len < 2:
             raise TaskError(f"pathstar path_len must be at least 2 (start + one node), got {self.path_len}")
-        if self.cue is not None and self.cue not in CUES:
+        if self.cue is not None and (not isinstance(self.cue, str) or self.cue not in CUES):
             raise TaskError(f"unknown label cue {self.cue!r}; valid cues: {', '.join(CUES)} (or none)")
         if self.n_nodes < self.min_nodes:
             raise TaskError(
@@ -98,6 +99,12 @@ class PathStar:
         return self.n_nodes + 3
 
     @property
+    def bytes_per_graph(self) -> int:
+        """Peak bytes per graph while generating a batch: the per-row label permutation (float key +
+        int64 order, 3 copies at the argsort), the label->arm map, and ~20 int64 rows of edge length."""
+        return 28 * self.n_nodes + 8 * self.n_nodes + 8 * (20 * self.n_edges + 20)
+
+    @property
     def chance(self) -> float:
         return 1.0 / self.degree
 
@@ -121,6 +128,8 @@ class PathStar:
         """`n` fresh graphs; the same seed gives the same graphs on every machine (CPU generator)."""
         if n < 1:
             raise TaskError(f"number of graphs must be at least 1, got {n}")
+        require_memory(n * self.bytes_per_graph, f"{n:,} graphs of {self.describe()}",
+                       "ask for fewer graphs (-n, --batch-size, --eval-graphs) or a smaller task")
         g = torch.Generator().manual_seed(int(seed))
         d, l = self.degree, self.path_len
         n_used = 1 + d * (l - 1)

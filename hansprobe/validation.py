@@ -1,0 +1,56 @@
+"""Type and range checks for values that come from files or users (config.json, resume state,
+imported configs), so a damaged or hand-edited value is one line naming the field, never a
+traceback from deep inside torch. Depends on nothing else in hansprobe but errors."""
+from __future__ import annotations
+
+import math
+
+from hansprobe.errors import ConfigError
+
+SEED_MAX = 2**63 - 1  # numpy's SeedSequence and torch.manual_seed both take 0..2^63-1
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_int(name: str, v, lo: int | None = None, hi: int | None = None, error=ConfigError) -> int:
+    """`v` must be an integer (not a bool, not 2.0, not "2") in [lo, hi]."""
+    if not _is_int(v):
+        raise error(f"{name} must be an integer, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f"at least {lo}" if hi is None else f"in {lo}..{hi}" if lo is not None else f"at most {hi}"
+        raise error(f"{name} must be {rng}, got {v}")
+    return v
+
+
+def check_float(name: str, v, lo: float | None = None, hi: float | None = None, error=ConfigError) -> float:
+    """`v` must be a finite number (ints allowed, bools not) in [lo, hi]."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise error(f"{name} must be a finite number, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise error(f"{name} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def check_choice(name: str, v, choices, error=ConfigError):
+    if not isinstance(v, (str, type(None))) or v not in choices:
+        shown = ", ".join("none" if c is None else str(c) for c in choices)
+        raise error(f"{name} must be one of {shown}; got {v!r}")
+    return v
+
+
+def check_bool(name: str, v, error=ConfigError) -> bool:
+    if not isinstance(v, bool):
+        raise error(f"{name} must be true or false, got {v!r}")
+    return v
+
+
+def check_seed(name: str, v, error=ConfigError) -> int:
+    return check_int(name, v, 0, SEED_MAX, error)
+
+
+def check_mapping(name: str, v, error=ConfigError) -> dict:
+    if not isinstance(v, dict):
+        raise error(f"{name} must be a JSON object, got {type(v).__name__} {str(v)[:40]!r}")
+    return v
