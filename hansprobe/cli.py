@@ -77,14 +77,21 @@ def _head_group(text):
 
 
 def _add_task(p, required=True):
+    """`--task NAME` and every registered task's own arguments (tasks/registry.py)."""
+    from hansprobe.tasks import TASKS
+
     g = p.add_argument_group("task")
-    g.add_argument("--task", default="pathstar", choices=["pathstar"], help="task family (default pathstar)")
-    g.add_argument("--degree", type=int, required=required, help="arms of the star (d)")
-    g.add_argument("--path-len", type=int, required=required, help="nodes on the path, start included (l)")
-    g.add_argument("--nodes", type=int, required=required, help="label range 0..N-1 (N >= d(l-1)+1)")
-    g.add_argument("--cue", default=None, choices=["larger-first-node"],
-                   help="CONTROL ONLY, off by default: put the goal on the arm a label rule picks (larger-first-node: "
-                        "the arm of the largest candidate), so the decision can be right without reading the goal")
+    g.add_argument("--task", default="pathstar", choices=sorted(TASKS),
+                   help="task family (default pathstar): " + "; ".join(f"{n}: {s.help}" for n, s in sorted(TASKS.items())))
+    seen = set()
+    for spec in TASKS.values():
+        for a in spec.args:
+            if a.flag in seen:  # shared by several tasks (e.g. --nodes)
+                continue
+            seen.add(a.flag)
+            g.add_argument(a.flag, dest=a.field, type=a.type, choices=a.choices, default=None,
+                           help=f"{a.help} [{spec.name}]")
+    p.set_defaults(task_required=required)
 
 
 def _add_graphs(p):
@@ -202,22 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- commands ---------------------------------------------------------------------------------
 def _task(args):
-    from hansprobe.tasks import PathStar
+    """The task the arguments describe; only the chosen task's arguments may be given."""
+    from hansprobe.errors import ConfigError
+    from hansprobe.tasks import TASKS, get_task_spec
 
-    return PathStar(degree=args.degree, path_len=args.path_len, n_nodes=args.nodes, cue=getattr(args, "cue", None))
+    spec = get_task_spec(args.task)
+    own = {a.field for a in spec.args}
+    stray = sorted({a.flag for s in TASKS.values() for a in s.args if a.field not in own and getattr(args, a.field, None) is not None})
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} not an argument of --task {spec.name}; "
+                          f"it takes {', '.join(a.flag for a in spec.args)}")
+    return spec.from_args(args, required=not spec.defaults)
 
 
 def cmd_train(args) -> int:
-    from hansprobe.errors import ConfigError
     from hansprobe.model import ModelConfig
     from hansprobe.train import TrainConfig, train
 
     if args.resume:
         cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=False if args.json else None)
     else:
-        if None in (args.degree, args.path_len, args.nodes):
-            raise ConfigError("train needs --degree, --path-len and --nodes (or --resume with --out)")
-        task = _task(args)
+        task = _task(args)  # a one-line error names the task arguments that are missing
         model_cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.n_heads,
                                 d_mlp=args.d_mlp, attn_only=args.attn_only)
         train_cfg = TrainConfig(steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
@@ -237,10 +249,14 @@ def cmd_train(args) -> int:
 
 def load_graphs(args, task):
     """The graphs an analysis command measures on: an NTF file (--data) or fresh seeded graphs."""
-    from hansprobe.tasks import read_ntf
+    from hansprobe.errors import ConfigError
+    from hansprobe.tasks import get_task_spec
 
     if args.data is not None:
-        batch = read_ntf(args.data, task=task, limit=args.n_graphs)
+        spec = get_task_spec(task.name)
+        if spec.read_text is None:
+            raise ConfigError(f"--data reads text files of tasks that have a text format; {task.name} has none")
+        batch = spec.read_text(args.data, task, args.n_graphs)
         return batch, {"data": str(args.data), "n_graphs": len(batch)}
     n = args.n_graphs or getattr(args, "default_graphs", 2000)
     return task.generate(n, args.seed), {"seed": args.seed, "n_graphs": n}
@@ -444,10 +460,13 @@ def cmd_patch(args) -> int:
 
 def cmd_data(args) -> int:
     from hansprobe.errors import ConfigError
-    from hansprobe.tasks import format_ntf_lines
+    from hansprobe.tasks import get_task_spec
 
+    spec = get_task_spec(args.task)
+    if spec.format_lines is None:
+        raise ConfigError(f"--task {spec.name} has no text format to write")
     batch = _task(args).generate(args.n_graphs, args.seed)
-    text = "".join(line + "\n" for line in format_ntf_lines(batch))
+    text = "".join(line + "\n" for line in spec.format_lines(batch))
     if args.out is None:
         sys.stdout.write(text)
         return 0
@@ -495,10 +514,9 @@ def cmd_import(args) -> int:
         save_state_dict_safetensors(read_state_dict(args.source), args.to_safetensors)
         print(f"wrote {args.to_safetensors}; import it from there from now on (no pickle involved)")
         return 0
-    missing = [flag for flag, v in (("--degree", args.degree), ("--path-len", args.path_len), ("--nodes", args.nodes),
-                                    ("--objective", args.objective), ("--out", args.out)) if v is None]
+    missing = [flag for flag, v in (("--objective", args.objective), ("--out", args.out)) if v is None]
     if missing:
-        raise ConfigError(f"import needs {', '.join(missing)}: the task and objective the model was trained on, and where to write")
+        raise ConfigError(f"import needs {', '.join(missing)}: the objective the model was trained with, and where to write")
     task = _task(args)
     cfg = import_model(args.source, args.fmt, args.out, task, get_objective(args.objective), n_heads=args.n_heads,
                        overwrite=args.overwrite)

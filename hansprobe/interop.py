@@ -24,6 +24,9 @@ from hansprobe import gpt2_reference
 from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.gpt2_reference import ACTIVATIONS
 from hansprobe.resources import FLOAT, require_memory, transformer_params
+from hansprobe.storage import (
+    CONFIG, MODEL, atomic_write_json, load_safetensors, load_weights, new_config, save_safetensors,
+)
 from hansprobe.validation import check_choice, check_float, check_int, check_mapping
 
 ARCHITECTURE = "hf-gpt2"
@@ -51,8 +54,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path} is not a file; give the state dict file (.pt, .pth, .bin or .safetensors)")
     if path.suffix == ".safetensors":
-        from hansprobe.checkpoint import load_safetensors
-
         tensors, _ = load_safetensors(path)
         return tensors
     try:
@@ -74,8 +75,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_state_dict_safetensors(tensors: dict[str, torch.Tensor], out: str | Path) -> None:
     """The one-time conversion: a state dict read from a pickle, written as safetensors (atomic)."""
-    from hansprobe.checkpoint import save_safetensors
-
     seen, unique = set(), {}
     for k, v in tensors.items():  # tied weights share memory: safetensors stores each tensor once
         if isinstance(v, torch.Tensor) and (v.data_ptr(), tuple(v.shape)) not in seen:
@@ -264,8 +263,6 @@ def new_gpt2(hf_config: dict, seed: int = 0):
 
 
 def load_gpt2_weights(model, tensors: dict[str, torch.Tensor], source) -> None:
-    from hansprobe.checkpoint import load_weights
-
     tensors = dict(tensors)
     wte = tensors.get("transformer.wte.weight")
     if TIED in tensors and wte is not None and not (tensors[TIED].shape == wte.shape and torch.equal(tensors[TIED], wte)):
@@ -318,8 +315,6 @@ def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]
                 if (src / "model.safetensors.index.json").is_file() else
                 "re-save with save_pretrained(safe_serialization=True) (hansprobe does not unpickle pytorch_model.bin)")
         raise CheckpointError(f"{src} has no model.safetensors; {hint}")
-    from hansprobe.checkpoint import load_safetensors
-
     tensors, _ = load_safetensors(src / "model.safetensors")
     if tensors and not any(k.startswith("transformer.") for k in tensors):  # saved from GPT2Model, not the LM head
         tensors = {f"transformer.{k}": v for k, v in tensors.items()}
@@ -385,10 +380,9 @@ def _sha256(path: Path) -> str:
 def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_heads: int | None = None,
                  overwrite: bool = False) -> dict:
     """Read `src` in format `fmt`, bind it to `task` and `objective`, check that the hooked model's
-    logits match the GPT-2 it came from (<= PARITY_TOL), and write a hansprobe checkpoint to `out`.
-    Returns its config."""
+    logits match an independent forward of the source weights (<= PARITY_TOL), and write a
+    hansprobe checkpoint to `out`. Returns its config."""
     from hansprobe.analyses.base import _jsonable
-    from hansprobe.checkpoint import CONFIG, MODEL, atomic_write_json, new_config, save_safetensors
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; valid formats: {', '.join(FORMATS)}")

@@ -97,6 +97,30 @@ class Objective:
         return seq[:, batch.prefix.shape[1]:]
 
 
+    @torch.no_grad()
+    def correctness(self, model: Model, batch: Batch, batch_size: int = 1000, chunks=None) -> tuple[Tensor, Tensor]:
+        """(forced, free): per graph and label position, whether the forced-input argmax and the
+        greedy decoding are right, (B, L) bool on CPU, in chunks of `batch_size` graphs (`chunks`:
+        an iterable of sub-batches to use instead, e.g. one with a progress bar)."""
+        device = next(model.parameters()).device
+        forced, free = [], []
+        for chunk in chunks if chunks is not None else batch.split(batch_size):
+            chunk = chunk.to(device)
+            labels = self.labels(chunk)
+            forced.append((self.forced_logits(model, chunk).argmax(-1) == labels).cpu())
+            free.append((self.decode(model, chunk) == labels).cpu())
+        return torch.cat(forced), torch.cat(free)
+
+    def evaluate(self, model: Model, batch: Batch, batch_size: int = 1000) -> dict:
+        """The training log's metrics (no intervals; `analyses.behaviour` adds them): exact match,
+        decision accuracy and per-position accuracy, forced and free."""
+        forced, free = self.correctness(model, batch, batch_size)
+        k = self.decision_index(free.shape[1])
+        return {"exact_match": float(free.all(1).float().mean()), "decision_accuracy": float(free[:, k].float().mean()),
+                "forced_accuracy": forced.float().mean(0).tolist(), "free_accuracy": free.float().mean(0).tolist(),
+                "eval_graphs": len(batch)}
+
+
 def get_objective(name: str) -> Objective:
     """The objective called `name`; unknown names get an error listing the valid ones."""
     canonical = _ALIASES.get(name, name)

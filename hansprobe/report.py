@@ -282,11 +282,18 @@ def consistency_notes(verdicts: dict, entropy: dict, patching: dict | None) -> l
 
 # --- running it --------------------------------------------------------------------------------
 def _graphs(settings: ReportSettings, task, n: int):
-    from hansprobe.tasks import read_ntf
-
     if settings.data is not None:
-        return read_ntf(settings.data, task=task, limit=n)
+        return _read_data(settings.data, task, n)
     return task.generate(n, settings.seed)
+
+
+def _read_data(path, task, limit):
+    from hansprobe.tasks import get_task_spec
+
+    spec = get_task_spec(task.name)
+    if spec.read_text is None:
+        raise ConfigError(f"--data reads text files of tasks that have a text format; {task.name} has none")
+    return spec.read_text(path, task, limit)
 
 
 def _first(batch, n: int):
@@ -296,50 +303,34 @@ def _first(batch, n: int):
 def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettings(), progress=None) -> CheckpointReport:
     """Every analysis on one checkpoint, then the four verdicts. `progress` is a tqdm bar to advance
     (one tick per analysis) or None."""
-    from hansprobe.analyses import measure_behaviour, measure_dynamics, measure_entropy
-    from hansprobe.analyses.heads import measure_heads
-    from hansprobe.analyses.patching import measure_patching
-    from hansprobe.analyses.probes import measure_probes
+    from hansprobe.analyses import AnalysisContext, registered
     from hansprobe.checkpoint import load_checkpoint, model_from_config, package_versions
 
     path = Path(path)
     ck = load_checkpoint(path, device=settings.device)
-    model, obj, task, bs = ck.model, ck.objective, ck.task, settings.batch_size
+    model, obj, task = ck.model, ck.objective, ck.task
     batch = _graphs(settings, task, settings.n_graphs)
     mech = _first(batch, settings.mechanism_graphs)  # the costly analyses take a prefix of the same graphs
+    pairs = _first(batch, settings.patch_pairs)
+    ctx = AnalysisContext(path=path, config=ck.config, model=model, objective=obj, task=task, batch=batch,
+                          mechanism_batch=mech, pairs=pairs, seed=settings.seed, batch_size=settings.batch_size,
+                          device=settings.device, probe_target=settings.probe_target,
+                          untrained_model=lambda: model_from_config(ck.config, settings.device)[0])  # probe baseline
     analyses, figures = {}, {}
-
-    def step(name, fn, skip_reason=None):
-        if skip_reason:
-            analyses[name] = {"skipped": skip_reason}
+    for spec in registered():  # every registered analysis, in report order (analyses/registry.py)
+        reason = spec.skip(ctx)
+        if reason:
+            analyses[spec.name] = {"skipped": reason}
         else:
-            res = fn()
-            analyses[name] = res.summary() if hasattr(res, "summary") else res.to_dict()
-            figures[name] = res.figures()
+            res = spec.measure(ctx)
+            analyses[spec.name] = spec.summarise(res)
+            figures[spec.name] = res.figures()
         if progress is not None:
-            progress.set_postfix_str(f"{path.name}: {name}")
+            progress.set_postfix_str(f"{path.name}: {spec.name}")
             progress.update(1)
 
-    step("behaviour", lambda: measure_behaviour(model, obj, batch, bs))
-    step("entropy", lambda: measure_entropy(model, obj, batch, bs, seed=settings.seed))
-    no_heads = (f"{obj.name} inputs hold no previous answer token" if obj.teacherless else
-                "the path is too short for a lookup index (path_len < 4: after the decision only the goal is left, "
-                "copied from the prompt)" if task.target_len < 4 else None)
-    step("heads", lambda: measure_heads(model, obj, mech, bs, seed=settings.seed), skip_reason=no_heads)
-    untrained, _ = model_from_config(ck.config, settings.device)  # the probe's untrained-model baseline
-    step("probes", lambda: measure_probes(model, obj, mech, settings.probe_target, batch_size=min(bs, 500),
-                                          seed=settings.seed, untrained_model=untrained))
-    pairs = _first(batch, settings.patch_pairs)
-    step("patching", lambda: measure_patching(model, obj, pairs, sweeps=("resid", "heads"), seed=settings.seed))
-    has_snapshots = (path / "snapshots").is_dir() and any((path / "snapshots").iterdir())
-    step("dynamics", lambda: measure_dynamics(path, mech, device=settings.device, batch_size=bs),
-         skip_reason=None if has_snapshots else "the run kept no snapshots (train --snapshot-at STEPS)")
-
     heads = analyses["heads"] if "skipped" not in analyses["heads"] else None
-    if heads is not None and heads.get("follow"):
-        from hansprobe.analyses.follow import FollowResult
-
-        figures["heads"].update(FollowResult(**heads["follow"]).figures())
+    no_heads = analyses["heads"].get("skipped")
     verdicts = {
         "lookup": lookup_verdict(obj.name, analyses["behaviour"], heads, no_heads),
         "indecipherable": indecipherable_verdict(analyses["entropy"]),
@@ -361,7 +352,11 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
                             notes=notes, figures=figures)
 
 
-N_ANALYSES = 6  # progress ticks per checkpoint
+def n_analyses() -> int:
+    """Progress ticks per checkpoint: one per registered analysis."""
+    from hansprobe.analyses import registered
+
+    return len(registered())
 
 
 def training_curve_figure(rows: list[dict], name: str):
@@ -387,7 +382,7 @@ class LineProgress:
         import time
 
         self.total, self.done, self.text, self.t0, self.time = total, 0, "", time.perf_counter(), time.perf_counter
-        print(f"report: {total} analyses to run ({N_ANALYSES} per checkpoint)", file=sys.stderr, flush=True)
+        print(f"report: {total} analyses to run ({n_analyses()} per checkpoint)", file=sys.stderr, flush=True)
 
     def set_postfix_str(self, text: str) -> None:
         self.text = text
@@ -426,19 +421,19 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
     if len(set(names)) != len(names):
         raise ConfigError(f"two checkpoints share a directory name ({', '.join(names)}); the report labels columns by it")
     from hansprobe.checkpoint import read_config
-    from hansprobe.tasks import read_ntf, task_from_dict
+    from hansprobe.tasks import task_from_dict
 
     for p in paths:  # fail on a bad checkpoint or a --data file that does not fit before measuring anything
         task = task_from_dict(read_config(p)["task"])
         if settings.data is not None:
-            read_ntf(settings.data, task=task, limit=1)
+            _read_data(settings.data, task, 1)
     bar = None
     if progress == "lines":  # not a terminal (nohup, CI, a log file): one plain line per analysis
-        bar = LineProgress(N_ANALYSES * len(paths))
+        bar = LineProgress(n_analyses() * len(paths))
     elif progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=N_ANALYSES * len(paths), desc="report", unit="analysis")
+        bar = tqdm(total=n_analyses() * len(paths), desc="report", unit="analysis")
     try:
         reports = [measure_checkpoint(p, settings, bar) for p in paths]
     finally:

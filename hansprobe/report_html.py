@@ -7,49 +7,26 @@ from __future__ import annotations
 import html
 import json
 
-SECTIONS = [  # (analysis key in the report, heading)
-    ("behaviour", "Behaviour"),
-    ("entropy", "First decision token"),
-    ("heads", "Heads: attention lookups and ablations"),
-    ("probes", "Linear probes"),
-    ("patching", "Activation patching"),
-    ("dynamics", "Training dynamics"),
-    ("training", "Training curve"),
-]
-CAPTIONS = {
-    "per_position_accuracy": "Accuracy at each answer position, free decoding vs forced inputs (95% Wilson CIs). Look for: "
-                             "under the Clever-Hans shortcut forced accuracy is ~1 from position 2 on, while free decoding "
-                             "is only as good as the decision token.",
-    "decision_entropy_histogram": "Per-graph entropy of the decision token, renormalised over the d candidates, as a fraction "
-                                  "of log d. Look for: a pile at 1 = a uniform guess (indecipherable); a pile at 0 = a decision.",
-    "edge_lookup_scores": "Attention mass each head puts on the edge (r_(i-1), r_i) — parent, child and the separator after it — "
-                          "at the queries holding r_(i-1), indices 2..l-2 (the last index, where the goal can be copied, is "
-                          "in report.json as score_last). A description of the layout, not a gate: models trained elsewhere "
-                          "read the edge through other tokens.",
-    "child_parent_lookup_scores": "The same for the reverse lookup (from a child to its parent's edge), which reverse targets "
-                                  "need. Look for: it replacing the forward lookup under the reverse objective.",
-    "edge_lookup_components": "Where inside the edge the lookup lands. Look for: mass on the separator, which layer 0 fills "
-                              "with the edge's content.",
-    "ablation": "Forced accuracy at label indices 2..l-2 after zero / mean ablation of single heads, whole layers, the "
-                "set found by the greedy search and the heads that attend the edge span. Look for: the smallest set that "
-                "breaks it; single heads that do not matter but a group that does (redundant heads).",
-    "goal_dependence": "Per pair: the change of the candidate log-odds at the decision position when only the goal's "
-                       "place moves (goal swap; arm rewire: same tokens and goal label, reached through another first "
-                       "node). Look for: a pile at 0 = the decision ignores the goal; far from 0 = it follows the goal.",
-    "follow_rate": "Swap r_(i-1) for a node on another arm: the share of graphs answering that node's successor. Look for: ~1 "
-                   "means r_i is read off r_(i-1) alone; the control (a node with no successor) shows what is left.",
-    "probe_heatmaps": "Logistic-regression probe accuracy per residual layer x position (folds grouped by graph) and its "
-                      "selectivity over shuffled labels. Look for: selectivity well above 0 before the answer (a plan).",
-    "probe_by_layer": "Probe accuracy at the goal token and at '=' by layer, with 95% CIs, against chance.",
-    "patch_resid_sufficiency": "Clean residual stream patched into the goal-swapped run, normalised (1 = clean restored). "
-                               "Drawn only when swapping the goal moves the metric. Look for: where the decision is computed.",
-    "patch_heads_sufficiency": "Each head's output (all positions) patched clean into corrupted, with bootstrap CIs.",
-    "shortcut_patching": "Patch the residual at r_(i-1) from a run where r_(i-1) was swapped: the share now predicting the "
-                         "swapped node's successor. Look for: ~1 = the answer is read off r_(i-1)'s position.",
-    "learning_order": "Forced accuracy per position and decision-token entropy over the kept snapshots. Look for: which "
-                      "position is learned when; the decision token last or never.",
-    "training_curve": "Training loss and held-out accuracy logged while training (metrics.jsonl).",
-}
+TRAINING_CAPTION = {"training_curve": "Training loss and held-out accuracy logged while training (metrics.jsonl)."}
+
+
+def sections() -> list[tuple[str, str]]:
+    """(analysis key in the report, heading): every registered analysis, then the training curve."""
+    from hansprobe.analyses import registered
+
+    return [(spec.name, spec.title) for spec in registered()] + [("training", "Training curve")]
+
+
+def captions() -> dict[str, str]:
+    """Figure name -> what to look for, from every registered analysis."""
+    from hansprobe.analyses import registered
+
+    out = dict(TRAINING_CAPTION)
+    for spec in registered():
+        out.update(spec.captions)
+    return out
+
+
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:none}
 h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin-top:1.2em}
@@ -164,7 +141,8 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
              "Verdict rules: docs/concepts.md; this file's data: report.json beside it.</p>",
              "<h2>Verdicts</h2>", _verdict_table(doc)]
     fig_id = 0
-    for key, heading in SECTIONS:
+    caps = captions()
+    for key, heading in sections():
         names_here = []
         for ck in checkpoints:
             for n in ck.figures.get(key, {}):
@@ -178,7 +156,7 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
             names_here = [None]
         for n in names_here:
             if n is not None:
-                parts.append(f"<p class='caption'><b>{_e(n.replace('_', ' '))}.</b> {_e(CAPTIONS.get(n, ''))}</p>")
+                parts.append(f"<p class='caption'><b>{_e(n.replace('_', ' '))}.</b> {_e(caps.get(n, ''))}</p>")
             cells = []
             for ck, c in zip(checkpoints, cks):
                 fig = ck.figures.get(key, {}).get(n) if n else None

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hansprobe.analyses.behaviour import measure_behaviour
 from hansprobe.checkpoint import (
     MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
     read_config, read_metrics, remove_stale_temporaries, run_lock, save_model, save_resume, truncate_metrics,
@@ -143,17 +142,22 @@ def _progress(total: int, initial: int, enabled: bool | None):
 def train(out: str | Path, task: Task | None = None, objective: Objective | str | None = None,
           model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, seed: int = 0,
           device: str = "cpu", resume: bool = False, overwrite: bool = False,
-          progress: bool | None = None, steps: int | None = None) -> dict:
+          progress: bool | None = None, steps: int | None = None, evaluate=None) -> dict:
     """Train into the checkpoint directory `out` and return its config (with final metrics).
 
     With `resume=True` the run continues from `out`'s resume file under its stored config; `steps`
     may then extend the horizon (the cosine schedule is recomputed from the resumed step on). The
-    directory is locked while the run writes it (`checkpoint.run_lock`)."""
+    directory is locked while the run writes it (`checkpoint.run_lock`).
+
+    evaluate(model, objective, batch) -> dict of JSON numbers: the metrics of each evaluation row on
+    the held-out graphs; default `objective.evaluate` (exact match, decision and per-position
+    accuracy). The trainer imports no analysis: a caller passes one here if it wants more."""
     with run_lock(out):
-        return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps)
+        return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps,
+                      evaluate)
 
 
-def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps) -> dict:
+def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps, evaluate) -> dict:
     run_dir = Path(out)
     dev = resolve_device(device)
     if resume:
@@ -197,7 +201,7 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         atomic_write_json(run_dir / "config.json", config)
 
     try:
-        return _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress)
+        return _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate)
     except OutputError as e:  # a full disk or a vanished directory: the last complete checkpoint is intact
         last = _last_step(run_dir)
         raise OutputError(f"{e}; {run_dir} keeps its last complete checkpoint (step {last})"
@@ -221,7 +225,7 @@ def _check_training_memory(model_cfg: ModelConfig, task: Task, train_cfg: "Train
                    f"{task.describe()} graphs", "lower --batch-size, or choose a smaller model or task", dev)
 
 
-def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress) -> dict:
+def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate) -> dict:
     model.train()
     opt = make_optimizer(model, train_cfg)
     step, loss_sum, loss_n = 0, 0.0, 0
@@ -254,18 +258,16 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
 
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
             model.eval()
-            res = measure_behaviour(model, objective, eval_batch)
+            metrics = evaluate(model, objective, eval_batch) if evaluate else objective.evaluate(model, eval_batch)
             model.train()
-            row = {"step": step, "train_loss": loss_sum / loss_n, "lr": train_cfg.lr_at(step - 1),
-                   "exact_match": res.exact_match, "decision_accuracy": res.decision_accuracy,
-                   "forced_accuracy": res.forced_accuracy, "free_accuracy": res.free_accuracy,
-                   "eval_graphs": res.n_graphs, "elapsed_s": round(time.perf_counter() - t0, 2)}
+            row = {"step": step, "train_loss": loss_sum / loss_n, "lr": train_cfg.lr_at(step - 1), **metrics,
+                   "elapsed_s": round(time.perf_counter() - t0, 2)}
             append_metrics(run_dir, row)
             config["metrics"] = {k: v for k, v in row.items() if k != "elapsed_s"}
             loss_sum, loss_n = 0.0, 0
             if not bar.disable:
-                bar.write(f"step {step}: loss {row['train_loss']:.4f}  exact match {res.exact_match:.3f}  "
-                          f"decision acc {res.decision_accuracy:.3f}")
+                bar.write(f"step {step}: loss {row['train_loss']:.4f}  exact match {row.get('exact_match', float('nan')):.3f}  "
+                          f"decision acc {row.get('decision_accuracy', float('nan')):.3f}")
         if step in train_cfg.snapshot_at:
             save_model(run_dir / "snapshots", model, {"step": str(step)}, name=f"step-{step:06d}.safetensors")
         if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:

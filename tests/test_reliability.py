@@ -28,7 +28,7 @@ import os, signal, sys, tempfile
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-import hansprobe.checkpoint as c
+import hansprobe.storage as c
 n, calls, real = int(sys.argv[1]), [0], c.atomic_write_bytes
 def write(path, data):
     calls[0] += 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from hansprobe.analyses.base import Result, chunks, wilson_ci
+from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
@@ -47,14 +48,7 @@ class BehaviourResult(Result):
 def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int = 1000,
                       progress: bool = False) -> BehaviourResult:
     """Run forced and free decoding over `batch` in chunks of `batch_size` graphs."""
-    device = next(model.parameters()).device
-    forced, free = [], []
-    for chunk in chunks(batch, batch_size, "behaviour", progress):
-        chunk = chunk.to(device)
-        labels = objective.labels(chunk)
-        forced.append((objective.forced_logits(model, chunk).argmax(-1) == labels).cpu())
-        free.append((objective.decode(model, chunk) == labels).cpu())
-    forced_ok, free_ok = torch.cat(forced), torch.cat(free)  # (B, L) bool
+    forced_ok, free_ok = objective.correctness(model, batch, chunks=chunks(batch, batch_size, "behaviour", progress))  # (B, L)
     n, length = free_ok.shape
     k = objective.decision_index(length)
 
@@ -72,3 +66,12 @@ def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int
         forced_accuracy=[a for a, _ in forced_acc], forced_accuracy_ci=[c for _, c in forced_acc],
         free_accuracy=[a for a, _ in free_acc], free_accuracy_ci=[c for _, c in free_acc],
     )
+
+
+register_analysis(AnalysisSpec(
+    name="behaviour", title="Behaviour", order=10,
+    measure=lambda ctx: measure_behaviour(ctx.model, ctx.objective, ctx.batch, ctx.batch_size),
+    captions={
+        'per_position_accuracy': 'Accuracy at each answer position, free decoding vs forced inputs (95% Wilson CIs). Look for: under the Clever-Hans shortcut forced accuracy is ~1 from position 2 on, while free decoding is only as good as the decision token.',
+    },
+))

@@ -15,6 +15,7 @@ import torch
 
 from hansprobe.analyses.base import Result
 from hansprobe.analyses.entropy import entropy_from_logprobs
+from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.checkpoint import MODEL, load_safetensors, load_weights, model_from_config, read_config, read_metrics
 from hansprobe.errors import CheckpointError
 from hansprobe.model import resolve_device
@@ -107,3 +108,17 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
     return DynamicsResult(objective=objective.name, n_graphs=len(batch), steps=steps, forced_accuracy=forced,
                           decision_accuracy=dec_acc, candidate_entropy_frac=ent, information_nats=info,
                           learned_at=learned_at, learning_order=order, logged=logged)
+
+
+def _dynamics_skip(ctx: AnalysisContext) -> str | None:
+    snaps = ctx.path / "snapshots"
+    return None if snaps.is_dir() and any(snaps.iterdir()) else "the run kept no snapshots (train --snapshot-at STEPS)"
+
+
+register_analysis(AnalysisSpec(
+    name="dynamics", title="Training dynamics", order=60, skip=_dynamics_skip,
+    measure=lambda ctx: measure_dynamics(ctx.path, ctx.mechanism_batch, device=ctx.device, batch_size=ctx.batch_size),
+    captions={
+        'learning_order': 'Forced accuracy per position and decision-token entropy over the kept snapshots. Look for: which position is learned when; the decision token last or never.',
+    },
+))

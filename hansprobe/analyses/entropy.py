@@ -22,12 +22,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from scipy import stats
 
 from hansprobe.analyses.base import Result, decision_distribution, mean_ci, wilson_ci
 from hansprobe.analyses.goal_dependence import GoalDependenceResult, measure_goal_dependence
+from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
@@ -225,3 +225,13 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
         preference=_preference(cand_logq.argmax(-1), batch),
         per_example_candidate_entropy_frac=fr.tolist(), per_example_entropy_nats=e.tolist(),
     )
+
+
+register_analysis(AnalysisSpec(
+    name="entropy", title="First decision token", order=20,
+    measure=lambda ctx: measure_entropy(ctx.model, ctx.objective, ctx.batch, ctx.batch_size, seed=ctx.seed),
+    captions={
+        'decision_entropy_histogram': 'Per-graph entropy of the decision token, renormalised over the d candidates, as a fraction of log d. Look for: a pile at 1 = a uniform guess (indecipherable); a pile at 0 = a decision.',
+        'goal_dependence': "Per pair: the change of the candidate log-odds at the decision position when only the goal's place moves (goal swap; arm rewire: same tokens and goal label, reached through another first node). Look for: a pile at 0 = the decision ignores the goal; far from 0 = it follows the goal.",
+    },
+))

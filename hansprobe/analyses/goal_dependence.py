@@ -32,7 +32,6 @@ import torch
 from hansprobe.analyses.base import Result, decision_distribution, mean_ci, t_ci, wilson_ci
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
-from hansprobe.tasks.pathstar import COUNTERFACTUALS, edge_reorder
 
 DELTA_MIN = 0.1  # nats of candidate log-odds beyond the placebo; the floor the patching analysis uses for "measurable"
 
@@ -125,10 +124,8 @@ def measure_goal_dependence(model, objective: Objective, batch: Batch, seed: int
     kinds, per_pair = {}, {}
     if clean_logp is None:
         clean_logp = decision_distribution(model, objective, batch, batch_size)
-    placebo_logp = decision_distribution(model, objective, edge_reorder(batch, seed), batch_size)  # same answer
-    for name, build in COUNTERFACTUALS.items():
-        if name == "arm_rewire" and length < 3:
-            continue  # arms of one node: nothing to rewire
+    placebo_logp = decision_distribution(model, objective, batch.task.placebo(batch, seed), batch_size)  # same answer
+    for name, build in batch.task.counterfactuals.items():  # the task's pair builders (goal swap, arm rewire)
         partner = build(batch, seed)
         b = partner.candidates[rows, partner.goal_arm]
         m_c = _log_odds(clean_logp, a, b)

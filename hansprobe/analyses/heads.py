@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from hansprobe.analyses.base import Result, chunks, t_ci
-from hansprobe.analyses.follow import measure_follow
+from hansprobe.analyses.follow import FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
+from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch
@@ -88,6 +89,8 @@ class HeadsResult(Result):
         fig.update_layout(barmode="group", yaxis_range=[0, 1.05], yaxis_title="forced accuracy, indices 2..l-2",
                           title="Ablation: single heads, layers, the search's set and the high-scoring groups")
         figs["ablation"] = fig
+        if self.follow:
+            figs.update(FollowResult(**self.follow).figures())
         return figs
 
 
@@ -292,9 +295,9 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     further head groups to ablate jointly."""
     if objective.teacherless:
         raise ConfigError(f"head scores need teacher-forced inputs (r_(i-1) at the query); objective {objective.name!r} has none")
-    if batch.target.shape[1] < 4:
-        raise ConfigError("the lookup needs path_len >= 4: a label index 2..l-2 (at l-1 the goal can be copied "
-                          "from the prompt, so path_len 3 has no shortcut index)")
+    if len(batch.task.lookup_indices) < 2:  # an inner lookup index besides the last (the goal, also in the prompt)
+        raise ConfigError(f"no lookup to find in {batch.task.describe()}: " + (batch.task.no_lookup_reason or
+                          "it declares no label index that is read off the previous one"))
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     for group in extra_groups:
         _check_heads(model, group)
@@ -356,7 +359,7 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
             })
     heads.sort(key=lambda r: -r["edge_lookup_score"])
     follow = None
-    if batch.candidates.shape[1] >= 2:
+    if batch.candidates.shape[1] >= 2 and batch.arms is not None:  # the swap takes a node of another arm
         follow = measure_follow(model, objective, batch, seed=seed, batch_size=batch_size).to_dict()
     length = batch.target.shape[1]
     return HeadsResult(
@@ -386,3 +389,24 @@ def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
     return (f"no set of up to {MAX_SET} heads (greedy search: {tried}) drops forced accuracy at indices 2..l-2 by "
             f">= {DROP_THRESHOLD} (best {mech['ablation_drop']:.3f} from {base['shortcut_accuracy']:.3f})"
             + (f"; whole layers {mech['layers_that_break_it']} do" if mech["layers_that_break_it"] else "") + also)
+
+
+def _heads_skip(ctx: AnalysisContext) -> str | None:
+    if ctx.objective.teacherless:
+        return f"{ctx.objective.name} inputs hold no previous answer token"
+    if len(ctx.task.lookup_indices) < 2:
+        return ctx.task.no_lookup_reason or "the task declares no lookup index"
+    return None
+
+
+register_analysis(AnalysisSpec(
+    name="heads", title="Heads: attention lookups and ablations", order=30, skip=_heads_skip,
+    measure=lambda ctx: measure_heads(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.batch_size, seed=ctx.seed),
+    captions={
+        'edge_lookup_scores': 'Attention mass each head puts on the edge (r_(i-1), r_i) — parent, child and the separator after it — at the queries holding r_(i-1), indices 2..l-2 (the last index, where the goal can be copied, is in report.json as score_last). A description of the layout, not a gate: models trained elsewhere read the edge through other tokens.',
+        'child_parent_lookup_scores': "The same for the reverse lookup (from a child to its parent's edge), which reverse targets need. Look for: it replacing the forward lookup under the reverse objective.",
+        'edge_lookup_components': "Where inside the edge the lookup lands. Look for: mass on the separator, which layer 0 fills with the edge's content.",
+        'ablation': 'Forced accuracy at label indices 2..l-2 after zero / mean ablation of single heads, whole layers, the set found by the greedy search and the heads that attend the edge span. Look for: the smallest set that breaks it; single heads that do not matter but a group that does (redundant heads).',
+        'follow_rate': "Swap r_(i-1) for a node on another arm: the share of graphs answering that node's successor. Look for: ~1 means r_i is read off r_(i-1) alone; the control (a node with no successor) shows what is left.",
+    },
+))

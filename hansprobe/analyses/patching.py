@@ -19,10 +19,11 @@ import torch
 
 from hansprobe.analyses.base import Result, mean_ci, t_ci, wilson_ci
 from hansprobe.analyses.follow import swap_node
+from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
-from hansprobe.tasks.pathstar import edge_reorder, goal_swap, other_arm
+from hansprobe.tasks.pathstar import other_arm
 
 SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
 GAP_MIN = 0.1  # nats: the mean |clean - corrupted| logit difference must lie above this (CI) to be restorable
@@ -31,14 +32,14 @@ GAP_MIN = 0.1  # nats: the mean |clean - corrupted| logit difference must lie ab
 def goal_swap_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
     """(clean, corrupted): the corrupted graph is the clean one with the goal on another arm
     (same edges in the same order, so positions line up)."""
-    if batch.candidates.shape[1] < 2:
-        raise ConfigError("goal-swap pairs need degree >= 2")
-    return batch, goal_swap(batch, seed)
+    if "goal_swap" not in batch.task.counterfactuals:
+        raise ConfigError(f"goal-swap pairs need a choice to move the goal between; {batch.task.describe()} has none")
+    return batch, batch.task.counterfactuals["goal_swap"](batch, seed)
 
 
 def edge_order_pairs(batch: Batch, seed: int = 0) -> tuple[Batch, Batch]:
     """(clean, corrupted): the same graph and goal with the edges listed in another order."""
-    return batch, edge_reorder(batch, seed)
+    return batch, batch.task.placebo(batch, seed)
 
 
 def metric_index(objective: Objective, clean: Batch, corrupted: Batch) -> int:
@@ -224,7 +225,8 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
         out.verdict = (f"no decision computation to restore: swapping the goal moves the decision logit difference by "
                        f"|{float(np.abs(gap_vals).mean()):.3f}| [{abs_lo:.3f}, {abs_hi:.3f}] nats per pair (signed "
                        f"{gap:.3f} [{gap_lo:.3f}, {gap_hi:.3f}]), not shown above {GAP_MIN}")
-    if objective.teacher_forced and batch.target.shape[1] >= 3 and batch.candidates.shape[1] >= 2:
+    if (objective.teacher_forced and batch.target.shape[1] >= 3 and batch.candidates.shape[1] >= 2
+            and batch.arms is not None and batch.task.lookup_indices):  # swaps r_(i-1) for another arm's node
         out.shortcut = shortcut_patching(model, objective, batch, seed)
     return out
 
@@ -277,3 +279,14 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
     return {"move_rate": move, "move_rate_ci": move_ci,
             "note": "share of predictions equal to the swapped-in node's successor after patching resid_pre at r_(i-1)'s "
                     "position from the swapped run; the last index can copy the goal from the prompt"}
+
+
+register_analysis(AnalysisSpec(
+    name="patching", title="Activation patching", order=50,
+    measure=lambda ctx: measure_patching(ctx.model, ctx.objective, ctx.pairs, sweeps=("resid", "heads"), seed=ctx.seed),
+    captions={
+        'patch_resid_sufficiency': 'Clean residual stream patched into the goal-swapped run, normalised (1 = clean restored). Drawn only when swapping the goal moves the metric. Look for: where the decision is computed.',
+        'patch_heads_sufficiency': "Each head's output (all positions) patched clean into corrupted, with bootstrap CIs.",
+        'shortcut_patching': "Patch the residual at r_(i-1) from a run where r_(i-1) was swapped: the share now predicting the swapped node's successor. Look for: ~1 = the answer is read off r_(i-1)'s position.",
+    },
+))

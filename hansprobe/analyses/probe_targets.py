@@ -27,6 +27,16 @@ class ProbeTarget:
 TargetFn = Callable[[Batch, Objective, list], ProbeTarget]
 
 
+def make_probe(seed: int = 0):
+    """The probe: a scikit-learn pipeline (standardise, then multinomial logistic regression). Here,
+    below both the probe analysis and the steering follow-up, so neither imports the other."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+
+
 def goal_arm(batch: Batch, objective: Objective, positions: list[int]) -> ProbeTarget:
     d = batch.candidates.shape[1]
     return ProbeTarget("goal_arm", np.repeat(batch.goal_arm.numpy()[:, None], len(positions), 1), 1 / d,
@@ -60,7 +70,7 @@ def next_node(batch: Batch, objective: Objective, positions: list[int]) -> Probe
 
 def edge_on_goal_path(batch: Batch, objective: Objective, positions: list[int]) -> ProbeTarget:
     e = batch.edge_parent.shape[1]
-    on_path = (batch.node_arm.gather(1, batch.edge_child) == batch.goal_arm[:, None]).numpy().astype(int)  # (B, E)
+    on_path = (batch.edge_child[:, :, None] == batch.target[:, None, :]).any(-1).numpy().astype(int)  # (B, E)
     out = np.full((len(batch), len(positions)), -1)
     for j, pos in enumerate(positions):
         if pos < 3 * e:

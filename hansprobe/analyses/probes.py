@@ -20,21 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from hansprobe.analyses.activations import Activations, collect_residuals, position_names
 from hansprobe.analyses.base import Result, wilson_ci
-from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn
+from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn, make_probe
+from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.analyses.steering import steer_along_probe
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
-
-
-def make_probe(seed: int = 0):
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
 
 
 def probe_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray, candidates: np.ndarray | None = None,
@@ -191,7 +186,6 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
         constant_target=bool(np.unique(tgt.labels[tgt.labels >= 0]).size <= 1),
     )
     if causal and before and tgt.name in ("goal_arm", "decision_node") and not res.constant_target:
-        from hansprobe.analyses.steering import steer_along_probe
 
         res.causal = steer_along_probe(model, objective, batch, acts, tgt, before, seed=seed, batch_size=batch_size)
     return res
@@ -219,3 +213,15 @@ def _best_cells(pick, grids: dict, acts: Activations, batch: Batch, pos_labels, 
                 "selection_score": float(pick[i, j]), "cells_searched": int(np.isfinite(masked).sum())}
 
     return best(prompt), best(decision)
+
+
+register_analysis(AnalysisSpec(
+    name="probes", title="Linear probes", order=40,
+    measure=lambda ctx: measure_probes(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.probe_target,
+                                       batch_size=min(ctx.batch_size, 500), seed=ctx.seed,
+                                       untrained_model=ctx.untrained_model() if ctx.untrained_model else None),
+    captions={
+        'probe_heatmaps': 'Logistic-regression probe accuracy per residual layer x position (folds grouped by graph) and its selectivity over shuffled labels. Look for: selectivity well above 0 before the answer (a plan).',
+        'probe_by_layer': "Probe accuracy at the goal token and at '=' by layer, with 95% CIs, against chance.",
+    },
+))

@@ -9,14 +9,12 @@ import torch
 
 from hansprobe.analyses.activations import Activations, resid_hook
 from hansprobe.analyses.base import t_ci
-from hansprobe.analyses.probe_targets import ProbeTarget
+from hansprobe.analyses.probe_targets import ProbeTarget, make_probe
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
 
 def _probe_directions(X: np.ndarray, y: np.ndarray, seed: int):
-    from hansprobe.analyses.probes import make_probe
-
     pipe = make_probe(seed).fit(X, y)
     scaler, lr = pipe[0], pipe[-1]
     return lr.classes_, lr.coef_ / scaler.scale_[None, :]  # weights in the raw residual basis: (C or 1, d_model)

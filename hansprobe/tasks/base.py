@@ -46,8 +46,8 @@ class Batch:
     goal: Int[Tensor, " B"]
     goal_arm: Int[Tensor, " B"]  # index into candidates / arms
     candidates: Int[Tensor, "B D"]  # children of the start, ascending = the decision token's options
-    arms: Int[Tensor, "B D Lm1"]  # node ids along each arm, candidate first, leaf last
-    node_arm: Int[Tensor, "B N"]  # arm of every label: -1 start, -2 not in the graph
+    arms: Int[Tensor, "B D Lm1"] | None  # node ids along each arm, candidate first, leaf last; None where a branch is not a path (tree)
+    node_arm: Int[Tensor, "B N"]  # first-decision branch (arm) of every label: -1 start, -2 not in the graph
     edge_parent: Int[Tensor, "B E"]  # edges in prefix order
     edge_child: Int[Tensor, "B E"]
     edge_parent_pos: Int[Tensor, "B E"]  # prefix position of the parent token
@@ -83,3 +83,43 @@ class Batch:
             v = getattr(first, f.name)
             kw[f.name] = torch.cat([getattr(b, f.name) for b in batches]) if isinstance(v, Tensor) else v
         return Batch(**kw)
+
+
+class EdgeListTokens:
+    """The token layout shared by the edge-list tasks (path-star, tree), as in Next-Token-Failures:
+    `u v | u v | ... u v / s g =` then the answer. Nodes are 0..N-1, then `|`=N, `=`=N+1, `/`=N+2
+    and the teacherless dummy `$`=N+3. A subclass defines `n_nodes`, `n_edges` and `target_len`."""
+
+    @property
+    def prefix_len(self) -> int:
+        return 3 * self.n_edges + 3
+
+    @property
+    def n_ctx(self) -> int:
+        """Longest model input: the prefix plus all but the last target token."""
+        return self.prefix_len + self.target_len - 1
+
+    @property
+    def d_vocab(self) -> int:
+        return self.n_nodes + 4
+
+    @property
+    def pipe(self) -> int:
+        return self.n_nodes
+
+    @property
+    def equals(self) -> int:
+        return self.n_nodes + 1
+
+    @property
+    def slash(self) -> int:
+        return self.n_nodes + 2
+
+    @property
+    def dummy(self) -> int:
+        return self.n_nodes + 3
+
+    def token_str(self, token: int) -> str:
+        """How a token reads in the NTF text (nodes as numbers; `|`, `=`, `/`, and `$` for the dummy)."""
+        specials = {self.pipe: "|", self.equals: "=", self.slash: "/", self.dummy: "$"}
+        return specials.get(int(token), str(int(token)))

@@ -12,7 +12,7 @@ import torch
 
 from hansprobe.errors import TaskError
 from hansprobe.tasks.base import Batch
-from hansprobe.tasks.pathstar import PathStar, build_batch
+from hansprobe.tasks.registry import get_task_spec
 
 
 LABEL_LIMIT = 2**62  # any real label is far below; anything beyond would overflow int64 tensors
@@ -45,7 +45,7 @@ def _split_line(line: str, line_no: int) -> tuple[list[list[int]], list[int], li
     return edges, q, _ints(path, "path", line_no)
 
 
-def parse_ntf_lines(lines: list[str], task: PathStar, first_line_no: int = 1) -> Batch:
+def parse_ntf_lines(lines: list[str], task, first_line_no: int = 1) -> Batch:
     """Parse NTF lines of `task`'s shape into a Batch, checking each is a path-star graph with its path."""
     if not lines:
         raise TaskError("no graphs to read: the input is empty")
@@ -95,7 +95,7 @@ def parse_ntf_lines(lines: list[str], task: PathStar, first_line_no: int = 1) ->
     fail(~at_goal.any(1), "the goal is not the last node of an arm")
     goal_arm = at_goal.long().argmax(1)
     fail((arms[torch.arange(B), goal_arm] != T[:, 1:]).any(1), "the path is not the path from the start to the goal")
-    return build_batch(task, start, goal_arm, arms, parent, child)
+    return task.from_arms(start, goal_arm, arms, parent, child)
 
 
 def format_ntf_lines(batch: Batch) -> list[str]:
@@ -110,7 +110,7 @@ def format_ntf_lines(batch: Batch) -> list[str]:
     return lines
 
 
-def infer_task(first_line: str, n_nodes: int | None, source: str = "") -> PathStar:
+def infer_task(first_line: str, n_nodes: int | None, source: str = ""):
     """The task a file holds: degree and path length from its first line, nodes from the caller or
     the file name (`..._nodes_50_...`, as the public data is named)."""
     edges, _, path = _split_line(first_line, 1)
@@ -122,10 +122,10 @@ def infer_task(first_line: str, n_nodes: int | None, source: str = "") -> PathSt
         if not m:
             raise TaskError(f"cannot tell the number of nodes of {source or 'the input'}; pass --nodes N")
         n_nodes = int(m.group(1))
-    return PathStar(degree=len(edges) // (l - 1), path_len=l, n_nodes=n_nodes)
+    return get_task_spec("pathstar").cls(degree=len(edges) // (l - 1), path_len=l, n_nodes=n_nodes)
 
 
-def read_ntf(path: str | Path, task: PathStar | None = None, n_nodes: int | None = None,
+def read_ntf(path: str | Path, task=None, n_nodes: int | None = None,
              limit: int | None = None) -> Batch:
     """Read an NTF text file. With `task` the file must hold that task's graphs (a checkpoint's);
     without it the task is inferred (`infer_task`). `limit` reads only the first graphs."""

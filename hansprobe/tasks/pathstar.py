@@ -13,7 +13,9 @@ from torch import Tensor
 
 from hansprobe.errors import TaskError
 from hansprobe.resources import require_memory
-from hansprobe.tasks.base import Batch
+from hansprobe.tasks.base import Batch, EdgeListTokens
+from hansprobe.tasks.ntf_format import format_ntf_lines, read_ntf
+from hansprobe.tasks.registry import TaskArg, TaskSpec, register_task
 
 # Label cues for control runs (`--cue`): a rule on the labels alone that picks the goal arm, so a
 # model can be right on the decision without reading the goal. Off by default; documented as a
@@ -24,7 +26,7 @@ CUES = {
 
 
 @dataclass(frozen=True)
-class PathStar:
+class PathStar(EdgeListTokens):
     """G(degree, path_len, n_nodes): a start node with `degree` arms of `path_len - 1` further nodes
     each (path_len counts the start), labels drawn without replacement from 0..n_nodes-1.
 
@@ -66,37 +68,38 @@ class PathStar:
         return self.degree * (self.path_len - 1)
 
     @property
-    def prefix_len(self) -> int:
-        return 3 * self.n_edges + 3
-
-    @property
     def target_len(self) -> int:
         return self.path_len
 
+    # --- structure (tasks/registry.py) ---------------------------------------------------------
     @property
-    def n_ctx(self) -> int:
-        """Longest model input: the prefix plus all but the last target token."""
-        return self.prefix_len + self.target_len - 1
+    def decision_indices(self) -> list[int]:
+        """The start's child (label 1) is the one choice; every later node is its parent's only child."""
+        return [1] if self.degree > 1 else []
 
     @property
-    def d_vocab(self) -> int:
-        return self.n_nodes + 4
+    def lookup_indices(self) -> list[int]:
+        """Labels 2..l-1 are the previous node's only child (l-1 is the goal, also in the prompt)."""
+        return list(range(2, self.path_len))
 
     @property
-    def pipe(self) -> int:
-        return self.n_nodes
+    def no_lookup_reason(self) -> str:
+        return ("the path is too short for a lookup index (path_len < 4: after the decision only the goal is left, "
+                "copied from the prompt)") if self.path_len < 4 else ""
 
     @property
-    def equals(self) -> int:
-        return self.n_nodes + 1
+    def counterfactuals(self) -> dict:
+        out = {"goal_swap": goal_swap}
+        if self.path_len >= 3:
+            out["arm_rewire"] = arm_rewire
+        return out if self.degree >= 2 else {}
 
-    @property
-    def slash(self) -> int:
-        return self.n_nodes + 2
+    def placebo(self, batch: Batch, seed: int = 0) -> Batch:
+        return edge_reorder(batch, seed)
 
-    @property
-    def dummy(self) -> int:
-        return self.n_nodes + 3
+    def from_arms(self, start: Tensor, goal_arm: Tensor, arms: Tensor, edge_parent: Tensor, edge_child: Tensor) -> Batch:
+        """Tokens and structure from a graph's parts (the NTF reader's entry point)."""
+        return build_batch(self, start, goal_arm, arms, edge_parent, edge_child)
 
     @property
     def bytes_per_graph(self) -> int:
@@ -113,11 +116,6 @@ class PathStar:
         if d["cue"] is None:
             d.pop("cue")  # configs written before cues existed stay identical
         return d
-
-    def token_str(self, token: int) -> str:
-        """How a token reads in the NTF text (nodes as numbers; `|`, `=`, `/`, and `$` for the dummy)."""
-        specials = {self.pipe: "|", self.equals: "=", self.slash: "/", self.dummy: "$"}
-        return specials.get(int(token), str(int(token)))
 
     def describe(self) -> str:
         cue = f", label cue: {CUES[self.cue]}" if self.cue else ""
@@ -235,3 +233,19 @@ def edge_reorder(batch: Batch, seed: int = 0) -> Batch:
 
 
 COUNTERFACTUALS = {"goal_swap": goal_swap, "arm_rewire": arm_rewire}
+
+
+def _read_text(path, task, limit=None) -> Batch:
+    return read_ntf(path, task=task, limit=limit)
+
+
+register_task(TaskSpec(
+    name="pathstar", cls=PathStar, help="path-star graph G(d, l): a start with d arms of l-1 nodes",
+    args=(TaskArg("--degree", "degree", help="arms of the star (d)"),
+          TaskArg("--path-len", "path_len", help="nodes on the path, start included (l)"),
+          TaskArg("--nodes", "n_nodes", help="label range 0..N-1 (N >= d(l-1)+1)"),
+          TaskArg("--cue", "cue", str, choices=tuple(CUES),
+                  help="CONTROL ONLY, off by default: put the goal on the arm a label rule picks (larger-first-node: "
+                       "the arm of the largest candidate), so the decision can be right without reading the goal")),
+    format_lines=format_ntf_lines, read_text=_read_text,
+))

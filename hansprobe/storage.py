@@ -1,0 +1,366 @@
+"""The files of a run directory, below everything that interprets them: atomic writes, the
+directory lock, publishing several files together, safetensors I/O (never a pickle), the metrics
+log, weights loading by name and shape, the resume state, and a new run's config.json.
+
+No pickle anywhere: tensors are safetensors, everything else JSON. Every file is written to a
+temporary name beside its target, fsynced and moved into place with os.replace, so a crash leaves
+either the old file or the new one, never half of one. (checkpoint.py builds models from these
+files; interop.py writes imported ones; neither imports the other.)
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import re
+import shutil
+import struct
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from hansprobe.errors import CheckpointError, HansprobeError, OutputError, os_error_line
+from hansprobe.validation import check_float, check_int, check_mapping
+
+CONFIG, MODEL, METRICS, RESUME = "config.json", "model.safetensors", "metrics.jsonl", "resume.safetensors"
+FORMAT = "hansprobe-checkpoint"
+FORMAT_VERSION = 1
+
+
+# --- atomic files -----------------------------------------------------------------------------
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all. An OS error (full disk, no such directory, a
+    directory in the way, no permission) is one line naming `path`; the old file stays."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory; give a file path")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(os_error_line(e, path)) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(os_error_line(e, path)) from None
+        raise
+    _fsync_dir(path.parent)  # make the rename itself durable
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+@contextmanager
+def run_lock(directory: str | Path):
+    """Hold an exclusive lock on a run or report directory while writing it, so that two writers
+    (two `train --resume`, a `train --overwrite` during a run, two reports into one --out) cannot
+    interleave. `flock` on a lock file beside the directory (`.NAME.hansprobe-lock`, so that
+    --overwrite can replace the directory itself); the OS releases it when the process dies."""
+    directory = Path(directory)
+    lock = directory.parent / f".{directory.name}.hansprobe-lock"
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    except OSError as e:
+        raise OutputError(os_error_line(e, lock, "create") + " (hansprobe locks the --out directory there)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CheckpointError(f"{directory} is being written by another hansprobe process (train or report); wait for it "
+                              "to finish, or write to another --out") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> None:
+    """Temporary files of a write that was killed; they are never read, only cleaned up."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
+STAGING, READY = ".staging", "READY"
+
+
+def publish_together(out_dir: str | Path, files: dict[str, bytes]) -> None:
+    """Replace several files of `out_dir` as one change (report.json with the report.html drawn from
+    it). A file rename is atomic, a pair of renames is not, so this is a small journal: every file
+    is written and fsynced into `out_dir/.staging/`, then a READY marker is written, then the files
+    are renamed into place and the staging directory removed. A kill before READY leaves the old
+    files (the staging directory is deleted by the next writer); a kill after READY is finished by
+    the next writer or reader (`recover_staging`). Call under `run_lock(out_dir)`."""
+    out_dir = Path(out_dir)
+    recover_staging(out_dir)
+    staging = out_dir / STAGING
+    try:
+        staging.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(os_error_line(e, staging, "create")) from None
+    try:
+        for name, data in files.items():
+            atomic_write_bytes(staging / name, data)
+        atomic_write_bytes(staging / READY, "\n".join(files).encode())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing was switched: the old files stand
+        raise
+    recover_staging(out_dir)
+
+
+def recover_staging(out_dir: str | Path) -> None:
+    """Finish or discard an interrupted `publish_together`, and remove stale temporary files."""
+    out_dir = Path(out_dir)
+    staging = out_dir / STAGING
+    if staging.is_dir():
+        if (staging / READY).is_file():  # every file was complete: roll forward
+            for name in (staging / READY).read_text().split():
+                if (staging / name).is_file():
+                    try:
+                        os.replace(staging / name, out_dir / name)
+                    except OSError as e:
+                        raise OutputError(os_error_line(e, out_dir / name)) from None
+            _fsync_dir(out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+    remove_stale_temporaries(out_dir)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise OutputError(os_error_line(e, path)) from None
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; anything else (a pickle, a torch.save zip, a
+    truncated file) is refused with a one-line error and never deserialised."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the checkpoint directory is incomplete (re-save it or re-train)")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # Recognised by structure: 8 bytes of little-endian header length, then the JSON header ("{"),
+    # which must fit in the file. Never by one byte: the first byte is the header length's low byte,
+    # and 0x80 (a pickle's first byte) is a valid one (a header of 3,200 bytes starts 80 0c ...).
+    header_len = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
+    if not (len(head) >= 9 and head[8:9] == b"{" and 0 < header_len and header_len + 8 <= size):
+        if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+            raise CheckpointError(
+                f"{path} is a pickle/torch.save file, which hansprobe never loads (it can run code); "
+                "convert trusted weights to safetensors (safetensors.torch.save_file)"
+            )
+        raise CheckpointError(f"{path} is not a complete safetensors file (truncated or corrupt); re-save it or re-train")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for every malformation
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is not a valid safetensors file ({msg}); re-save it or re-train") from None
+    return tensors, meta
+
+
+# --- config and metrics -----------------------------------------------------------------------
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("hansprobe", "torch", "transformer-lens", "safetensors", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def append_metrics(run_dir: str | Path, row: dict) -> None:
+    """One JSON line, flushed and fsynced; a torn last line from a kill is skipped by `read_metrics`."""
+    path = Path(run_dir) / METRICS
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True, allow_nan=False) + "\n")  # strict JSON: no NaN/Infinity tokens
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OutputError(os_error_line(e, path)) from None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill mid-append
+    return rows
+
+
+def truncate_metrics(run_dir: str | Path, last_step: int) -> None:
+    """Keep the rows up to the resumed step, so a resumed run never logs an evaluation twice."""
+    rows = [r for r in read_metrics(run_dir) if r.get("step", 0) <= last_step]
+    atomic_write_bytes(Path(run_dir) / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+
+# --- model weights ----------------------------------------------------------------------------
+def _natural(name: str) -> list:
+    """Sort key with numbers in order: blocks.2 before blocks.10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def load_weights(model, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state dict after checking names and shapes, so a mismatch is one readable line."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors), key=_natural)
+    extra = sorted(set(tensors) - set(expected), key=_natural)
+    if missing or extra:
+        parts = [f"{len(names)} {kind} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+                 for kind, names in (("missing", missing), ("unexpected", extra)) if names]
+        raise CheckpointError(f"the weights in {source} do not match the model its config describes: "
+                              f"{'; '.join(parts)}; the weights belong to another model or the file is incomplete")
+    for k, v in expected.items():
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"the weights in {source} do not match the model its config describes: {k} is "
+                f"{tuple(tensors[k].shape)} in the file but {tuple(v.shape)} from the config; the weights belong to "
+                "another model"
+            )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+
+
+def save_model(run_dir: str | Path, model, metadata: dict[str, str] | None = None, name: str = MODEL) -> None:
+    save_safetensors(Path(run_dir) / name, model.state_dict(), metadata)
+
+
+def new_config(task, objective, model: dict, train: dict | None, seed: int) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": task.to_dict(),
+        "objective": objective.name,
+        "model": model,
+        "d_vocab": task.d_vocab,
+        "n_ctx": task.n_ctx,
+        "train": train,
+        "seed": seed,
+        "versions": package_versions(),
+        "step": 0,
+        "metrics": {},
+    }
+
+
+# --- resume state -----------------------------------------------------------------------------
+def save_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, step: int,
+                extra: dict | None = None) -> None:
+    """Weights, AdamW moments, the step and the trainer's running sums (`extra`, JSON) in one
+    file, so they can never disagree."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = optimizer.state_dict()
+    for idx, s in state["state"].items():
+        for name, value in s.items():
+            tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    # One metadata key: safetensors writes several keys in a random order, and the same run must
+    # give the same bytes.
+    meta = {"step": step, "param_groups": state["param_groups"], "extra": extra or {}}
+    save_safetensors(Path(run_dir) / RESUME, tensors, {"hansprobe_resume": json.dumps(meta, sort_keys=True)})
+
+
+def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+    path = Path(run_dir) / RESUME
+    tensors, raw = load_safetensors(path)
+    try:
+        meta = json.loads(raw["hansprobe_resume"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} has no step/optimizer metadata; it is not a hansprobe resume file") from None
+    try:
+        opt_state = _checked_resume_state(meta, tensors, optimizer)
+    except HansprobeError as e:
+        raise CheckpointError(f"{path}: {e}; the resume file is damaged — restore it, or train again with --overwrite") from None
+    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    device = next(model.parameters()).device
+    opt_state = {i: {n: (t if n == "step" else t.to(device)) for n, t in s.items()} for i, s in opt_state.items()}
+    optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), meta.get("extra", {})
+
+
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
+
+
+def _checked_resume_state(meta, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> dict:
+    """The resume metadata and optimizer tensors checked against the optimizer they will go into
+    (torch's own `load_state_dict` accepts a damaged state silently or fails deep inside)."""
+    check_mapping("resume metadata", meta)
+    unknown = set(meta) - {"step", "param_groups", "extra"}
+    if unknown or "step" not in meta or "param_groups" not in meta:
+        raise CheckpointError(f"resume metadata must hold step, param_groups and extra; got keys {sorted(meta)}")
+    check_int("resume step", meta["step"], 0)
+    extra = check_mapping("resume extra", meta.get("extra", {}))
+    if "loss_sum" in extra:
+        check_float("resume loss_sum", extra["loss_sum"])
+    if "loss_n" in extra:
+        check_int("resume loss_n", extra["loss_n"], 0)
+    want = optimizer.state_dict()["param_groups"]
+    groups = meta["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(want):
+        raise CheckpointError(f"param_groups must be a list of {len(want)} optimizer groups, got {str(groups)[:60]}")
+    for i, (g, w) in enumerate(zip(groups, want)):
+        check_mapping(f"param_groups[{i}]", g)
+        if set(g) != set(w):
+            raise CheckpointError(f"param_groups[{i}] has keys {sorted(g)}, expected {sorted(w)}")
+        if g["params"] != w["params"]:
+            raise CheckpointError(f"param_groups[{i}] lists other parameters than the model has")
+        for k, v in g.items():
+            if k in ("lr", "eps", "weight_decay"):
+                check_float(f"param_groups[{i}].{k}", v, 0)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("model."):
+            continue
+        parts = k.split(".", 2)
+        if len(parts) != 3 or parts[0] != "optim" or not parts[1].isdigit() or parts[2] not in ADAM_STATE:
+            raise CheckpointError(f"unexpected tensor {k!r} (expected model.* or optim.N.{{{','.join(ADAM_STATE)}}})")
+        idx = int(parts[1])
+        if idx >= len(params):
+            raise CheckpointError(f"optimizer state for parameter {idx}, but the model has {len(params)}")
+        shape = () if parts[2] == "step" else tuple(params[idx].shape)
+        if tuple(v.shape) != shape:
+            raise CheckpointError(f"{k} has shape {tuple(v.shape)}, expected {shape}")
+        state.setdefault(idx, {})[parts[2]] = v
+    for idx, s in state.items():
+        if set(s) != set(ADAM_STATE):
+            raise CheckpointError(f"optimizer state of parameter {idx} lacks {sorted(set(ADAM_STATE) - set(s))}")
+    return state

@@ -1,0 +1,200 @@
+"""Tree path-finding T(branching, depth, n_nodes): a full tree, given as a shuffled edge list plus a
+goal leaf; the answer is the path from the root to the goal.
+
+Token format, the same as path-star's (Next-Token-Failures style): `u,v|u,v|...|u,v/root,goal=`
+then the path `root,n1,...,goal`. Nodes 0..N-1, `|`=N, `=`=N+1, `/`=N+2, `$`=N+3 (teacherless
+dummy). Every node on the path has `branching` children, so every answer token after the root is a
+decision: r_i is one of the children of r_(i-1) (its candidate set is one lookup away under teacher
+forcing), and only the goal's ancestry tells which. There is no index whose token can be read off
+the previous one alone, so the lookup question does not apply; the first decision (label 1) is
+measured as path-star's is, among the root's children.
+
+Everything is generated as tensors for the whole batch; the structure (path, candidates, the
+first-decision branch of every label) is recomputed from the edge list by `tree_batch`, which the
+counterfactual builders share.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from hansprobe.errors import TaskError
+from hansprobe.resources import require_memory
+from hansprobe.tasks.base import Batch, EdgeListTokens
+from hansprobe.tasks.ntf_format import format_ntf_lines
+from hansprobe.tasks.registry import TaskArg, TaskSpec, register_task
+
+
+@dataclass(frozen=True)
+class Tree(EdgeListTokens):
+    """A full tree: the root has `branching` children, each of those `branching` children, down to
+    `depth` edges below the root (the leaves). Labels drawn without replacement from 0..n_nodes-1;
+    the goal is a leaf drawn uniformly. Defaults: T(2, 3) on 50 nodes (15 tree nodes, 14 edges)."""
+
+    branching: int = 2
+    depth: int = 3
+    n_nodes: int = 50
+    name: str = "tree"
+
+    def __post_init__(self):
+        for f in ("branching", "depth", "n_nodes"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TaskError(f"tree {f} must be an integer, got {v!r}")
+        if self.branching < 2:
+            raise TaskError(f"tree branching must be at least 2 (with 1 the tree is a chain), got {self.branching}")
+        if self.depth < 2:
+            raise TaskError(f"tree depth must be at least 2 (root, a decision, the goal leaf), got {self.depth}")
+        if self.n_nodes < self.tree_nodes:
+            raise TaskError(f"tree T({self.branching},{self.depth}) has {self.tree_nodes} nodes; n_nodes must be at "
+                            f"least that, got {self.n_nodes}")
+
+    # --- sizes ----------------------------------------------------------------------------------
+    @property
+    def tree_nodes(self) -> int:
+        return (self.branching ** (self.depth + 1) - 1) // (self.branching - 1)
+
+    @property
+    def n_edges(self) -> int:
+        return self.tree_nodes - 1
+
+    @property
+    def target_len(self) -> int:
+        return self.depth + 1
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.branching
+
+    @property
+    def bytes_per_graph(self) -> int:
+        """Peak bytes per graph while generating: the label permutation (3 copies), the parent and
+        branch maps over all labels, ~20 int64 rows of edge length."""
+        return 36 * self.n_nodes + 24 * self.n_nodes + 8 * (20 * self.n_edges + 20)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"T({self.branching},{self.depth}) on {self.n_nodes} nodes"
+
+    # --- structure (tasks/registry.py) ------------------------------------------------------------
+    @property
+    def decision_indices(self) -> list[int]:
+        """Labels 1..depth-1: each a choice among the previous node's children (the goal, label
+        depth, is a choice too but can be copied from the prompt)."""
+        return list(range(1, self.depth))
+
+    @property
+    def lookup_indices(self) -> list[int]:
+        return []
+
+    @property
+    def no_lookup_reason(self) -> str:
+        return (f"every node on a tree path has {self.branching} children: no later token can be read off the previous "
+                "one alone (each is a decision)")
+
+    @property
+    def counterfactuals(self) -> dict:
+        return {"goal_swap": goal_swap, "arm_rewire": arm_rewire}
+
+    def placebo(self, batch: Batch, seed: int = 0) -> Batch:
+        g = torch.Generator().manual_seed(seed)
+        order = torch.rand(batch.edge_parent.shape, generator=g).argsort(1)
+        return tree_batch(self, batch.start, batch.goal, batch.edge_parent.gather(1, order),
+                          batch.edge_child.gather(1, order))
+
+    # --- generation -------------------------------------------------------------------------------
+    def generate(self, n: int, seed: int) -> Batch:
+        """`n` fresh trees; the same seed gives the same trees on every machine (CPU generator)."""
+        if n < 1:
+            raise TaskError(f"number of graphs must be at least 1, got {n}")
+        require_memory(n * self.bytes_per_graph, f"{n:,} graphs of {self.describe()}",
+                       "ask for fewer graphs (-n, --batch-size, --eval-graphs) or a smaller task")
+        g = torch.Generator().manual_seed(int(seed))
+        m, b = self.tree_nodes, self.branching
+        labels = torch.rand(n, self.n_nodes, generator=g).argsort(dim=1)[:, :m]  # (B, M): label of heap slot j
+        slots = torch.arange(1, m)
+        parents = labels[:, (slots - 1) // b]  # heap layout: slot j's parent is (j-1)//b
+        children = labels[:, 1:]
+        first_leaf = m - b ** self.depth
+        goal = labels[torch.arange(n), first_leaf + torch.randint(0, b ** self.depth, (n,), generator=g)]
+        order = torch.rand(n, self.n_edges, generator=g).argsort(dim=1)  # shuffle edge order per graph
+        return tree_batch(self, labels[:, 0], goal, parents.gather(1, order), children.gather(1, order))
+
+
+def tree_batch(task: Tree, root: Tensor, goal: Tensor, edge_parent: Tensor, edge_child: Tensor) -> Batch:
+    """Tokens and structure of trees given as (root, goal leaf, edge list in prompt order)."""
+    n, e = edge_parent.shape
+    big = task.n_nodes  # sentinel: "no parent" / "not a candidate"
+    rows = torch.arange(n)
+    parent_of = torch.full((n, big + 1), big, dtype=torch.long).scatter_(1, edge_child, edge_parent)  # (B, N+1)
+    path = [goal]
+    for _ in range(task.depth):
+        path.append(parent_of.gather(1, path[-1][:, None])[:, 0])
+    target = torch.stack(path[::-1], 1)  # (B, depth+1): root .. goal
+    if (target[:, 0] != root).any():
+        raise TaskError("the goal is not a leaf at the tree's depth below the root")
+    from_root = edge_parent == root[:, None]
+    candidates = torch.where(from_root, edge_child, big).sort(dim=1).values[:, : task.branching]  # (B, b) ascending
+    goal_arm = (candidates == target[:, 1:2]).long().argmax(1)
+    # first-decision branch of every label: climb until the parent is the root
+    anc = torch.arange(big + 1).expand(n, -1).clone()  # (B, N+1)
+    for _ in range(task.depth - 1):
+        up = parent_of.gather(1, anc)
+        anc = torch.where((up != root[:, None]) & (up != big), up, anc)
+    in_tree = (parent_of != big)[:, :big]  # labels with a parent: every tree node but the root
+    branch = (anc[:, :big, None] == candidates[:, None, :]).long().argmax(-1)  # (B, N)
+    node_arm = torch.where(in_tree, branch, torch.full_like(branch, -2))
+    node_arm[rows, root] = -1
+    sep = torch.full((n, e), task.pipe, dtype=torch.long)
+    sep[:, -1] = task.slash
+    edges = torch.stack([edge_parent, edge_child, sep], dim=2).reshape(n, 3 * e)
+    tail = torch.stack([root, goal, torch.full_like(root, task.equals)], dim=1)
+    pos = torch.arange(e).expand(n, e) * 3
+    return Batch(task=task, prefix=torch.cat([edges, tail], 1), target=target, start=root, goal=goal,
+                 goal_arm=goal_arm, candidates=candidates, arms=None, node_arm=node_arm, edge_parent=edge_parent,
+                 edge_child=edge_child, edge_parent_pos=pos.clone(), edge_child_pos=pos + 1, edge_sep_pos=pos + 2)
+
+
+def _other_branch(batch: Batch, seed: int) -> Tensor:
+    d = batch.candidates.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    return (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
+
+
+def goal_swap(batch: Batch, seed: int = 0) -> Batch:
+    """The same tree (same edges, same order) with the goal moved to a random leaf under another of
+    the root's children: only the goal token of the prompt and the answer change."""
+    task = batch.task
+    other = _other_branch(batch, seed)
+    n = len(batch)
+    has_child = torch.zeros(n, task.n_nodes + 1, dtype=torch.bool).scatter_(1, batch.edge_parent, True)[:, : task.n_nodes]
+    leaf = (batch.node_arm >= 0) & ~has_child & (batch.node_arm == other[:, None])  # (B, N)
+    g = torch.Generator().manual_seed(seed + 1)
+    pick = (torch.rand(leaf.shape, generator=g) * leaf).argmax(1)  # a uniform leaf of that branch
+    return tree_batch(task, batch.start, pick, batch.edge_parent, batch.edge_child)
+
+
+def arm_rewire(batch: Batch, seed: int = 0) -> Batch:
+    """The same tokens except the parents of the edges leaving two first nodes: the children of the
+    goal's first node a1 and of another first node b1 trade parents, so the same goal label is now
+    reached through b1 and the decision flips. A model keyed on any label cue answers both alike."""
+    other = _other_branch(batch, seed)
+    rows = torch.arange(len(batch))
+    a1, b1 = batch.candidates[rows, batch.goal_arm], batch.candidates[rows, other]
+    parent = batch.edge_parent
+    parent = torch.where(batch.edge_parent == a1[:, None], b1[:, None], parent)
+    parent = torch.where(batch.edge_parent == b1[:, None], a1[:, None], parent)
+    return tree_batch(batch.task, batch.start, batch.goal, parent, batch.edge_child)
+
+
+register_task(TaskSpec(
+    name="tree", cls=Tree, help="tree path-finding T(b, h): a full tree of branching b and depth h, root to a goal leaf",
+    args=(TaskArg("--branching", "branching", help="children of every inner node (b, default 2)"),
+          TaskArg("--depth", "depth", help="edges from the root to a leaf (h, default 3)"),
+          TaskArg("--nodes", "n_nodes", help="label range 0..N-1 (default 50)")),
+    format_lines=format_ntf_lines, defaults={"branching": 2, "depth": 3, "n_nodes": 50},
+))

@@ -1,0 +1,92 @@
+"""The package's layering holds: no import circles, counting imports inside functions too (a lazy
+import hides a circle from Python, not from a reader), every module imports on its own in a fresh
+process, and the trainer imports no analysis."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "hansprobe"
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for f in ROOT.rglob("*.py"):
+        name = ".".join(("hansprobe", *f.relative_to(ROOT).with_suffix("").parts))
+        out[name.removesuffix(".__init__")] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the hansprobe modules it imports anywhere in its source (`from a.b import c` counts
+    as a.b.c when that is a module, else a.b)."""
+    mods = modules()
+    graph = {}
+    for name, path in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hansprobe") and not node.level:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    deps.add(full if full in mods else node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("hansprobe")}
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles_even_through_lazy_imports():
+    assert cycles(import_graph()) == []
+
+
+def test_the_trainer_imports_no_analysis():
+    graph = import_graph()
+    assert not {d for d in graph["hansprobe.train"] if d.startswith("hansprobe.analyses")}
+
+
+def test_every_module_imports_on_its_own_in_a_fresh_process():
+    names = sorted(m for m in modules() if not m.endswith("__main__"))  # __main__ runs the CLI
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    for m in [k for k in sys.modules if k.startswith('hansprobe')]:\n"
+            "        del sys.modules[m]\n"
+            "    importlib.import_module(name)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,124 @@
+"""A task and an analysis are one-file additions: both are defined and registered here, in the test,
+and `hansprobe train|data|report` run on them without any other module changing."""
+import json
+from dataclasses import asdict, dataclass
+
+import pytest
+import torch
+
+from hansprobe.analyses import AnalysisSpec, Result, register_analysis
+from hansprobe.analyses.registry import unregister_analysis
+from hansprobe.cli import main
+from hansprobe.tasks import TASKS, Batch, TaskArg, TaskSpec, format_ntf_lines, register_task
+from hansprobe.tasks.base import EdgeListTokens
+
+
+@dataclass(frozen=True)
+class Fork(EdgeListTokens):
+    """A toy task: a start with two arms of `arm_len` nodes; the goal ends one of them. Written here
+    from the Batch fields alone (no path-star code), to show what a task must provide."""
+
+    arm_len: int = 3
+    n_nodes: int = 12
+    name: str = "fork"
+
+    n_edges = property(lambda self: 2 * self.arm_len)
+    target_len = property(lambda self: self.arm_len + 1)
+    chance = 0.5
+    decision_indices = [1]
+    lookup_indices = property(lambda self: list(range(2, self.arm_len + 1)))
+    no_lookup_reason = ""
+    bytes_per_graph = 1000
+
+    def to_dict(self):
+        return asdict(self)
+
+    def describe(self):
+        return f"fork({self.arm_len}) on {self.n_nodes} nodes"
+
+    @property
+    def counterfactuals(self):
+        return {"goal_swap": lambda b, seed=0: self._build(b.start, 1 - b.goal_arm, b.arms, b.edge_parent, b.edge_child)}
+
+    def placebo(self, batch, seed=0):
+        return self._build(batch.start, batch.goal_arm, batch.arms, batch.edge_parent.flip(1), batch.edge_child.flip(1))
+
+    def generate(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.rand(n, self.n_nodes, generator=g).argsort(1)[:, : 1 + 2 * self.arm_len]
+        start, arms = labels[:, 0], labels[:, 1:].reshape(n, 2, self.arm_len)
+        arms = arms.gather(1, arms[:, :, :1].argsort(1).expand(-1, -1, self.arm_len))  # arm 0 = smaller first node
+        parent = torch.cat([start[:, None, None].expand(n, 2, 1), arms[:, :, :-1]], 2).reshape(n, -1)
+        return self._build(start, torch.randint(0, 2, (n,), generator=g), arms, parent, arms.reshape(n, -1))
+
+    def _build(self, start, goal_arm, arms, parent, child):
+        n, e, rows = len(start), parent.shape[1], torch.arange(len(start))
+        goal = arms[rows, goal_arm, -1]
+        sep = torch.full((n, e), self.pipe)
+        sep[:, -1] = self.slash
+        prefix = torch.cat([torch.stack([parent, child, sep], 2).reshape(n, -1),
+                            torch.stack([start, goal, torch.full_like(start, self.equals)], 1)], 1)
+        node_arm = torch.full((n, self.n_nodes), -2)
+        node_arm.scatter_(1, arms.reshape(n, -1), torch.arange(2).repeat_interleave(self.arm_len).expand(n, -1))
+        node_arm[rows, start] = -1
+        pos = torch.arange(e).expand(n, e) * 3
+        return Batch(task=self, prefix=prefix, target=torch.cat([start[:, None], arms[rows, goal_arm]], 1), start=start,
+                     goal=goal, goal_arm=goal_arm, candidates=arms[:, :, 0].clone(), arms=arms, node_arm=node_arm,
+                     edge_parent=parent, edge_child=child, edge_parent_pos=pos.clone(), edge_child_pos=pos + 1,
+                     edge_sep_pos=pos + 2)
+
+
+@dataclass
+class NormResult(Result):
+    mean_logit_norm: float
+
+    def figures(self):
+        import plotly.graph_objects as go
+
+        return {"logit_norm": go.Figure(go.Bar(x=["mean"], y=[self.mean_logit_norm]))}
+
+
+def measure_norm(ctx) -> NormResult:
+    with torch.no_grad():
+        logits = ctx.objective.forced_logits(ctx.model, ctx.batch[:50])
+    return NormResult(mean_logit_norm=float(logits.norm(dim=-1).mean()))
+
+
+@pytest.fixture
+def registered_toys():
+    register_task(TaskSpec(name="fork", cls=Fork, help="toy: a start with two arms",
+                           args=(TaskArg("--arm-len", "arm_len", help="nodes per arm"), TaskArg("--nodes", "n_nodes")),
+                           format_lines=format_ntf_lines, defaults={"arm_len": 3, "n_nodes": 12}))
+    register_analysis(AnalysisSpec(name="logit_norm", title="Logit norm (a toy analysis)", measure=measure_norm,
+                                   captions={"logit_norm": "Mean L2 norm of the forced logits."}, order=70))
+    yield
+    TASKS.pop("fork")
+    unregister_analysis("logit_norm")
+
+
+def test_a_task_and_an_analysis_registered_in_a_test_run_through_the_cli(registered_toys, tmp_path, capsys):
+    assert main(["data", "--task", "fork", "-n", "2", "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].count("|") == 5  # 6 edges
+    run = tmp_path / "fork"
+    assert main(["train", "--task", "fork", "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "8",
+                 "--batch-size", "16", "--eval-every", "4", "--eval-graphs", "32", "--checkpoint-every", "4",
+                 "--out", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == {"arm_len": 3, "n_nodes": 12, "name": "fork"}
+    code = main(["report", str(run), "-n", "40", "--patch-pairs", "10", "--out", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    c = doc["checkpoints"][0]
+    assert c["config"]["task"]["name"] == "fork" and set(c["verdicts"]) == {
+        "clever_hans_failure", "lookup", "indecipherable", "decision_computed", "plan_represented"}
+    assert c["analyses"]["logit_norm"]["mean_logit_norm"] > 0  # the registered analysis ran and was stored
+    assert "skipped" not in c["analyses"]["heads"]  # the toy declares lookup indices, so the lookup is searched
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Logit norm (a toy analysis)" in page and "Mean L2 norm of the forced logits." in page
+
+
+def test_a_task_argument_of_another_task_is_one_line(capsys):
+    code = main(["data", "--task", "tree", "--degree", "3", "-n", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--degree is not an argument of --task tree" in err
