@@ -106,5 +106,5 @@ def test_bad_patching_requests():
     task = tiny_task()
     with pytest.raises(ConfigError, match="unknown sweep"):
         measure_patching(tiny_model(task), get_objective("teacher-forcing"), task.generate(5, 0), sweeps=("everything",))
-    with pytest.raises(ConfigError, match="degree >= 2"):
+    with pytest.raises(ConfigError, match="goal-swap pairs need a choice"):
         goal_swap_pairs(tiny_task(1, 4, 20).generate(5, 0))

@@ -244,7 +244,7 @@ register_task(TaskSpec(
     args=(TaskArg("--degree", "degree", help="arms of the star (d)"),
           TaskArg("--path-len", "path_len", help="nodes on the path, start included (l)"),
           TaskArg("--nodes", "n_nodes", help="label range 0..N-1 (N >= d(l-1)+1)"),
-          TaskArg("--cue", "cue", str, choices=tuple(CUES),
+          TaskArg("--cue", "cue", str, choices=tuple(CUES), required=False,
                   help="CONTROL ONLY, off by default: put the goal on the arm a label rule picks (larger-first-node: "
                        "the arm of the largest candidate), so the decision can be right without reading the goal")),
     format_lines=format_ntf_lines, read_text=_read_text,

@@ -33,6 +33,7 @@ class TaskArg:
     type: Callable = int
     help: str = ""
     choices: tuple | None = None
+    required: bool = True  # an optional argument is left to the class default when omitted
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class TaskSpec:
             v = getattr(args, a.field, None)
             if v is None:
                 v = self.defaults.get(a.field)
-            if v is None and required:
+            if v is None and required and a.required:
                 missing.append(a.flag)
             elif v is not None:
                 kw[a.field] = v

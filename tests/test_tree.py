@@ -1,0 +1,110 @@
+"""The tree task: structure invariants, counterfactual pairs, and the CLI from data to report."""
+import json
+
+import pytest
+import torch
+
+from hansprobe.cli import main
+from hansprobe.errors import TaskError
+from hansprobe.tasks import Tree, task_from_dict
+
+
+def edges_of(batch):
+    return {(int(u), int(v)) for u, v in zip(batch.edge_parent[0], batch.edge_child[0])}
+
+
+@pytest.mark.parametrize("b,h", [(2, 2), (2, 3), (3, 2), (2, 4), (3, 3)])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_tree_structure(b, h, seed):
+    task = Tree(branching=b, depth=h, n_nodes=task_nodes(b, h) + 5)
+    batch = task.generate(64, seed)
+    n = len(batch)
+    assert batch.prefix.shape == (n, task.prefix_len) and batch.target.shape == (n, h + 1)
+    assert batch.edge_parent.shape[1] == task.n_edges == task.tree_nodes - 1
+    for g in range(n):
+        one = batch[g]
+        edges = edges_of(one)
+        path = one.target[0].tolist()
+        assert path[0] == int(one.start) and path[-1] == int(one.goal)
+        assert all((u, v) in edges for u, v in zip(path, path[1:]))  # the path follows the edges
+        children = sorted(v for u, v in edges if u == path[0])
+        assert one.candidates[0].tolist() == children and children[int(one.goal_arm)] == path[1]
+        assert not any(u == path[-1] for u, _ in edges)  # the goal is a leaf
+        parents = [u for u, _ in edges]
+        assert all(parents.count(u) == b for u in set(parents))  # every inner node has b children
+        arm = one.node_arm[0]
+        assert int(arm[path[0]]) == -1 and all(int(arm[v]) == int(one.goal_arm) for v in path[1:])
+        assert (arm >= 0).sum() == task.n_edges and torch.bincount(arm[arm >= 0], minlength=b).tolist() == [task.n_edges // b] * b
+    # the goal leaf and the edge order are uniform-ish, and the same seed gives the same trees
+    assert 0.3 < batch.goal_arm.float().mean() * b / (b - 1) or b > 2
+    assert torch.equal(task.generate(64, seed).prefix, batch.prefix)
+    assert not torch.equal(task.generate(64, seed + 1).prefix, batch.prefix)
+
+
+def task_nodes(b, h):
+    return (b ** (h + 1) - 1) // (b - 1)
+
+
+def test_goal_swap_moves_only_the_goal():
+    task = Tree()
+    batch = task.generate(200, 1)
+    swap = task.counterfactuals["goal_swap"](batch, 5)
+    assert torch.equal(swap.edge_parent, batch.edge_parent) and torch.equal(swap.edge_child, batch.edge_child)
+    assert (swap.goal_arm != batch.goal_arm).all()
+    differs = (swap.prefix != batch.prefix)
+    assert differs[:, task.prefix_len - 2].all() and differs.sum(1).eq(1).all()  # the goal token, nothing else
+    is_parent = (swap.edge_parent == swap.goal[:, None]).any(1)
+    assert not is_parent.any()  # still a leaf
+
+
+def test_arm_rewire_keeps_the_goal_and_flips_the_decision():
+    task = Tree(branching=3, depth=3, n_nodes=60)
+    batch = task.generate(200, 2)
+    rew = task.counterfactuals["arm_rewire"](batch, 3)
+    assert torch.equal(rew.goal, batch.goal) and torch.equal(rew.edge_child, batch.edge_child)
+    assert (rew.goal_arm != batch.goal_arm).all()
+    changed = (rew.prefix != batch.prefix).sum(1)
+    assert changed.eq(2 * task.branching).all()  # the parent tokens of the two first nodes' child edges
+    assert torch.equal(rew.target[:, 2:], batch.target[:, 2:])  # below the first node the path is the same
+
+
+def test_placebo_relists_edges_and_keeps_the_answer():
+    task = Tree()
+    batch = task.generate(100, 3)
+    pl = task.placebo(batch, 4)
+    assert torch.equal(pl.target, batch.target) and torch.equal(pl.goal_arm, batch.goal_arm)
+    assert not torch.equal(pl.prefix, batch.prefix)
+
+
+@pytest.mark.parametrize("kw,needle", [({"branching": 1}, "branching must be at least 2"),
+                                       ({"depth": 1}, "depth must be at least 2"),
+                                       ({"n_nodes": 10}, "has 15 nodes"), ({"depth": 2.0}, "must be an integer")])
+def test_bad_tree_parameters(kw, needle):
+    with pytest.raises(TaskError, match=needle):
+        Tree(**kw)
+    with pytest.raises(TaskError, match=needle):
+        task_from_dict({"name": "tree", **kw})
+
+
+def test_data_train_and_report_on_trees(tmp_path, capsys):
+    assert main(["data", "--task", "tree", "-n", "50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 50 and all(line.count("|") == 13 for line in lines)  # T(2, 3): 14 edges
+    run = tmp_path / "tree"
+    assert main(["train", "--task", "tree", "--depth", "2", "--nodes", "12", "--n-layers", "1", "--d-model", "32",
+                 "--n-heads", "2", "--steps", "6", "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "32",
+                 "--checkpoint-every", "3", "--out", str(run), "--json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["task"] == {"branching": 2, "depth": 2, "n_nodes": 12, "name": "tree"}
+    assert main(["eval", str(run), "-n", "20", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["forced_accuracy"]) == 3
+    code = main(["report", str(run), "-n", "30", "--patch-pairs", "10", "--out", str(tmp_path / "r")])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    c = json.loads((tmp_path / "r" / "report.json").read_text())["checkpoints"][0]
+    assert c["verdicts"]["lookup"]["answer"] == "not applicable"
+    assert "every node on a tree path has 2 children" in c["verdicts"]["lookup"]["evidence"]
+    assert c["analyses"]["heads"] == {"skipped": c["verdicts"]["lookup"]["evidence"]}
+    assert set(c["analyses"]["entropy"]["goal_dependence"]["kinds"]) == {"goal_swap", "arm_rewire"}
+    code = main(["eval", str(run), "--data", str(tmp_path / "x.txt")])
+    assert code == 2 and "tree has none" in capsys.readouterr().err
