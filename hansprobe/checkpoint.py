@@ -12,7 +12,7 @@ import torch
 
 from hansprobe.errors import CheckpointError, ConfigError, HansprobeError
 from hansprobe.model import ModelConfig, build_model, resolve_device
-from hansprobe.objectives import Objective, get_objective
+from hansprobe.objectives import Objective, objective_from_config
 from hansprobe.resources import FLOAT, require_memory, transformer_params
 from hansprobe.storage import (  # noqa: F401  (re-exported: the public names of checkpoint files)
     CONFIG, FORMAT, FORMAT_VERSION, METRICS, MODEL, RESUME, append_metrics, atomic_write_bytes, atomic_write_json,
@@ -52,9 +52,7 @@ def validate_config(cfg: dict) -> None:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"format_version {version} is newer than this hansprobe reads ({FORMAT_VERSION}); upgrade hansprobe")
     check_seed("seed", cfg["seed"])
-    if not isinstance(cfg["objective"], str):
-        raise ConfigError(f"objective must be a name like \"teacher-forcing\", got {cfg['objective']!r}")
-    get_objective(cfg["objective"])
+    objective_from_config(cfg)  # the name and its options
     task = task_from_dict(check_mapping("task", cfg["task"]))
     check_mapping("model", cfg["model"])
     if is_imported(cfg):
@@ -127,7 +125,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     else:
         model, task = model_from_config(cfg, dev)
         load_weights(model, tensors, path / MODEL)
-    return Checkpoint(model=model.eval(), task=task, objective=get_objective(cfg["objective"]), config=cfg, path=path)
+    return Checkpoint(model=model.eval(), task=task, objective=objective_from_config(cfg), config=cfg, path=path)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu"):

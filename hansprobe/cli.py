@@ -89,8 +89,11 @@ def _add_task(p, required=True):
             if a.flag in seen:  # shared by several tasks (e.g. --nodes)
                 continue
             seen.add(a.flag)
-            g.add_argument(a.flag, dest=a.field, type=a.type, choices=a.choices, default=None,
-                           help=f"{a.help} [{spec.name}]")
+            if a.action:
+                g.add_argument(a.flag, dest=a.field, action=a.action, default=None, help=f"{a.help} [{spec.name}]")
+            else:
+                g.add_argument(a.flag, dest=a.field, type=a.type, choices=a.choices, default=None,
+                               help=f"{a.help} [{spec.name}]")
     p.set_defaults(task_required=required)
 
 
@@ -113,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a hooked transformer on a task under an objective")
     _add_task(p, required=False)
-    p.add_argument("--objective", default="teacher-forcing", help="teacher-forcing | teacherless | reverse | reverse-teacherless")
+    p.add_argument("--objective", default="teacher-forcing",
+                   help="teacher-forcing | teacherless | reverse | reverse-teacherless | partial-teacherless | multi-token")
+    p.add_argument("--teacherless-p", type=float, default=None, metavar="P",
+                   help="partial-teacherless: chance that each answer-slot input is `$` in training (default 0.5)")
+    p.add_argument("--extra-heads", type=int, default=None, metavar="K",
+                   help="multi-token: extra output heads predicting r_(i+1)..r_(i+K) (default 1)")
     m = p.add_argument_group("model")
     m.add_argument("--n-layers", type=_positive(), default=2)
     m.add_argument("--d-model", type=_positive(), default=128)
@@ -133,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-graphs", type=_positive(), default=1000)
     t.add_argument("--checkpoint-every", type=_positive(), default=250)
     t.add_argument("--snapshot-at", type=_steps_list, default=[], help="comma-separated steps whose weights are kept in snapshots/")
+    t.add_argument("--structured-samples", type=_positive(), default=1, metavar="K",
+                   help="each batch holds batch-size/K graphs, each K times with K different goals (default 1: off)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -224,6 +234,7 @@ def _task(args):
 
 def cmd_train(args) -> int:
     from hansprobe.model import ModelConfig
+    from hansprobe.objectives import get_objective
     from hansprobe.train import TrainConfig, train
 
     if args.resume:
@@ -235,8 +246,11 @@ def cmd_train(args) -> int:
         train_cfg = TrainConfig(steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
                                 warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                                 grad_clip=args.grad_clip, eval_every=args.eval_every, eval_graphs=args.eval_graphs,
-                                checkpoint_every=args.checkpoint_every, snapshot_at=args.snapshot_at)
-        cfg = train(args.out, task, args.objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
+                                checkpoint_every=args.checkpoint_every, snapshot_at=args.snapshot_at,
+                                structured_samples=args.structured_samples)
+        options = {k: v for k, v in (("p", args.teacherless_p), ("k", args.extra_heads)) if v is not None}
+        objective = get_objective(args.objective, options)
+        cfg = train(args.out, task, objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
                     overwrite=args.overwrite, progress=False if args.json else None)
     if args.json:
         print(json.dumps(cfg, sort_keys=True))

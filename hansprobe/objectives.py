@@ -18,7 +18,8 @@ from torch import Tensor
 from hansprobe.errors import ConfigError
 from hansprobe.tasks.base import Batch
 
-OBJECTIVES = ("teacher-forcing", "teacherless", "reverse", "reverse-teacherless")
+OBJECTIVES = ("teacher-forcing", "teacherless", "reverse", "reverse-teacherless", "partial-teacherless", "multi-token")
+OPTION_DEFAULTS = {"partial-teacherless": {"p": 0.5}, "multi-token": {"k": 1}}  # the options each objective takes
 _ALIASES = {"reverse+teacherless": "reverse-teacherless", "tf": "teacher-forcing"}
 
 Model = Callable[[Int[Tensor, "B T"]], Float[Tensor, "B T V"]]
@@ -33,7 +34,36 @@ def autocast(device: torch.device | str):
 
 @dataclass(frozen=True)
 class Objective:
+    """name: one of OBJECTIVES.  p: partial-teacherless only, the chance that each answer-slot input
+    is replaced by `$` during training (0 = teacher forcing, 1 = teacherless).  k: multi-token only,
+    the extra output heads predicting r_(i+1) .. r_(i+k) (`hansprobe.multitoken`; analyses read the
+    main head). Evaluation and every analysis of a partial-teacherless or multi-token model use the
+    true answer prefix, as teacher forcing does: that is how such a model is decoded."""
+
     name: str
+    p: float | None = None
+    k: int | None = None
+
+    def __post_init__(self):
+        allowed = OPTION_DEFAULTS.get(self.name, {})
+        for key in ("p", "k"):
+            if getattr(self, key) is not None and key not in allowed:
+                raise ConfigError(f"objective {self.name} takes no option {key!r}"
+                                  + (f"; {', '.join(f'{n} takes {next(iter(o))}' for n, o in OPTION_DEFAULTS.items())}"))
+        if self.p is not None and (isinstance(self.p, bool) or not isinstance(self.p, (int, float))
+                                   or not 0.0 <= self.p <= 1.0):
+            raise ConfigError(f"partial-teacherless p must be a number in [0, 1], got {self.p!r}")
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= 16):
+            raise ConfigError(f"multi-token k (extra heads) must be an integer in 1..16, got {self.k!r}")
+
+    @property
+    def options(self) -> dict:
+        """The objective's options as stored in config.json ("objective_options"; {} for the plain ones)."""
+        return {key: getattr(self, key) for key in OPTION_DEFAULTS.get(self.name, {})}
+
+    @property
+    def extra_heads(self) -> int:
+        return self.k or 0 if self.name == "multi-token" else 0
 
     @property
     def reverse(self) -> bool:
@@ -41,7 +71,8 @@ class Objective:
 
     @property
     def teacherless(self) -> bool:
-        return self.name.endswith("teacherless")
+        """Dummy tokens in every answer slot, in training and evaluation alike."""
+        return self.name in ("teacherless", "reverse-teacherless")
 
     @property
     def teacher_forced(self) -> bool:
@@ -61,13 +92,17 @@ class Objective:
         p = batch.prefix.shape[1]
         return slice(p - 1, p - 1 + batch.target.shape[1])
 
-    def inputs(self, batch: Batch) -> Int[Tensor, "B T"]:
-        """The model input for training and forced evaluation: prefix ++ answer slots (l-1 tokens)."""
+    def inputs(self, batch: Batch, generator: torch.Generator | None = None) -> Int[Tensor, "B T"]:
+        """The model input: prefix ++ answer slots (l-1 tokens). `generator` (CPU) is given by the
+        trainer only: partial-teacherless then replaces each slot by `$` with probability p."""
         labels = self.labels(batch)
         if self.teacherless:
             fill = torch.full_like(labels[:, :-1], batch.task.dummy)
         else:
             fill = labels[:, :-1]
+            if self.name == "partial-teacherless" and generator is not None:
+                masked = (torch.rand(fill.shape, generator=generator) < self.p).to(fill.device)  # (B, L-1)
+                fill = torch.where(masked, torch.full_like(fill, batch.task.dummy), fill)
         return torch.cat([batch.prefix, fill], dim=1)
 
     def loss(self, logits: Float[Tensor, "B T V"], batch: Batch) -> Tensor:
@@ -121,9 +156,23 @@ class Objective:
                 "eval_graphs": len(batch)}
 
 
-def get_objective(name: str) -> Objective:
-    """The objective called `name`; unknown names get an error listing the valid ones."""
+def get_objective(name: str, options: dict | None = None) -> Objective:
+    """The objective called `name` with its options (partial-teacherless: {"p": ..}, multi-token:
+    {"k": ..}; defaults in OPTION_DEFAULTS); unknown names get an error listing the valid ones."""
+    if not isinstance(name, str):
+        raise ConfigError(f"objective must be a name like \"teacher-forcing\", got {name!r}")
     canonical = _ALIASES.get(name, name)
     if canonical not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
-    return Objective(canonical)
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(f"objective options must be a JSON object, got {options!r}")
+    opts = {**OPTION_DEFAULTS.get(canonical, {}), **(options or {})}
+    unknown = set(opts) - {"p", "k"}
+    if unknown:
+        raise ConfigError(f"unknown objective options {sorted(unknown)}")
+    return Objective(canonical, **opts)
+
+
+def objective_from_config(cfg: dict) -> Objective:
+    """The objective a checkpoint's config.json names, with its options."""
+    return get_objective(cfg["objective"], cfg.get("objective_options"))

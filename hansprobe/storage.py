@@ -266,11 +266,13 @@ def save_model(run_dir: str | Path, model, metadata: dict[str, str] | None = Non
 
 
 def new_config(task, objective, model: dict, train: dict | None, seed: int) -> dict:
+    options = getattr(objective, "options", {})
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "task": task.to_dict(),
         "objective": objective.name,
+        **({"objective_options": options} if options else {}),  # only where the objective has options
         "model": model,
         "d_vocab": task.d_vocab,
         "n_ctx": task.n_ctx,
@@ -284,10 +286,12 @@ def new_config(task, objective, model: dict, train: dict | None, seed: int) -> d
 
 # --- resume state -----------------------------------------------------------------------------
 def save_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, step: int,
-                extra: dict | None = None) -> None:
+                extra: dict | None = None, heads=None) -> None:
     """Weights, AdamW moments, the step and the trainer's running sums (`extra`, JSON) in one
-    file, so they can never disagree."""
+    file, so they can never disagree. `heads`: the multi-token extra heads, stored as heads.*."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if heads is not None:
+        tensors.update({f"heads.{k}": v for k, v in heads.state_dict().items()})
     state = optimizer.state_dict()
     for idx, s in state["state"].items():
         for name, value in s.items():
@@ -298,7 +302,7 @@ def save_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, st
     save_safetensors(Path(run_dir) / RESUME, tensors, {"hansprobe_resume": json.dumps(meta, sort_keys=True)})
 
 
-def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
+def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, heads=None) -> tuple[int, dict]:
     path = Path(run_dir) / RESUME
     tensors, raw = load_safetensors(path)
     try:
@@ -310,6 +314,8 @@ def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer) ->
     except HansprobeError as e:
         raise CheckpointError(f"{path}: {e}; the resume file is damaged — restore it, or train again with --overwrite") from None
     load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    if heads is not None:
+        load_weights(heads, {k[6:]: v for k, v in tensors.items() if k.startswith("heads.")}, path)
     device = next(model.parameters()).device
     opt_state = {i: {n: (t if n == "step" else t.to(device)) for n, t in s.items()} for i, s in opt_state.items()}
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
@@ -348,7 +354,7 @@ def _checked_resume_state(meta, tensors: dict[str, torch.Tensor], optimizer: tor
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict] = {}
     for k, v in tensors.items():
-        if k.startswith("model."):
+        if k.startswith(("model.", "heads.")):
             continue
         parts = k.split(".", 2)
         if len(parts) != 3 or parts[0] != "optim" or not parts[1].isdigit() or parts[2] not in ADAM_STATE:

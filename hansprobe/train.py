@@ -24,7 +24,8 @@ from hansprobe.checkpoint import (
 )
 from hansprobe.errors import CheckpointError, ConfigError, OutputError, os_error_line
 from hansprobe.model import ModelConfig, resolve_device
-from hansprobe.objectives import Objective, autocast, get_objective
+from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads, extra_loss, forward_with_resid
+from hansprobe.objectives import Objective, autocast, get_objective, objective_from_config
 from hansprobe.resources import FLOAT, forward_bytes, require_memory, transformer_params
 from hansprobe.tasks import Task
 from hansprobe.validation import check_float, check_int, check_mapping, check_seed
@@ -37,7 +38,9 @@ class TrainConfig:
     `min_lr_ratio * lr` at `steps`.  grad_clip: max global gradient norm.  weight_decay: AdamW,
     on matrices only (not biases, norms).  eval_every / eval_graphs: evaluation interval and the
     number of held-out graphs (their own seed).  checkpoint_every: resume-file interval.
-    snapshot_at: steps whose weights are kept in snapshots/ (for training dynamics)."""
+    snapshot_at: steps whose weights are kept in snapshots/ (for training dynamics).
+    structured_samples: K > 1 fills each batch with batch_size / K graphs, each K times in a row
+    with K different goals (the task's `goal_variants`), as the follow-up literature reports helps."""
 
     steps: int = 3000
     batch_size: int = 256
@@ -51,6 +54,7 @@ class TrainConfig:
     eval_graphs: int = 1000
     checkpoint_every: int = 500
     snapshot_at: list[int] = field(default_factory=list)
+    structured_samples: int = 1
 
     def __post_init__(self):
         # Checked here, not only in the CLI: a resumed run reads these from config.json.
@@ -73,6 +77,9 @@ class TrainConfig:
             raise ConfigError(f"snapshot-at must be a list of steps, got {self.snapshot_at!r}")
         for s in self.snapshot_at:
             check_int("snapshot-at", s, 1)
+        check_int("structured-samples", self.structured_samples, 1)
+        if self.batch_size % self.structured_samples:
+            raise ConfigError(f"batch-size {self.batch_size} must be a multiple of structured-samples {self.structured_samples}")
         self.betas = tuple(self.betas)
         self.snapshot_at = sorted(set(int(s) for s in self.snapshot_at))
 
@@ -99,11 +106,12 @@ def derived_seed(seed: int, *stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), *stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-TRAIN_STREAM, EVAL_STREAM = 0, 1
+TRAIN_STREAM, EVAL_STREAM, MASK_STREAM, HEADS_STREAM, GOALS_STREAM = 0, 1, 2, 3, 4
 
 
-def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
+def make_optimizer(model, cfg: TrainConfig, heads=None) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only. The multi-token heads (if any) come last in the decay group."""
+    decay = [p for _, p in model.named_parameters() if p.dim() >= 2] + (list(heads.parameters()) if heads else [])
     no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -115,20 +123,42 @@ class NonFiniteLoss(CheckpointError):
     """The training loss became NaN or infinite; no update was applied."""
 
 
-def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, lr: float, grad_clip: float) -> torch.Tensor:
-    """One optimizer update on `batch` (already on the model's device); returns the loss."""
+def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, lr: float, grad_clip: float,
+               generator: torch.Generator | None = None, heads=None) -> torch.Tensor:
+    """One optimizer update on `batch` (already on the model's device); returns the loss.
+    `generator` draws partial-teacherless masks; `heads` are the multi-token extra heads, whose
+    losses are added to the main one."""
     for group in opt.param_groups:
         group["lr"] = lr
+    x = objective.inputs(batch, generator)
     with autocast(batch.prefix.device):
-        logits = model(objective.inputs(batch))  # (B, T, V)
+        if heads is None:
+            logits = model(x)  # (B, T, V)
+        else:
+            logits, resid = forward_with_resid(model, x)
     loss = objective.loss(logits, batch)
+    if heads is not None:
+        loss = loss + extra_loss(heads, resid, objective.labels(batch), objective.label_slice(batch).start)
     if not torch.isfinite(loss):  # before any update: the weights stay those of the last good step
         raise NonFiniteLoss(float(loss.detach()))
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
     return loss.detach()
+
+
+def training_batch(task: Task, cfg: TrainConfig, seed: int, step: int):
+    """The graphs of training step `step`: fresh ones from (seed, step); with structured samples,
+    batch_size / K graphs each K times with K different goals."""
+    k = cfg.structured_samples
+    batch = task.generate(cfg.batch_size // k, derived_seed(seed, TRAIN_STREAM, step))
+    if k == 1:
+        return batch
+    if not hasattr(task, "goal_variants"):
+        raise ConfigError(f"--structured-samples needs a task with goal variants; {task.describe()} has none")
+    return task.goal_variants(batch, k, derived_seed(seed, GOALS_STREAM, step))
 
 
 def _progress(total: int, initial: int, enabled: bool | None):
@@ -173,7 +203,7 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         train_cfg = TrainConfig.from_dict(stored)
         config["train"] = asdict(train_cfg)
         model, task = model_from_config(config, dev)
-        objective = get_objective(config["objective"])
+        objective = objective_from_config(config)
         seed = int(config["seed"])
     else:
         if task is None or objective is None:
@@ -227,11 +257,14 @@ def _check_training_memory(model_cfg: ModelConfig, task: Task, train_cfg: "Train
 
 def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate) -> dict:
     model.train()
-    opt = make_optimizer(model, train_cfg)
+    heads = None
+    if objective.extra_heads:
+        heads = ExtraHeads(objective.extra_heads, model.cfg.d_model, task.d_vocab, derived_seed(seed, HEADS_STREAM)).to(dev)
+    opt = make_optimizer(model, train_cfg, heads)
     step, loss_sum, loss_n = 0, 0.0, 0
     if resume:
         remove_stale_temporaries(run_dir)
-        step, extra = load_resume(run_dir, model, opt)
+        step, extra = load_resume(run_dir, model, opt, heads)
         truncate_metrics(run_dir, step)
         loss_sum, loss_n = float(extra.get("loss_sum", 0.0)), int(extra.get("loss_n", 0))
     eval_batch = task.generate(train_cfg.eval_graphs, derived_seed(seed, EVAL_STREAM))
@@ -242,9 +275,12 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     t0 = time.perf_counter() - (kept[-1].get("elapsed_s", 0.0) if kept else 0.0)  # elapsed_s goes on across resumes
     bar = _progress(train_cfg.steps, step, progress)
     while step < train_cfg.steps:
-        batch = task.generate(train_cfg.batch_size, derived_seed(seed, TRAIN_STREAM, step)).to(dev)
+        batch = training_batch(task, train_cfg, seed, step).to(dev)
+        masks = None
+        if objective.name == "partial-teacherless":
+            masks = torch.Generator().manual_seed(derived_seed(seed, MASK_STREAM, step))
         try:
-            loss = train_step(model, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip)
+            loss = train_step(model, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks, heads)
         except NonFiniteLoss as e:
             bar.close()
             last = _last_step(run_dir)
@@ -272,8 +308,10 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
             save_model(run_dir / "snapshots", model, {"step": str(step)}, name=f"step-{step:06d}.safetensors")
         if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
             config["step"] = step
-            save_resume(run_dir, model, opt, step, {"loss_sum": loss_sum, "loss_n": loss_n})
+            save_resume(run_dir, model, opt, step, {"loss_sum": loss_sum, "loss_n": loss_n}, heads)
             save_model(run_dir, model, {"step": str(step)}, name=MODEL)
+            if heads is not None:
+                save_model(run_dir, heads, {"step": str(step)}, name=EXTRA_HEADS)
             atomic_write_json(run_dir / "config.json", config)
     bar.close()
     model.eval()

@@ -14,7 +14,7 @@ import torch
 from hansprobe.analyses.base import chunks
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective, autocast
-from hansprobe.tasks.base import Batch
+from hansprobe.tasks.base import Batch, prompt_positions
 
 
 def resid_hook(layer: int) -> str:
@@ -25,7 +25,7 @@ def position_names(batch: Batch) -> dict[str, int]:
     """Named input positions: the prompt tail (`start`, `goal`, `=`) and the answer slots `a0`.. (the
     input position holding label j, which predicts label j+1)."""
     p = batch.prefix.shape[1]
-    names = {"start": p - 3, "goal": p - 2, "=": p - 1}
+    names = prompt_positions(batch)
     names.update({f"a{j}": p + j for j in range(batch.target.shape[1] - 1)})
     return names
 

@@ -19,7 +19,7 @@ from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_
 from hansprobe.checkpoint import MODEL, load_safetensors, load_weights, model_from_config, read_config, read_metrics
 from hansprobe.errors import CheckpointError
 from hansprobe.model import resolve_device
-from hansprobe.objectives import get_objective
+from hansprobe.objectives import objective_from_config
 from hansprobe.tasks.base import Batch
 
 LEARNED = 0.9  # a position counts as learned from the first measured step with forced accuracy >= this
@@ -70,7 +70,7 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
     cfg = read_config(run_dir)
     dev = resolve_device(device)
     model, task = model_from_config(cfg, dev)
-    objective = get_objective(cfg["objective"])
+    objective = objective_from_config(cfg)
     points = snapshot_paths(run_dir)
     final_step = int(cfg.get("step") or 0)  # imported checkpoints record no step
     if (run_dir / MODEL).is_file() and final_step not in {s for s, _ in points}:

@@ -22,7 +22,7 @@ from hansprobe.analyses.follow import swap_node
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
-from hansprobe.tasks.base import Batch
+from hansprobe.tasks.base import Batch, prompt_positions
 from hansprobe.tasks.pathstar import other_arm
 
 SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
@@ -51,12 +51,17 @@ def metric_index(objective: Objective, clean: Batch, corrupted: Batch) -> int:
 
 
 def position_labels(batch: Batch) -> list[str]:
-    e = batch.edge_parent.shape[1]
-    names = []
-    for i in range(e):
-        names += [f"u{i}", f"v{i}", "|" if i < e - 1 else "/"]
-    names += ["start", "goal", "="] + [f"a{j}" for j in range(batch.target.shape[1] - 1)]
-    return names
+    """A name for every input position: u{i} v{i} and the separator of edge i, start, goal, `=`, the
+    answer slots a{j}; any other prompt token by its text (e.g. `/` in a goal-first prompt)."""
+    p = batch.prefix.shape[1]
+    names = [batch.task.token_str(t) if hasattr(batch.task, "token_str") else "?" for t in batch.prefix[0].tolist()]
+    for i, (u, v, sep) in enumerate(zip(batch.edge_parent_pos[0].tolist(), batch.edge_child_pos[0].tolist(),
+                                        batch.edge_sep_pos[0].tolist())):
+        names[u], names[v] = f"u{i}", f"v{i}"
+        names[sep] = names[sep] if sep == p - 1 else ("|" if i < batch.edge_parent.shape[1] - 1 else "/")
+    for name, pos in prompt_positions(batch).items():
+        names[pos] = name
+    return names + [f"a{j}" for j in range(batch.target.shape[1] - 1)]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from hansprobe.objectives import Objective
-from hansprobe.tasks.base import Batch
+from hansprobe.tasks.base import Batch, prompt_positions
 
 PatternFn = Callable[[Batch, Objective], dict[str, Bool[Tensor, "B Q T"]]]
 
@@ -75,11 +75,11 @@ def _fixed(batch: Batch, objective: Objective, key: int) -> dict[str, Tensor]:
 
 
 def goal_token(batch: Batch, objective: Objective) -> dict[str, Tensor]:
-    return _fixed(batch, objective, batch.prefix.shape[1] - 2)
+    return _fixed(batch, objective, prompt_positions(batch)["goal"])
 
 
 def start_token(batch: Batch, objective: Objective) -> dict[str, Tensor]:
-    return _fixed(batch, objective, batch.prefix.shape[1] - 3)
+    return _fixed(batch, objective, prompt_positions(batch)["start"])
 
 
 def previous_token(batch: Batch, objective: Objective) -> dict[str, Tensor]:

@@ -36,8 +36,9 @@ class Task(Protocol):
 
 @dataclass
 class Batch:
-    """B path-star graphs. Arm a is the arm whose first node is the a-th smallest child of the start
-    (so `goal_arm` is also the "which of the sorted candidates" label). Positions index the prefix."""
+    """B graphs of one task. Arm (branch) a is the one whose first node is the a-th smallest child of
+    the start (so `goal_arm` is also the "which of the sorted candidates" label). Positions index
+    the prefix."""
 
     task: Task
     prefix: Int[Tensor, "B P"]  # u v | u v | ... u v / s g =
@@ -85,10 +86,19 @@ class Batch:
         return Batch(**kw)
 
 
+def prompt_positions(batch: "Batch") -> dict[str, int]:
+    """Prefix positions of the query tokens: start, goal and the `=` before the answer (the last
+    prompt token). From the task's `start_pos`/`goal_pos` where it has them (goal-first layouts),
+    else the standard layout's `... s g =`."""
+    p = batch.prefix.shape[1]
+    return {"start": getattr(batch.task, "start_pos", p - 3), "goal": getattr(batch.task, "goal_pos", p - 2), "=": p - 1}
+
+
 class EdgeListTokens:
     """The token layout shared by the edge-list tasks (path-star, tree), as in Next-Token-Failures:
-    `u v | u v | ... u v / s g =` then the answer. Nodes are 0..N-1, then `|`=N, `=`=N+1, `/`=N+2
-    and the teacherless dummy `$`=N+3. A subclass defines `n_nodes`, `n_edges` and `target_len`."""
+    `u v | u v | ... u v / s g =` then the answer (or, with a `goal_first` field set, `s g / u v |
+    ... | u v =`). Nodes are 0..N-1, then `|`=N, `=`=N+1, `/`=N+2 and the teacherless dummy `$`=N+3.
+    A subclass defines `n_nodes`, `n_edges` and `target_len`."""
 
     @property
     def prefix_len(self) -> int:
@@ -118,6 +128,34 @@ class EdgeListTokens:
     @property
     def dummy(self) -> int:
         return self.n_nodes + 3
+
+    @property
+    def start_pos(self) -> int:
+        """Prefix position of the start token: `s g =` closes the prompt, or opens it with goal_first."""
+        return 0 if getattr(self, "goal_first", False) else self.prefix_len - 3
+
+    @property
+    def goal_pos(self) -> int:
+        return 1 if getattr(self, "goal_first", False) else self.prefix_len - 2
+
+    def edge_list_prefix(self, parent: Tensor, child: Tensor, start: Tensor, goal: Tensor):
+        """(prefix (B, P), parent_pos, child_pos, sep_pos (B, E) each) of graphs given as edge lists.
+
+        Standard: `u v | u v | ... u v / s g =`. goal_first (the query first, reported to make
+        path-star learnable): `s g / u v | ... | u v =`; the last edge's separator is then `=`."""
+        n, e = parent.shape
+        goal_first = getattr(self, "goal_first", False)
+        sep = torch.full((n, e), self.pipe, dtype=torch.long)
+        sep[:, -1] = self.equals if goal_first else self.slash
+        edges = torch.stack([parent, child, sep], dim=2).reshape(n, 3 * e)  # (B, 3E)
+        if goal_first:
+            query = torch.stack([start, goal, torch.full_like(start, self.slash)], dim=1)
+            prefix, offset = torch.cat([query, edges], 1), 3
+        else:
+            query = torch.stack([start, goal, torch.full_like(start, self.equals)], dim=1)
+            prefix, offset = torch.cat([edges, query], 1), 0
+        pos = torch.arange(e).expand(n, e) * 3 + offset
+        return prefix, pos.clone(), pos + 1, pos + 2
 
     def token_str(self, token: int) -> str:
         """How a token reads in the NTF text (nodes as numbers; `|`, `=`, `/`, and `$` for the dummy)."""

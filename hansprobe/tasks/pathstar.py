@@ -15,7 +15,7 @@ from hansprobe.errors import TaskError
 from hansprobe.resources import require_memory
 from hansprobe.tasks.base import Batch, EdgeListTokens
 from hansprobe.tasks.ntf_format import format_ntf_lines, read_ntf
-from hansprobe.tasks.registry import TaskArg, TaskSpec, register_task
+from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
 
 # Label cues for control runs (`--cue`): a rule on the labels alone that picks the goal arm, so a
 # model can be right on the decision without reading the goal. Off by default; documented as a
@@ -41,6 +41,7 @@ class PathStar(EdgeListTokens):
     n_nodes: int = 50
     name: str = "pathstar"
     cue: str | None = None
+    goal_first: bool = False
 
     def __post_init__(self):
         for field in ("degree", "path_len", "n_nodes"):
@@ -50,6 +51,8 @@ class PathStar(EdgeListTokens):
             raise TaskError(f"pathstar degree must be at least 1, got {self.degree}")
         if self.path_len < 2:
             raise TaskError(f"pathstar path_len must be at least 2 (start + one node), got {self.path_len}")
+        if not isinstance(self.goal_first, bool):
+            raise TaskError(f"pathstar goal_first must be true or false, got {self.goal_first!r}")
         if self.cue is not None and (not isinstance(self.cue, str) or self.cue not in CUES):
             raise TaskError(f"unknown label cue {self.cue!r}; valid cues: {', '.join(CUES)} (or none)")
         if self.n_nodes < self.min_nodes:
@@ -97,6 +100,15 @@ class PathStar(EdgeListTokens):
     def placebo(self, batch: Batch, seed: int = 0) -> Batch:
         return edge_reorder(batch, seed)
 
+    def goal_variants(self, batch: Batch, k: int, seed: int = 0) -> Batch:
+        """Every graph k times in a row (same edges, same order) with the goal at the end of k
+        different arms: the graph's own goal arm, then the next ones (training's --structured-samples)."""
+        if not 1 <= k <= self.degree:
+            raise TaskError(f"--structured-samples {k}: a G({self.degree},{self.path_len}) graph has only {self.degree} goals")
+        rep = batch[torch.arange(len(batch)).repeat_interleave(k)]
+        arm = (rep.goal_arm + torch.arange(k).repeat(len(batch))) % self.degree
+        return build_batch(self, rep.start, arm, rep.arms, rep.edge_parent, rep.edge_child)
+
     def from_arms(self, start: Tensor, goal_arm: Tensor, arms: Tensor, edge_parent: Tensor, edge_child: Tensor) -> Batch:
         """Tokens and structure from a graph's parts (the NTF reader's entry point)."""
         return build_batch(self, start, goal_arm, arms, edge_parent, edge_child)
@@ -115,11 +127,14 @@ class PathStar(EdgeListTokens):
         d = asdict(self)
         if d["cue"] is None:
             d.pop("cue")  # configs written before cues existed stay identical
+        if not d["goal_first"]:
+            d.pop("goal_first")  # likewise for the prompt layout
         return d
 
     def describe(self) -> str:
         cue = f", label cue: {CUES[self.cue]}" if self.cue else ""
-        return f"G({self.degree},{self.path_len}) on {self.n_nodes} nodes{cue}"
+        first = ", goal first" if self.goal_first else ""
+        return f"G({self.degree},{self.path_len}) on {self.n_nodes} nodes{cue}{first}"
 
     # --- generation ---------------------------------------------------------------------------
     def generate(self, n: int, seed: int) -> Batch:
@@ -155,19 +170,13 @@ def build_batch(
 ) -> Batch:
     """Tokens and structure from a graph's parts; shared by the generator and the NTF reader."""
     n, d, _ = arms.shape
-    e = edge_parent.shape[1]
     rows = torch.arange(n)
     goal = arms[rows, goal_arm, -1]
-    sep = torch.full((n, e), task.pipe, dtype=torch.long)
-    sep[:, -1] = task.slash
-    edges = torch.stack([edge_parent, edge_child, sep], dim=2).reshape(n, 3 * e)  # (B, 3E)
-    tail = torch.stack([start, goal, torch.full_like(start, task.equals)], dim=1)
-    prefix = torch.cat([edges, tail], dim=1)  # (B, P)
+    prefix, parent_pos, child_pos, sep_pos = task.edge_list_prefix(edge_parent, edge_child, start, goal)  # (B, P)
     target = torch.cat([start[:, None], arms[rows, goal_arm]], dim=1)  # (B, L)
     node_arm = torch.full((n, task.n_nodes), -2, dtype=torch.long)
     node_arm.scatter_(1, arms.reshape(n, -1), torch.arange(d).repeat_interleave(arms.shape[2]).expand(n, -1))
     node_arm[rows, start] = -1
-    pos = torch.arange(e).expand(n, e) * 3
     return Batch(
         task=task,
         prefix=prefix,
@@ -180,9 +189,9 @@ def build_batch(
         node_arm=node_arm,
         edge_parent=edge_parent,
         edge_child=edge_child,
-        edge_parent_pos=pos.clone(),
-        edge_child_pos=pos + 1,
-        edge_sep_pos=pos + 2,
+        edge_parent_pos=parent_pos,
+        edge_child_pos=child_pos,
+        edge_sep_pos=sep_pos,
     )
 
 
@@ -246,6 +255,7 @@ register_task(TaskSpec(
           TaskArg("--nodes", "n_nodes", help="label range 0..N-1 (N >= d(l-1)+1)"),
           TaskArg("--cue", "cue", str, choices=tuple(CUES), required=False,
                   help="CONTROL ONLY, off by default: put the goal on the arm a label rule picks (larger-first-node: "
-                       "the arm of the largest candidate), so the decision can be right without reading the goal")),
+                       "the arm of the largest candidate), so the decision can be right without reading the goal"),
+          GOAL_FIRST),
     format_lines=format_ntf_lines, read_text=_read_text,
 ))

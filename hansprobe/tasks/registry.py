@@ -34,6 +34,7 @@ class TaskArg:
     help: str = ""
     choices: tuple | None = None
     required: bool = True  # an optional argument is left to the class default when omitted
+    action: str | None = None  # "store_true" for a flag (then `type` is not used)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class TaskSpec:
             raise TaskError(f"--task {self.name} needs {', '.join(missing)}")
         return self.cls(**kw)
 
+
+# The prompt layout option of the edge-list tasks (tasks/base.py EdgeListTokens.edge_list_prefix).
+GOAL_FIRST = TaskArg("--goal-first", "goal_first", required=False, action="store_true",
+                     help="put the start,goal query before the edge list (s g / u v | ... =), reported to make "
+                          "path-star learnable under teacher forcing")
 
 TASKS: dict[str, TaskSpec] = {}
 

@@ -24,7 +24,7 @@ from hansprobe.errors import TaskError
 from hansprobe.resources import require_memory
 from hansprobe.tasks.base import Batch, EdgeListTokens
 from hansprobe.tasks.ntf_format import format_ntf_lines
-from hansprobe.tasks.registry import TaskArg, TaskSpec, register_task
+from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,15 @@ class Tree(EdgeListTokens):
     depth: int = 3
     n_nodes: int = 50
     name: str = "tree"
+    goal_first: bool = False  # the root,goal query before the edge list (tasks/base.py)
 
     def __post_init__(self):
         for f in ("branching", "depth", "n_nodes"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise TaskError(f"tree {f} must be an integer, got {v!r}")
+        if not isinstance(self.goal_first, bool):
+            raise TaskError(f"tree goal_first must be true or false, got {self.goal_first!r}")
         if self.branching < 2:
             raise TaskError(f"tree branching must be at least 2 (with 1 the tree is a chain), got {self.branching}")
         if self.depth < 2:
@@ -75,10 +78,13 @@ class Tree(EdgeListTokens):
         return 36 * self.n_nodes + 24 * self.n_nodes + 8 * (20 * self.n_edges + 20)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["goal_first"]:
+            d.pop("goal_first")
+        return d
 
     def describe(self) -> str:
-        return f"T({self.branching},{self.depth}) on {self.n_nodes} nodes"
+        return f"T({self.branching},{self.depth}) on {self.n_nodes} nodes" + (", goal first" if self.goal_first else "")
 
     # --- structure (tasks/registry.py) ------------------------------------------------------------
     @property
@@ -106,6 +112,21 @@ class Tree(EdgeListTokens):
         return tree_batch(self, batch.start, batch.goal, batch.edge_parent.gather(1, order),
                           batch.edge_child.gather(1, order))
 
+    def goal_variants(self, batch: Batch, k: int, seed: int = 0) -> Batch:
+        """Every tree k times in a row (same edges, same order) with k different goal leaves: its own
+        goal, then k-1 other leaves drawn without replacement (training's --structured-samples)."""
+        n_leaves = self.branching ** self.depth
+        if not 1 <= k <= n_leaves:
+            raise TaskError(f"--structured-samples {k}: a {self.describe()} tree has only {n_leaves} leaves")
+        n = len(batch)
+        has_child = torch.zeros(n, self.n_nodes + 1, dtype=torch.bool).scatter_(1, batch.edge_parent, True)[:, : self.n_nodes]
+        leaf = (batch.node_arm >= 0) & ~has_child  # (B, N)
+        g = torch.Generator().manual_seed(seed)
+        key = torch.rand(leaf.shape, generator=g) + 2.0 * (torch.arange(self.n_nodes) == batch.goal[:, None])
+        order = (key * leaf).argsort(1, descending=True)[:, :k]  # own goal first, then random other leaves
+        rep = batch[torch.arange(n).repeat_interleave(k)]
+        return tree_batch(self, rep.start, order.reshape(-1), rep.edge_parent, rep.edge_child)
+
     # --- generation -------------------------------------------------------------------------------
     def generate(self, n: int, seed: int) -> Batch:
         """`n` fresh trees; the same seed gives the same trees on every machine (CPU generator)."""
@@ -127,7 +148,7 @@ class Tree(EdgeListTokens):
 
 def tree_batch(task: Tree, root: Tensor, goal: Tensor, edge_parent: Tensor, edge_child: Tensor) -> Batch:
     """Tokens and structure of trees given as (root, goal leaf, edge list in prompt order)."""
-    n, e = edge_parent.shape
+    n = edge_parent.shape[0]
     big = task.n_nodes  # sentinel: "no parent" / "not a candidate"
     rows = torch.arange(n)
     parent_of = torch.full((n, big + 1), big, dtype=torch.long).scatter_(1, edge_child, edge_parent)  # (B, N+1)
@@ -149,14 +170,10 @@ def tree_batch(task: Tree, root: Tensor, goal: Tensor, edge_parent: Tensor, edge
     branch = (anc[:, :big, None] == candidates[:, None, :]).long().argmax(-1)  # (B, N)
     node_arm = torch.where(in_tree, branch, torch.full_like(branch, -2))
     node_arm[rows, root] = -1
-    sep = torch.full((n, e), task.pipe, dtype=torch.long)
-    sep[:, -1] = task.slash
-    edges = torch.stack([edge_parent, edge_child, sep], dim=2).reshape(n, 3 * e)
-    tail = torch.stack([root, goal, torch.full_like(root, task.equals)], dim=1)
-    pos = torch.arange(e).expand(n, e) * 3
-    return Batch(task=task, prefix=torch.cat([edges, tail], 1), target=target, start=root, goal=goal,
-                 goal_arm=goal_arm, candidates=candidates, arms=None, node_arm=node_arm, edge_parent=edge_parent,
-                 edge_child=edge_child, edge_parent_pos=pos.clone(), edge_child_pos=pos + 1, edge_sep_pos=pos + 2)
+    prefix, parent_pos, child_pos, sep_pos = task.edge_list_prefix(edge_parent, edge_child, root, goal)
+    return Batch(task=task, prefix=prefix, target=target, start=root, goal=goal, goal_arm=goal_arm,
+                 candidates=candidates, arms=None, node_arm=node_arm, edge_parent=edge_parent, edge_child=edge_child,
+                 edge_parent_pos=parent_pos, edge_child_pos=child_pos, edge_sep_pos=sep_pos)
 
 
 def _other_branch(batch: Batch, seed: int) -> Tensor:
@@ -195,6 +212,6 @@ register_task(TaskSpec(
     name="tree", cls=Tree, help="tree path-finding T(b, h): a full tree of branching b and depth h, root to a goal leaf",
     args=(TaskArg("--branching", "branching", help="children of every inner node (b, default 2)"),
           TaskArg("--depth", "depth", help="edges from the root to a leaf (h, default 3)"),
-          TaskArg("--nodes", "n_nodes", help="label range 0..N-1 (default 50)")),
+          TaskArg("--nodes", "n_nodes", help="label range 0..N-1 (default 50)"), GOAL_FIRST),
     format_lines=format_ntf_lines, defaults={"branching": 2, "depth": 3, "n_nodes": 50},
 ))
