@@ -97,10 +97,17 @@ def _add_task(p, required=True):
     p.set_defaults(task_required=required)
 
 
-def _add_graphs(p):
+# Graphs each command measures on when -n is not given: the one table of these defaults.
+DEFAULT_GRAPHS = {"eval": 2000, "entropy": 2000, "heads": 2000, "probe": 1000, "patch": 200, "dynamics": 500,
+                  "report": 2000, "analyse": 1000}
+
+
+def _add_graphs(p, command: str):
     g = p.add_argument_group("graphs to measure on")
+    unit = "goal-swap pairs" if command == "patch" else "fresh graphs"
     g.add_argument("-n", "--n-graphs", type=_positive(), default=None,
-                   help="fresh graphs to generate (default 2000; dynamics 500); with --data: read only the first N")
+                   help=f"{unit} to generate (default {DEFAULT_GRAPHS[command]}); with --data: read only the first N")
+    p.set_defaults(default_graphs=DEFAULT_GRAPHS[command])
     g.add_argument("--seed", type=_seed, default=DEFAULT_ANALYSIS_SEED, help=f"graph seed (default {DEFAULT_ANALYSIS_SEED}; training never uses it)")
     g.add_argument("--data", type=Path, help="read graphs from an NTF text file instead (e.g. ../shared/data/ntf/...); -n limits how many")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -150,51 +157,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="exact match, decision and per-position accuracy (free and forced)")
     p.add_argument("checkpoint", type=Path)
-    _add_graphs(p)
+    _add_graphs(p, "eval")
 
     p = sub.add_parser("entropy", help="first-token entropy vs uniform, information over uniform, indecipherable verdict")
     p.add_argument("checkpoint", type=Path)
-    _add_graphs(p)
+    _add_graphs(p, "entropy")
 
     p = sub.add_parser("dynamics", help="learning order: per-position forced accuracy and decision entropy over training")
     p.add_argument("run_dir", type=Path)
-    _add_graphs(p)
-    p.set_defaults(default_graphs=500)
+    _add_graphs(p, "dynamics")
 
     p = sub.add_parser("heads", help="edge-lookup head scores, head/group/layer ablations and the counterfactual follow rate")
     p.add_argument("checkpoint", type=Path)
-    _add_graphs(p)
+    _add_graphs(p, "heads")
     p.add_argument("--ablate", type=_head_group, action="append", default=[], metavar="L.H[,L.H...]",
                    help="also ablate this group of heads jointly (repeatable), e.g. --ablate 1.0,1.2")
 
     p = sub.add_parser("probe", help="linear probes on the residual stream, with controls and a causal follow-up")
     p.add_argument("checkpoint", type=Path)
-    _add_graphs(p)
+    _add_graphs(p, "probe")
     p.add_argument("--target", default="goal_arm", help="goal_arm | decision_node | next_node | edge_on_goal_path (default goal_arm)")
     p.add_argument("--layers", type=_int_list, default=None, help="residual layers, 0 = embeddings .. n_layers (default all)")
     p.add_argument("--positions", type=_str_list, default=None,
                    help="input positions: numbers or start, goal, =, a0, a1, ..., all (default the prompt tail and the answer slots)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
-    p.set_defaults(default_graphs=1000)
 
     p = sub.add_parser("patch", help="activation patching on goal-swap pairs (transformer_lens.patching) and shortcut patching")
     p.add_argument("checkpoint", type=Path)
-    _add_graphs(p)
+    _add_graphs(p, "patch")
     p.add_argument("--sweep", action="append", choices=["resid", "attn", "mlp", "heads", "heads-by-pos"], default=None,
                    help="what to patch (repeatable; default resid)")
     p.add_argument("--direction", choices=["sufficiency", "necessity", "both"], default="sufficiency",
                    help="sufficiency: clean into corrupted; necessity: corrupted into clean")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
-    p.set_defaults(default_graphs=200)
+
+    from hansprobe.analyses.registry import ANALYSES
+
+    p = sub.add_parser("analyse", help="run one registered analysis on a checkpoint (the report's, or one you registered) "
+                                       "and print its summary")
+    p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
+    p.add_argument("checkpoint", type=Path)
+    _add_graphs(p, "analyse")
 
     p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
-    _add_graphs(p)
+    _add_graphs(p, "report")
     p.add_argument("--mechanism-graphs", type=_positive(), default=1000,
                    help="graphs for heads, probes and dynamics: the first of the -n graphs (default 1000)")
     p.add_argument("--patch-pairs", type=_positive(), default=200, help="goal-swap pairs for activation patching (default 200)")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
-    p.set_defaults(default_graphs=2000)
 
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
     p.add_argument("source", type=Path, help="hf-gpt2: a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
@@ -272,7 +283,7 @@ def load_graphs(args, task):
             raise ConfigError(f"--data reads text files of tasks that have a text format; {task.name} has none")
         batch = spec.read_text(args.data, task, args.n_graphs)
         return batch, {"data": str(args.data), "n_graphs": len(batch)}
-    n = args.n_graphs or getattr(args, "default_graphs", 2000)
+    n = args.n_graphs or args.default_graphs
     return task.generate(n, args.seed), {"seed": args.seed, "n_graphs": n}
 
 
@@ -515,6 +526,26 @@ def cmd_report(args) -> int:
     return 0  # whatever the verdicts: they are findings, not failures
 
 
+def cmd_analyse(args) -> int:
+    """Any registered analysis from the command line: its summary as JSON (--json) or indented."""
+    from hansprobe.analyses.registry import ANALYSES, AnalysisContext
+    from hansprobe.checkpoint import model_from_config
+
+    spec = ANALYSES[args.name]
+    ck, batch, source = _checkpoint_and_graphs(args)
+    device = next(ck.model.parameters()).device
+    ctx = AnalysisContext(path=args.checkpoint, config=ck.config, model=ck.model, objective=ck.objective, task=ck.task,
+                          batch=batch, mechanism_batch=batch, pairs=batch, seed=args.seed, batch_size=args.batch_size,
+                          device=str(device), untrained_model=lambda: model_from_config(ck.config, device)[0])
+    reason = spec.skip(ctx)
+    summary = {"skipped": reason} if reason else spec.summarise(spec.measure(ctx))
+    from hansprobe.analyses.base import _jsonable
+
+    out = {**source, "analysis": spec.name, **_jsonable(summary)}
+    print(json.dumps(out, sort_keys=True) if args.json else json.dumps(out, sort_keys=True, indent=1))
+    return 0
+
+
 def cmd_import(args) -> int:
     from hansprobe.errors import ConfigError
     from hansprobe.interop import import_model, read_state_dict, save_state_dict_safetensors
@@ -545,7 +576,7 @@ def cmd_import(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
-            "probe": cmd_probe, "patch": cmd_patch, "report": cmd_report, "import": cmd_import,
+            "probe": cmd_probe, "patch": cmd_patch, "report": cmd_report, "import": cmd_import, "analyse": cmd_analyse,
             "data": cmd_data}
 
 

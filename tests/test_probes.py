@@ -78,7 +78,7 @@ def test_measure_probes_end_to_end(trained):
     assert r.best and r.best["position_label"] in ("goal", "=") and r.causal is not None
     c = r.causal
     assert {"steer_probe", "steer_random", "ablate_probe", "ablate_random"} <= set(c) and c["steering_norm"] > 0
-    assert set(r.figures()) == {"probe_heatmaps", "probe_by_layer"}
+    assert set(r.figures()) == {"probe_heatmaps", "probe_by_layer", "steering"}  # the causal follow-up draws too
     json.loads(r.to_json())
 
 

@@ -116,6 +116,10 @@ def test_a_task_and_an_analysis_registered_in_a_test_run_through_the_cli(registe
     assert "skipped" not in c["analyses"]["heads"]  # the toy declares lookup indices, so the lookup is searched
     page = (tmp_path / "r" / "report.html").read_text()
     assert "Logit norm (a toy analysis)" in page and "Mean L2 norm of the forced logits." in page
+    assert main(["analyse", "logit_norm", str(run), "-n", "20", "--json"]) == 0  # and from the command line
+    out = json.loads(capsys.readouterr().out)
+    assert out["analysis"] == "logit_norm" and out["mean_logit_norm"] == pytest.approx(
+        c["analyses"]["logit_norm"]["mean_logit_norm"], rel=0.5)
 
 
 def test_a_task_argument_of_another_task_is_one_line(capsys):

@@ -114,13 +114,31 @@ class PatchingResultSummary(Result):
             fig.update_layout(title=f"head output patching by position ({direction})", xaxis_title="position")
             figs[f"patch_heads_by_pos_{direction}"] = fig
         if self.shortcut:
-            fig = go.Figure()
-            for i, rates in self.shortcut["move_rate"].items():
-                fig.add_scatter(x=[f"L{l}" for l in range(len(rates))], y=rates, mode="lines+markers", name=f"index {i}")
-            fig.update_layout(yaxis_range=[0, 1.05], title="Shortcut patching: share predicting child(w) after patching "
-                              "the residual at r_(i-1) from the swapped run", xaxis_title="residual stream (resid_pre)")
-            figs["shortcut_patching"] = fig
+            figs.update(ShortcutPatchingResult(**self.shortcut).figures())
         return figs
+
+
+@dataclass
+class ShortcutPatchingResult(Result):
+    """Per label index i >= 2 and residual layer: the share of graphs predicting the swapped-in
+    node's successor after patching resid_pre at r_(i-1)'s position from the swapped run."""
+
+    move_rate: dict  # str(i) -> [rate per layer]
+    move_rate_ci: dict  # str(i) -> [[lo, hi] per layer]
+    note: str = ""
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for i, rates in self.move_rate.items():
+            cis = self.move_rate_ci[i]
+            fig.add_scatter(x=[f"L{l}" for l in range(len(rates))], y=rates, mode="lines+markers", name=f"index {i}",
+                            error_y=dict(type="data", symmetric=False, array=[c[1] - r for r, c in zip(rates, cis)],
+                                         arrayminus=[r - c[0] for r, c in zip(rates, cis)]))
+        fig.update_layout(yaxis_range=[0, 1.05], title="Shortcut patching: share predicting child(w) after patching "
+                          "the residual at r_(i-1) from the swapped run (95% CI)", xaxis_title="residual stream (resid_pre)")
+        return {"shortcut_patching": fig}
 
 
 def _logit_diff_metric(index_pos: int, good: torch.Tensor, bad: torch.Tensor):
@@ -232,7 +250,7 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
                        f"{gap:.3f} [{gap_lo:.3f}, {gap_hi:.3f}]), not shown above {GAP_MIN}")
     if (objective.teacher_forced and batch.target.shape[1] >= 3 and batch.candidates.shape[1] >= 2
             and batch.arms is not None and batch.task.lookup_indices):  # swaps r_(i-1) for another arm's node
-        out.shortcut = shortcut_patching(model, objective, batch, seed)
+        out.shortcut = shortcut_patching(model, objective, batch, seed).to_dict()
     return out
 
 
@@ -251,7 +269,7 @@ def _top_components(res: PatchingResultSummary, n: int = 5) -> list:
 
 
 @torch.no_grad()
-def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) -> dict:
+def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) -> ShortcutPatchingResult:
     """For label indices i >= 2: patch the residual stream at r_(i-1)'s position, layer by layer, from
     a run where r_(i-1) was replaced by a node w of another arm; the share predicting w's successor
     is the causal form of the follow rate (layer 0 = swapping the embedding)."""
@@ -281,9 +299,10 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
             rates.append(hit / n)
             cis.append(list(wilson_ci(hit, n)))
         move[str(i)], move_ci[str(i)] = rates, cis
-    return {"move_rate": move, "move_rate_ci": move_ci,
-            "note": "share of predictions equal to the swapped-in node's successor after patching resid_pre at r_(i-1)'s "
-                    "position from the swapped run; the last index can copy the goal from the prompt"}
+    return ShortcutPatchingResult(
+        move_rate=move, move_rate_ci=move_ci,
+        note="share of predictions equal to the swapped-in node's successor after patching resid_pre at r_(i-1)'s "
+             "position from the swapped run; the last index can copy the goal from the prompt")
 
 
 register_analysis(AnalysisSpec(

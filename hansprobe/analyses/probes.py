@@ -26,7 +26,7 @@ from hansprobe.analyses.activations import Activations, collect_residuals, posit
 from hansprobe.analyses.base import Result, wilson_ci
 from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn, make_probe
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
-from hansprobe.analyses.steering import steer_along_probe
+from hansprobe.analyses.steering import SteeringResult, steer_along_probe
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
@@ -95,7 +95,10 @@ class ProbeResult(Result):
         line.add_hline(y=self.chance, line_dash="dot", annotation_text="chance")
         line.update_layout(yaxis_range=[0, 1.05], xaxis_title="residual stream", yaxis_title="probe accuracy",
                            title=f"Probe '{self.target}' per layer at the goal token and '='")
-        return {"probe_heatmaps": fig, "probe_by_layer": line}
+        figs = {"probe_heatmaps": fig, "probe_by_layer": line}
+        if self.causal:
+            figs.update(SteeringResult(**self.causal).figures())
+        return figs
 
 
 def _control_labels(tokens: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
@@ -187,7 +190,7 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
     )
     if causal and before and tgt.name in ("goal_arm", "decision_node") and not res.constant_target:
 
-        res.causal = steer_along_probe(model, objective, batch, acts, tgt, before, seed=seed, batch_size=batch_size)
+        res.causal = steer_along_probe(model, objective, batch, acts, tgt, before, seed=seed, batch_size=batch_size).to_dict()
     return res
 
 
@@ -222,6 +225,7 @@ register_analysis(AnalysisSpec(
                                        untrained_model=ctx.untrained_model() if ctx.untrained_model else None),
     captions={
         'probe_heatmaps': 'Logistic-regression probe accuracy per residual layer x position (folds grouped by graph) and its selectivity over shuffled labels. Look for: selectivity well above 0 before the answer (a plan).',
+        'steering': "Steering the residual along the probe's direction at its best cell (and projecting it out), against random directions of the same norm. Look for: a change well beyond the random bars = the model uses what the probe reads.",
         'probe_by_layer': "Probe accuracy at the goal token and at '=' by layer, with 95% CIs, against chance.",
     },
 ))

@@ -4,11 +4,13 @@ project the probe's directions out, and measure the change in the decision logit
 (decision node minus the competitor candidate) against random directions of the same norm."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from hansprobe.analyses.activations import Activations, resid_hook
-from hansprobe.analyses.base import t_ci
+from hansprobe.analyses.base import Result, t_ci
 from hansprobe.analyses.probe_targets import ProbeTarget, make_probe
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
@@ -94,12 +96,39 @@ def steer_along_probe(model, objective: Objective, batch: Batch, acts: Activatio
         rand_ablate.append(_logit_diff(model, objective, batch, decision, competitor, hook_name, position,
                                        project_out(rng.standard_normal(W.shape)), batch_size) - clean)
     ablate = _logit_diff(model, objective, batch, decision, competitor, hook_name, position, project_out(W), batch_size) - clean
-    return {
-        "site": {"layer": best["layer"], "position": position, "hook": hook_name},
-        "steering_norm": scale,
-        "clean_logit_diff": {"mean": float(clean.mean()), "mean_abs": float(np.abs(clean).mean())},
-        "steer_probe": _summary(steer), "steer_random": _summary(np.concatenate(rand_steer)),
-        "ablate_probe": _summary(ablate), "ablate_random": _summary(np.concatenate(rand_ablate)),
-        "note": "change in logit(decision node) - logit(competitor candidate) at the decision index; steering pushes "
-                "from the goal's class toward the competitor's, so a used direction gives a negative change",
-    }
+    return SteeringResult(
+        site={"layer": best["layer"], "position": position, "hook": hook_name},
+        steering_norm=scale,
+        clean_logit_diff={"mean": float(clean.mean()), "mean_abs": float(np.abs(clean).mean())},
+        steer_probe=_summary(steer), steer_random=_summary(np.concatenate(rand_steer)),
+        ablate_probe=_summary(ablate), ablate_random=_summary(np.concatenate(rand_ablate)),
+        note="change in logit(decision node) - logit(competitor candidate) at the decision index; steering pushes "
+             "from the goal's class toward the competitor's, so a used direction gives a negative change",
+    )
+
+
+@dataclass
+class SteeringResult(Result):
+    """The causal follow-up of a probe: steering along it and projecting it out at its site, each
+    against random directions (mean change of the decision logit difference with a t interval)."""
+
+    site: dict
+    steering_norm: float
+    clean_logit_diff: dict
+    steer_probe: dict
+    steer_random: dict
+    ablate_probe: dict
+    ablate_random: dict
+    note: str = ""
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        rows = [("steer along the probe", self.steer_probe), ("steer along random directions", self.steer_random),
+                ("project the probe out", self.ablate_probe), ("project random directions out", self.ablate_random)]
+        fig = go.Figure(go.Bar(x=[r[0] for r in rows], y=[r[1]["mean_change"] for r in rows], error_y=dict(
+            type="data", symmetric=False, array=[r[1]["ci"][1] - r[1]["mean_change"] for r in rows],
+            arrayminus=[r[1]["mean_change"] - r[1]["ci"][0] for r in rows])))
+        fig.update_layout(yaxis_title="change of the decision logit difference (nats)",
+                          title=f"Steering at layer {self.site['layer']}, position {self.site['position']} (95% CI)")
+        return {"steering": fig}
