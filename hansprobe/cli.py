@@ -117,6 +117,9 @@ def _add_graphs(p, command: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hansprobe", description="Measure the Clever-Hans shortcut of next-token training on lookahead tasks.")
+    from hansprobe import __version__
+
+    parser.add_argument("--version", action="version", version=f"hansprobe {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -249,7 +252,7 @@ def cmd_train(args) -> int:
     from hansprobe.train import TrainConfig, train
 
     if args.resume:
-        cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=False if args.json else None)
+        cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=_train_progress(args))
     else:
         task = _task(args)  # a one-line error names the task arguments that are missing
         model_cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.n_heads,
@@ -262,7 +265,7 @@ def cmd_train(args) -> int:
         options = {k: v for k, v in (("p", args.teacherless_p), ("k", args.extra_heads)) if v is not None}
         objective = get_objective(args.objective, options)
         cfg = train(args.out, task, objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
-                    overwrite=args.overwrite, progress=False if args.json else None)
+                    overwrite=args.overwrite, progress=_train_progress(args))
     if args.json:
         print(json.dumps(cfg, sort_keys=True))
     else:
@@ -285,6 +288,11 @@ def load_graphs(args, task):
         return batch, {"data": str(args.data), "n_graphs": len(batch)}
     n = args.n_graphs or args.default_graphs
     return task.generate(n, args.seed), {"seed": args.seed, "n_graphs": n}
+
+
+def _train_progress(args):
+    """A bar at a terminal; otherwise one plain line per evaluation (nohup, CI, Slurm); nothing under --json."""
+    return False if args.json else True if sys.stderr.isatty() else "lines"
 
 
 def _progress(args) -> bool:
@@ -511,19 +519,38 @@ def cmd_report(args) -> int:
                               data=None if args.data is None else str(args.data), batch_size=args.batch_size,
                               device=args.device)
     # a bar at a terminal; otherwise one plain line per analysis on stderr, so a redirected run shows it is alive
-    doc = write_report(args.out, args.checkpoints, settings, progress=False if args.json else _progress(args) or "lines")
+    printed = []
+
+    def show(built):  # each checkpoint's verdicts as soon as it is measured (and written)
+        for ck in built["json"]["checkpoints"][len(printed):]:
+            printed.append(ck["name"])
+            print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
+            for key, text in QUESTIONS.items():
+                v = ck["verdicts"][key]
+                print(_wrap(f"  {text:<38} {v['answer'].upper():<14} ", v["evidence"]))
+            for note in ck.get("notes", []):
+                print(_wrap("  note: ", note))
+            sys.stdout.flush()
+
+    doc = write_report(args.out, args.checkpoints, settings, progress=False if args.json else _progress(args) or "lines",
+                       on_checkpoint=None if args.json else show)
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return 0
-    for ck in doc["checkpoints"]:
-        print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
-        for key, text in QUESTIONS.items():
-            v = ck["verdicts"][key]
-            print(f"  {text:<38} {v['answer'].upper():<14} {v['evidence']}")
-        for note in ck.get("notes", []):
-            print(f"  note: {note}")
     print(f"wrote {args.out / 'report.html'} and {args.out / 'report.json'}")
     return 0  # whatever the verdicts: they are findings, not failures
+
+
+def _wrap(head: str, text: str) -> str:
+    """`head` then `text`, wrapped to the terminal's width with continuation lines indented under the
+    text; one line when stdout is not a terminal (logs, pipes: easier to grep)."""
+    if not sys.stdout.isatty():
+        return head + text
+    import shutil
+    import textwrap
+
+    width = max(60, shutil.get_terminal_size().columns)
+    return textwrap.fill(text, width=width, initial_indent=head, subsequent_indent=" " * len(head))
 
 
 def cmd_analyse(args) -> int:

@@ -412,8 +412,11 @@ def expand_checkpoint_dirs(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def build_report(paths: list[str | Path], settings: ReportSettings = ReportSettings(), progress: bool | str = False) -> dict:
-    """Measure every checkpoint; returns {"json": report dict, "checkpoints": [CheckpointReport]}."""
+def build_report(paths: list[str | Path], settings: ReportSettings = ReportSettings(), progress: bool | str = False,
+                 on_checkpoint=None) -> dict:
+    """Measure every checkpoint; returns {"json": report dict, "checkpoints": [CheckpointReport]}.
+    `on_checkpoint(built)` is called after each checkpoint with the report so far (same shape; its
+    "pending" lists the checkpoints still to measure), so that a caller can write and print it."""
     from hansprobe import __version__
 
     paths = expand_checkpoint_dirs(paths)
@@ -434,16 +437,26 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_analyses() * len(paths), desc="report", unit="analysis")
+    def built(reports):
+        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "hansprobe": __version__,
+               "settings": asdict(settings), "questions": QUESTIONS,
+               "answers": list(ANSWERS), "thresholds": _thresholds(),
+               "checkpoints": [r.to_dict() for r in reports], "pending": names[len(reports):]}
+        return {"json": _jsonable(doc), "checkpoints": reports}
+
+    reports = []
     try:
-        reports = [measure_checkpoint(p, settings, bar) for p in paths]
+        for p in paths:
+            reports.append(measure_checkpoint(p, settings, bar))
+            if on_checkpoint is not None and len(reports) < len(paths):
+                on_checkpoint(built(reports))
     finally:
         if bar is not None:
             bar.close()
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "hansprobe": __version__,
-           "settings": asdict(settings), "questions": QUESTIONS,
-           "answers": list(ANSWERS), "thresholds": _thresholds(),
-           "checkpoints": [r.to_dict() for r in reports]}
-    return {"json": _jsonable(doc), "checkpoints": reports}
+    result = built(reports)
+    if on_checkpoint is not None:
+        on_checkpoint(result)
+    return result
 
 
 def _thresholds() -> dict:
@@ -457,7 +470,7 @@ def _thresholds() -> dict:
 
 
 def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportSettings = ReportSettings(),
-                 progress: bool | str = False) -> dict:
+                 progress: bool | str = False, on_checkpoint=None) -> dict:
     """Measure, then write out_dir/report.json and out_dir/report.html atomically, holding a lock on
     out_dir so that two reports cannot interleave their files. Returns the JSON dict."""
     from hansprobe.checkpoint import run_lock
@@ -467,21 +480,26 @@ def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportS
         raise ConfigError(f"--out {out_dir} is a file; give a directory to write report.html and report.json into")
 
     with run_lock(out_dir):
-        return _measure_and_write(out_dir, paths, settings, progress)
+        return _measure_and_write(out_dir, paths, settings, progress, on_checkpoint)
 
 
-def _measure_and_write(out_dir: Path, paths, settings: ReportSettings, progress: bool) -> dict:
+def _measure_and_write(out_dir: Path, paths, settings: ReportSettings, progress: bool, on_checkpoint=None) -> dict:
     import json
 
     from hansprobe.checkpoint import publish_together
     from hansprobe.report_html import render_html
 
-    built = build_report(paths, settings, progress)
-    data = (json.dumps(built["json"], sort_keys=True, indent=1) + "\n").encode()
-    # The page carries the hash of the JSON it was drawn from, and both are switched together.
-    page = render_html(built["json"], built["checkpoints"], json_sha256=hashlib.sha256(data).hexdigest())
-    publish_together(out_dir, {"report.json": data, "report.html": page.encode()})
-    return built["json"]
+    def publish(built):
+        """Write the report so far: a killed run keeps every checkpoint it finished, and the page
+        says which are still pending."""
+        data = (json.dumps(built["json"], sort_keys=True, indent=1) + "\n").encode()
+        # The page carries the hash of the JSON it was drawn from, and both are switched together.
+        page = render_html(built["json"], built["checkpoints"], json_sha256=hashlib.sha256(data).hexdigest())
+        publish_together(out_dir, {"report.json": data, "report.html": page.encode()})
+        if on_checkpoint is not None:
+            on_checkpoint(built)
+
+    return build_report(paths, settings, progress, on_checkpoint=publish)["json"]
 
 
 SHA_META = re.compile(r'<meta name="hansprobe-report-json-sha256" content="([0-9a-f]{64})">')

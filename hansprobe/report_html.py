@@ -34,7 +34,7 @@ table{border-collapse:collapse;margin:0.6em 0}td,th{border:1px solid #ccc;paddin
 th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.3em;display:inline-block}
 .yes{background:#dbeafe;color:#1e3a8a}.no{background:#e5e7eb;color:#374151}.inconclusive{background:#fdf6b2;color:#723b13}
 .na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0;font-weight:normal}.caption{color:#444;font-size:0.92em;max-width:70em}
-.row{display:grid;gap:0.8em}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
+.pending{background:#fdf6b2;padding:0.5em;border-radius:0.3em}.row{display:grid;gap:0.8em}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
 .colhead{font-weight:bold;text-align:center}tr.lead th,tr.lead td{border-top:3px solid #1e3a8a;border-bottom:3px solid #1e3a8a}code{background:#f4f4f4;padding:0 0.2em}
 """
 # Lets a headless browser (and a reader) see that every figure drew and that no script failed.
@@ -139,6 +139,9 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
              f"{s['n_graphs']} {_e(where)} (behaviour, entropy; heads, probes and dynamics on the first "
              f"{s['mechanism_graphs']}), {s['patch_pairs']} goal-swap pairs for patching. 95% CIs throughout. "
              "Verdict rules: docs/concepts.md; this file's data: report.json beside it.</p>",
+             *([f"<p class='pending'><b>Partial report:</b> {len(doc['pending'])} checkpoint(s) still being measured "
+                f"({_e(', '.join(doc['pending']))}); this page is rewritten as each one finishes.</p>"]
+               if doc.get("pending") else []),
              "<h2>Verdicts</h2>", _verdict_table(doc)]
     fig_id = 0
     caps = captions()

@@ -172,12 +172,13 @@ def _progress(total: int, initial: int, enabled: bool | None):
 def train(out: str | Path, task: Task | None = None, objective: Objective | str | None = None,
           model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, seed: int = 0,
           device: str = "cpu", resume: bool = False, overwrite: bool = False,
-          progress: bool | None = None, steps: int | None = None, evaluate=None) -> dict:
+          progress: bool | str | None = None, steps: int | None = None, evaluate=None) -> dict:
     """Train into the checkpoint directory `out` and return its config (with final metrics).
 
     With `resume=True` the run continues from `out`'s resume file under its stored config; `steps`
     may then extend the horizon (the cosine schedule is recomputed from the resumed step on). The
-    directory is locked while the run writes it (`checkpoint.run_lock`).
+    directory is locked while the run writes it (`checkpoint.run_lock`). progress: True a bar, False
+    nothing, "lines" one plain line per evaluation on stderr, None a bar when stderr is a terminal.
 
     evaluate(model, objective, batch) -> dict of JSON numbers: the metrics of each evaluation row on
     the held-out graphs; default `objective.evaluate` (exact match, decision and per-position
@@ -273,7 +274,12 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
 
     kept = read_metrics(run_dir) if resume else []
     t0 = time.perf_counter() - (kept[-1].get("elapsed_s", 0.0) if kept else 0.0)  # elapsed_s goes on across resumes
-    bar = _progress(train_cfg.steps, step, progress)
+    lines = progress == "lines"  # not a terminal (nohup, CI, Slurm): one plain line per evaluation instead of a bar
+    bar = _progress(train_cfg.steps, step, False if lines else progress)
+    t_start, step_start = time.perf_counter(), step
+    if lines:
+        print(f"train: {run_dir}: steps {step + 1}..{train_cfg.steps} of {task.describe()}, {objective.name}; a line "
+              f"every {train_cfg.eval_every} steps", file=sys.stderr, flush=True)
     while step < train_cfg.steps:
         batch = training_batch(task, train_cfg, seed, step).to(dev)
         masks = None
@@ -301,6 +307,12 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
             append_metrics(run_dir, row)
             config["metrics"] = {k: v for k, v in row.items() if k != "elapsed_s"}
             loss_sum, loss_n = 0.0, 0
+            if lines:
+                done = time.perf_counter() - t_start
+                eta = done / (step - step_start) * (train_cfg.steps - step)
+                print(f"train: step {step}/{train_cfg.steps} loss {row['train_loss']:.4f} exact match "
+                      f"{row.get('exact_match', float('nan')):.3f} decision acc {row.get('decision_accuracy', float('nan')):.3f} "
+                      f"({row['elapsed_s']:.0f} s elapsed, ~{eta:.0f} s left)", file=sys.stderr, flush=True)
             if not bar.disable:
                 bar.write(f"step {step}: loss {row['train_loss']:.4f}  exact match {row.get('exact_match', float('nan')):.3f}  "
                           f"decision acc {row.get('decision_accuracy', float('nan')):.3f}")

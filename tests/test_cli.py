@@ -151,3 +151,18 @@ def test_resume_from_the_cli_extends_a_run(tmp_path, capsys):
     capsys.readouterr()
     code, out, _ = run(["train", "--resume", "--out", str(out_dir), "--steps", "9", "--json"], capsys)
     assert code == 0 and json.loads(out)["step"] == 9
+
+
+def test_train_logs_one_plain_line_per_evaluation_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    assert main([*TRAIN, "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("train: ") and "steps 1..6" in err[0]
+    assert [line.split()[2] for line in err[1:]] == ["3/6", "6/6"] and all("s left)" in line for line in err[1:])
+    assert main([*TRAIN, "--json", "--out", str(tmp_path / "q")]) == 0  # --json: quiet
+    assert capsys.readouterr().err == ""
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("hansprobe 0.")

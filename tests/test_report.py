@@ -78,6 +78,7 @@ def test_report_json_has_the_documented_schema(report, runs):
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(doc))
     assert doc["format"] == FORMAT and doc["format_version"] == 2 and list(doc["questions"]) == list(QUESTIONS)
+    assert doc["pending"] == []
     assert list(QUESTIONS)[0] == "clever_hans_failure"  # the page leads with the combined verdict
     assert [c["name"] for c in doc["checkpoints"]] == [p.name for p in runs.values()]
     for c in doc["checkpoints"]:
@@ -284,3 +285,27 @@ def test_a_failure_before_the_switch_keeps_the_old_pair_and_debris_is_removed(re
     (r / ".report.html.abc123.tmp").write_bytes(b"x" * 1000)
     assert read_report(r) == json.loads(before["report.json"])
     assert sorted(p.name for p in r.iterdir()) == ["report.html", "report.json"]
+
+
+def test_a_killed_report_keeps_the_checkpoints_it_finished(runs, tmp_path, capsys, monkeypatch):
+    """The report is written after each checkpoint and prints its verdicts then: a run killed while
+    measuring the second checkpoint leaves the first on disk and on screen, the second as pending."""
+    import hansprobe.report as report
+    from hansprobe.report import read_report
+
+    real, calls = report.measure_checkpoint, []
+
+    def measure(path, settings, progress=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise Killed
+        return real(path, settings, progress)
+    monkeypatch.setattr(report, "measure_checkpoint", measure)
+    paths = [runs["teacher-forcing"], runs["reverse"]]
+    with pytest.raises(Killed):
+        main(["report", *map(str, paths), "-n", "40", "--patch-pairs", "20", "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert "teacher-forcing (teacher-forcing, 40 graphs)" in out and "Clever-Hans failure?" in out
+    doc = read_report(tmp_path / "r")
+    assert [c["name"] for c in doc["checkpoints"]] == ["teacher-forcing"] and doc["pending"] == ["reverse"]
+    assert "Partial report:</b> 1 checkpoint(s) still being measured (reverse)" in (tmp_path / "r" / "report.html").read_text()
