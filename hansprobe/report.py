@@ -112,7 +112,14 @@ def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why
         parts.append("under reversed targets this child -> parent lookup is the correct rule, not a shortcut")
     found = bool(mech["found"])
     answer = "yes" if found and follows else "no" if not found and not follows else "inconclusive"
-    return _verdict(answer, "; ".join(parts), heads=mech["heads"], ablation_drop=mech["ablation_drop"],
+    broke = (f"ablating {'+'.join(f'L{l}H{h}' for l, h in mech['heads'])} breaks it" if found
+             else "no set of heads breaks it by ablation")
+    moved = ("swapping r_(i-1) redirects the answer (follow-rate CI above 1/2)" if follows
+             else "swapping r_(i-1) does not reliably redirect the answer" if follow is not None
+             else "the follow rate was not measured")
+    clause = f"{'and' if found == follows else 'but'} ".join([broke + " ", moved])
+    return _verdict(answer, f"{clause} — " + "; ".join(parts), heads=mech["heads"], ablation_drop=mech["ablation_drop"],
+                    ablation_drop_ci=mech.get("ablation_drop_ci"), ablation_graphs=mech.get("ablation_graphs"),
                     reads=mech.get("reads", {}), follow_rate=follow["follow_rate"] if follow else None,
                     follow_rate_ci=follow["follow_rate_ci"] if follow else None,
                     forced_accuracy={str(i): behaviour["forced_accuracy"][i] for i in idx})
@@ -127,14 +134,15 @@ def indecipherable_verdict(entropy: dict) -> dict:
     e = entropy
     answer = INDECIPHERABLE_ANSWER[e["outcome"]]
     parts = [e["verdict"]]
-    if answer != "not applicable":
-        parts += [f"decision accuracy over the whole vocabulary {_ci(e['decision_accuracy'], e['decision_accuracy_ci'])}",
-                  f"information over uniform {_ci(e['information_nats'], e['information_nats_ci'])} nats",
-                  f"candidate entropy {_ci(e['candidate_entropy_frac'], e['candidate_entropy_frac_ci'])} x log d",
-                  f"mass outside the candidates {e['mass_outside_candidates']:.3f}"]
-        follows = [f"{k} {_ci(v['rate'], v['ci'])}" for k, v in e.get("preference", {}).items() if v["follows"]]
-        if follows:
-            parts.append("the top candidate is the " + "; ".join(follows) + f" (chance {e['chance']:.3f})")
+    if answer == "not applicable":  # a question without an object carries no values (docs/report.md); the numbers stay in analyses.entropy
+        return _verdict(answer, e["verdict"])
+    parts += [f"decision accuracy over the whole vocabulary {_ci(e['decision_accuracy'], e['decision_accuracy_ci'])}",
+              f"information over uniform {_ci(e['information_nats'], e['information_nats_ci'])} nats",
+              f"candidate entropy {_ci(e['candidate_entropy_frac'], e['candidate_entropy_frac_ci'])} x log d",
+              f"mass outside the candidates {e['mass_outside_candidates']:.3f}"]
+    follows = [f"{k} {_ci(v['rate'], v['ci'])}" for k, v in e.get("preference", {}).items() if v["follows"]]
+    if follows:
+        parts.append("the top candidate is the " + "; ".join(follows) + f" (chance {e['chance']:.3f})")
     return _verdict(answer, "; ".join(parts), outcome=e["outcome"], candidate_accuracy=e["candidate_accuracy"],
                     candidate_accuracy_ci=e["candidate_accuracy_ci"], decision_accuracy=e["decision_accuracy"],
                     decision_accuracy_ci=e["decision_accuracy_ci"], chance=e["chance"], equivalence=e["equivalence"],

@@ -64,3 +64,21 @@ def test_unknown_objective_lists_the_valid_ones_and_aliases_work():
     with pytest.raises(ConfigError, match="valid objectives: teacher-forcing, teacherless, reverse, reverse-teacherless"):
         get_objective("teacher_forcing")
     assert get_objective("reverse+teacherless").name == "reverse-teacherless"
+
+
+@pytest.mark.parametrize("name", ["teacher-forcing", "reverse", "partial-teacherless", "multi-token"])
+def test_fixed_point_decoding_equals_token_by_token_greedy_decoding(name):
+    """On a random model (predictions change from token to token), the fixed-point decoder gives
+    exactly what feeding back one token at a time gives."""
+    from helpers import tiny_model
+
+    obj, task = get_objective(name), tiny_task(3, 6, 30)
+    batch = task.generate(200, 4)
+    model = tiny_model(task, seed=5)
+    seq = batch.prefix
+    with torch.no_grad():
+        for _ in range(batch.target.shape[1]):
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    slow = seq[:, batch.prefix.shape[1]:]
+    assert torch.equal(obj.decode(model, batch), slow)
+    assert (slow != obj.forced_logits(model, batch).argmax(-1)).any()  # the feedback matters on this model

@@ -309,3 +309,41 @@ def test_a_killed_report_keeps_the_checkpoints_it_finished(runs, tmp_path, capsy
     doc = read_report(tmp_path / "r")
     assert [c["name"] for c in doc["checkpoints"]] == ["teacher-forcing"] and doc["pending"] == ["reverse"]
     assert "Partial report:</b> 1 checkpoint(s) still being measured (reverse)" in (tmp_path / "r" / "report.html").read_text()
+
+
+def documented_values() -> dict[str, set[str]]:
+    """The `values` keys docs/report.md documents per question (top level; for decision_computed the
+    pair kinds and, under "*", the keys of each kind)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
+    para = " ".join(text.split("`values` per question:")[1].split("answers carry no values")[0].split())
+    out = {}
+    for part in re.split(r"; (?=`[a-z_]+` —)", para):
+        m = re.match(r"`([a-z_]+)` — (.*)", part.strip())
+        body = re.sub(r"\([^()]*(\([^()]*\)[^()]*)*\)", "", m.group(2))  # drop the explanations in parentheses
+        out[m.group(1)] = set(re.findall(r"`([a-z_]+)`", body))
+    kinds = re.search(r"per pair kind \(`([a-z_]+)`,\s*`([a-z_]+)`\)", para).groups()
+    out["decision_computed"] = set(kinds) | {"*" + k for k in out["decision_computed"]}
+    return out
+
+
+def test_report_json_and_docs_agree_on_every_verdict_value(report):
+    """Every key docs/report.md documents for a verdict's `values` is in report.json, and every key in
+    report.json is documented (both ways, so a rename cannot pass unnoticed)."""
+    _, doc = report
+    documented = documented_values()
+    assert set(documented) == set(QUESTIONS)
+    seen = {q: set() for q in QUESTIONS}
+    for c in doc["checkpoints"]:
+        for q, v in c["verdicts"].items():
+            if v["answer"] == "not applicable":
+                assert not v["values"], (q, v["values"])  # documented: n/a answers carry no values
+                continue
+            keys = set(v["values"])
+            if q == "decision_computed":
+                keys |= {"*" + k for kind in v["values"].values() for k in kind}
+            assert keys <= documented[q], (q, keys - documented[q])
+            seen[q] |= keys
+    for q in ("lookup", "indecipherable", "decision_computed", "plan_represented"):
+        assert seen[q] == documented[q], (q, documented[q] - seen[q])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import Result, chunks, t_ci
+from hansprobe.analyses.base import Result, chunks, mean_ci, t_ci
 from hansprobe.analyses.follow import FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
@@ -29,6 +29,7 @@ SCORE_THRESHOLD = 0.5  # "attends the edge span": mass >= this at the shortcut q
 UNIFORM_MULTIPLE = 3.0  # ... and >= this many times a uniform head's (a description, not a gate)
 DROP_THRESHOLD = 0.5  # the mechanism's joint ablation must remove at least this much forced accuracy at 2..l-2
 MAX_SET = 8  # the greedy search stops after this many heads
+ABLATION_GRAPHS = 300  # graphs each ablation is measured on: the drop's 95% CI is then about +-0.05 around a 0.5 gate
 
 
 def shortcut_indices(target_len: int) -> list[int]:
@@ -207,12 +208,22 @@ def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int =
             logits, labels = objective.forced_logits(model, chunk), objective.labels(chunk)  # (b, L, V), (b, L)
             ok.append((logits.argmax(-1) == labels).float().cpu())
             lp.append(logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0].cpu())
-    acc, logp = torch.cat(ok).mean(0).tolist(), torch.cat(lp).mean(0).tolist()
+    ok = torch.cat(ok)  # (B, L)
+    acc, logp = ok.mean(0).tolist(), torch.cat(lp).mean(0).tolist()
     length = len(acc)
     idx = shortcut_indices(length)
     return {"forced_accuracy": acc, "decision_accuracy": acc[objective.decision_index(length)],
             "shortcut_accuracy": float(np.mean([acc[i] for i in idx])) if idx else float("nan"),
-            "shortcut_logprob": float(np.mean([logp[i] for i in idx])) if idx else float("nan")}
+            "shortcut_logprob": float(np.mean([logp[i] for i in idx])) if idx else float("nan"),
+            "per_graph": ok[:, idx].mean(1).double().numpy() if idx else None}  # for the drop's interval; not serialised
+
+
+def _drop_ci(base: dict, ablated: dict, seed: int) -> list | None:
+    """Bootstrap 95% CI of the mean per-graph drop of shortcut accuracy (the same graphs with and
+    without the ablation, so the interval is paired)."""
+    if base.get("per_graph") is None or ablated.get("per_graph") is None:
+        return None
+    return list(mean_ci(base["per_graph"] - ablated["per_graph"], seed))
 
 
 def _check_heads(model, heads) -> None:
@@ -253,7 +264,7 @@ def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, 
     found = drop >= DROP_THRESHOLD
     return {"found": found, "heads": [list(h) for h in chosen] if found else [], "tried": [list(h) for h in chosen],
             "ablation_drop": drop, "shortcut_accuracy_after": stats["shortcut_accuracy"],
-            "forced_accuracy_after": stats["forced_accuracy"], "search": steps}
+            "forced_accuracy_after": stats["forced_accuracy"], "search": steps, "stats": stats}
 
 
 READ_COMPONENTS = ("parent", "child", "separator")  # of the looked-up edge
@@ -288,7 +299,7 @@ def reads_text(reads: dict, roles: dict | None = None, top: int = 3) -> str:
 
 def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1000, seed: int = 0,
                   patterns: dict[str, PatternFn] | None = None, extra_groups: list[list[tuple[int, int]]] = (),
-                  progress: bool = False) -> HeadsResult:
+                  progress: bool = False, ablation_graphs: int = ABLATION_GRAPHS) -> HeadsResult:
     """Find the lookup mechanism by ablation (greedy search; single heads, layers, groups), describe
     it with attention scores on the reference patterns (plus `patterns`, user functions of (batch,
     objective) -> {component: (B, Q, T) bool}) and measure the follow rate. `extra_groups` are
@@ -302,24 +313,31 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     for group in extra_groups:
         _check_heads(model, group)
     scores, mean_z = score_heads(model, objective, batch, {**REFERENCE_PATTERNS, **(patterns or {})}, batch_size, progress)
+    everything = batch
+    batch = batch[:ablation_graphs]  # the ablations: a drop of 0.5 needs no more (the scores above use every graph)
     base = forced_accuracy(model, objective, batch, batch_size)
+    baseline = {k: v for k, v in base.items() if k != "per_graph"}
 
-    ablations = []
+    ablations, raw = [], {}
 
     def ablate(kind, label, heads, pattern=None):
         rows = {}
         for mode in ("zero", "mean"):
             res = forced_accuracy(model, objective, batch, batch_size, _ablation_hooks(heads, mode, mean_z))
-            row = {"kind": kind, "label": label, "pattern": pattern, "heads": [list(h) for h in heads], "mode": mode, **res,
-                   "drop": base["shortcut_accuracy"] - res["shortcut_accuracy"]}
+            row = {"kind": kind, "label": label, "pattern": pattern, "heads": [list(h) for h in heads], "mode": mode,
+                   **{k: v for k, v in res.items() if k != "per_graph"},
+                   "drop": base["shortcut_accuracy"] - res["shortcut_accuracy"], "drop_ci": _drop_ci(base, res, seed)}
             ablations.append(row)
             rows[mode] = row
+            raw[(tuple(map(tuple, heads)), mode)] = res
         return rows
 
     single = {(l, h): ablate("head", f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)}
     layers = {l: ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)]) for l in range(n_layers)}
-    mechanism = _search(model, objective, batch, batch_size, mean_z, base, {k: v["mean"] for k, v in single.items()},
-                        n_layers, n_heads)
+    mechanism = _search(model, objective, batch, batch_size, mean_z, base,
+                        {k: raw[(((k[0], k[1]),), "mean")] for k in single}, n_layers, n_heads)
+    mechanism["ablation_drop_ci"] = _drop_ci(base, mechanism.pop("stats"), seed)
+    mechanism["ablation_graphs"] = len(batch)
     if len(mechanism["heads"]) > 1:
         ablate("group", "search: " + "+".join(f"L{l}H{h}" for l, h in mechanism["heads"]),
                [tuple(h) for h in mechanism["heads"]], "search")
@@ -359,12 +377,12 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
             })
     heads.sort(key=lambda r: -r["edge_lookup_score"])
     follow = None
-    if batch.candidates.shape[1] >= 2 and batch.arms is not None:  # the swap takes a node of another arm
-        follow = measure_follow(model, objective, batch, seed=seed, batch_size=batch_size).to_dict()
+    if everything.candidates.shape[1] >= 2 and everything.arms is not None:  # the swap takes a node of another arm
+        follow = measure_follow(model, objective, everything, seed=seed, batch_size=batch_size).to_dict()
     length = batch.target.shape[1]
     return HeadsResult(
-        objective=objective.name, n_graphs=len(batch), n_layers=n_layers, n_heads=n_heads,
-        query_label_indices=shortcut_indices(length), last_label_index=length - 1, patterns=scores, baseline=base,
+        objective=objective.name, n_graphs=len(everything), n_layers=n_layers, n_heads=n_heads,
+        query_label_indices=shortcut_indices(length), last_label_index=length - 1, patterns=scores, baseline=baseline,
         ablations=ablations, heads=heads, mechanism=mechanism, pattern_groups=pattern_groups, follow=follow,
         thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD, "max_set": MAX_SET},
         verdict=_verdict(mechanism, pattern_groups, base, edge_pattern),
@@ -379,9 +397,12 @@ def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
     if mech["found"]:
         names = ", ".join(f"L{l}H{h}" for l, h in mech["heads"])
         reads = "; ".join(f"{k} reads {reads_text(v, mech['roles'][k])}" for k, v in mech["reads"].items())
+        ci = mech.get("ablation_drop_ci")
+        drop = f"drop {mech['ablation_drop']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"drop {mech['ablation_drop']:.2f}"
         return (f"lookup mechanism {names}: mean-ablating {'it' if len(mech['heads']) == 1 else 'them together'} drops "
                 f"forced accuracy at indices 2..l-2 from {base['shortcut_accuracy']:.3f} to "
-                f"{mech['shortcut_accuracy_after']:.3f} (greedy search over heads); at the shortcut queries {reads}{also}")
+                f"{mech['shortcut_accuracy_after']:.3f} ({drop}, 95% CI over {mech.get('ablation_graphs')} graphs; "
+                f"greedy search over heads); at the shortcut queries {reads}{also}")
     if base["shortcut_accuracy"] < DROP_THRESHOLD:
         return (f"forced accuracy at indices 2..l-2 is only {base['shortcut_accuracy']:.3f}: there is no lookup to break"
                 + also)
