@@ -370,12 +370,12 @@ def n_analyses() -> int:
 def training_curve_figure(rows: list[dict], name: str):
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "held-out accuracy (logged while training)"))
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.22, subplot_titles=("training loss", "held-out accuracy (logged while training)"))
     steps = [r["step"] for r in rows]
     fig.add_scatter(x=steps, y=[r.get("train_loss") for r in rows], mode="lines+markers", name="train loss", row=1, col=1)
-    fig.add_scatter(x=steps, y=[r.get("exact_match") for r in rows], mode="lines+markers", name="exact match", row=1, col=2)
+    fig.add_scatter(x=steps, y=[r.get("exact_match") for r in rows], mode="lines+markers", name="exact match", row=2, col=1)
     fig.add_scatter(x=steps, y=[r.get("decision_accuracy") for r in rows], mode="lines+markers", name="decision accuracy",
-                    row=1, col=2)
+                    row=2, col=1)
     fig.update_xaxes(title_text="training step")
     fig.update_layout(title=f"Training curve of {name} (metrics.jsonl)")
     return fig

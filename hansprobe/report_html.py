@@ -27,6 +27,29 @@ def captions() -> dict[str, str]:
     return out
 
 
+MIN_CELL = 480  # px: no plot is drawn narrower than this (or the whole width of a narrower screen)
+# Measures the drawn page, for the rendering test and for anyone debugging a layout: the narrowest
+# plot, overlaps inside any figure between its plot areas, legend and colorbars, and whether the
+# page is wider than the window (it should scroll only inside the tables).
+LAYOUT_SCRIPT = """<script>
+(function(){
+function box(e){var r=e.getBoundingClientRect();return {l:r.left,t:r.top,r:r.right,b:r.bottom};}
+function hit(a,b){return Math.max(0,Math.min(a.r,b.r)-Math.max(a.l,b.l))*Math.max(0,Math.min(a.b,b.b)-Math.max(a.t,b.t))>4;}
+var divs=document.querySelectorAll('.plotly-graph-div'),minw=1e9,over=[];
+for(var i=0;i<divs.length;i++){var d=divs[i];minw=Math.min(minw,d.getBoundingClientRect().width);
+ var parts=[];d.querySelectorAll('.nsewdrag').forEach(function(e){parts.push(['plot',box(e)]);});
+ d.querySelectorAll('.legend').forEach(function(e){parts.push(['legend',box(e)]);});
+ d.querySelectorAll('.colorbar').forEach(function(e){parts.push(['colorbar',box(e)]);});
+ d.querySelectorAll('.gtitle').forEach(function(e){parts.push(['title',box(e)]);});
+ for(var a=0;a<parts.length;a++)for(var b=a+1;b<parts.length;b++){
+  if(parts[a][0]==='plot'&&parts[b][0]==='plot')continue;
+  if(hit(parts[a][1],parts[b][1]))over.push(d.id+':'+parts[a][0]+'/'+parts[b][0]);}
+ var cell=d.closest('.cell');if(cell){var c=box(cell),f=box(d);if(f.r>c.r+1)over.push(d.id+':wider than its cell');}}
+var h=document.documentElement;h.setAttribute('data-min-plot-width',String(Math.round(divs.length?minw:0)));
+h.setAttribute('data-overlaps',String(over.length));h.setAttribute('data-overlap-list',over.slice(0,10).join(' '));
+h.setAttribute('data-viewport-width',String(window.innerWidth));h.setAttribute('data-page-overflow',String(Math.max(0,document.documentElement.scrollWidth-window.innerWidth)));
+})();
+</script>"""
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:none}
 h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin-top:1.2em}
@@ -34,7 +57,9 @@ table{border-collapse:collapse;margin:0.6em 0}td,th{border:1px solid #ccc;paddin
 th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.3em;display:inline-block}
 .yes{background:#dbeafe;color:#1e3a8a}.no{background:#e5e7eb;color:#374151}.inconclusive{background:#fdf6b2;color:#723b13}
 .na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0;font-weight:normal}.caption{color:#444;font-size:0.92em;max-width:70em}
-.pending{background:#fdf6b2;padding:0.5em;border-radius:0.3em}.row{display:grid;gap:0.8em}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
+.pending{background:#fdf6b2;padding:0.5em;border-radius:0.3em}.row{display:grid;gap:0.8em;grid-template-columns:repeat(auto-fill,minmax(min(100%,480px),1fr))}
+@media (max-width:600px){body{margin:0.4em}h1{font-size:1.2em}}
+table.verdicts td,table.verdicts th{min-width:14em}.figtitle{font-size:0.9em;font-weight:600;padding:0.3em 0.4em 0}.scroll{overflow-x:auto;max-width:100%}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
 .colhead{font-weight:bold;text-align:center}tr.lead th,tr.lead td{border-top:3px solid #1e3a8a;border-bottom:3px solid #1e3a8a}code{background:#f4f4f4;padding:0 0.2em}
 """
 # Lets a headless browser (and a reader) see that every figure drew and that no script failed.
@@ -71,11 +96,31 @@ def _e(x) -> str:
 
 
 def _figure_html(fig, div_id: str) -> str:
+    """One figure laid out for a cell of at least MIN_CELL px: the title as HTML above the plot (it
+    wraps instead of being cut), the legend below the plot area, each colorbar beside its own subplot,
+    the height by the number of stacked subplots."""
+    import plotly.graph_objects as go
     import plotly.io as pio
 
-    fig = fig.update_layout(height=430, margin=dict(l=50, r=20, t=70, b=50), title_font_size=13)
-    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
+    fig = go.Figure(fig)  # a copy: the analysis's figure stays as it was
+    title = fig.layout.title.text or ""
+    rows = len([k for k in fig.layout.to_plotly_json() if k.startswith("yaxis")]) or 1
+    legend = any(getattr(t, "showlegend", None) is not False and getattr(t, "name", None) for t in fig.data)
+    bottom = 60 + (70 if legend else 0)
+    fig.update_layout(title=None, height=330 * rows + bottom, autosize=True, margin=dict(l=55, r=20, t=40, b=bottom),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-58 / (330 * rows - 40), yanchor="top"),
+                      font_size=11)
+    for trace in fig.data:  # a colorbar beside its own subplot, as long as that subplot is high
+        if trace.type in ("heatmap", "contour") and trace.showscale is not False:
+            xa = fig.layout["xaxis" + (trace.xaxis or "x")[1:]]
+            ya = fig.layout["yaxis" + (trace.yaxis or "y")[1:]]
+            (x0, x1), (y0, y1) = xa.domain or (0, 1), ya.domain or (0, 1)
+            trace.colorbar.update(x=min(1.0, x1) + 0.01, xanchor="left", y=(y0 + y1) / 2, yanchor="middle",
+                                  len=y1 - y0, thickness=12)
+            fig.layout.margin.r = 80
+    body = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
+    return (f"<div class='figtitle'>{_e(title)}</div>" if title else "") + body
 
 
 def _verdict_table(doc: dict) -> str:
@@ -130,7 +175,6 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
     names = ", ".join(c["name"] for c in cks)
     s = doc["settings"]
     where = f"graphs from {s['data']}" if s["data"] else f"fresh graphs (seed {s['seed']}, which training never uses)"
-    cols = f"grid-template-columns:repeat({len(cks)},minmax(0,1fr))"
     stamp = f'<meta name="hansprobe-report-json-sha256" content="{json_sha256}">' if json_sha256 else ""
     parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>" + stamp,
              f"<title>hansprobe report: {_e(names)}</title>", f"<style>{STYLE}</style>", STATUS_SCRIPT,
@@ -142,7 +186,7 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
              *([f"<p class='pending'><b>Partial report:</b> {len(doc['pending'])} checkpoint(s) still being measured "
                 f"({_e(', '.join(doc['pending']))}); this page is rewritten as each one finishes.</p>"]
                if doc.get("pending") else []),
-             "<h2>Verdicts</h2>", _verdict_table(doc)]
+             "<h2>Verdicts</h2>", f"<div class='scroll'>{_verdict_table(doc)}</div>"]
     fig_id = 0
     caps = captions()
     for key, heading in sections():
@@ -170,6 +214,7 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
                 else:
                     why = c["analyses"].get(key, {}).get("skipped") or "not drawn for this checkpoint (see its verdict)"
                     cells.append(f"<div class='cell'><div class='colhead'>{_e(c['name'])}</div><p class='skip'>{_e(why)}</p></div>")
-            parts.append(f"<div class='row' style='{cols}'>{''.join(cells)}</div>")
-    parts += ["<h2>Configuration and provenance</h2>", _config_table(doc), DONE_SCRIPT, "</body></html>"]
+            parts.append(f"<div class='row'>{''.join(cells)}</div>")
+    parts += ["<h2>Configuration and provenance</h2>", f"<div class='scroll'>{_config_table(doc)}</div>", DONE_SCRIPT,
+              LAYOUT_SCRIPT, "</body></html>"]
     return "\n".join(parts) + "\n"

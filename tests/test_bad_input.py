@@ -245,7 +245,7 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(tmp_path, capsys,
     # fsyncs: config (file + dir) = 2, at step 3 a metrics row (1) and three files (2 each) = 7, at step 6
     # the metrics row (1); the disk is full from the step-6 resume file on
     _disk_full_after(monkeypatch, 2 + 7 + 1)
-    code, _, err = run([*TRAIN, "--out", str(out)], capsys)
+    code, _, err = run([*TRAIN, "--out", str(out), "--json"], capsys)  # --json: no progress lines beside the error
     assert_one_line(code, err, "the disk is full")
     assert "keeps its last complete checkpoint (step 3)" in err and "--resume" in err
     assert not list(out.glob(".*.tmp"))

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,8 @@ SMALL = ReportSettings(n_graphs=40, patch_pairs=20, batch_size=40)
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     out = {}
-    for objective, extra in (("teacher-forcing", ["--snapshot-at", "3"]), ("reverse", []), ("teacherless", [])):
+    for objective, extra in (("teacher-forcing", ["--snapshot-at", "3"]), ("reverse", []), ("teacherless", []),
+                             ("multi-token", ["--extra-heads", "2"])):  # four: the page is checked with four columns
         assert main([*TRAIN, *extra, "--objective", objective, "--out", str(root / objective)]) == 0
         out[objective] = root / objective
     return out
@@ -347,3 +349,67 @@ def test_report_json_and_docs_agree_on_every_verdict_value(report):
             seen[q] |= keys
     for q in ("lookup", "indecipherable", "decision_computed", "plan_represented"):
         assert seen[q] == documented[q], (q, documented[q] - seen[q])
+
+
+HARNESS = """<!DOCTYPE html><html><body style="margin:0">{frames}
+<script>window.onload=function(){{var fs=document.querySelectorAll('iframe');
+for(var k=0;k<fs.length;k++){{var h=fs[k].contentDocument.documentElement;
+for(var i=0;i<h.attributes.length;i++)if(h.attributes[i].name.indexOf('data-')===0)
+document.documentElement.setAttribute(fs[k].id+'-'+h.attributes[i].name,h.attributes[i].value);}}}};
+</script></body></html>"""
+FRAME = '<iframe id="{id}" src="{src}" style="width:{width}px;height:{height}px;border:0;display:block"></iframe>'
+
+
+def render(pages: dict, tmp_path, artifacts) -> dict:
+    """Every (name, width) -> page, each in an iframe of that width (headless Chromium's own window is
+    at least 500 px wide): one browser run reads every page's layout measurements
+    (report_html.LAYOUT_SCRIPT), then one screenshot per page is taken, in parallel."""
+    flags = [*FLAGS, "--allow-file-access-from-files"]
+    frames = "".join(FRAME.format(id=f"f{i}", src=page.resolve().as_uri(), width=w, height=3000)
+                     for i, ((_, w), page) in enumerate(pages.items()))
+    harness = tmp_path / "harness.html"
+    harness.write_text(HARNESS.format(frames=frames))
+    dom = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'pd'}", "--window-size=1400,3000",
+                          "--virtual-time-budget=20000", "--dump-dom", harness.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=240)
+    head = re.search(r"<html[^>]*>", dom.stdout)
+    assert head, dom.stderr[-2000:]
+    attrs = dict(re.findall(r'(f\d+-data-[a-z-]+)="([^"]*)"', head.group(0)))
+    shots = []
+    for i, ((name, w), page) in enumerate(pages.items()):
+        one = tmp_path / f"shot-{i}.html"
+        one.write_text(HARNESS.format(frames=FRAME.format(id="f", src=page.resolve().as_uri(), width=w, height=2400)))
+        shots.append(subprocess.Popen([CHROMIUM, *flags, f"--user-data-dir={tmp_path / f'ps{i}'}",
+                                       f"--window-size={max(w, 500)},2400", f"--screenshot={artifacts / f'report-{name}-{w}px.png'}",
+                                       one.resolve().as_uri()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for proc in shots:
+        assert proc.wait(timeout=240) == 0
+    return {key: {k.split("-", 1)[1]: v for k, v in attrs.items() if k.startswith(f"f{i}-")}
+            for i, key in enumerate(pages)}
+
+
+def test_the_page_layout_holds_for_1_and_4_checkpoints_on_a_desktop_and_a_phone(runs, report, tmp_path):
+    """No plot narrower than the page's minimum cell (or nearly a phone's whole width), no legend,
+    colorbar or title over a plot area, no sideways scrolling of the page; screenshots are kept in
+    tests/artifacts/."""
+    if CHROMIUM is None:
+        if os.environ.get("HANSPROBE_REQUIRE_CHROMIUM"):
+            pytest.fail("HANSPROBE_REQUIRE_CHROMIUM is set but chromium is not on PATH (.ci/run installs it with apt-get)")
+        pytest.skip("Chromium not installed: `apt-get install chromium` (Debian) to run the rendering test")
+    from hansprobe.report_html import MIN_CELL
+
+    artifacts = Path(__file__).parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    one = tmp_path / "one"
+    write_report(one, [runs["teacher-forcing"]], SMALL)
+    four, _ = report
+    assert len(json.loads((four / "report.json").read_text())["checkpoints"]) == 4
+    pages = {(f"{n}-checkpoints", w): out / "report.html" for n, out in (("1", one), ("4", four)) for w in (1400, 400)}
+    for (name, width), m in render(pages, tmp_path, artifacts).items():
+        where = f"{name} at {width} px: {m}"
+        assert m["data-errors"] == "0" and m["data-figures-drawn"] == m["data-figures"] != "0", where
+        assert int(m["data-viewport-width"]) == width, where
+        assert m["data-overlaps"] == "0", where
+        assert m["data-page-overflow"] == "0", where
+        assert int(m["data-min-plot-width"]) >= min(MIN_CELL, width - 40), where  # a phone: nearly its whole width
+    assert len(list(artifacts.glob("report-*px.png"))) >= 4

@@ -41,13 +41,13 @@ class DynamicsResult(Result):
     def figures(self) -> dict:
         from plotly.subplots import make_subplots
 
-        fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        fig = make_subplots(rows=2, cols=1, vertical_spacing=0.22, subplot_titles=(
             "forced accuracy per label position", "decision token: entropy over candidates / log d"))
         for pos in range(len(self.forced_accuracy[0]) if self.forced_accuracy else 0):
             fig.add_scatter(x=self.steps, y=[row[pos] for row in self.forced_accuracy], mode="lines+markers",
                             name=f"r{pos}", row=1, col=1)
-        fig.add_scatter(x=self.steps, y=self.candidate_entropy_frac, mode="lines+markers", name="H / log d", row=1, col=2)
-        fig.add_scatter(x=self.steps, y=self.decision_accuracy, mode="lines+markers", name="decision accuracy", row=1, col=2)
+        fig.add_scatter(x=self.steps, y=self.candidate_entropy_frac, mode="lines+markers", name="H / log d", row=2, col=1)
+        fig.add_scatter(x=self.steps, y=self.decision_accuracy, mode="lines+markers", name="decision accuracy", row=2, col=1)
         fig.update_xaxes(title_text="training step")
         fig.update_yaxes(range=[0, 1.05])
         fig.update_layout(title=f"Learning order ({self.objective}, {self.n_graphs} fresh graphs per snapshot)")

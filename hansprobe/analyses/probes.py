@@ -78,11 +78,11 @@ class ProbeResult(Result):
         from plotly.subplots import make_subplots
 
         ylab = ["embed" if layer == 0 else f"after L{layer - 1}" for layer in self.layers]
-        fig = make_subplots(rows=1, cols=2, subplot_titles=(f"probe accuracy (chance {self.chance:.2f})", "selectivity (task - control)"))
+        fig = make_subplots(rows=2, cols=1, vertical_spacing=0.22, subplot_titles=(f"probe accuracy (chance {self.chance:.2f})", "selectivity (task - control)"))
         fig.add_heatmap(z=self.accuracy, x=self.position_labels, y=ylab, zmin=0, zmax=1, colorscale="Blues",
-                        texttemplate="%{z:.2f}", row=1, col=1, colorbar=dict(x=0.45))
+                        texttemplate="%{z:.2f}", row=1, col=1)
         fig.add_heatmap(z=self.selectivity, x=self.position_labels, y=ylab, zmid=0, colorscale="RdBu",
-                        texttemplate="%{z:.2f}", row=1, col=2)
+                        texttemplate="%{z:.2f}", row=2, col=1)
         fig.update_layout(title=f"Probe '{self.target}' ({self.objective}, {self.n_graphs} graphs, folds grouped by graph)")
         line = go.Figure()
         for name in ("goal", "="):
