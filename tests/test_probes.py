@@ -152,3 +152,22 @@ def test_measure_probes_reports_both_cells_on_held_out_graphs(trained):
     assert r.best_at_decision["position_label"] == "a0" and r.best_at_decision["layer"] < model.cfg.n_layers
     i, j = r.layers.index(r.best["layer"]), r.positions.index(r.best["position"])
     assert r.best["accuracy"] == r.accuracy[i][j] and r.best["control_shuffle"] == r.control_shuffle[i][j]
+
+
+def test_controls_at_the_best_cells_equal_the_full_grid_there(trained):
+    """The report fits the token control and the untrained model only at the two best cells; there they
+    are the same numbers as the full grid's, and every other cell is left empty."""
+    _, (model, task, obj) = trained
+    b = task.generate(120, 1234)
+    kw = dict(layers=[0, 1], positions=["goal", "=", "a0"], batch_size=60, untrained_model=tiny_model(task), n_splits=3,
+              causal=False)
+    full, best = measure_probes(model, obj, b, **kw), measure_probes(model, obj, b, controls_at="best", **kw)
+    assert best.best == full.best and best.best_at_decision == full.best_at_decision
+    cells = {(c["layer"], c["position"]) for c in (best.best, best.best_at_decision) if c}
+    for li, layer in enumerate(best.layers):
+        for j, pos in enumerate(best.positions):
+            if (layer, pos) in cells:
+                assert best.untrained[li][j] == full.untrained[li][j] and best.control_token[li][j] == full.control_token[li][j]
+            else:
+                assert np.isnan(best.untrained[li][j]) and np.isnan(best.control_token[li][j])  # null in the JSON
+    assert best.accuracy == full.accuracy and best.selectivity == full.selectivity

@@ -131,7 +131,12 @@ def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def measure_probes(model, objective: Objective, batch: Batch, target: str | TargetFn = "goal_arm", layers=None,
                    positions=None, batch_size: int = 500, seed: int = 0, n_splits: int = 5, untrained_model=None,
-                   causal: bool = True, progress: bool = False) -> ProbeResult:
+                   causal: bool = True, progress: bool = False, controls_at: str = "all") -> ProbeResult:
+    """Probe every layer x position cell. controls_at: "all" fits the token control and the untrained
+    model at every cell (the `probe` command's table); "best" only at the two best cells, which is
+    all the report's verdict reads (a third fewer fits; the other cells are null in those grids)."""
+    if controls_at not in ("all", "best"):
+        raise ConfigError(f"controls_at must be 'all' or 'best', got {controls_at!r}")
     if isinstance(target, str):
         if target not in TARGETS:
             raise ConfigError(f"unknown probe target {target!r}; valid targets: {', '.join(TARGETS)}")
@@ -157,6 +162,13 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
         c = (tgt.candidates if cands is None else cands)
         return probe_accuracy(X_all[rows, i, j], y, acts.graph_ids[rows], None if c is None else c[rows], n_splits, seed)
 
+    def controls(i, j, ev_rows):
+        """The token-identity control (Hewitt & Liang) and the untrained model's accuracy at a cell."""
+        y_ctl = _control_labels(tokens[ev_rows, j], n_classes, seed + j)
+        ctl[i, j] = probe_accuracy(acts.acts[ev_rows, i, j], y_ctl, acts.graph_ids[ev_rows], None, n_splits, seed).mean()
+        if base_acts is not None:
+            unt[i, j] = fit(ev_rows, i, j, X_all=base_acts.acts).mean()
+
     shuffles: dict = {}
     for i, j in cells:
         keep = tgt.labels[:, j] >= 0
@@ -170,16 +182,20 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
         ok = fit(ev_rows, i, j)
         acc[i, j] = ok.mean()
         lo[i, j], hi[i, j] = wilson_ci(int(ok.sum()), len(ok))
-        y_ctl = _control_labels(tokens[ev_rows, j], n_classes, seed + j)
-        ctl[i, j] = probe_accuracy(acts.acts[ev_rows, i, j], y_ctl, acts.graph_ids[ev_rows], None, n_splits, seed).mean()
         shf[i, j] = fit(ev_rows, i, j, labels=shuffled, cands=cand_shuffled).mean()
-        if base_acts is not None:
-            unt[i, j] = fit(ev_rows, i, j, X_all=base_acts.acts).mean()
+        if controls_at == "all":
+            controls(i, j, ev_rows)
     sel = acc - shf
     labels_by_pos = {v: k for k, v in position_names(batch).items()}
     pos_labels = [labels_by_pos.get(p, str(p)) for p in acts.positions]
     grids = {"accuracy": acc, "lo": lo, "hi": hi, "shuffle": shf, "untrained": unt, "selectivity": sel}
     before, at_decision = _best_cells(pick, grids, acts, batch, pos_labels, objective, model.cfg.n_layers)
+    if controls_at == "best":  # the token control and the untrained model only where the verdict reads them
+        for cell in (before, at_decision):
+            if cell:
+                i, j = acts.layers.index(cell["layer"]), acts.positions.index(cell["position"])
+                controls(i, j, evaluate[(tgt.labels[:, j] >= 0)[evaluate]])
+        before, at_decision = _best_cells(pick, grids, acts, batch, pos_labels, objective, model.cfg.n_layers)
     res = ProbeResult(
         target=tgt.name, description=tgt.description, objective=objective.name, n_graphs=len(batch), layers=acts.layers,
         positions=acts.positions, position_labels=pos_labels, chance=tgt.chance, accuracy=acc.tolist(),
@@ -221,7 +237,7 @@ def _best_cells(pick, grids: dict, acts: Activations, batch: Batch, pos_labels, 
 register_analysis(AnalysisSpec(
     name="probes", title="Linear probes", order=40,
     measure=lambda ctx: measure_probes(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.probe_target,
-                                       batch_size=min(ctx.batch_size, 500), seed=ctx.seed,
+                                       batch_size=min(ctx.batch_size, 500), seed=ctx.seed, controls_at="best",
                                        untrained_model=ctx.untrained_model() if ctx.untrained_model else None),
     captions={
         'probe_heatmaps': 'Logistic-regression probe accuracy per residual layer x position (folds grouped by graph) and its selectivity over shuffled labels. Look for: selectivity well above 0 before the answer (a plan).',
