@@ -191,6 +191,11 @@ def _plan_cell(probes: dict, best: dict, where_kind: str) -> tuple[bool, str]:
     bar = max(probes["chance"], best["control_shuffle"], untrained if untrained is not None else 0.0)
     ok = best["selectivity"] >= PLAN_SELECTIVITY and lo > bar
     where = "embeddings" if best["layer"] == 0 else f"after block {best['layer'] - 1}"
+    failed = ([f"selectivity {best['selectivity']:+.3f} < {PLAN_SELECTIVITY:+.2f}"] if best["selectivity"] < PLAN_SELECTIVITY else [])
+    if lo <= bar:
+        failed.append(f"the accuracy CI's lower end {lo:.3f} does not clear {bar:.3f} (the highest of chance, shuffled "
+                      "labels and the untrained model)")
+    best["_why"] = "; ".join(failed)
     text = (f"{where_kind} ({where} at '{best['position_label']}', best of {best['cells_searched']} cells on the selection "
             f"half): accuracy {best['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {probes.get('n_eval') or 'the other'} held-out "
             f"graphs, selectivity {best['selectivity']:+.3f} over shuffled labels (needs >= {PLAN_SELECTIVITY:+.2f})"
@@ -207,9 +212,16 @@ def plan_verdict(probes: dict) -> dict:
     cells = [(b, w) for b, w in cells if b]
     if not cells:
         return _verdict("no", f"no probe cell before the answer could be measured ({probes['target']})")
+    cells = [(dict(b), w) for b, w in cells]  # _plan_cell notes why a cell fails; the analysis's dicts stay as they are
     results = [(*_plan_cell(probes, b, w), b, w) for b, w in cells]
     yes = [r for r in results if r[0]]
-    evidence = f"{probes['target']} probe (chance {probes['chance']:.3f}): " + "; ".join(r[1] for r in results)
+    if yes:
+        clause = f"{yes[0][3]}, the probe reads the goal arm beyond every control"
+    else:
+        clause = "no cell clears the bars (" + "; ".join(f"{w}: {b['_why']}" for _, _, b, w in results) + ")"
+    for _, _, b, _ in results:
+        b.pop("_why", None)
+    evidence = f"{clause} — {probes['target']} probe (chance {probes['chance']:.3f}): " + "; ".join(r[1] for r in results)
     if probes.get("constant_target"):
         evidence = (f"the {probes['target']} is the same in every graph of this task (a label cue), so a probe has nothing "
                     f"to decode: {evidence}")
