@@ -64,7 +64,7 @@ def reference(tmp_path_factory):
     return out, args
 
 
-@pytest.mark.parametrize("nth_write", [2, 3, 5, 6])
+@pytest.mark.parametrize("nth_write", [2, 5, 6])  # no resume file yet; replacing one; the weights
 def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_write):
     ref, args = reference
     run = tmp_path / "run"
@@ -87,7 +87,7 @@ def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_wri
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sigkill_at_a_random_moment_then_resume(tmp_path, seed):
     rng = random.Random(seed)
-    args = [*TRAIN, "--steps", "150", "--eval-every", "10", "--checkpoint-every", "10"]
+    args = [*TRAIN, "--steps", "100", "--eval-every", "10", "--checkpoint-every", "10"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main([*args, "--out", str(ref), "--json"]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "hansprobe", *args, "--out", str(run), "--json"], env=ENV,
@@ -105,7 +105,7 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path, seed):
         pytest.skip(f"killed before the first checkpoint (eval rows up to {killed_at}); nothing to resume")
     assert resumed.returncode == 0, resumed.stderr
     assert weights_equal(ref, run)
-    assert eval_steps(run) == list(range(10, 151, 10)), "no duplicated or missing evaluation rows"
+    assert eval_steps(run) == list(range(10, 101, 10)), "no duplicated or missing evaluation rows"
 
 
 def test_same_command_same_bytes_other_seed_other_bytes(tmp_path):
