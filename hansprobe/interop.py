@@ -25,7 +25,7 @@ from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.gpt2_reference import ACTIVATIONS
 from hansprobe.resources import FLOAT, require_memory, transformer_params
 from hansprobe.storage import (
-    CONFIG, MODEL, atomic_write_json, load_safetensors, load_weights, new_config, save_safetensors,
+    CONFIG, MODEL, atomic_write_json, jsonable, load_safetensors, load_weights, new_config, save_safetensors,
 )
 from hansprobe.validation import check_choice, check_float, check_int, check_mapping
 
@@ -382,8 +382,6 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     """Read `src` in format `fmt`, bind it to `task` and `objective`, check that the hooked model's
     logits match an independent forward of the source weights (<= PARITY_TOL), and write a
     hansprobe checkpoint to `out`. Returns its config."""
-    from hansprobe.analyses.base import _jsonable
-
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     src, out = Path(src), Path(out)
@@ -424,5 +422,5 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(out / MODEL, weights, {"hansprobe_imported_from": fmt})
-    atomic_write_json(out / CONFIG, _jsonable(config))
+    atomic_write_json(out / CONFIG, jsonable(config))
     return config

@@ -114,7 +114,7 @@ def _figure_html(fig, div_id: str) -> str:
         if trace.type in ("heatmap", "contour") and trace.showscale is not False:
             xa = fig.layout["xaxis" + (trace.xaxis or "x")[1:]]
             ya = fig.layout["yaxis" + (trace.yaxis or "y")[1:]]
-            (x0, x1), (y0, y1) = xa.domain or (0, 1), ya.domain or (0, 1)
+            (_, x1), (y0, y1) = xa.domain or (0, 1), ya.domain or (0, 1)
             trace.colorbar.update(x=min(1.0, x1) + 0.01, xanchor="left", y=(y0 + y1) / 2, yanchor="middle",
                                   len=y1 - y0, thickness=12)
             fig.layout.margin.r = 80

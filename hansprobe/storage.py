@@ -20,6 +20,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hansprobe.errors import CheckpointError, HansprobeError, OutputError, os_error_line
@@ -189,6 +190,21 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is not a valid safetensors file ({msg}); re-save it or re-train") from None
     return tensors, meta
+
+
+def jsonable(x):
+    """x made JSON-safe: numpy arrays to lists, numpy scalars to Python numbers, NaN and inf to null."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if not np.isfinite(x) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 # --- config and metrics -----------------------------------------------------------------------

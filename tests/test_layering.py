@@ -90,3 +90,34 @@ def test_every_module_imports_on_its_own_in_a_fresh_process():
             "    importlib.import_module(name)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+LAYERS = [  # lowest first (docs/api.md); a module may import only from its own layer or below
+    ["hansprobe.errors", "hansprobe.validation", "hansprobe.resources"],
+    ["hansprobe.tasks"],
+    ["hansprobe.objectives", "hansprobe.model", "hansprobe.multitoken"],
+    ["hansprobe.storage"],
+    ["hansprobe.gpt2_reference", "hansprobe.interop"],
+    ["hansprobe.checkpoint"],
+    ["hansprobe.train"],
+    ["hansprobe.analyses"],
+    ["hansprobe.report", "hansprobe.report_html"],
+    ["hansprobe.cli", "hansprobe.__main__", "hansprobe"],
+]
+
+
+def rank(module: str) -> int:
+    best = None
+    for i, layer in enumerate(LAYERS):
+        for prefix in layer:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (i, len(prefix))
+    assert best is not None, f"{module} is in no layer: add it to LAYERS (and docs/api.md)"
+    return best[0]
+
+
+def test_no_module_imports_one_from_a_layer_above_it():
+    upward = [(a, b) for a, deps in import_graph().items() for b in deps
+              if b != "hansprobe" and rank(b) > rank(a)]
+    assert upward == []

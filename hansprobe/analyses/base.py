@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from hansprobe.storage import jsonable
+
 
 def chunks(batch, size: int, desc: str, progress: bool = False):
     """Consecutive sub-batches for batched forward passes, with a progress bar when asked."""
@@ -63,18 +65,7 @@ def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[flo
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+_jsonable = jsonable  # the analyses' name for it; defined below them, in storage
 
 
 @dataclass
