@@ -222,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: convert the pickled state dict to a safetensors file once, and stop")
     p.add_argument("--json", action="store_true", help="print the new checkpoint's config as JSON")
 
+    p = sub.add_parser("sweep", help="a grid of training runs from a TOML spec: run here, or emit Slurm scripts; gather a table")
+    p.add_argument("spec", type=Path, help="the sweep spec (docs/sweeps.md)")
+    p.add_argument("--out", type=Path, required=True, help="sweep directory (runs/ inside; finished runs are skipped)")
+    p.add_argument("--jobs", type=_positive(), default=1, help="runs at a time here (default 1)")
+    p.add_argument("--emit", choices=["slurm"], default=None, help="write launch scripts and a Slurm array script; run nothing")
+    p.add_argument("--gather", action="store_true", help="only gather the finished runs into sweep.csv/json/html")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
     p.add_argument("-n", "--n-graphs", type=_positive(), default=1000)
@@ -573,6 +581,34 @@ def cmd_analyse(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from hansprobe.sweep import emit_slurm, expand, gather, load_spec, run_local
+
+    spec = load_spec(args.spec)
+    if args.out.exists() and not args.out.is_dir():
+        raise HansprobeError(f"--out {args.out} is a file; give a directory for the sweep")
+    if args.emit == "slurm":
+        slurm = emit_slurm(spec, args.out, args.spec)
+        print(f"wrote {len(expand(spec))} launch scripts in {args.out / 'launch'} and {slurm}; submit with "
+              f"`cd {args.out} && sbatch sweep.slurm`, then `hansprobe sweep {args.spec} --out {args.out} --gather`")
+        return 0
+    if not args.gather:
+        quiet = args.json
+        run_local(spec, args.out, args.jobs, log=(lambda line: None) if quiet else
+                  (lambda line: print(line, file=sys.stderr, flush=True)))
+    rows = gather(spec, args.out)
+    if args.json:
+        print(json.dumps(rows, sort_keys=True))
+        return 0
+    for r in rows:
+        acc = (f"decision accuracy {_fmt_ci(r['decision_accuracy'], r['decision_accuracy_ci'])}, exact match "
+               f"{_fmt_ci(r['exact_match'], r['exact_match_ci'])}" if "decision_accuracy" in r else "")
+        print(f"{r['run']}: {r['status']} {acc}")
+    print(f"wrote {args.out / 'sweep.csv'}, sweep.json and sweep.html; `hansprobe report {args.out / 'runs'} --out ...` "
+          "measures every run")
+    return 0
+
+
 def cmd_import(args) -> int:
     from hansprobe.errors import ConfigError
     from hansprobe.interop import import_model, read_state_dict, save_state_dict_safetensors
@@ -604,6 +640,7 @@ def cmd_import(args) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
             "probe": cmd_probe, "patch": cmd_patch, "report": cmd_report, "import": cmd_import, "analyse": cmd_analyse,
+            "sweep": cmd_sweep,
             "data": cmd_data}
 
 

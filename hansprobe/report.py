@@ -425,6 +425,8 @@ def expand_checkpoint_dirs(paths: list[str | Path]) -> list[Path]:
     directories (e.g. checkpoints/controls/) stands for those, sorted by name."""
     out = []
     for p in map(Path, paths):
+        if p.is_dir() and (p / "sweep.json").is_file() and (p / "runs").is_dir():  # a sweep directory: its runs
+            p = p / "runs"
         inner = sorted(c for c in p.iterdir() if (c / "config.json").is_file()) if p.is_dir() and not (p / "config.json").exists() else []
         out += inner or [p]
     if not out:
