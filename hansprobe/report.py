@@ -8,6 +8,7 @@ The report only composes the analyses; each verdict rule below restates an analy
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,7 +72,13 @@ class CheckpointReport:
         return _jsonable(d)
 
 
-def _ci(v, ci, digits=3) -> str:
+def _ci(v, ci, digits=None) -> str:
+    """`v [lo, hi]` with as many decimals as the interval supports: the last printed digit one order
+    of magnitude below its half-width (2 to 4 decimals; 3 for a degenerate interval). report.json
+    keeps full precision."""
+    if digits is None:
+        half = (ci[1] - ci[0]) / 2 if None not in ci else 0.0
+        digits = 3 if not half > 0 else max(2, min(4, 1 - math.floor(math.log10(half))))
     return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
