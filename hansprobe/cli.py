@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-graphs", type=_positive(), default=1000)
     t.add_argument("--checkpoint-every", type=_positive(), default=250)
     t.add_argument("--snapshot-at", type=_steps_list, default=[], help="comma-separated steps whose weights are kept in snapshots/")
+    t.add_argument("--data-shards", type=_positive(), default=1, metavar="K",
+                   help="draw each step's graphs as K shards of --batch-size (what K data-parallel ranks draw: under "
+                        "torchrun --nproc_per_node K it is K; one process with K trains on the same graphs)")
     t.add_argument("--structured-samples", type=_positive(), default=1, metavar="K",
                    help="each batch holds batch-size/K graphs, each K times with K different goals (default 1: off)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
@@ -269,11 +272,15 @@ def cmd_train(args) -> int:
                                 warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
                                 grad_clip=args.grad_clip, eval_every=args.eval_every, eval_graphs=args.eval_graphs,
                                 checkpoint_every=args.checkpoint_every, snapshot_at=args.snapshot_at,
-                                structured_samples=args.structured_samples)
+                                structured_samples=args.structured_samples, data_shards=args.data_shards)
         options = {k: v for k, v in (("p", args.teacherless_p), ("k", args.extra_heads)) if v is not None}
         objective = get_objective(args.objective, options)
         cfg = train(args.out, task, objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
                     overwrite=args.overwrite, progress=_train_progress(args))
+    from hansprobe.distributed import world
+
+    if world()[0] != 0:  # under torchrun only rank 0 speaks
+        return 0
     if args.json:
         print(json.dumps(cfg, sort_keys=True))
     else:

@@ -12,6 +12,7 @@ import math
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hansprobe.checkpoint import (
     MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
     read_config, read_metrics, remove_stale_temporaries, run_lock, save_model, save_resume, truncate_metrics,
 )
+from hansprobe import distributed
 from hansprobe.errors import CheckpointError, ConfigError, OutputError, os_error_line
 from hansprobe.model import ModelConfig, resolve_device
 from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads, extra_loss, forward_with_resid
@@ -40,7 +42,10 @@ class TrainConfig:
     number of held-out graphs (their own seed).  checkpoint_every: resume-file interval.
     snapshot_at: steps whose weights are kept in snapshots/ (for training dynamics).
     structured_samples: K > 1 fills each batch with batch_size / K graphs, each K times in a row
-    with K different goals (the task's `goal_variants`), as the follow-up literature reports helps."""
+    with K different goals (the task's `goal_variants`), as the follow-up literature reports helps.
+    data_shards: the step's graphs come in this many shards of batch_size, each from its own seed;
+    under `torchrun --nproc_per_node K` it is K and rank r trains on shard r (the global batch is
+    K x batch_size), and one process with data_shards K trains on exactly the same graphs."""
 
     steps: int = 3000
     batch_size: int = 256
@@ -55,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     snapshot_at: list[int] = field(default_factory=list)
     structured_samples: int = 1
+    data_shards: int = 1
 
     def __post_init__(self):
         # Checked here, not only in the CLI: a resumed run reads these from config.json.
@@ -78,6 +84,7 @@ class TrainConfig:
         for s in self.snapshot_at:
             check_int("snapshot-at", s, 1)
         check_int("structured-samples", self.structured_samples, 1)
+        check_int("data-shards", self.data_shards, 1)
         if self.batch_size % self.structured_samples:
             raise ConfigError(f"batch-size {self.batch_size} must be a multiple of structured-samples {self.structured_samples}")
         self.betas = tuple(self.betas)
@@ -149,16 +156,22 @@ def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, l
     return loss.detach()
 
 
-def training_batch(task: Task, cfg: TrainConfig, seed: int, step: int):
+def training_batch(task: Task, cfg: TrainConfig, seed: int, step: int, shard: int | None = None):
     """The graphs of training step `step`: fresh ones from (seed, step); with structured samples,
-    batch_size / K graphs each K times with K different goals."""
+    batch_size / K graphs each K times with K different goals. With data shards, shard `shard` (a
+    data-parallel rank's part) or, for None, all shards one after another."""
+    if cfg.data_shards > 1 and shard is None:
+        from hansprobe.tasks import Batch
+
+        return Batch.cat([training_batch(task, cfg, seed, step, s) for s in range(cfg.data_shards)])
+    stream = (TRAIN_STREAM, step) if cfg.data_shards == 1 else (TRAIN_STREAM, step, shard)  # 1 shard: as always
     k = cfg.structured_samples
-    batch = task.generate(cfg.batch_size // k, derived_seed(seed, TRAIN_STREAM, step))
+    batch = task.generate(cfg.batch_size // k, derived_seed(seed, *stream))
     if k == 1:
         return batch
     if not hasattr(task, "goal_variants"):
         raise ConfigError(f"--structured-samples needs a task with goal variants; {task.describe()} has none")
-    return task.goal_variants(batch, k, derived_seed(seed, GOALS_STREAM, step))
+    return task.goal_variants(batch, k, derived_seed(seed, GOALS_STREAM, *stream[1:]))
 
 
 def _progress(total: int, initial: int, enabled: bool | None):
@@ -183,15 +196,21 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
     evaluate(model, objective, batch) -> dict of JSON numbers: the metrics of each evaluation row on
     the held-out graphs; default `objective.evaluate` (exact match, decision and per-position
     accuracy). The trainer imports no analysis: a caller passes one here if it wants more."""
-    with run_lock(out):
-        return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps,
-                      evaluate)
+    rank, size, _ = distributed.world()
+    try:
+        with run_lock(out) if rank == 0 else nullcontext():  # under torchrun, rank 0 is the only writer
+            return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite,
+                          progress if rank == 0 else False, steps, evaluate)
+    finally:
+        distributed.stop()
 
 
 def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps, evaluate) -> dict:
     run_dir = Path(out)
-    dev = resolve_device(device)
+    dev = distributed.start(resolve_device(device))
+    rank, size, _ = distributed.world()
     if resume:
+        distributed.barrier()  # every rank reads the same files; none is written yet
         if not (run_dir / RESUME).is_file():
             raise CheckpointError(f"nothing to resume: {run_dir / RESUME} does not exist; train without --resume")
         config = read_config(run_dir)
@@ -202,6 +221,10 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         if steps is not None:
             stored["steps"] = steps
         train_cfg = TrainConfig.from_dict(stored)
+        if size > 1 and train_cfg.data_shards != size:
+            raise ConfigError(f"this run was trained with {train_cfg.data_shards} data shard(s); resume it with "
+                              f"torchrun --nproc_per_node {train_cfg.data_shards}" if train_cfg.data_shards > 1 else
+                              "this run was trained in one process; resume it without torchrun")
         config["train"] = asdict(train_cfg)
         model, task = model_from_config(config, dev)
         objective = objective_from_config(config)
@@ -213,6 +236,10 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         model_cfg = model_cfg or ModelConfig()
         train_cfg = train_cfg or TrainConfig()
         check_seed("seed", seed)
+        if size > 1:  # K ranks: K shards of --batch-size each
+            if train_cfg.data_shards not in (1, size):
+                raise ConfigError(f"--data-shards {train_cfg.data_shards} under torchrun with {size} processes; drop it")
+            train_cfg = TrainConfig.from_dict({**asdict(train_cfg), "data_shards": size})
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"--out {run_dir} is a file; give a directory for the checkpoint")
         if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
@@ -222,14 +249,15 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         # Everything that can be refused (sizes, memory) is checked before the directory is touched,
         # so a refused run leaves no config-only stub that would block the corrected rerun.
         _check_training_memory(model_cfg, task, train_cfg, dev)
-        model, _ = model_from_config(config, dev)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            shutil.rmtree(run_dir)
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(os_error_line(e, run_dir, "create")) from None
-        atomic_write_json(run_dir / "config.json", config)
+        model, _ = model_from_config(config, dev)  # the same seed on every rank: the same initial weights
+        if rank == 0:
+            if run_dir.exists() and any(run_dir.iterdir()):
+                shutil.rmtree(run_dir)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise OutputError(os_error_line(e, run_dir, "create")) from None
+            atomic_write_json(run_dir / "config.json", config)
 
     try:
         return _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate)
@@ -258,19 +286,28 @@ def _check_training_memory(model_cfg: ModelConfig, task: Task, train_cfg: "Train
 
 def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate) -> dict:
     model.train()
+    rank, size, _ = distributed.world()
+    writer = rank == 0  # under torchrun only rank 0 evaluates and writes
     heads = None
+    if objective.extra_heads and size > 1:
+        raise ConfigError("multi-token training under torchrun is not supported yet: its extra heads are outside the "
+                          "data-parallel model; train it in one process")
     if objective.extra_heads:
         heads = ExtraHeads(objective.extra_heads, model.cfg.d_model, task.d_vocab, derived_seed(seed, HEADS_STREAM)).to(dev)
     opt = make_optimizer(model, train_cfg, heads)
     step, loss_sum, loss_n = 0, 0.0, 0
     if resume:
-        remove_stale_temporaries(run_dir)
+        if writer:
+            remove_stale_temporaries(run_dir)
         step, extra = load_resume(run_dir, model, opt, heads)
-        truncate_metrics(run_dir, step)
+        distributed.barrier()  # every rank has read the resume file before rank 0 rewrites anything
+        if writer:
+            truncate_metrics(run_dir, step)
         loss_sum, loss_n = float(extra.get("loss_sum", 0.0)), int(extra.get("loss_n", 0))
     eval_batch = task.generate(train_cfg.eval_graphs, derived_seed(seed, EVAL_STREAM))
-    if train_cfg.snapshot_at:
+    if train_cfg.snapshot_at and writer:
         (run_dir / "snapshots").mkdir(exist_ok=True)
+    trained = distributed.wrap(model)  # DistributedDataParallel under torchrun: the gradients are averaged
 
     kept = read_metrics(run_dir) if resume else []
     t0 = time.perf_counter() - (kept[-1].get("elapsed_s", 0.0) if kept else 0.0)  # elapsed_s goes on across resumes
@@ -281,12 +318,12 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
         print(f"train: {run_dir}: steps {step + 1}..{train_cfg.steps} of {task.describe()}, {objective.name}; a line "
               f"every {train_cfg.eval_every} steps", file=sys.stderr, flush=True)
     while step < train_cfg.steps:
-        batch = training_batch(task, train_cfg, seed, step).to(dev)
+        batch = training_batch(task, train_cfg, seed, step, rank if size > 1 else None).to(dev)
         masks = None
         if objective.name == "partial-teacherless":
             masks = torch.Generator().manual_seed(derived_seed(seed, MASK_STREAM, step))
         try:
-            loss = train_step(model, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks, heads)
+            loss = train_step(trained, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks, heads)
         except NonFiniteLoss as e:
             bar.close()
             last = _last_step(run_dir)
@@ -298,6 +335,8 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
 
+        if not writer:
+            continue
         if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
             model.eval()
             metrics = evaluate(model, objective, eval_batch) if evaluate else objective.evaluate(model, eval_batch)
