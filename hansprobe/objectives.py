@@ -107,6 +107,7 @@ class Objective:
 
     def loss(self, logits: Float[Tensor, "B T V"], batch: Batch) -> Tensor:
         """Cross-entropy on the l target positions only."""
+        logits = getattr(logits, "logits", logits)  # a module that returns an output object (the bridge's own)
         scored = logits[:, self.label_slice(batch)].float()  # (B, L, V)
         return F.cross_entropy(scored.reshape(-1, scored.shape[-1]), self.labels(batch).reshape(-1))
 

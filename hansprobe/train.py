@@ -307,7 +307,11 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     eval_batch = task.generate(train_cfg.eval_graphs, derived_seed(seed, EVAL_STREAM))
     if train_cfg.snapshot_at and writer:
         (run_dir / "snapshots").mkdir(exist_ok=True)
-    trained = distributed.wrap(model)  # DistributedDataParallel under torchrun: the gradients are averaged
+    # The training forward runs on the bridge's own unhooked module (the same parameter tensors, the same
+    # logits: max |diff| 0 in a check) to skip the hook machinery on every step; the multi-token heads
+    # read a hook, so they keep the bridge. DistributedDataParallel under torchrun averages the gradients.
+    net = model if heads is not None else getattr(model, "original_model", model)
+    trained = distributed.wrap(net)
 
     kept = read_metrics(run_dir) if resume else []
     t0 = time.perf_counter() - (kept[-1].get("elapsed_s", 0.0) if kept else 0.0)  # elapsed_s goes on across resumes
