@@ -310,15 +310,23 @@ def _train_progress(args):
     return False if args.json else True if sys.stderr.isatty() else "lines"
 
 
-def _progress(args) -> bool:
-    """Progress bars only for a person at a terminal, never under --json."""
-    return not args.json and sys.stderr.isatty()
+def _progress(args) -> bool | str:
+    """A bar for a person at a terminal, one plain line per step in a log file, nothing under --json."""
+    return False if args.json else True if sys.stderr.isatty() else "lines"
 
 
 def _checkpoint_and_graphs(args):
     """What every analysis command starts from: the checkpoint and the graphs to measure on."""
     from hansprobe.checkpoint import load_checkpoint
 
+    out = getattr(args, "out", None)
+    if out is not None and args.command in ("probe", "patch"):  # before minutes of measuring, not after
+        from hansprobe.errors import OutputError
+
+        if out.is_dir():
+            raise OutputError(f"cannot write {out}: it is a directory; give a file path")
+        if not out.parent.is_dir():
+            raise OutputError(f"cannot write {out}: its directory does not exist; create it first or choose another path")
     ck = load_checkpoint(args.checkpoint, device=args.device)
     batch, source = load_graphs(args, ck.task)
     return ck, batch, {"checkpoint": str(args.checkpoint), **source}
@@ -547,7 +555,7 @@ def cmd_report(args) -> int:
                 print(_wrap("  note: ", note))
             sys.stdout.flush()
 
-    doc = write_report(args.out, args.checkpoints, settings, progress=False if args.json else _progress(args) or "lines",
+    doc = write_report(args.out, args.checkpoints, settings, progress=_progress(args),
                        on_checkpoint=None if args.json else show)
     if args.json:
         print(json.dumps(doc, sort_keys=True))

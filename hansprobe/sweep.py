@@ -237,7 +237,6 @@ def gather(spec: dict, out: Path) -> list[dict]:
 def figure(rows: list[dict]):
     """Exact match and decision accuracy per objective, one panel per task, one point per seed and
     model with its 95% CI."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))

@@ -166,3 +166,11 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("hansprobe 0.")
+
+
+def test_analysis_commands_log_plain_progress_lines_when_stderr_is_not_a_terminal(ckpt, capsys):
+    assert main(["eval", str(ckpt), "-n", "40", "--batch-size", "20"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in err] == ["behaviour: 1/2 batches", "behaviour: 2/2 batches"]
+    assert main(["eval", str(ckpt), "-n", "40", "--batch-size", "20", "--json"]) == 0
+    assert capsys.readouterr().err == ""

@@ -12,14 +12,32 @@ from scipy import stats
 from hansprobe.storage import jsonable
 
 
-def chunks(batch, size: int, desc: str, progress: bool = False):
-    """Consecutive sub-batches for batched forward passes, with a progress bar when asked."""
-    parts = batch.split(size)
+def progress_iter(items, total: int, desc: str, progress: bool | str = False, unit: str = "batch"):
+    """`items` with progress: True a tqdm bar (a terminal), "lines" one plain line per item on stderr
+    with the elapsed time and an estimate of what is left (a log file), False nothing."""
     if not progress:
-        return parts
-    from tqdm.auto import tqdm
+        return items
+    if progress != "lines":
+        from tqdm.auto import tqdm
 
-    return tqdm(parts, total=-(-len(batch) // size), desc=desc, unit="batch", leave=False)
+        return tqdm(items, total=total, desc=desc, unit=unit, leave=False)
+
+    def lines():
+        import sys
+        import time
+
+        t0 = time.perf_counter()
+        for i, item in enumerate(items, 1):
+            yield item
+            elapsed = time.perf_counter() - t0
+            print(f"{desc}: {i}/{total} {unit}{'es' if unit.endswith('ch') else 's'} ({elapsed:.0f} s elapsed, "
+                  f"~{elapsed / i * (total - i):.0f} s left)", file=sys.stderr, flush=True)
+    return lines()
+
+
+def chunks(batch, size: int, desc: str, progress: bool | str = False):
+    """Consecutive sub-batches for batched forward passes, with progress when asked (progress_iter)."""
+    return progress_iter(batch.split(size), -(-len(batch) // size), desc, progress)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from hansprobe.analyses.base import Result
+from hansprobe.analyses.base import Result, progress_iter
 from hansprobe.analyses.entropy import entropy_from_logprobs
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.checkpoint import MODEL, load_safetensors, load_weights, model_from_config, read_config, read_metrics
@@ -78,10 +78,7 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
     if not points:
         raise CheckpointError(f"{run_dir} has no snapshots/ and no {MODEL}; train with --snapshot-at STEPS to record dynamics")
     steps, forced, dec_acc, ent, info = [], [], [], [], []
-    if progress:
-        from tqdm.auto import tqdm
-
-        points = tqdm(points, desc="snapshots", unit="snapshot", leave=False)
+    points = progress_iter(points, len(points), "dynamics", progress, unit="snapshot")
     for step, path in points:
         tensors, _ = load_safetensors(path)
         load_weights(model, tensors, path)

@@ -183,7 +183,7 @@ def measure_patching(model, objective: Objective, batch: Batch, sweeps=("resid",
     for d in directions:
         if d not in ("sufficiency", "necessity"):
             raise ConfigError(f"unknown direction {d!r}; use sufficiency, necessity or both")
-    with _library_bars(tlp, progress):
+    with _library_bars(tlp, progress is True):  # its own tqdm bars: at a terminal only
         return _measure(tlp, model, objective, batch, sweeps, directions, seed)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from hansprobe.analyses.activations import Activations, collect_residuals, position_names
-from hansprobe.analyses.base import Result, wilson_ci
+from hansprobe.analyses.base import Result, progress_iter, wilson_ci
 from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn, make_probe
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.analyses.steering import SteeringResult, steer_along_probe
@@ -151,10 +151,7 @@ def measure_probes(model, objective: Objective, batch: Batch, target: str | Targ
     select, evaluate = split_halves(len(batch), seed)
     n_classes = max(2, batch.candidates.shape[1]) if tgt.candidates is not None else max(2, int(np.unique(tgt.labels[tgt.labels >= 0]).size))
     cells = [(i, j) for j in range(n_p) for i in range(n_l)]
-    if progress:
-        from tqdm.auto import tqdm
-
-        cells = tqdm(cells, desc="probes", unit="cell", leave=False)
+    cells = progress_iter(cells, len(cells), "probes", progress, unit="cell")
 
     def fit(rows, i, j, X_all=None, labels=None, cands=None):
         X_all = acts.acts if X_all is None else X_all
