@@ -250,7 +250,7 @@ def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None) 
     later tokens were learned and r_1 never). no as soon as one part says no (naming it)."""
     if objective_name.startswith("reverse"):
         return _verdict("not applicable", "reversed targets make no decision before the answer (the goal is copied first)")
-    if objective_name.endswith("teacherless"):
+    if objective_name in ("teacherless", "reverse-teacherless"):  # partial-teacherless trains on the true prefix too
         return _verdict("not applicable", "teacherless inputs hold no previous answer token: the Clever-Hans failure is a "
                         "failure of teacher-forced training")
     lk, ind, dec = (verdicts[k]["answer"] for k in ("lookup", "indecipherable", "decision_computed"))

@@ -285,3 +285,14 @@ def test_the_causal_search_finds_a_lookup_that_the_attention_gate_missed():
     assert m["found"] and m["ablation_drop"] >= DROP_THRESHOLD and len(m["heads"]) <= 3
     behaviour = {"forced_accuracy": r.baseline["forced_accuracy"], "forced_accuracy_ci": [[0, 1]] * 5}
     assert lookup_verdict(obj.name, behaviour, r.to_dict())["answer"] == "yes"
+
+
+def test_partial_teacherless_is_not_taken_for_teacherless_by_the_failure_verdict():
+    """Its inputs hold the true prefix half of the time (and always in evaluation), so the failure can
+    occur: the verdict weighs the parts instead of answering "not applicable" by name (found in the
+    objectives study)."""
+    from hansprobe.report import failure_verdict
+
+    parts = {"lookup": {"answer": "yes"}, "indecipherable": {"answer": "yes"}, "decision_computed": {"answer": "no"}}
+    assert failure_verdict("partial-teacherless", parts, None)["answer"] == "yes"
+    assert failure_verdict("teacherless", parts, None)["answer"] == "not applicable"
