@@ -370,7 +370,7 @@ def cmd_entropy(args) -> int:
     from hansprobe.analyses import measure_entropy
 
     ck, batch, source = _checkpoint_and_graphs(args)
-    res = measure_entropy(ck.model, ck.objective, batch, batch_size=args.batch_size, progress=_progress(args))
+    res = measure_entropy(ck.model, ck.objective, batch, batch_size=args.batch_size, seed=args.seed, progress=_progress(args))
     _finish_json(args, source, res.summary())
     if args.json:
         return 0
@@ -427,7 +427,7 @@ def cmd_heads(args) -> int:
         if any(len(h) != 2 for h in group):
             raise HansprobeError(f"--ablate takes layer.head pairs like 1.0,1.2; got {group}")
     ck, batch, source = _checkpoint_and_graphs(args)
-    res = measure_heads(ck.model, ck.objective, batch, batch_size=args.batch_size, extra_groups=args.ablate,
+    res = measure_heads(ck.model, ck.objective, batch, batch_size=args.batch_size, extra_groups=args.ablate, seed=args.seed,
                         progress=_progress(args))
     f = res.follow or {}
     follow = {k: f.get(k) for k in ("follow_rate", "follow_rate_ci", "follow_rate_by_position", "follow_rate_last")}
