@@ -12,6 +12,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from hansprobe.errors import TaskError
+
 
 @runtime_checkable
 class Task(Protocol):
@@ -128,6 +130,17 @@ class EdgeListTokens:
     @property
     def dummy(self) -> int:
         return self.n_nodes + 3
+
+    def _generator(self, n: int, seed: int) -> torch.Generator:
+        """The checks every `generate` starts with, then its seeded CPU generator (the same graphs on
+        every machine)."""
+        from hansprobe.resources import require_memory
+
+        if n < 1:
+            raise TaskError(f"number of graphs must be at least 1, got {n}")
+        require_memory(n * self.bytes_per_graph, f"{n:,} graphs of {self.describe()}",
+                       "ask for fewer graphs (-n, --batch-size, --eval-graphs) or a smaller task")
+        return torch.Generator().manual_seed(int(seed))
 
     @property
     def start_pos(self) -> int:

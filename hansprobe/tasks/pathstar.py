@@ -12,7 +12,6 @@ from jaxtyping import Int
 from torch import Tensor
 
 from hansprobe.errors import TaskError
-from hansprobe.resources import require_memory
 from hansprobe.tasks.base import Batch, EdgeListTokens
 from hansprobe.tasks.ntf_format import format_ntf_lines, read_ntf
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
@@ -139,11 +138,7 @@ class PathStar(EdgeListTokens):
     # --- generation ---------------------------------------------------------------------------
     def generate(self, n: int, seed: int) -> Batch:
         """`n` fresh graphs; the same seed gives the same graphs on every machine (CPU generator)."""
-        if n < 1:
-            raise TaskError(f"number of graphs must be at least 1, got {n}")
-        require_memory(n * self.bytes_per_graph, f"{n:,} graphs of {self.describe()}",
-                       "ask for fewer graphs (-n, --batch-size, --eval-graphs) or a smaller task")
-        g = torch.Generator().manual_seed(int(seed))
+        g = self._generator(n, seed)
         d, l = self.degree, self.path_len
         n_used = 1 + d * (l - 1)
         # A random permutation per row, cut to the labels used: distinct labels by construction.

@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from hansprobe.errors import TaskError
-from hansprobe.resources import require_memory
 from hansprobe.tasks.base import Batch, EdgeListTokens
 from hansprobe.tasks.ntf_format import format_ntf_lines
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
@@ -130,11 +129,7 @@ class Tree(EdgeListTokens):
     # --- generation -------------------------------------------------------------------------------
     def generate(self, n: int, seed: int) -> Batch:
         """`n` fresh trees; the same seed gives the same trees on every machine (CPU generator)."""
-        if n < 1:
-            raise TaskError(f"number of graphs must be at least 1, got {n}")
-        require_memory(n * self.bytes_per_graph, f"{n:,} graphs of {self.describe()}",
-                       "ask for fewer graphs (-n, --batch-size, --eval-graphs) or a smaller task")
-        g = torch.Generator().manual_seed(int(seed))
+        g = self._generator(n, seed)
         m, b = self.tree_nodes, self.branching
         labels = torch.rand(n, self.n_nodes, generator=g).argsort(dim=1)[:, :m]  # (B, M): label of heap slot j
         slots = torch.arange(1, m)
