@@ -207,3 +207,15 @@ class RuleModel(torch.nn.Module):
         pos = self.task.prefix_len - 1 + self.objective.decision_index(self.task.target_len)
         out[:, pos] = row
         return out.log_softmax(-1)
+
+
+def run_cli(argv, capsys):
+    """`hansprobe ARGV` in-process: (exit code, stdout, stderr); argparse's exits count as codes."""
+    from hansprobe.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

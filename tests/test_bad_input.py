@@ -14,6 +14,8 @@ from hansprobe.checkpoint import load_checkpoint, read_metrics
 from hansprobe.cli import main
 from hansprobe.errors import CheckpointError
 
+from helpers import run_cli
+
 TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
 TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6",
          "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "32", "--checkpoint-every", "3"]
@@ -26,13 +28,7 @@ def ckpt(tmp_path_factory):
     return out
 
 
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli  # tests/helpers.py
 
 
 def assert_one_line(code, err, needle):

@@ -7,7 +7,7 @@ import pytest
 from hansprobe.cli import main
 from hansprobe.tasks import PathStar, read_ntf
 
-from helpers import shared_ntf
+from helpers import shared_ntf, run_cli
 
 TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
 TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6",
@@ -21,13 +21,7 @@ def ckpt(tmp_path_factory):
     return out
 
 
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli  # tests/helpers.py
 
 
 def test_train_json_prints_the_config(ckpt, capsys, tmp_path):
