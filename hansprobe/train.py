@@ -25,6 +25,7 @@ from hansprobe.checkpoint import (
 )
 from hansprobe import distributed
 from hansprobe.errors import CheckpointError, ConfigError, OutputError, os_error_line
+from hansprobe.fused import FusedGPT, training_view
 from hansprobe.model import ModelConfig, resolve_device
 from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads, extra_loss, forward_with_resid
 from hansprobe.objectives import Objective, autocast, get_objective, objective_from_config
@@ -142,7 +143,7 @@ def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, l
         if heads is None:
             logits = model(x)  # (B, T, V)
         else:
-            logits, resid = forward_with_resid(model, x)
+            logits, resid = model(x, return_resid=True) if isinstance(model, FusedGPT) else forward_with_resid(model, x)
     loss = objective.loss(logits, batch)
     if heads is not None:
         loss = loss + extra_loss(heads, resid, objective.labels(batch), objective.label_slice(batch).start)
@@ -307,10 +308,10 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     eval_batch = task.generate(train_cfg.eval_graphs, derived_seed(seed, EVAL_STREAM))
     if train_cfg.snapshot_at and writer:
         (run_dir / "snapshots").mkdir(exist_ok=True)
-    # The training forward runs on the bridge's own unhooked module (the same parameter tensors, the same
-    # logits: max |diff| 0 in a check) to skip the hook machinery on every step; the multi-token heads
-    # read a hook, so they keep the bridge. DistributedDataParallel under torchrun averages the gradients.
-    net = model if heads is not None else getattr(model, "original_model", model)
+    # The training forward runs fused torch ops over the bridge's own parameter tensors (hansprobe/fused.py:
+    # the same function, no hook machinery on every step). DistributedDataParallel under torchrun
+    # averages the gradients.
+    net = training_view(model)
     trained = distributed.wrap(net)
 
     kept = read_metrics(run_dir) if resume else []

@@ -1,0 +1,99 @@
+"""The training forward: the hooked model's own parameters run through fused torch ops.
+
+Analyses need the hooked bridge (every activation is a hook), but a training step does not: the
+bridge's LayerNorm, split q/k/v projections and hook points cost ~20-30% of a step on a CPU
+(docs/benchmarks.md). `FusedGPT` reads the *same parameter tensors* (no copy: the optimizer, the
+checkpoint and the hooked model all see one set of weights) and computes the same function with
+`F.layer_norm`, one QKV matmul per layer and fused attention. Its logits agree with the bridge's
+to float rounding (tests/test_fused.py states the tolerance); the analyses never use it.
+
+Attention: `scaled_dot_product_attention` where it is faster (CUDA, or several CPU threads); on one
+CPU thread an explicit masked softmax measured faster (tests/benchmarks/bench_train.py). The choice
+depends only on the device and thread count, so a run and its resume on one machine compute the same.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu, "silu": F.silu}
+
+
+def _native_parameters(model) -> dict[str, nn.Parameter]:
+    """The bridge's parameters by layout name ("layers.0.attn.q.weight"): the bridge nests every
+    original module as `_original_component`, which says nothing about the layout."""
+    return {re.sub(r"(^|\.)_original_component", "", name).lstrip("."): p
+            for name, p in model.original_model.named_parameters()}
+
+
+class FusedGPT(nn.Module):
+    """A training view of a hansprobe bridge: `FusedGPT(model)(tokens)` gives the bridge's logits.
+
+    The bridge's unhooked module is a submodule, so `.parameters()`, DistributedDataParallel and
+    the optimizer see exactly the bridge's parameters."""
+
+    def __init__(self, model):
+        super().__init__()
+        cfg = model.cfg
+        self.net = model.original_model
+        self.n_layers, self.n_heads, self.d_head = cfg.n_layers, cfg.n_heads, cfg.d_head
+        self.attn_only, self.norm, self.eps = cfg.attn_only, cfg.normalization_type, cfg.eps
+        self.act = ACTIVATIONS[cfg.act_fn]
+        self.p = _native_parameters(model)
+        # The QKV weight is concatenated on every step (a copy of 3·d² floats, small beside the matmuls):
+        # keeping a fused copy as *the* parameter would change the checkpoint layout and the bridge.
+        self.qkv = [[self.p[f"layers.{i}.attn.{n}.{kind}"] for n in "qkv"] for i in range(cfg.n_layers)
+                    for kind in ("weight", "bias")]
+
+    def _normalize(self, x: Tensor, name: str) -> Tensor:
+        w, b = self.p.get(f"{name}.weight"), self.p.get(f"{name}.bias")
+        if self.norm in ("LN", "LNPre"):
+            return F.layer_norm(x, x.shape[-1:], w, b, self.eps)
+        if self.norm in ("RMS", "RMSPre"):
+            return F.rms_norm(x, x.shape[-1:], w, self.eps)
+        return x
+
+    def _attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # (B, h, T, dh) each
+        if q.device.type == "cuda" or torch.get_num_threads() > 1:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        T = q.shape[-2]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, h, T, T)
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        return scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
+
+    def forward(self, tokens: Int[Tensor, "batch pos"], return_resid: bool = False):
+        """Logits (B, T, V); with return_resid also the final normalised residual (B, T, d_model), the
+        bridge's `unembed.hook_in`, which the multi-token heads read."""
+        p, (B, T) = self.p, tokens.shape
+        x = F.embedding(tokens, p["tok_embed.weight"]) + p["pos.weight"][:T]  # (B, T, d_model)
+        d = x.shape[-1]
+        for i in range(self.n_layers):
+            (wq, wk, wv), (bq, bk, bv) = self.qkv[2 * i], self.qkv[2 * i + 1]
+            qkv = F.linear(self._normalize(x, f"layers.{i}.ln1"), torch.cat((wq, wk, wv)), torch.cat((bq, bk, bv)))
+            q, k, v = qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, h, T, dh) each
+            a = self._attention(q, k, v).transpose(1, 2).reshape(B, T, d)  # (B, T, d_model)
+            x = x + F.linear(a, p[f"layers.{i}.attn.o.weight"], p[f"layers.{i}.attn.o.bias"])
+            if not self.attn_only:
+                h = F.linear(self._normalize(x, f"layers.{i}.ln2"), p[f"layers.{i}.mlp.fc_in.weight"],
+                             p[f"layers.{i}.mlp.fc_in.bias"])  # (B, T, d_mlp)
+                x = x + F.linear(self.act(h), p[f"layers.{i}.mlp.fc_out.weight"], p[f"layers.{i}.mlp.fc_out.bias"])
+        x = self._normalize(x, "ln_out")
+        logits = F.linear(x, p["head.weight"], p.get("head.bias"))  # (B, T, V)
+        return (logits, x) if return_resid else logits
+
+
+def training_view(model):
+    """The module a training step runs: FusedGPT over the bridge's parameters when its layout is the
+    one hansprobe builds, else the bridge itself (e.g. a test double without `original_model`)."""
+    if not hasattr(model, "original_model"):
+        return model
+    try:
+        return FusedGPT(model)
+    except (KeyError, AttributeError):  # a layout this file does not know: the (slower) bridge is still right
+        return model

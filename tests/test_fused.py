@@ -1,0 +1,72 @@
+"""The fused training view (hansprobe/fused.py) computes the hooked model's function on its own
+parameters: logits, gradients and the multi-token residual agree with the bridge."""
+import pytest
+import torch
+
+from hansprobe.fused import FusedGPT, training_view
+from hansprobe.multitoken import forward_with_resid
+from hansprobe.objectives import get_objective
+from tests.helpers import tiny_model, tiny_task
+
+# float32 rounding of a different op order: logits of size ~3 differ by ~2e-6 in a check.
+ATOL = 1e-5
+
+def tokens_of(task, n, seed):
+    return get_objective("teacher-forcing").inputs(task.generate(n, seed))  # (B, T): prompt + answer
+
+
+LAYOUTS = [{}, {"normalization": "LNPre"}, {"normalization": "RMS"}, {"normalization": "RMSPre"},
+           {"normalization": None}, {"attn_only": True}, {"act_fn": "gelu_new"}, {"act_fn": "relu"},
+           {"act_fn": "silu", "n_layers": 3, "n_heads": 4}]
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default")
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["explicit-attention", "sdpa"])
+def test_logits_agree_with_the_bridge(layout, n_threads, threads):
+    threads(n_threads)  # one thread takes the explicit softmax, several the SDPA path
+    task = tiny_task()
+    model = tiny_model(task, seed=3, **layout)
+    tokens = tokens_of(task, 16, 0)
+    with torch.no_grad():
+        want, got = model(tokens), FusedGPT(model)(tokens)
+    assert want.shape == got.shape
+    assert (want - got).abs().max().item() < ATOL
+
+
+def test_gradients_agree_and_land_on_the_bridge_parameters():
+    task = tiny_task()
+    model, tokens = tiny_model(task, seed=1), tokens_of(task, 16, 1)
+    view = training_view(model)
+    assert {id(p) for p in view.parameters()} == {id(p) for p in model.parameters()}  # one set of weights
+    model(tokens).logsumexp(-1).mean().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    view(tokens).logsumexp(-1).mean().backward()
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, want[n], atol=1e-6), n
+
+
+def test_the_multi_token_residual_is_the_bridges_unembed_input():
+    task = tiny_task()
+    model, tokens = tiny_model(task, seed=2), tokens_of(task, 8, 2)
+    with torch.no_grad():
+        logits, resid = forward_with_resid(model, tokens)
+        f_logits, f_resid = FusedGPT(model)(tokens, return_resid=True)
+    assert (resid - f_resid).abs().max().item() < ATOL
+    assert (logits - f_logits).abs().max().item() < ATOL
+
+
+def test_an_unknown_layout_keeps_the_bridge():
+    class Stub(torch.nn.Module):
+        original_model = torch.nn.Linear(2, 2)
+    stub = Stub()
+    assert training_view(stub) is stub
+    plain = torch.nn.Linear(2, 2)
+    assert training_view(plain) is plain
