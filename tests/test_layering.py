@@ -95,7 +95,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_process():
 LAYERS = [  # lowest first (docs/api.md); a module may import only from its own layer or below
     ["hansprobe.errors", "hansprobe.validation", "hansprobe.resources"],
     ["hansprobe.tasks"],
-    ["hansprobe.objectives", "hansprobe.model", "hansprobe.multitoken", "hansprobe.distributed"],
+    ["hansprobe.objectives", "hansprobe.model", "hansprobe.multitoken", "hansprobe.fused", "hansprobe.distributed"],
     ["hansprobe.storage"],
     ["hansprobe.gpt2_reference", "hansprobe.interop"],
     ["hansprobe.checkpoint"],
