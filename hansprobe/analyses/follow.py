@@ -58,18 +58,20 @@ def swap_node(objective: Objective, batch: Batch, arm: torch.Tensor, i: int) -> 
 
 
 @torch.no_grad()
-def _predict(model, inputs: torch.Tensor, positions: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _predict(model, inputs: torch.Tensor, positions: list[int], batch_size: int) -> torch.Tensor:
+    """Greedy prediction at each of `positions` for every row of `inputs`: (len(positions), B).
+    The model is causal, so the inputs are cut after the last position asked for."""
     from hansprobe.objectives import autocast
 
     device = next(model.parameters()).device
+    cut = inputs[:, :max(positions) + 1]
     out = []
-    for start in range(0, len(inputs), batch_size):
-        x = inputs[start:start + batch_size].to(device)
+    for start in range(0, len(cut), batch_size):
+        x = cut[start:start + batch_size].to(device)
         with autocast(device):
             logits = model(x)  # (b, T, V)
-        pos = positions[start:start + batch_size].to(device)
-        out.append(logits[torch.arange(len(x), device=device), pos].argmax(-1).cpu())
-    return torch.cat(out)
+        out.append(logits[:, positions].argmax(-1).T.cpu())  # (P, b)
+    return torch.cat(out, 1)
 
 
 def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000) -> FollowResult:
@@ -84,7 +86,7 @@ def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, bat
     labels, inputs = objective.labels(batch), objective.inputs(batch)
     p = batch.prefix.shape[1]
     indices = list(range(2, length))
-    all_x, all_pos, follow_tgt, true_next, ctrl_x = [], [], [], [], []
+    swapped, control, follow_tgt, true_next = [], [], [], []
     for i in indices:
         w, succ = swap_node(objective, batch, arm, i)
         no_succ = arm[:, -1] if not objective.reverse else batch.start
@@ -92,16 +94,15 @@ def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, bat
         x[:, p + i - 1] = w
         c = inputs.clone()
         c[:, p + i - 1] = no_succ
-        all_x.append(x)
-        ctrl_x.append(c)
-        all_pos.append(torch.full((n,), p + i - 1))
+        # swapped and control prefixes in one sweep, cut after position p+i-1 (the only one read)
+        both = _predict(model, torch.cat((x, c)), [p + i - 1], batch_size)[0]  # (2B,)
+        swapped.append(both[:n])
+        control.append(both[n:])
         follow_tgt.append(succ)
         true_next.append(labels[:, i])
     q = len(indices)
-    pos = torch.cat(all_pos)
-    swapped = _predict(model, torch.cat(all_x), pos, batch_size).view(q, n)  # one batched sweep over all indices
-    control = _predict(model, torch.cat(ctrl_x), pos, batch_size).view(q, n)
-    plain = _predict(model, inputs.repeat(q, 1), pos, batch_size).view(q, n)
+    swapped, control = torch.stack(swapped), torch.stack(control)  # (Q, B)
+    plain = _predict(model, inputs, [p + i - 1 for i in indices], batch_size)  # (Q, B): one clean pass for all i
     follows = swapped == torch.stack(follow_tgt)  # (Q, B)
     by_pos, ctrl = {}, {}
     graph_nodes = batch.node_arm >= -1  # (B, N) labels present in the graph
