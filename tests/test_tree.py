@@ -7,6 +7,8 @@ import torch
 from hansprobe.cli import main
 from hansprobe.errors import TaskError
 from hansprobe.tasks import Tree, task_from_dict
+from hansprobe.tasks.ntf_format import format_ntf_lines
+from hansprobe.tasks.tree import parse_tree_lines
 
 
 def edges_of(batch):
@@ -106,5 +108,73 @@ def test_data_train_and_report_on_trees(tmp_path, capsys):
     assert "every node on a tree path has 2 children" in c["verdicts"]["lookup"]["evidence"]
     assert c["analyses"]["heads"] == {"skipped": c["verdicts"]["lookup"]["evidence"]}
     assert set(c["analyses"]["entropy"]["goal_dependence"]["kinds"]) == {"goal_swap", "arm_rewire"}
-    code = main(["eval", str(run), "--data", str(tmp_path / "x.txt")])
-    assert code == 2 and "tree has none" in capsys.readouterr().err
+    # text files: `data` writes them, `--data` reads them back for the checkpoint's task
+    assert main(["data", "--task", "tree", "--depth", "2", "--nodes", "12", "-n", "20", "--out", str(tmp_path / "x.txt")]) == 0
+    assert main(["eval", str(run), "--data", str(tmp_path / "x.txt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_graphs"] == 20
+    assert main(["data", "--task", "tree", "--branching", "3", "--depth", "2", "--nodes", "40", "-n", "5", "--out", str(tmp_path / "d3.txt")]) == 0
+    code = main(["eval", str(run), "--data", str(tmp_path / "d3.txt")])
+    assert code == 2 and "line 1: 12 edges, but" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("b,h,goal_first", [(2, 3, False), (3, 2, True), (4, 2, False)])
+def test_tree_text_round_trip(b, h, goal_first):
+    task = Tree(b, h, 40, goal_first=goal_first)
+    batch = task.generate(64, 5)
+    back = parse_tree_lines(format_ntf_lines(batch), task)
+    for name in ("prefix", "target", "start", "goal", "goal_arm", "candidates", "node_arm", "edge_parent", "edge_child"):
+        assert torch.equal(getattr(back, name), getattr(batch, name)), name
+
+
+def _edit(line: str, fn) -> str:
+    """Apply fn to the (edges, query, path) of one text line and write it back."""
+    left, path = line.split("=")
+    edge_text, query = left.rsplit("/", 1)
+    edges = [list(map(int, e.split(","))) for e in edge_text.split("|")]
+    q, p = list(map(int, query.split(","))), list(map(int, path.split(",")))
+    fn(edges, q, p)
+    return "|".join(f"{u},{v}" for u, v in edges) + f"/{q[0]},{q[1]}=" + ",".join(map(str, p))
+
+
+def _leaf_edge(edges, q):
+    parents = {u for u, _ in edges}
+    return next(i for i, (u, v) in enumerate(edges) if v not in parents)
+
+
+def _drop_edge(e, q, p):
+    del e[0]
+
+
+def _label_out_of_range(e, q, p):
+    e[0][1] = 99
+
+
+def _wrong_path(e, q, p):
+    p[1] = next(v for u, v in e if u == q[0] and v != p[1])  # the root's other child
+
+
+def _two_parents(e, q, p):
+    e[_leaf_edge(e, q)][1] = p[1]  # a leaf edge now points at the root's child on the path
+
+
+def _one_child(e, q, p):
+    i = _leaf_edge(e, q)
+    leaves = [v for u, v in e if v not in {u2 for u2, _ in e}]
+    e[i][0] = next(v for v in leaves if v != e[i][1])  # hang a leaf under another leaf
+
+
+def _goal_not_on_path(e, q, p):
+    q[1] = p[-1] = next(v for u, v in e if v not in p)  # the goal moved, the path did not
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (_drop_edge, "edges, but"), (_label_out_of_range, "outside 0..39"), (_wrong_path, "not the path from the root"),
+    (_two_parents, "two parents"), (_one_child, "not exactly branching = 2"), (_goal_not_on_path, "root to the goal"),
+])
+def test_a_damaged_tree_line_is_one_error_with_its_line_number(edit, needle):
+    task = Tree(2, 3, 40)
+    lines = format_ntf_lines(task.generate(3, 1))
+    lines[1] = _edit(lines[1], edit)
+    with pytest.raises(TaskError, match="^line 2: ") as e:
+        parse_tree_lines(lines, task)
+    assert needle in str(e.value)

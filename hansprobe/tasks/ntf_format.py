@@ -29,7 +29,7 @@ def _ints(text: str, what: str, line_no: int) -> list[int]:
     return values
 
 
-def _split_line(line: str, line_no: int) -> tuple[list[list[int]], list[int], list[int]]:
+def split_line(line: str, line_no: int) -> tuple[list[list[int]], list[int], list[int]]:
     if "=" not in line:
         raise TaskError(f"line {line_no}: no '=' between the prompt and the path (expected u,v|...|u,v/s,g=s,...,g)")
     left, path = line.split("=", 1)
@@ -53,7 +53,7 @@ def parse_ntf_lines(lines: list[str], task, first_line_no: int = 1) -> Batch:
     edges, queries, paths = [], [], []
     for i, line in enumerate(lines):
         no = first_line_no + i
-        e, q, p = _split_line(line, no)
+        e, q, p = split_line(line, no)
         if len(e) != task.n_edges:
             raise TaskError(f"line {no}: {len(e)} edges, but {task.describe()} has degree*(path_len-1) = {task.n_edges}")
         if len(p) != l:
@@ -113,7 +113,7 @@ def format_ntf_lines(batch: Batch) -> list[str]:
 def infer_task(first_line: str, n_nodes: int | None, source: str = ""):
     """The task a file holds: degree and path length from its first line, nodes from the caller or
     the file name (`..._nodes_50_...`, as the public data is named)."""
-    edges, _, path = _split_line(first_line, 1)
+    edges, _, path = split_line(first_line, 1)
     l = len(path)
     if l < 2 or len(edges) % (l - 1):
         raise TaskError(f"line 1: {len(edges)} edges do not make arms of path_len-1 = {l - 1} nodes")
@@ -125,11 +125,8 @@ def infer_task(first_line: str, n_nodes: int | None, source: str = ""):
     return get_task_spec("pathstar").cls(degree=len(edges) // (l - 1), path_len=l, n_nodes=n_nodes)
 
 
-def read_ntf(path: str | Path, task=None, n_nodes: int | None = None,
-             limit: int | None = None) -> Batch:
-    """Read an NTF text file. With `task` the file must hold that task's graphs (a checkpoint's);
-    without it the task is inferred (`infer_task`). `limit` reads only the first graphs."""
-    path = Path(path)
+def read_lines(path: Path, limit: int | None = None) -> list[str]:
+    """The text lines of a graph file (the first `limit`), or a one-line error saying what is wrong."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -145,6 +142,15 @@ def read_ntf(path: str | Path, task=None, n_nodes: int | None = None,
         lines = lines[:limit]
     if not lines:
         raise TaskError(f"{path} holds no graphs")
+    return lines
+
+
+def read_ntf(path: str | Path, task=None, n_nodes: int | None = None,
+             limit: int | None = None) -> Batch:
+    """Read an NTF text file. With `task` the file must hold that task's graphs (a checkpoint's);
+    without it the task is inferred (`infer_task`). `limit` reads only the first graphs."""
+    path = Path(path)
+    lines = read_lines(path, limit)
     found = infer_task(lines[0], task.n_nodes if task is not None else n_nodes, str(path))
     if task is not None and (found.degree, found.path_len) != (task.degree, task.path_len):
         raise TaskError(

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from hansprobe.errors import TaskError
 from hansprobe.tasks.base import Batch, EdgeListTokens
-from hansprobe.tasks.ntf_format import format_ntf_lines
+from hansprobe.tasks.ntf_format import format_ntf_lines, read_lines, split_line
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
 
 
@@ -203,10 +203,69 @@ def arm_rewire(batch: Batch, seed: int = 0) -> Batch:
     return tree_batch(batch.task, batch.start, batch.goal, parent, batch.edge_child)
 
 
+def parse_tree_lines(lines: list[str], task: Tree, first_line_no: int = 1) -> Batch:
+    """Parse text lines (`u,v|...|u,v/root,goal=root,...,goal`) of `task`'s shape into a Batch,
+    checking on tensors that each is a full `branching`-ary tree of `depth` with the root-to-goal path."""
+    b, h, n_nodes = task.branching, task.depth, task.n_nodes
+    edges, queries, paths = [], [], []
+    for i, line in enumerate(lines):
+        no = first_line_no + i
+        e, q, p = split_line(line, no)
+        if len(e) != task.n_edges:
+            raise TaskError(f"line {no}: {len(e)} edges, but {task.describe()} has {task.n_edges} "
+                            f"(a full tree of branching {b} and depth {h}; pass --branching/--depth to match the file)")
+        if len(p) != h + 1:
+            raise TaskError(f"line {no}: path of {len(p)} nodes, but {task.describe()} paths have depth + 1 = {h + 1}")
+        edges.append(e)
+        queries.append(q)
+        paths.append(p)
+    E, Q, T = torch.tensor(edges), torch.tensor(queries), torch.tensor(paths)  # (B,E,2) (B,2) (B,h+1)
+    B, rows = E.shape[0], torch.arange(E.shape[0])
+
+    def fail(bad: Tensor, why: str):
+        if bad.any():
+            raise TaskError(f"line {first_line_no + int(bad.nonzero()[0, 0])}: {why}")
+
+    every = torch.cat([E.reshape(B, -1), Q, T], dim=1)
+    fail(((every < 0) | (every >= n_nodes)).any(1), f"a node label outside 0..{n_nodes - 1} (the task has {n_nodes} nodes; pass --nodes to change it)")
+    parent, child = E[..., 0], E[..., 1]
+    root, goal = Q[:, 0], Q[:, 1]
+    fail(T[:, 0] != root, "the path does not begin at the root (the first node of the query)")
+    fail(T[:, -1] != goal, "the path does not end at the goal node of the query")
+    ones = torch.ones_like(child)
+    in_deg = torch.zeros(B, n_nodes, dtype=torch.long).scatter_add_(1, child, ones)
+    fail((in_deg > 1).any(1) | (child == root[:, None]).any(1), "a node has two parents (or the root has a parent): not a tree")
+    out_deg = torch.zeros(B, n_nodes, dtype=torch.long).scatter_add_(1, parent, ones)
+    fail(((out_deg != 0) & (out_deg != b)).any(1), f"a node has children but not exactly branching = {b} of them")
+    # climb from every node: a tree node reaches the root in at most `depth` steps, a leaf in exactly that many
+    parent_of = torch.full((B, n_nodes + 1), n_nodes, dtype=torch.long).scatter_(1, child, parent)  # (B, N+1)
+    node, steps = child, torch.zeros_like(child)
+    for _ in range(h):
+        up = node != root[:, None]
+        node = torch.where(up, parent_of.gather(1, node), node)
+        steps = steps + up.long()
+    fail((node != root[:, None]).any(1), f"a node does not reach the root within depth = {h} edges (a cycle, a second "
+                                         "component, or a deeper tree)")
+    is_leaf = out_deg.gather(1, child) == 0
+    fail((is_leaf & (steps != h)).any(1), f"a leaf is not at depth {h}: not a full tree of depth {h}")
+    walk = [goal]
+    for _ in range(h):
+        walk.append(parent_of.gather(1, walk[-1][:, None])[:, 0])
+    fail((torch.stack(walk[::-1], 1) != T).any(1), "the path is not the path from the root to the goal leaf")
+    fail(out_deg[rows, goal] != 0, "the goal is not a leaf")
+    return tree_batch(task, root, goal, parent, child)
+
+
+def _read_text(path, task: Tree, limit: int | None = None) -> Batch:
+    from pathlib import Path
+
+    return parse_tree_lines(read_lines(Path(path), limit), task)
+
+
 register_task(TaskSpec(
     name="tree", cls=Tree, help="tree path-finding T(b, h): a full tree of branching b and depth h, root to a goal leaf",
     args=(TaskArg("--branching", "branching", help="children of every inner node (b, default 2)"),
           TaskArg("--depth", "depth", help="edges from the root to a leaf (h, default 3)"),
           TaskArg("--nodes", "n_nodes", help="label range 0..N-1 (default 50)"), GOAL_FIRST),
-    format_lines=format_ntf_lines, defaults={"branching": 2, "depth": 3, "n_nodes": 50},
+    format_lines=format_ntf_lines, read_text=_read_text, defaults={"branching": 2, "depth": 3, "n_nodes": 50},
 ))
