@@ -1,8 +1,11 @@
-"""Wall time and peak memory of the full report on one shipped G(2,5) checkpoint: the CLI in a fresh
-process (import included), default settings (1,000 graphs, 200 patching pairs). Goal: <= 60 s on 2 CPU
-cores, peak <= 2 GiB.
+"""Wall time and peak memory of the full report: the CLI in a fresh process (import included),
+default settings, on one shipped G(2,5) checkpoint or the checkpoints given. Goal (issue 16): all
+four shipped checkpoints <= 60 s and one <= 15 s on 2 idle cores, peak <= 1.5 GiB.
 
-    python tests/benchmarks/bench_report.py [CKPT ...] [--repeat 2] [--threads 2]
+`--code DIR` (repeatable) also runs the CLI of another checkout, e.g. the code before a speed change,
+side by side and interleaved with this one (`git worktree add /tmp/old COMMIT`):
+
+    python tests/benchmarks/bench_report.py [CKPT ...] [--repeat 2] [--threads 2] [--code /tmp/old]
 """
 import argparse
 import json
@@ -28,21 +31,32 @@ def main():
     ap.add_argument("checkpoints", nargs="*", default=[str(root / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing")])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--code", type=Path, action="append", default=[],
+                    help="another checkout whose hansprobe to run side by side (its repository root)")
     args = ap.parse_args()
+    args.checkpoints = [str(Path(c).resolve()) for c in args.checkpoints]  # the runs start in a scratch directory
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    versions = {"this checkout": env}
+    for code in args.code:
+        if not (code / "hansprobe" / "__init__.py").is_file():
+            sys.exit(f"--code {code}: no hansprobe/ package there; give a repository root")
+        versions[str(code)] = {**env, "PYTHONPATH": str(code.resolve())}
     print(f"{len(args.checkpoints)} checkpoint(s): {', '.join(Path(c).name for c in args.checkpoints)}; "
           f"{args.threads} thread(s); {os.cpu_count()} CPUs")
     for i in range(args.repeat):
-        with tempfile.TemporaryDirectory() as out:
-            t = time.perf_counter()
-            res = subprocess.run([sys.executable, "-c", CHILD, "report", *args.checkpoints, "--out", out, "--json"],
-                                 capture_output=True, text=True, env=env)
-            wall = time.perf_counter() - t
-            line = next(l for l in res.stdout.splitlines() if l.startswith("BENCH"))
-            _, inner, peak, code = line.split()
-            size = (Path(out) / "report.html").stat().st_size / 2**20
-        print(json.dumps({"run": i + 1, "wall_s": round(wall, 1), "in_process_s": round(float(inner), 1),
-                          "peak_rss_mib": round(float(peak)), "exit": int(code), "html_mib": round(size, 1)}))
+        for name, version_env in versions.items():  # interleaved, so drift on the machine hits all alike
+            with tempfile.TemporaryDirectory() as out:
+                t = time.perf_counter()
+                res = subprocess.run([sys.executable, "-c", CHILD, "report", *args.checkpoints, "--out", out, "--json"],
+                                     capture_output=True, text=True, env=version_env, cwd=out)
+                wall = time.perf_counter() - t
+                bench = [l for l in res.stdout.splitlines() if l.startswith("BENCH")]
+                if not bench:
+                    sys.exit(f"{name}: the report failed: {res.stderr.strip().splitlines()[-1:]}")
+                _, inner, peak, code = bench[0].split()
+                size = (Path(out) / "report.html").stat().st_size / 2**20
+            print(json.dumps({"code": name, "run": i + 1, "wall_s": round(wall, 1), "in_process_s": round(float(inner), 1),
+                              "peak_rss_mib": round(float(peak)), "exit": int(code), "html_mib": round(size, 1)}), flush=True)
 
 
 if __name__ == "__main__":
