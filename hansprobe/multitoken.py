@@ -40,12 +40,37 @@ def forward_with_resid(model, tokens: Tensor) -> tuple[Tensor, Tensor]:
     return logits, seen["resid"]
 
 
+class MultiTokenNet(torch.nn.Module):
+    """The multi-token objective's training module: the model's training forward and the extra heads
+    in one forward, so that DistributedDataParallel sees every parameter used (torchrun).
+
+    `net` is the fused training view (hansprobe/fused.py) or the hooked model itself."""
+
+    def __init__(self, net, heads: ExtraHeads):
+        super().__init__()
+        self.net, self.heads = net, heads
+
+    def forward(self, tokens: Tensor, first: int, length: int) -> tuple[Tensor, Tensor]:
+        """(logits (B, T, V), the extra heads' logits (k, B, length, V) at positions first..first+length-1)."""
+        from hansprobe.fused import FusedGPT
+
+        if isinstance(self.net, FusedGPT):
+            logits, resid = self.net(tokens, return_resid=True)
+        else:
+            logits, resid = forward_with_resid(self.net, tokens)
+        return logits, self.heads(resid[:, first:first + length])
+
+
 def extra_loss(heads: ExtraHeads, resid: Tensor, labels: Tensor, first: int) -> Tensor:
     """Sum over heads j = 1..k of the cross-entropy of predicting label i+j at the position that
     predicts label i (positions first .. first+L-1-j); a head with nothing left to predict adds 0."""
+    return extra_logits_loss(heads(resid[:, first:first + labels.shape[1]]), labels)
+
+
+def extra_logits_loss(logits: Float[Tensor, "K B L V"], labels: Tensor) -> Tensor:
+    """`extra_loss` from the heads' logits at the label positions (what MultiTokenNet returns)."""
     length = labels.shape[1]
-    logits = heads(resid[:, first:first + length])  # (k, B, L, V)
-    total = resid.new_zeros((), dtype=torch.float32)
+    total = logits.new_zeros((), dtype=torch.float32)
     for j in range(1, logits.shape[0] + 1):
         if j >= length:
             break

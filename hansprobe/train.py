@@ -25,9 +25,9 @@ from hansprobe.checkpoint import (
 )
 from hansprobe import distributed
 from hansprobe.errors import CheckpointError, ConfigError, OutputError, os_error_line
-from hansprobe.fused import FusedGPT, training_view
+from hansprobe.fused import training_view
 from hansprobe.model import ModelConfig, resolve_device
-from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads, extra_loss, forward_with_resid
+from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads, MultiTokenNet, extra_logits_loss
 from hansprobe.objectives import Objective, autocast, get_objective, objective_from_config
 from hansprobe.resources import FLOAT, forward_bytes, require_memory, transformer_params
 from hansprobe.tasks import Task
@@ -132,21 +132,22 @@ class NonFiniteLoss(CheckpointError):
 
 
 def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, lr: float, grad_clip: float,
-               generator: torch.Generator | None = None, heads=None) -> torch.Tensor:
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """One optimizer update on `batch` (already on the model's device); returns the loss.
-    `generator` draws partial-teacherless masks; `heads` are the multi-token extra heads, whose
-    losses are added to the main one."""
+    `generator` draws partial-teacherless masks. For the multi-token objective `model` is its
+    MultiTokenNet (or that wrapped for DDP), whose extra heads' losses are added to the main one."""
     for group in opt.param_groups:
         group["lr"] = lr
     x = objective.inputs(batch, generator)
     with autocast(batch.prefix.device):
-        if heads is None:
-            logits = model(x)  # (B, T, V)
+        if objective.extra_heads:
+            labels = objective.labels(batch)
+            logits, extra = model(x, objective.label_slice(batch).start, labels.shape[1])
         else:
-            logits, resid = model(x, return_resid=True) if isinstance(model, FusedGPT) else forward_with_resid(model, x)
+            logits = model(x)  # (B, T, V)
     loss = objective.loss(logits, batch)
-    if heads is not None:
-        loss = loss + extra_loss(heads, resid, objective.labels(batch), objective.label_slice(batch).start)
+    if objective.extra_heads:
+        loss = loss + extra_logits_loss(extra, labels)
     if not torch.isfinite(loss):  # before any update: the weights stay those of the last good step
         raise NonFiniteLoss(float(loss.detach()))
     opt.zero_grad(set_to_none=True)
@@ -290,9 +291,6 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     rank, size, _ = distributed.world()
     writer = rank == 0  # under torchrun only rank 0 evaluates and writes
     heads = None
-    if objective.extra_heads and size > 1:
-        raise ConfigError("multi-token training under torchrun is not supported yet: its extra heads are outside the "
-                          "data-parallel model; train it in one process")
     if objective.extra_heads:
         heads = ExtraHeads(objective.extra_heads, model.cfg.d_model, task.d_vocab, derived_seed(seed, HEADS_STREAM)).to(dev)
     opt = make_optimizer(model, train_cfg, heads)
@@ -312,6 +310,8 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     # the same function, no hook machinery on every step). DistributedDataParallel under torchrun
     # averages the gradients.
     net = training_view(model)
+    if heads is not None:  # the extra heads join the training module, so DDP averages their gradients too
+        net = MultiTokenNet(net, heads)
     trained = distributed.wrap(net)
 
     kept = read_metrics(run_dir) if resume else []
@@ -328,7 +328,7 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
         if objective.name == "partial-teacherless":
             masks = torch.Generator().manual_seed(derived_seed(seed, MASK_STREAM, step))
         try:
-            loss = train_step(trained, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks, heads)
+            loss = train_step(trained, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks)
         except NonFiniteLoss as e:
             bar.close()
             last = _last_step(run_dir)

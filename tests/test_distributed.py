@@ -38,3 +38,18 @@ def test_two_gloo_ranks_match_one_process_on_the_same_graphs(tmp_path):
     proc = torchrun("--resume", "--out", str(two), "--steps", "12", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["step"] for r in read_metrics(two)] == [4, 8, 12]
+
+
+def test_multi_token_under_torchrun_matches_one_process(tmp_path):
+    """The extra heads train inside the data-parallel module: their weights match too."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    mt = ["--objective", "multi-token", "--extra-heads", "2", "--steps", "4"]
+    proc = torchrun(*ARGS, *mt, "--out", str(two))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "hansprobe", "train", *ARGS, *mt, "--data-shards", "2",
+                           "--out", str(one)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("model.safetensors", "extra_heads.safetensors"):
+        a, b = load_file(two / name), load_file(one / name)
+        assert a.keys() == b.keys()
+        assert max((a[k] - b[k]).abs().max().item() for k in a) <= TOL, name

@@ -28,6 +28,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench_gpu: skipped, CUDA is not available on this machine")
         return 0
+    from hansprobe.fused import training_view
     from hansprobe.model import ModelConfig, build_model
     from hansprobe.objectives import get_objective
     from hansprobe.tasks import PathStar
@@ -37,7 +38,7 @@ def main() -> int:
     task, objective = PathStar(2, 5, 50), get_objective("teacher-forcing")
     cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=max(1, args.d_model // 64))
     model = build_model(cfg, task.d_vocab, task.n_ctx, 0, device)
-    net = model.original_model  # what the trainer steps
+    net = training_view(model)  # what the trainer steps (hansprobe/fused.py)
     opt = make_optimizer(model, TrainConfig())
     batches = [task.generate(args.batch_size, i).to(device) for i in range(args.steps + 5)]
     net.train()

@@ -79,6 +79,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="add a row for the trainer's forward under torch.compile")
     args = ap.parse_args()
     device = resolve_device(args.device)
     task, cfg, objective = PathStar(2, 5, 50), ModelConfig(n_layers=2, d_model=128, n_heads=4), get_objective("teacher-forcing")
@@ -92,6 +93,9 @@ def main():
         "plain PyTorch GPT": lambda: PlainGPT(cfg, task.d_vocab, task.n_ctx).to(device),
         "plain PyTorch GPT, fused SDPA": lambda: PlainGPT(cfg, task.d_vocab, task.n_ctx, fused=True).to(device),
     }
+    if args.compile:  # compiled once outside the rounds (its compile time is not a step)
+        compiled = torch.compile(training_view(build_model(cfg, task.d_vocab, task.n_ctx, 0, device)))
+        models["hansprobe trainer, torch.compile"] = lambda: compiled
     best = {name: 0.0 for name in models}
     for _ in range(args.rounds):  # interleave the rounds so drift on a shared machine hits all alike
         for name, make in models.items():
