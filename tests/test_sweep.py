@@ -4,6 +4,7 @@ launch scripts and an array script that a cluster can run."""
 import json
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,25 @@ def test_bad_specs_are_one_line(tmp_path, capsys, text, needle):
     code = main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_objectives_study_spec_trains_the_studys_runs():
+    """analyses/study_objectives.toml and analyses/study_objectives.py describe the same 63 runs."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec_mod = importlib.util.spec_from_file_location("study_objectives", root / "analyses" / "study_objectives.py")
+    study = importlib.util.module_from_spec(spec_mod)
+    spec_mod.loader.exec_module(study)
+
+    def parsed(args):  # the train command's parsed arguments, so that flag order does not matter
+        ns = vars(build_parser().parse_args([*args, "--out", "x"]))
+        return {k: v for k, v in ns.items() if not callable(v)}
+
+    runs = expand(load_spec(root / "analyses" / "study_objectives.toml"))
+    want = {(t, o, s): ["train", *study.TASKS[t], *study.OBJECTIVES[o], *study.MODEL, "--steps", str(study.STEPS),
+                        "--seed", str(s)]
+            for t in study.TASKS for o in study.OBJECTIVES for s in study.SEEDS}
+    assert {(r.task, r.objective, r.seed) for r in runs} == set(want) and len(runs) == len(want) == 63
+    for r in runs:
+        assert parsed(r.args) == parsed(want[r.task, r.objective, r.seed]), shlex.join(r.args)
