@@ -144,15 +144,30 @@ def write_table(out: Path, rows: list[dict]) -> None:
     fig.write_html(out / "study.html", include_plotlyjs="cdn")
 
 
+def across(rs: list[dict], key: str) -> str:
+    """Mean over seeds with a t interval across seeds (the seeds are the units; n = 3 makes it wide)."""
+    from scipy import stats
+
+    xs = [r[key] for r in rs if r.get(key) is not None]
+    if not xs:
+        return "n/a"
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return f"{m:.2f} (1 seed)"
+    lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=m, scale=stats.sem(xs)) if len(set(xs)) > 1 else (m, m)
+    return f"{m:.2f} [{max(0.0, lo):.2f}, {min(1.0, hi):.2f}]"
+
+
 def markdown(rows: list[dict]) -> str:
     """Per task and objective: mean over seeds and the per-seed values with CIs, and the verdicts."""
-    lines = ["| task | objective | decision accuracy per seed [95% CI] | among the candidates per seed | exact match per seed | "
-             "Clever-Hans failure | lookup | indecipherable | decision computed | plan |", "|" + "---|" * 10]
+    lines = ["| task | objective | seeds | decision accuracy: mean over seeds [95% t CI] | per seed [95% Wilson CI] | "
+             "among the candidates: mean over seeds | per seed | exact match per seed | "
+             "Clever-Hans failure | lookup | indecipherable | decision computed | plan |", "|" + "---|" * 13]
     for task in TASKS:
         for objective in OBJECTIVES:
             rs = [r for r in rows if r["task"] == task and r["objective"] == objective and r["status"] == "measured"]
             if not rs:
-                lines.append(f"| {task} | {objective} | not measured | | | | | | | |")
+                lines.append(f"| {task} | {objective} | 0 | not measured | | | | | | | | | |")
                 continue
 
             def cell(key):
@@ -162,8 +177,8 @@ def markdown(rows: list[dict]) -> str:
             def verdicts(key):
                 answers = [r[f"verdict_{key}"] for r in rs]
                 return ", ".join(f"{a} ×{answers.count(a)}" for a in dict.fromkeys(answers))
-            lines.append(f"| {task} | {objective} | {cell('decision_accuracy')} | {cell('candidate_accuracy')} | "
-                         f"{cell('exact_match')} | {verdicts('clever_hans_failure')} | {verdicts('lookup')} | "
+            lines.append(f"| {task} | {objective} | {len(rs)} | {across(rs, 'decision_accuracy')} | {cell('decision_accuracy')} | "
+                         f"{across(rs, 'candidate_accuracy')} | {cell('candidate_accuracy')} | {cell('exact_match')} | {verdicts('clever_hans_failure')} | {verdicts('lookup')} | "
                          f"{verdicts('indecipherable')} | {verdicts('decision_computed')} | {verdicts('plan_represented')} |")
     return "\n".join(lines)
 
