@@ -6,7 +6,7 @@ import torch
 from hansprobe.fused import FusedGPT, training_view
 from hansprobe.multitoken import forward_with_resid
 from hansprobe.objectives import get_objective
-from tests.helpers import tiny_model, tiny_task
+from helpers import tiny_model, tiny_task
 
 # float32 rounding of a different op order: logits of size ~3 differ by ~2e-6 in a check.
 ATOL = 1e-5

@@ -22,29 +22,69 @@ def _probe_directions(X: np.ndarray, y: np.ndarray, seed: int):
     return lr.classes_, lr.coef_ / scaler.scale_[None, :]  # weights in the raw residual basis: (C or 1, d_model)
 
 
-@torch.no_grad()
-def _logit_diff(model, objective: Objective, batch: Batch, decision: torch.Tensor, competitor: torch.Tensor,
-                hook_name: str, position: int, edit, batch_size: int) -> np.ndarray:
-    """Decision-minus-competitor logit at the decision index, with `edit(x_site, rows)` applied to the
-    residual at (hook_name, position); edit=None runs clean."""
-    device = next(model.parameters()).device
-    k = objective.decision_index(batch.target.shape[1])
-    out = []
-    for start in range(0, len(batch), batch_size):
-        rows = torch.arange(start, min(start + batch_size, len(batch)))
-        chunk = batch[rows].to(device)
+class _Site:
+    """The clean residual stream at the probe's layer, kept once, so that every edit reruns only the
+    blocks from there on, on the prompt cut after the decision position (the model is causal: later
+    positions cannot change the decision logits). TransformerLens's own `start_at_layer` computes
+    the earlier blocks anyway, so the remaining blocks are called directly — checked once against
+    the clean forward pass, with `start_at_layer` as the fallback for a bridge where they disagree."""
 
-        def hook(x, hook):
-            x = x.clone()
-            x[:, position] = edit(x[:, position], rows)
-            return x
+    @torch.no_grad()
+    def __init__(self, model, objective: Objective, batch: Batch, layer: int, batch_size: int):
+        from hansprobe.objectives import autocast
 
-        hooks = [(hook_name, hook)] if edit is not None else []
-        with model.hooks(fwd_hooks=hooks):
-            logits = objective.forced_logits(model, chunk)[:, k].cpu()  # (b, V)
-        r = torch.arange(len(rows))
-        out.append((logits[r, decision[rows]] - logits[r, competitor[rows]]).numpy())
-    return np.concatenate(out)
+        self.model, self.layer, self.batch_size = model, layer, batch_size
+        self.device = next(model.parameters()).device
+        self.at = objective.label_slice(batch).start + objective.decision_index(batch.target.shape[1])
+        tokens = objective.inputs(batch)[:, : self.at + 1]  # (B, at+1)
+        hook, resid, clean = resid_hook(layer), [], []
+        for start in range(0, len(tokens), batch_size):
+            with autocast(self.device):
+                logits, cache = model.run_with_cache(tokens[start:start + batch_size].to(self.device), names_filter=[hook])
+            resid.append(cache[hook])
+            clean.append(logits[:, self.at].float().cpu())
+        self.resid, self.clean = torch.cat(resid), torch.cat(clean)  # (B, at+1, d_model), (B, V)
+        self.direct = self._blocks_agree(self.resid[:batch_size], self.clean[:batch_size])
+
+    def _rest(self, x: torch.Tensor, direct: bool) -> torch.Tensor:
+        """Logits (b, T, V) from the residual entering block `layer`."""
+        m = self.model
+        if direct or self.layer >= m.cfg.n_layers:
+            for block in m.blocks[self.layer:]:
+                x = block(x)
+                x = x[0] if isinstance(x, tuple) else x
+            return m.unembed(m.ln_final(x))
+        return m(x, start_at_layer=self.layer)
+
+    def _blocks_agree(self, x: torch.Tensor, clean: torch.Tensor) -> bool:
+        from hansprobe.objectives import autocast
+
+        try:
+            with autocast(self.device):
+                got = self._rest(x, True)[:, self.at].float().cpu()
+        except Exception:  # noqa: BLE001 - a bridge whose blocks need more than the residual: use the fallback
+            return False
+        return bool((got - clean).abs().max() <= 1e-4 * max(1.0, float(clean.abs().max())))
+
+    @torch.no_grad()
+    def logit_diff(self, decision: torch.Tensor, competitor: torch.Tensor, position: int, edit) -> np.ndarray:
+        """Decision-minus-competitor logit at the decision position, with `edit(x_site, rows)` applied
+        to the residual at (layer, position); edit=None is the clean run."""
+        from hansprobe.objectives import autocast
+
+        out = []
+        for start in range(0, len(self.resid), self.batch_size):
+            rows = torch.arange(start, min(start + self.batch_size, len(self.resid)))
+            if edit is None or position > self.at:  # an edit after the decision position cannot reach it
+                logits = self.clean[rows]
+            else:
+                x = self.resid[rows.to(self.resid.device)].clone()
+                x[:, position] = edit(x[:, position], rows)
+                with autocast(self.device):
+                    logits = self._rest(x, self.direct)[:, self.at].float().cpu()  # (b, V)
+            r = torch.arange(len(rows))
+            out.append((logits[r, decision[rows]] - logits[r, competitor[rows]]).numpy())
+        return np.concatenate(out)
 
 
 def _summary(delta: np.ndarray) -> dict:
@@ -77,7 +117,8 @@ def steer_along_probe(model, objective: Objective, batch: Batch, acts: Activatio
     scale = float(np.linalg.norm(X, axis=1).mean())  # push by the site's typical residual norm
     rng = np.random.default_rng(seed)
     hook_name, position = resid_hook(best["layer"]), best["position"]
-    clean = _logit_diff(model, objective, batch, decision, competitor, hook_name, position, None, batch_size)
+    site = _Site(model, objective, batch, best["layer"], batch_size)
+    clean = site.logit_diff(decision, competitor, position, None)
 
     def add(vectors):
         v = torch.tensor(vectors * scale, dtype=torch.float32)
@@ -87,15 +128,14 @@ def steer_along_probe(model, objective: Objective, batch: Batch, acts: Activatio
         q = torch.tensor(np.linalg.qr(basis.T)[0], dtype=torch.float32)  # (d_model, k) orthonormal
         return lambda x, r: x - (x @ q.to(x.device, x.dtype)) @ q.to(x.device, x.dtype).T
 
-    steer = _logit_diff(model, objective, batch, decision, competitor, hook_name, position, add(dirs), batch_size) - clean
+    steer = site.logit_diff(decision, competitor, position, add(dirs)) - clean
     rand_steer, rand_ablate = [], []
     for _ in range(n_random):
         r = rng.standard_normal(dirs.shape)
         r /= np.linalg.norm(r, axis=1, keepdims=True)
-        rand_steer.append(_logit_diff(model, objective, batch, decision, competitor, hook_name, position, add(r), batch_size) - clean)
-        rand_ablate.append(_logit_diff(model, objective, batch, decision, competitor, hook_name, position,
-                                       project_out(rng.standard_normal(W.shape)), batch_size) - clean)
-    ablate = _logit_diff(model, objective, batch, decision, competitor, hook_name, position, project_out(W), batch_size) - clean
+        rand_steer.append(site.logit_diff(decision, competitor, position, add(r)) - clean)
+        rand_ablate.append(site.logit_diff(decision, competitor, position, project_out(rng.standard_normal(W.shape))) - clean)
+    ablate = site.logit_diff(decision, competitor, position, project_out(W)) - clean
     return SteeringResult(
         site={"layer": best["layer"], "position": position, "hook": hook_name},
         steering_norm=scale,
