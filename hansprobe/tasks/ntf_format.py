@@ -45,35 +45,46 @@ def split_line(line: str, line_no: int) -> tuple[list[list[int]], list[int], lis
     return edges, q, _ints(path, "path", line_no)
 
 
-def parse_ntf_lines(lines: list[str], task, first_line_no: int = 1) -> Batch:
-    """Parse NTF lines of `task`'s shape into a Batch, checking each is a path-star graph with its path."""
+def parse_rows(lines: list[str], n_edges: int, path_len: int, n_nodes: int, first_line_no: int,
+               edges_expected: str, path_expected: str):
+    """Text lines as tensors (B, E, 2), (B, 2), (B, L), with the checks every edge-list task shares
+    (edge and path counts, label range, the path's two ends), and `fail(bad_rows, why)`, which raises
+    one error naming the first bad row's line. `*_expected` finish the count errors ("..., but X")."""
     if not lines:
         raise TaskError("no graphs to read: the input is empty")
-    d, l, n_nodes = task.degree, task.path_len, task.n_nodes
     edges, queries, paths = [], [], []
     for i, line in enumerate(lines):
         no = first_line_no + i
         e, q, p = split_line(line, no)
-        if len(e) != task.n_edges:
-            raise TaskError(f"line {no}: {len(e)} edges, but {task.describe()} has degree*(path_len-1) = {task.n_edges}")
-        if len(p) != l:
-            raise TaskError(f"line {no}: path of {len(p)} nodes, but {task.describe()} paths have path_len = {l}")
+        if len(e) != n_edges:
+            raise TaskError(f"line {no}: {len(e)} edges, but {edges_expected}")
+        if len(p) != path_len:
+            raise TaskError(f"line {no}: path of {len(p)} nodes, but {path_expected}")
         edges.append(e)
         queries.append(q)
         paths.append(p)
     E, Q, T = torch.tensor(edges), torch.tensor(queries), torch.tensor(paths)  # (B,E,2) (B,2) (B,L)
-    B = E.shape[0]
 
     def fail(bad: torch.Tensor, why: str):
         if bad.any():
             raise TaskError(f"line {first_line_no + int(bad.nonzero()[0, 0])}: {why}")
 
-    every = torch.cat([E.reshape(B, -1), Q, T], dim=1)
+    every = torch.cat([E.reshape(len(E), -1), Q, T], dim=1)
     fail(((every < 0) | (every >= n_nodes)).any(1), f"a node label outside 0..{n_nodes - 1} (the task has {n_nodes} nodes; pass --nodes to change it)")
+    fail(T[:, 0] != Q[:, 0], "the path does not begin at the start node of the query")
+    fail(T[:, -1] != Q[:, 1], "the path does not end at the goal node of the query")
+    return E, Q, T, fail
+
+
+def parse_ntf_lines(lines: list[str], task, first_line_no: int = 1) -> Batch:
+    """Parse NTF lines of `task`'s shape into a Batch, checking each is a path-star graph with its path."""
+    d, l, n_nodes = task.degree, task.path_len, task.n_nodes
+    E, Q, T, fail = parse_rows(lines, task.n_edges, l, n_nodes, first_line_no,
+                               f"{task.describe()} has degree*(path_len-1) = {task.n_edges}",
+                               f"{task.describe()} paths have path_len = {l}")
+    B = E.shape[0]
     parent, child = E[..., 0], E[..., 1]
     start, goal = Q[:, 0], Q[:, 1]
-    fail(T[:, 0] != start, "the path does not begin at the start node of the query")
-    fail(T[:, -1] != goal, "the path does not end at the goal node of the query")
     from_start = parent == start[:, None]  # (B, E)
     fail(from_start.sum(1) != d, f"the start node does not have exactly degree = {d} children")
     ones = torch.ones_like(child)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from hansprobe.errors import TaskError
 from hansprobe.tasks.base import Batch, EdgeListTokens
-from hansprobe.tasks.ntf_format import format_ntf_lines, read_lines, split_line
+from hansprobe.tasks.ntf_format import format_ntf_lines, parse_rows, read_lines
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
 
 
@@ -207,31 +207,13 @@ def parse_tree_lines(lines: list[str], task: Tree, first_line_no: int = 1) -> Ba
     """Parse text lines (`u,v|...|u,v/root,goal=root,...,goal`) of `task`'s shape into a Batch,
     checking on tensors that each is a full `branching`-ary tree of `depth` with the root-to-goal path."""
     b, h, n_nodes = task.branching, task.depth, task.n_nodes
-    edges, queries, paths = [], [], []
-    for i, line in enumerate(lines):
-        no = first_line_no + i
-        e, q, p = split_line(line, no)
-        if len(e) != task.n_edges:
-            raise TaskError(f"line {no}: {len(e)} edges, but {task.describe()} has {task.n_edges} "
-                            f"(a full tree of branching {b} and depth {h}; pass --branching/--depth to match the file)")
-        if len(p) != h + 1:
-            raise TaskError(f"line {no}: path of {len(p)} nodes, but {task.describe()} paths have depth + 1 = {h + 1}")
-        edges.append(e)
-        queries.append(q)
-        paths.append(p)
-    E, Q, T = torch.tensor(edges), torch.tensor(queries), torch.tensor(paths)  # (B,E,2) (B,2) (B,h+1)
+    E, Q, T, fail = parse_rows(lines, task.n_edges, h + 1, n_nodes, first_line_no,
+                               f"{task.describe()} has {task.n_edges} (a full tree of branching {b} and depth {h}; "
+                               "pass --branching/--depth to match the file)",
+                               f"{task.describe()} paths have depth + 1 = {h + 1}")
     B, rows = E.shape[0], torch.arange(E.shape[0])
-
-    def fail(bad: Tensor, why: str):
-        if bad.any():
-            raise TaskError(f"line {first_line_no + int(bad.nonzero()[0, 0])}: {why}")
-
-    every = torch.cat([E.reshape(B, -1), Q, T], dim=1)
-    fail(((every < 0) | (every >= n_nodes)).any(1), f"a node label outside 0..{n_nodes - 1} (the task has {n_nodes} nodes; pass --nodes to change it)")
     parent, child = E[..., 0], E[..., 1]
     root, goal = Q[:, 0], Q[:, 1]
-    fail(T[:, 0] != root, "the path does not begin at the root (the first node of the query)")
-    fail(T[:, -1] != goal, "the path does not end at the goal node of the query")
     ones = torch.ones_like(child)
     in_deg = torch.zeros(B, n_nodes, dtype=torch.long).scatter_add_(1, child, ones)
     fail((in_deg > 1).any(1) | (child == root[:, None]).any(1), "a node has two parents (or the root has a parent): not a tree")
