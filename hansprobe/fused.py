@@ -48,8 +48,8 @@ class FusedGPT(nn.Module):
         self.p = _native_parameters(model)
         # The QKV weight is concatenated on every step (a copy of 3·d² floats, small beside the matmuls):
         # keeping a fused copy as *the* parameter would change the checkpoint layout and the bridge.
-        self.qkv = [[self.p[f"layers.{i}.attn.{n}.{kind}"] for n in "qkv"] for i in range(cfg.n_layers)
-                    for kind in ("weight", "bias")]
+        self.qkv = [tuple([self.p[f"layers.{i}.attn.{n}.{kind}"] for n in "qkv"] for kind in ("weight", "bias"))
+                    for i in range(cfg.n_layers)]  # per layer: ([wq, wk, wv], [bq, bk, bv])
 
     def _normalize(self, x: Tensor, name: str) -> Tensor:
         w, b = self.p.get(f"{name}.weight"), self.p.get(f"{name}.bias")
@@ -74,8 +74,8 @@ class FusedGPT(nn.Module):
         x = F.embedding(tokens, p["tok_embed.weight"]) + p["pos.weight"][:T]  # (B, T, d_model)
         d = x.shape[-1]
         for i in range(self.n_layers):
-            (wq, wk, wv), (bq, bk, bv) = self.qkv[2 * i], self.qkv[2 * i + 1]
-            qkv = F.linear(self._normalize(x, f"layers.{i}.ln1"), torch.cat((wq, wk, wv)), torch.cat((bq, bk, bv)))
+            weights, biases = self.qkv[i]
+            qkv = F.linear(self._normalize(x, f"layers.{i}.ln1"), torch.cat(weights), torch.cat(biases))
             q, k, v = qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, h, T, dh) each
             a = self._attention(q, k, v).transpose(1, 2).reshape(B, T, d)  # (B, T, d_model)
             x = x + F.linear(a, p[f"layers.{i}.attn.o.weight"], p[f"layers.{i}.attn.o.bias"])

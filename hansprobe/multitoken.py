@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from hansprobe.fused import FusedGPT
+
 EXTRA_HEADS = "extra_heads.safetensors"
 HOOK = "unembed.hook_in"  # (B, T, d_model): the final normalised residual
 
@@ -52,8 +54,6 @@ class MultiTokenNet(torch.nn.Module):
 
     def forward(self, tokens: Tensor, first: int, length: int) -> tuple[Tensor, Tensor]:
         """(logits (B, T, V), the extra heads' logits (k, B, length, V) at positions first..first+length-1)."""
-        from hansprobe.fused import FusedGPT
-
         if isinstance(self.net, FusedGPT):
             logits, resid = self.net(tokens, return_resid=True)
         else:

@@ -136,8 +136,9 @@ def infer_task(first_line: str, n_nodes: int | None, source: str = ""):
     return get_task_spec("pathstar").cls(degree=len(edges) // (l - 1), path_len=l, n_nodes=n_nodes)
 
 
-def read_lines(path: Path, limit: int | None = None) -> list[str]:
+def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
     """The text lines of a graph file (the first `limit`), or a one-line error saying what is wrong."""
+    path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -239,9 +239,7 @@ def parse_tree_lines(lines: list[str], task: Tree, first_line_no: int = 1) -> Ba
 
 
 def _read_text(path, task: Tree, limit: int | None = None) -> Batch:
-    from pathlib import Path
-
-    return parse_tree_lines(read_lines(Path(path), limit), task)
+    return parse_tree_lines(read_lines(path, limit), task)
 
 
 register_task(TaskSpec(
