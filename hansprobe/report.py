@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hansprobe.analyses.base import _jsonable
+from hansprobe.analyses.base import _jsonable, null_pass_probability
 from hansprobe.errors import CheckpointError, ConfigError
 
 FORMAT = "hansprobe-report"
@@ -32,6 +32,7 @@ ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned")
 # interval (on graphs its selection did not use) clears chance, the shuffled control and the
 # untrained model (docs/decisions.md 12).
 PLAN_SELECTIVITY = 0.10
+NULL_PASS_WARN = 0.01  # a plan yes whose cells would pass this often with no information says to re-measure
 FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
 
 
@@ -197,6 +198,9 @@ def _plan_cell(probes: dict, best: dict, where_kind: str) -> tuple[bool, str]:
     untrained = best.get("untrained")
     bar = max(probes["chance"], best["control_shuffle"], untrained if untrained is not None else 0.0)
     ok = best["selectivity"] >= PLAN_SELECTIVITY and lo > bar
+    if probes.get("n_eval"):  # how often a cell with no information clears the same two bars
+        best["_null"] = null_pass_probability(int(probes["n_eval"]), probes["chance"],
+                                              best["control_shuffle"] + PLAN_SELECTIVITY, bar)
     where = "embeddings" if best["layer"] == 0 else f"after block {best['layer'] - 1}"
     failed = ([f"selectivity {best['selectivity']:+.3f} < {PLAN_SELECTIVITY:+.2f}"] if best["selectivity"] < PLAN_SELECTIVITY else [])
     if lo <= bar:
@@ -222,12 +226,23 @@ def plan_verdict(probes: dict) -> dict:
     cells = [(dict(b), w) for b, w in cells]  # _plan_cell notes why a cell fails; the analysis's dicts stay as they are
     results = [(*_plan_cell(probes, b, w), b, w) for b, w in cells]
     yes = [r for r in results if r[0]]
+    # Two cells are tested, so a yes by chance has at most the sum of their null pass probabilities
+    # (Bonferroni); with few held-out graphs that is a few percent, and a sweep of many runs meets one
+    # (docs/study-objectives.md: one in 63 runs, gone on 2,000 fresh graphs).
+    nulls = [b["_null"] for _, _, b, _ in results if "_null" in b]
+    null_p = min(1.0, sum(nulls)) if nulls else None
     if yes:
         clause = f"{yes[0][3]}, the probe reads the goal arm beyond every control"
+        if null_p is not None:
+            clause += (f" (a cell with no goal-arm information clears these bars on {probes['n_eval']} held-out graphs "
+                       f"with probability at most {null_p:.2g}"
+                       + ("; re-measure on more graphs (--mechanism-graphs) before believing it)" if null_p >= NULL_PASS_WARN
+                          else ")"))
     else:
         clause = "no cell clears the bars (" + "; ".join(f"{w}: {b['_why']}" for _, _, b, w in results) + ")"
     for _, _, b, _ in results:
         b.pop("_why", None)
+        b.pop("_null", None)
     evidence = f"{clause} — {probes['target']} probe (chance {probes['chance']:.3f}): " + "; ".join(r[1] for r in results)
     if probes.get("constant_target"):
         evidence = (f"the {probes['target']} is the same in every graph of this task (a label cue), so a probe has nothing "
@@ -240,7 +255,7 @@ def plan_verdict(probes: dict) -> dict:
     b = chosen[2]
     return _verdict("yes" if yes else "no", evidence, where=chosen[3], layer=b["layer"], position=b["position_label"],
                     accuracy=b["accuracy"], accuracy_ci=b["accuracy_ci"], selectivity=b["selectivity"],
-                    chance=probes["chance"], cells={w: {k: c[k] for k in ("layer", "position_label", "accuracy",
+                    chance=probes["chance"], null_pass_probability=null_p, cells={w: {k: c[k] for k in ("layer", "position_label", "accuracy",
                                                                         "accuracy_ci", "selectivity")} for c, w in cells})
 
 
@@ -491,7 +506,7 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
 def _thresholds() -> dict:
     from hansprobe.analyses import entropy, goal_dependence, heads
 
-    return {"plan_selectivity": PLAN_SELECTIVITY, "follow_majority": FOLLOW_MAJORITY,
+    return {"plan_selectivity": PLAN_SELECTIVITY, "plan_null_pass_warn": NULL_PASS_WARN, "follow_majority": FOLLOW_MAJORITY,
             "equivalence_band": entropy.EQUIVALENCE_BAND, "equivalence_alpha": entropy.EQUIVALENCE_ALPHA,
             "information_fraction": entropy.INFO_FRACTION, "candidate_mass_min": entropy.CANDIDATE_MASS_MIN,
             "goal_dependence_delta_min": goal_dependence.DELTA_MIN, "lookup_drop": heads.DROP_THRESHOLD,

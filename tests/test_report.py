@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from hansprobe.cli import main
 from hansprobe.errors import ConfigError
@@ -53,6 +54,25 @@ def _probes(sel, n_eval, control=0.5, chance=0.5, untrained=None):
 def test_plan_needs_selectivity_and_a_held_out_interval_above_chance(sel, n, answer):
     v = plan_verdict(_probes(sel, n))
     assert v["answer"] == answer and v["values"]["where"] == "before the answer"
+
+
+def test_a_plan_yes_on_few_held_out_graphs_says_how_often_chance_gives_one():
+    few, many = plan_verdict(_probes(0.13, 100)), plan_verdict(_probes(0.13, 500))
+    assert few["answer"] == many["answer"] == "yes"
+    # 0.63 of 100 at chance 0.5: the bars need >= 60 right (selectivity) and a Wilson lower end > 0.5 (60 too)
+    assert few["values"]["null_pass_probability"] == pytest.approx(stats.binom.sf(59, 100, 0.5))
+    assert "re-measure on more graphs" in few["evidence"]
+    assert many["values"]["null_pass_probability"] < 1e-4 and "re-measure" not in many["evidence"]
+    assert "re-measure" not in plan_verdict(_probes(0.05, 100))["evidence"]  # a no needs no caveat
+
+
+def test_null_pass_probability_is_the_binomial_tail_above_the_first_count_that_clears_both_bars():
+    from hansprobe.analyses.base import null_pass_probability, wilson_ci
+
+    for n, chance, need, bar in [(100, 0.5, 0.6, 0.5), (37, 0.25, 0.3, 0.4), (500, 0.2, 0.3, 0.21)]:
+        k = next(k for k in range(n + 1) if k / n >= need and wilson_ci(k, n)[0] > bar)  # the slow way
+        assert null_pass_probability(n, chance, need, bar) == pytest.approx(stats.binom.sf(k - 1, n, chance))
+    assert null_pass_probability(10, 0.5, 0.6, 0.99) == 0.0  # no count clears a bar this high
 
 
 def test_plan_must_also_beat_the_untrained_model_at_that_cell():
