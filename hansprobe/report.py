@@ -193,25 +193,36 @@ def decision_verdict(entropy: dict, patching: dict | None = None) -> dict:
                     for k, v in kinds.items()})
 
 
-def _plan_cell(probes: dict, best: dict, where_kind: str) -> tuple[bool, str]:
+@dataclass
+class _PlanCell:
+    """One probe cell judged by the plan rule: whether it passes, its evidence text, why it fails, and
+    how often a cell with no information would pass the same bars (None without a held-out count)."""
+
+    best: dict
+    where: str
+    ok: bool
+    text: str
+    why: str
+    null_p: float | None
+
+
+def _plan_cell(probes: dict, best: dict, where_kind: str) -> _PlanCell:
     lo, hi = best["accuracy_ci"]
     untrained = best.get("untrained")
     bar = max(probes["chance"], best["control_shuffle"], untrained if untrained is not None else 0.0)
     ok = best["selectivity"] >= PLAN_SELECTIVITY and lo > bar
-    if probes.get("n_eval"):  # how often a cell with no information clears the same two bars
-        best["_null"] = null_pass_probability(int(probes["n_eval"]), probes["chance"],
-                                              best["control_shuffle"] + PLAN_SELECTIVITY, bar)
+    null_p = (null_pass_probability(int(probes["n_eval"]), probes["chance"], best["control_shuffle"] + PLAN_SELECTIVITY, bar)
+              if probes.get("n_eval") else None)
     where = "embeddings" if best["layer"] == 0 else f"after block {best['layer'] - 1}"
     failed = ([f"selectivity {best['selectivity']:+.3f} < {PLAN_SELECTIVITY:+.2f}"] if best["selectivity"] < PLAN_SELECTIVITY else [])
     if lo <= bar:
         failed.append(f"the accuracy CI's lower end {lo:.3f} does not clear {bar:.3f} (the highest of chance, shuffled "
                       "labels and the untrained model)")
-    best["_why"] = "; ".join(failed)
     text = (f"{where_kind} ({where} at '{best['position_label']}', best of {best['cells_searched']} cells on the selection "
             f"half): accuracy {best['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {probes.get('n_eval') or 'the other'} held-out "
             f"graphs, selectivity {best['selectivity']:+.3f} over shuffled labels (needs >= {PLAN_SELECTIVITY:+.2f})"
             + (f", untrained model {untrained:.3f}" if untrained is not None else ""))
-    return ok, text
+    return _PlanCell(best, where_kind, ok, text, "; ".join(failed), null_p)
 
 
 def plan_verdict(probes: dict) -> dict:
@@ -220,30 +231,25 @@ def plan_verdict(probes: dict) -> dict:
     (on the evaluation half, which the cell's selection did not use) lies above chance, the
     shuffled-label control and the untrained model's accuracy there; otherwise no."""
     cells = [(probes.get("best") or {}, "before the answer"), (probes.get("best_at_decision") or {}, "at the decision position")]
-    cells = [(b, w) for b, w in cells if b]
-    if not cells:
+    results = [_plan_cell(probes, b, w) for b, w in cells if b]
+    if not results:
         return _verdict("no", f"no probe cell before the answer could be measured ({probes['target']})")
-    cells = [(dict(b), w) for b, w in cells]  # _plan_cell notes why a cell fails; the analysis's dicts stay as they are
-    results = [(*_plan_cell(probes, b, w), b, w) for b, w in cells]
-    yes = [r for r in results if r[0]]
+    yes = [r for r in results if r.ok]
     # Two cells are tested, so a yes by chance has at most the sum of their null pass probabilities
     # (Bonferroni); with few held-out graphs that is a few percent, and a sweep of many runs meets one
     # (docs/study-objectives.md: one in 63 runs, gone on 2,000 fresh graphs).
-    nulls = [b["_null"] for _, _, b, _ in results if "_null" in b]
+    nulls = [r.null_p for r in results if r.null_p is not None]
     null_p = min(1.0, sum(nulls)) if nulls else None
     if yes:
-        clause = f"{yes[0][3]}, the probe reads the goal arm beyond every control"
+        clause = f"{yes[0].where}, the probe reads the goal arm beyond every control"
         if null_p is not None:
             clause += (f" (a cell with no goal-arm information clears these bars on {probes['n_eval']} held-out graphs "
                        f"with probability at most {null_p:.2g}"
                        + ("; re-measure on more graphs (--mechanism-graphs) before believing it)" if null_p >= NULL_PASS_WARN
                           else ")"))
     else:
-        clause = "no cell clears the bars (" + "; ".join(f"{w}: {b['_why']}" for _, _, b, w in results) + ")"
-    for _, _, b, _ in results:
-        b.pop("_why", None)
-        b.pop("_null", None)
-    evidence = f"{clause} — {probes['target']} probe (chance {probes['chance']:.3f}): " + "; ".join(r[1] for r in results)
+        clause = "no cell clears the bars (" + "; ".join(f"{r.where}: {r.why}" for r in results) + ")"
+    evidence = f"{clause} — {probes['target']} probe (chance {probes['chance']:.3f}): " + "; ".join(r.text for r in results)
     if probes.get("constant_target"):
         evidence = (f"the {probes['target']} is the same in every graph of this task (a label cue), so a probe has nothing "
                     f"to decode: {evidence}")
@@ -252,11 +258,12 @@ def plan_verdict(probes: dict) -> dict:
         evidence += (f"; steering along the prompt cell's probe moves the decision logit difference by "
                      f"{causal['steer_probe']['mean_change']:+.3f} (random directions {causal['steer_random']['mean_change']:+.3f})")
     chosen = (yes or results)[0]
-    b = chosen[2]
-    return _verdict("yes" if yes else "no", evidence, where=chosen[3], layer=b["layer"], position=b["position_label"],
+    b = chosen.best
+    return _verdict("yes" if yes else "no", evidence, where=chosen.where, layer=b["layer"], position=b["position_label"],
                     accuracy=b["accuracy"], accuracy_ci=b["accuracy_ci"], selectivity=b["selectivity"],
-                    chance=probes["chance"], null_pass_probability=null_p, cells={w: {k: c[k] for k in ("layer", "position_label", "accuracy",
-                                                                        "accuracy_ci", "selectivity")} for c, w in cells})
+                    chance=probes["chance"], null_pass_probability=null_p,
+                    cells={r.where: {k: r.best[k] for k in ("layer", "position_label", "accuracy", "accuracy_ci", "selectivity")}
+                           for r in results})
 
 
 def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None) -> dict:

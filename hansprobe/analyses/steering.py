@@ -12,7 +12,7 @@ import torch
 from hansprobe.analyses.activations import Activations, resid_hook
 from hansprobe.analyses.base import Result, t_ci
 from hansprobe.analyses.probe_targets import ProbeTarget, make_probe
-from hansprobe.objectives import Objective
+from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch
 
 
@@ -31,8 +31,6 @@ class _Site:
 
     @torch.no_grad()
     def __init__(self, model, objective: Objective, batch: Batch, layer: int, batch_size: int):
-        from hansprobe.objectives import autocast
-
         self.model, self.layer, self.batch_size = model, layer, batch_size
         self.device = next(model.parameters()).device
         self.at = objective.label_slice(batch).start + objective.decision_index(batch.target.shape[1])
@@ -57,8 +55,6 @@ class _Site:
         return m(x, start_at_layer=self.layer)
 
     def _blocks_agree(self, x: torch.Tensor, clean: torch.Tensor) -> bool:
-        from hansprobe.objectives import autocast
-
         try:
             with autocast(self.device):
                 got = self._rest(x, True)[:, self.at].float().cpu()
@@ -70,15 +66,13 @@ class _Site:
     def logit_diff(self, decision: torch.Tensor, competitor: torch.Tensor, position: int, edit) -> np.ndarray:
         """Decision-minus-competitor logit at the decision position, with `edit(x_site, rows)` applied
         to the residual at (layer, position); edit=None is the clean run."""
-        from hansprobe.objectives import autocast
-
         out = []
         for start in range(0, len(self.resid), self.batch_size):
             rows = torch.arange(start, min(start + self.batch_size, len(self.resid)))
             if edit is None or position > self.at:  # an edit after the decision position cannot reach it
                 logits = self.clean[rows]
             else:
-                x = self.resid[rows.to(self.resid.device)].clone()
+                x = self.resid[start:start + len(rows)].clone()  # (b, at+1, d_model)
                 x[:, position] = edit(x[:, position], rows)
                 with autocast(self.device):
                     logits = self._rest(x, self.direct)[:, self.at].float().cpu()  # (b, V)
