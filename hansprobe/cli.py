@@ -211,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mechanism-graphs", type=_positive(), default=1000,
                    help="graphs for heads, probes and dynamics: the first of the -n graphs (default 1000)")
     p.add_argument("--patch-pairs", type=_positive(), default=200, help="goal-swap pairs for activation patching (default 200)")
+    p.add_argument("--witness", type=Path, default=None, metavar="CKPT",
+                   help="a capacity witness: a checkpoint of the same task and model shape that decides forwards (another "
+                        "objective or prompt layout); the failure verdict then says whether capacity and training length are "
+                        "ruled out")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
 
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
@@ -391,9 +395,9 @@ def cmd_entropy(args) -> int:
           f"TOST p = {res.equivalence['p_value']:.2g})")
     gd = res.goal_dependence or {}
     for kind, v in gd.get("kinds", {}).items():
-        print(f"  goal dependence, {kind.replace('_', '-'):<10} |delta| {_fmt_ci(v['abs_delta_mean'], v['abs_delta_ci'])} nats, "
-              f"{_fmt_ci(v['excess_mean'], v['excess_ci'])} beyond relisting the edges, "
-              f"signed {_fmt_ci(v['delta_mean'], v['delta_mean_ci'])}, argmax follows the goal {v['follow_share']:.3f} ({v['status']})")
+        print(f"  goal dependence, {kind.replace('_', '-'):<10} signed delta {_fmt_ci(v['delta_mean'], v['delta_mean_ci'])} nats "
+              f"({v['status']}), argmax follows the goal {_fmt_ci(v['follow_share'], v['follow_ci'])}; |delta| "
+              f"{_fmt_ci(v['abs_delta_mean'], v['abs_delta_ci'])}, relisting the edges {v['placebo_abs_delta_mean']:.3f}")
     print(f"  outcome: {res.outcome.upper()} — {res.verdict}")
     return 0
 
@@ -540,7 +544,7 @@ def cmd_report(args) -> int:
     settings = ReportSettings(n_graphs=args.n_graphs or args.default_graphs, mechanism_graphs=args.mechanism_graphs,
                               patch_pairs=args.patch_pairs, seed=args.seed,
                               data=None if args.data is None else str(args.data), batch_size=args.batch_size,
-                              device=args.device)
+                              device=args.device, witness=None if args.witness is None else str(args.witness))
     # a bar at a terminal; otherwise one plain line per analysis on stderr, so a redirected run shows it is alive
     printed = []
 

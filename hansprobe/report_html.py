@@ -75,19 +75,6 @@ document.documentElement.setAttribute('data-figures',String(hpDivs.length));
 document.documentElement.setAttribute('data-figures-drawn',String(hpDrawn));
 document.documentElement.setAttribute('data-errors',String(window.hansprobeErrors.length));
 </script>"""
-RULES = {  # one sentence per question, so the page reads without the docs (docs/concepts.md has the formulas)
-    "clever_hans_failure": "yes when all three hold: later tokens are read off the previous one, the first decision is "
-                           "indecipherable, and it is not computed from the goal (and, with snapshots, r1 is never learned).",
-    "lookup": "yes when a set of heads is found whose joint ablation breaks forced accuracy at positions 2..l-2, and the "
-              "model follows a swapped-in r_(i-1) to its successor in most graphs. Attention describes where they read.",
-    "indecipherable": "yes when the accuracy among the d candidates is shown equivalent to 1/d (+-20%), the goal does "
-                      "not move the decision, and the information over uniform is <= 0.05 log d; 'not learned' when "
-                      "most of the mass is off the candidates.",
-    "decision_computed": "yes when the decision moves with the goal on both kinds of paired counterfactuals: the goal "
-                         "swapped to another arm, and the same goal reached through another first node.",
-    "plan_represented": "yes when a linear probe reads the goal arm before the answer (or at the decision position before "
-                        "the last block), >= 0.10 above shuffled labels and above the untrained model, on held-out graphs.",
-}
 ANSWER_CLASS = {"yes": "yes", "no": "no", "inconclusive": "inconclusive", "not applicable": "na", "not learned": "na"}
 
 
@@ -132,7 +119,7 @@ def _verdict_table(doc: dict) -> str:
             v = c["verdicts"][key]
             cells.append(f"<td><span class='ans {ANSWER_CLASS.get(v['answer'], 'na')}'>{_e(v['answer'])}</span>"
                          f"<p class='evidence'>{_e(v['evidence'])}</p></td>")
-        rule = RULES.get(key, "")
+        rule = doc.get("rules", {}).get(key, "")
         lead = " class='lead'" if key == "clever_hans_failure" else ""
         out.append(f"<tr{lead}><th>{_e(text)}<p class='evidence'>{_e(rule)}</p></th>{''.join(cells)}</tr>")
     if any(c.get("notes") for c in cks):

@@ -183,7 +183,20 @@ def structure_from_tokens(task, tokens: torch.Tensor) -> dict:
     for _ in range(task.path_len - 2):
         node = parent_of.gather(1, node[:, None])[:, 0]
     goal_arm = (candidates == node[:, None]).float().argmax(1)
-    return {"candidates": candidates, "goal_arm": goal_arm, "goal": goal, "start": start}
+    return {"candidates": candidates, "goal_arm": goal_arm, "goal": goal, "start": start, "edges": tokens[:, :3 * e]}
+
+
+def edge_order_noise(edges: torch.Tensor, d: int) -> torch.Tensor:
+    """(B, D) standard-normal-like values that are a fixed function of the edge list's tokens in
+    their order (not of the goal): a model's confidence tied to edge order. Relisting or rewiring
+    the edges redraws them; a goal swap leaves them as they were."""
+    pos = torch.arange(1, edges.shape[1] + 1, dtype=torch.float64)
+    u = []
+    for j in range(d):
+        x = (edges.double() * torch.sin(pos * (1.7 + j) + 0.3 * j)).sum(1)  # (B,)
+        u.append(torch.frac(torch.sin(x * 12.9898) * 43758.5453).abs())
+    u = torch.stack(u, 1).clamp(1e-6, 1 - 1e-6)
+    return (torch.erfinv(2 * u - 1) * 2 ** 0.5).float()  # (B, D)
 
 
 class RuleModel(torch.nn.Module):

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 import pytest
 import torch
 
-from hansprobe.analyses import AnalysisSpec, Result, register_analysis
+from hansprobe.analyses import AnalysisSpec, QuestionSpec, Result, register_analysis, register_question
+from hansprobe.analyses.questions import verdict, unregister_question
 from hansprobe.analyses.registry import unregister_analysis
 from hansprobe.cli import main
 from hansprobe.tasks import TASKS, Batch, TaskArg, TaskSpec, format_ntf_lines, register_task
@@ -84,6 +85,15 @@ def measure_norm(ctx) -> NormResult:
     return NormResult(mean_logit_norm=float(logits.norm(dim=-1).mean()))
 
 
+NORM_MAX = 40.0
+
+
+def decide_norm(ctx):
+    """A toy question over the toy analysis: yes when the logits stay below NORM_MAX."""
+    norm = ctx.analysis("logit_norm")["mean_logit_norm"]
+    return verdict("yes" if norm < NORM_MAX else "no", f"mean logit norm {norm:.2f} (bar {NORM_MAX})", norm=norm)
+
+
 @pytest.fixture
 def registered_toys():
     register_task(TaskSpec(name="fork", cls=Fork, help="toy: a start with two arms",
@@ -91,9 +101,13 @@ def registered_toys():
                            format_lines=format_ntf_lines, defaults={"arm_len": 3, "n_nodes": 12}))
     register_analysis(AnalysisSpec(name="logit_norm", title="Logit norm (a toy analysis)", measure=measure_norm,
                                    captions={"logit_norm": "Mean L2 norm of the forced logits."}, order=70))
+    register_question(QuestionSpec(key="logits_tame", text="Logits tame? (a toy question)", needs=("logit_norm",),
+                                   decide=decide_norm, rule="yes when the mean logit norm is below {norm_max}.",
+                                   thresholds={"norm_max": NORM_MAX}, order=90))
     yield
     TASKS.pop("fork")
     unregister_analysis("logit_norm")
+    unregister_question("logits_tame")
 
 
 def test_a_task_and_an_analysis_registered_in_a_test_run_through_the_cli(registered_toys, tmp_path, capsys):
@@ -111,11 +125,18 @@ def test_a_task_and_an_analysis_registered_in_a_test_run_through_the_cli(registe
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     c = doc["checkpoints"][0]
     assert c["config"]["task"]["name"] == "fork" and set(c["verdicts"]) == {
-        "clever_hans_failure", "lookup", "indecipherable", "decision_computed", "plan_represented"}
+        "clever_hans_failure", "lookup", "indecipherable", "decision_computed", "plan_represented", "logits_tame"}
     assert c["analyses"]["logit_norm"]["mean_logit_norm"] > 0  # the registered analysis ran and was stored
+    toy = c["verdicts"]["logits_tame"]  # the registered question was decided, from the registered analysis
+    assert toy["answer"] == ("yes" if c["analyses"]["logit_norm"]["mean_logit_norm"] < NORM_MAX else "no")
+    assert toy["values"]["norm"] == c["analyses"]["logit_norm"]["mean_logit_norm"]
+    assert doc["questions"]["logits_tame"] == "Logits tame? (a toy question)"
+    assert doc["rules"]["logits_tame"] == "yes when the mean logit norm is below 40.0." and doc["thresholds"]["norm_max"] == 40.0
+    assert "logits_tame" in err or "Logits tame?" in out  # printed with the others
     assert "skipped" not in c["analyses"]["heads"]  # the toy declares lookup indices, so the lookup is searched
     page = (tmp_path / "r" / "report.html").read_text()
     assert "Logit norm (a toy analysis)" in page and "Mean L2 norm of the forced logits." in page
+    assert "Logits tame? (a toy question)" in page and "yes when the mean logit norm is below 40.0." in page
     assert main(["analyse", "logit_norm", str(run), "-n", "20", "--json"]) == 0  # and from the command line
     out = json.loads(capsys.readouterr().out)
     assert out["analysis"] == "logit_norm" and out["mean_logit_norm"] == pytest.approx(

@@ -12,7 +12,9 @@ from scipy import stats
 
 from hansprobe.cli import main
 from hansprobe.errors import ConfigError
-from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, indecipherable_verdict, plan_verdict, write_report
+from hansprobe.analyses.entropy import indecipherable_verdict
+from hansprobe.analyses.plan import plan_verdict
+from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, write_report
 
 TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
 TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6", "--batch-size", "16",
@@ -108,7 +110,8 @@ def test_report_json_has_the_documented_schema(report, runs):
         assert set(c["verdicts"]) == set(QUESTIONS)
         for v in c["verdicts"].values():
             assert v["answer"] in ANSWERS and v["evidence"]
-        assert set(c["analyses"]) == {"behaviour", "entropy", "heads", "probes", "patching", "dynamics"}
+        assert set(c["analyses"]) == {"behaviour", "entropy", "heads", "probes", "patching", "dynamics", "witness"}
+        assert c["analyses"]["witness"] == {"skipped": "no capacity witness was given (report --witness CKPT)"}
         assert c["provenance"]["n_graphs"] == 40 and c["provenance"]["graphs"] == {"seed": SMALL.seed}
         assert c["training_curve"] and c["training_curve"][-1]["step"] == 6
     by = {c["config"]["objective"]: c for c in doc["checkpoints"]}
@@ -234,9 +237,12 @@ def test_a_directory_of_checkpoints_stands_for_its_checkpoints(runs, tmp_path):
 def test_a_report_whose_output_is_not_a_terminal_logs_one_line_per_analysis(runs, tmp_path, capsys):
     assert main(["report", str(runs["reverse"]), "-n", "20", "--mechanism-graphs", "12", "--patch-pairs", "10",
                  "--out", str(tmp_path / "r")]) == 0
+    from hansprobe.report import n_analyses
+
+    n = n_analyses()  # every registered analysis, the witness (skipped here) included
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("report: ")]
-    assert len(lines) == 7 and lines[0] == "report: 6 analyses to run (6 per checkpoint)"
-    assert lines[1].startswith("report: 1/6 reverse: behaviour done") and "s left" in lines[-1]
+    assert len(lines) == n + 1 and lines[0] == f"report: {n} analyses to run ({n} per checkpoint)"
+    assert lines[1].startswith(f"report: 1/{n} reverse: behaviour done") and "s left" in lines[-1]
 
 
 # --- issue 14, defect 6: report.json and report.html are switched together ----------------------

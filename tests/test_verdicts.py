@@ -12,8 +12,11 @@ from hansprobe.analyses.heads import score_patterns, shortcut_indices
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
 from hansprobe.analyses.base import wilson_ci
 from hansprobe.objectives import get_objective
-from hansprobe.report import (consistency_notes, decision_verdict, failure_verdict, indecipherable_verdict,
-                              lookup_verdict, plan_verdict)
+from hansprobe.analyses.entropy import indecipherable_verdict
+from hansprobe.analyses.failure import consistency_notes, failure_verdict
+from hansprobe.analyses.goal_dependence import decision_verdict
+from hansprobe.analyses.lookup import lookup_verdict
+from hansprobe.analyses.plan import plan_verdict
 from hansprobe.tasks import PathStar, format_ntf_lines, parse_ntf_lines
 from hansprobe.tasks.pathstar import arm_rewire, goal_swap
 
@@ -78,15 +81,52 @@ def test_a_small_sample_at_chance_is_inconclusive_not_indecipherable():
 
 def test_the_band_scales_with_chance():
     """d = 20: accuracy 0.09 on 4,000 graphs is almost twice chance. Old rule: CI within +-0.05 of
-    0.05 -> "at chance". The band is +-20% of 1/d."""
+    0.05 -> "at chance". Its CI excludes chance, so it is decided whatever the band."""
     n, k = 4000, 360
     ci = wilson_ci(k, n)
     assert 0.05 - 0.05 <= ci[0] and ci[1] <= 0.05 + 0.05  # what the old rule accepted
     eq = equivalence_test(k, n, 0.05)
-    assert eq["band"] == pytest.approx([0.04, 0.06]) and not eq["equivalent"]
     outcome, why = decide(0.05, math.log(20), k / n, ci, eq, (-0.5, -0.4), 1.0, None)
     assert outcome == "decided" and "above chance" in why
     assert equivalence_test(1000, 2000, 0.5)["equivalent"]
+
+
+# --- issue 23 part 3: indecipherable means indistinguishable from chance --------------------------
+def test_a_ci_that_excludes_chance_is_never_equivalent_to_it():
+    """1,096 / 2,000 at d = 2: 0.548 [0.526, 0.570]. The old rule called it equivalent to chance
+    (inside the band 0.5 +- 20%) and, with no goal effect, indecipherable."""
+    n, k = 2000, 1096
+    ci = wilson_ci(k, n)
+    assert ci[0] > 0.5 and round(ci[0], 3) == 0.526 and round(ci[1], 3) == 0.570
+    eq = equivalence_test(k, n, 0.5)
+    assert eq["equivalent"]  # inside the band: the test of equivalence alone would pass it
+    gd = measure_goal_dependence(RuleModel(PathStar(2, 5, 50), TF, lambda s: torch.zeros(len(s["goal"]), 2)), TF,
+                                 PathStar(2, 5, 50).generate(200, 0))  # absent on both kinds
+    outcome, why = decide(0.5, math.log(2), k / n, ci, eq, (-0.01, 0.01), 1.0, gd)
+    assert outcome == "decided" and "weakly decided" in why
+    assert indecipherable_verdict({"outcome": outcome, "verdict": why, "decision_accuracy": k / n,
+                                   "decision_accuracy_ci": ci, "information_nats": 0.0, "information_nats_ci": [-0.01, 0.01],
+                                   "candidate_entropy_frac": 1.0, "candidate_entropy_frac_ci": [1, 1],
+                                   "mass_outside_candidates": 0.0, "candidate_accuracy": k / n,
+                                   "candidate_accuracy_ci": ci, "chance": 0.5, "equivalence": eq})["answer"] == "no"
+
+
+@pytest.mark.parametrize("d", [2, 5, 10])
+def test_the_band_is_the_same_fraction_of_the_range_at_every_d(d):
+    """At every d the band reaches the same fraction of the way from chance to perfect (above) and
+    from chance to never (below). The old band, 1/d +- 20% of 1/d, was 0.2 of that range at d = 2
+    and 0.022 of it at d = 10. At the band's edge, equivalence cannot be shown however many graphs;
+    well inside it, it can."""
+    from hansprobe.analyses.entropy import EQUIVALENCE_BAND, equivalence_band
+
+    c = 1 / d
+    lo, hi = equivalence_band(c)
+    assert (hi - c) / (1 - c) == pytest.approx(EQUIVALENCE_BAND) and (c - lo) / c == pytest.approx(EQUIVALENCE_BAND)
+    n = 20000
+    for edge in (lo, hi):
+        assert not equivalence_test(round(edge * n), n, c)["equivalent"]  # on the edge: p ~ 1/2
+    inside = c + 0.5 * (hi - c)  # half-way to the upper edge
+    assert equivalence_test(round(inside * n), n, c)["equivalent"]
 
 
 # --- defect 3: goal dependence, bias-invariant -------------------------------------------------------
@@ -147,9 +187,11 @@ def test_a_rule_on_the_goal_label_passes_the_goal_swap_but_not_the_rewire():
 
 
 # --- defect 5: a sign-inconsistent use of the goal --------------------------------------------------
-def test_a_sign_inconsistent_use_of_the_goal_is_computed():
-    """Goes to the goal's arm when the goal label is even and away from it when odd: the signed mean
-    of the change averages to ~0 (old verdict: no), |Δ| does not."""
+def test_a_sign_inconsistent_use_of_the_goal_is_not_a_decision_computed_from_it():
+    """Goes to the goal's arm when the goal label is even and away from it when odd: the goal moves
+    the decision (|Δ| large) but not toward the goal (signed mean ~0). Decided on the signed effect
+    (design.md; issue 23 part 1) the decision is not computed from the goal, and the evidence says the
+    goal moves it nonetheless."""
     task = PathStar(2, 5, 50)
 
     def rule(s):
@@ -159,11 +201,48 @@ def test_a_sign_inconsistent_use_of_the_goal_is_computed():
 
     e = entropy_of(rule, task)
     kinds = e.goal_dependence["kinds"]
-    for v in kinds.values():
-        assert abs(v["delta_mean"]) < 0.5 and v["status"] == "present"
     assert kinds["arm_rewire"]["abs_delta_mean"] == pytest.approx(8.0, abs=1e-3)  # same goal label: same sign in a pair
     assert kinds["goal_swap"]["abs_delta_mean"] > 3  # the new goal's parity is a coin flip: 8 or 0 per pair
-    assert decision_verdict(e.summary())["answer"] == "yes"
+    assert kinds["arm_rewire"]["status"] != "present" and kinds["goal_swap"]["status"] != "present"
+    v = decision_verdict(e.summary())
+    assert v["answer"] != "yes" and "|Δ| 3." in v["evidence"]  # not computed from it; the |Δ| is reported beside it
+
+
+# --- issue 23 part 1: goal dependence decided on the signed effect -----------------------------------
+def edge_noise_rule(alpha, sigma):
+    """Decision logits alpha * [goal arm] + sigma * (noise tied to edge order), d = 2."""
+    from helpers import edge_order_noise
+
+    return lambda s: one_hot_arm(s["goal_arm"], 2, alpha) + sigma * edge_order_noise(s["edges"], 2)
+
+
+@pytest.mark.parametrize("alpha,sigma", [(0.05, 0.38), (0.2, 0.38), (1.0, 8.0)])
+def test_a_goal_signal_under_edge_order_noise_is_present(alpha, sigma):
+    """A model that follows the goal by a constant 2 alpha nats in every goal-swap pair, but whose
+    confidence depends on edge order. The old rule compared |Δ| with a placebo that relists every
+    edge (which redraws the noise): at (1, 8) "the goal does not move it"; at (0.05, 0.38) (the
+    placebo size of the shipped lr5e-4 control) accuracy 0.54, indecipherable yes, decision computed
+    no -- a Clever-Hans failure with a lookup, although the decision follows the goal."""
+    task = PathStar(2, 5, 50)
+    e = entropy_of(edge_noise_rule(alpha, sigma), task, n=4000)
+    kinds = e.goal_dependence["kinds"]
+    assert kinds["goal_swap"]["delta_mean"] == pytest.approx(2 * alpha, abs=1e-4)  # the noise cancels in a goal swap
+    assert kinds["goal_swap"]["status"] == "present" and kinds["arm_rewire"]["status"] == "present"
+    assert e.outcome == "decided" and indecipherable_verdict(e.summary())["answer"] == "no"
+    dec = decision_verdict(e.summary())
+    assert dec["answer"] == "yes"
+    parts = {"lookup": _v("yes"), "indecipherable": indecipherable_verdict(e.summary()), "decision_computed": dec}
+    assert failure_verdict("teacher-forcing", parts, None)["answer"] == "no"
+
+
+def test_edge_order_noise_alone_is_absent_not_present():
+    """The same noise with no goal signal: the signed change is ~0 on both kinds (absent), and the
+    decision is not computed from the goal."""
+    task = PathStar(2, 5, 50)
+    e = entropy_of(edge_noise_rule(0.0, 0.38), task, n=4000)
+    kinds = e.goal_dependence["kinds"]
+    assert kinds["goal_swap"]["status"] == "absent" and kinds["arm_rewire"]["status"] == "absent"
+    assert decision_verdict(e.summary())["answer"] == "no"
 
 
 # --- defect 2a: heads scored at the shortcut indices, the last index apart ---------------------------
@@ -291,7 +370,6 @@ def test_partial_teacherless_is_not_taken_for_teacherless_by_the_failure_verdict
     """Its inputs hold the true prefix half of the time (and always in evaluation), so the failure can
     occur: the verdict weighs the parts instead of answering "not applicable" by name (found in the
     objectives study)."""
-    from hansprobe.report import failure_verdict
 
     parts = {"lookup": {"answer": "yes"}, "indecipherable": {"answer": "yes"}, "decision_computed": {"answer": "no"}}
     assert failure_verdict("partial-teacherless", parts, None)["answer"] == "yes"

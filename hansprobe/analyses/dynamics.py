@@ -1,9 +1,13 @@
-"""Training dynamics: which answer token is learned when (the "learning order").
+"""Training dynamics: which answer token is learned when (the "learning order"), and where the
+supervision goes once the lookup is learned.
 
 Reads a run directory: every weight snapshot (`snapshots/step-*.safetensors`, kept by
 `train --snapshot-at`) plus the final weights is measured on the same fresh graphs for per-position
-forced accuracy and decision-token entropy; the training log (metrics.jsonl) adds the curves logged
-during training.
+forced accuracy, decision-token entropy and **per-position training loss** (the objective's loss,
+split by label position), and on the first GRAD_GRAPHS of them for the **share of the gradient**
+(over all parameters) that each position's loss carries: the argument under study says that once
+the later tokens are fitted by the lookup their loss falls to ~0, so the supervision left is r1's,
+which stays near log d. The training log (metrics.jsonl) adds the curves logged during training.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from hansprobe.analyses.base import Result, progress_iter
 from hansprobe.analyses.entropy import entropy_from_logprobs
@@ -23,6 +28,7 @@ from hansprobe.objectives import objective_from_config
 from hansprobe.tasks.base import Batch
 
 LEARNED = 0.9  # a position counts as learned from the first measured step with forced accuracy >= this
+GRAD_GRAPHS = 256  # graphs per snapshot for the gradient shares (one backward pass per label position)
 
 
 @dataclass
@@ -37,6 +43,21 @@ class DynamicsResult(Result):
     learned_at: list[int | None]  # per label position: first step with forced accuracy >= LEARNED
     learning_order: list[int]  # label positions sorted by learned_at (never-learned last)
     logged: dict = field(default_factory=dict)  # from metrics.jsonl: steps, train_loss, forced_accuracy
+    candidate_accuracy: list[float] = field(default_factory=list)  # the decision among the d candidates, per step
+    candidate_accuracy_ci: list[list[float]] = field(default_factory=list)  # its Wilson CI
+    chance: float | None = None  # 1/d
+    loss_by_position: list[list[float]] = field(default_factory=list)  # [step][label position]: mean cross-entropy, nats
+    loss_share: list[list[float]] = field(default_factory=list)  # [step][position]: share of the summed loss
+    grad_share: list[list[float]] = field(default_factory=list)  # [step][position]: ||grad of its loss|| / sum over positions
+    grad_graphs: int = 0
+
+    @property
+    def decision_above_chance_at(self) -> list[int]:
+        """The steps whose candidate decision accuracy CI lies above chance (empty: at chance throughout)."""
+        return [s for s, ci in zip(self.steps, self.candidate_accuracy_ci) if ci[0] > self.chance]
+
+    def summary(self) -> dict:
+        return {**self.to_dict(), "decision_above_chance_at": self.decision_above_chance_at}
 
     def figures(self) -> dict:
         from plotly.subplots import make_subplots
@@ -51,7 +72,30 @@ class DynamicsResult(Result):
         fig.update_xaxes(title_text="training step")
         fig.update_yaxes(range=[0, 1.05])
         fig.update_layout(title=f"Learning order ({self.objective}, {self.n_graphs} fresh graphs per snapshot)")
-        return {"learning_order": fig}
+        figs = {"learning_order": fig}
+        if self.loss_by_position:
+            figs["supervision_by_position"] = self._supervision_figure()
+        return figs
+
+    def _supervision_figure(self):
+        import math
+
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=2, cols=1, vertical_spacing=0.22, subplot_titles=(
+            "training loss per label position (nats)", f"share of the gradient (all parameters; {self.grad_graphs} graphs)"))
+        for pos in range(len(self.loss_by_position[0])):
+            fig.add_scatter(x=self.steps, y=[row[pos] for row in self.loss_by_position], mode="lines+markers",
+                            name=f"r{pos} loss", legendgroup=f"r{pos}", row=1, col=1)
+            fig.add_scatter(x=self.steps, y=[row[pos] for row in self.grad_share], mode="lines+markers",
+                            name=f"r{pos} gradient share", legendgroup=f"r{pos}", row=2, col=1)
+        if self.chance:
+            fig.add_hline(y=math.log(1 / self.chance), line_dash="dot", annotation_text="log d (uniform over candidates)",
+                          row=1, col=1)
+        fig.update_xaxes(title_text="training step")
+        fig.update_yaxes(range=[0, 1.05], row=2, col=1)
+        fig.update_layout(title=f"Where the supervision goes ({self.objective}): per-position loss and gradient share")
+        return fig
 
 
 def snapshot_paths(run_dir: Path) -> list[tuple[int, Path]]:
@@ -77,25 +121,33 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
         points.append((final_step, run_dir / MODEL))
     if not points:
         raise CheckpointError(f"{run_dir} has no snapshots/ and no {MODEL}; train with --snapshot-at STEPS to record dynamics")
-    steps, forced, dec_acc, ent, info = [], [], [], [], []
+    steps, forced, dec_acc, ent, info, cand, cand_ci, losses, grads = [], [], [], [], [], [], [], [], []
+    grad_batch = batch[:GRAD_GRAPHS].to(dev)
     points = progress_iter(points, len(points), "dynamics", progress, unit="snapshot")
     for step, path in points:
         tensors, _ = load_safetensors(path)
         load_weights(model, tensors, path)
         model.eval()
-        ok, logp = [], []
+        ok, logp, nll = [], [], []
         k = objective.decision_index(task.target_len)
         for chunk in batch.split(batch_size):
             chunk = chunk.to(dev)
-            logits = objective.forced_logits(model, chunk)  # (b, L, V): one pass serves both measures
-            ok.append((logits.argmax(-1) == objective.labels(chunk)).float().cpu())
+            logits = objective.forced_logits(model, chunk)  # (b, L, V): one pass serves every measure
+            labels = objective.labels(chunk)
+            ok.append((logits.argmax(-1) == labels).float().cpu())
             logp.append(logits[:, k].log_softmax(-1).cpu())
+            nll.append(F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").cpu())  # (b, L)
+        loss = torch.cat(nll).mean(0)  # (L,)
+        losses.append(loss.tolist())
+        grads.append(position_gradient_shares(model, objective, grad_batch))
         ent_res = entropy_from_logprobs(torch.cat(logp), objective, batch)
         steps.append(step)
         forced.append(torch.cat(ok).mean(0).tolist())
         dec_acc.append(ent_res.decision_accuracy)
         ent.append(ent_res.candidate_entropy_frac)
         info.append(ent_res.information_nats)
+        cand.append(ent_res.candidate_accuracy)
+        cand_ci.append(list(ent_res.candidate_accuracy_ci))
     n_pos = len(forced[0])
     learned_at = [next((s for s, row in zip(steps, forced) if row[p] >= LEARNED), None) for p in range(n_pos)]
     order = sorted(range(n_pos), key=lambda p: (learned_at[p] is None, learned_at[p] or 0, p))
@@ -104,7 +156,26 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
               "forced_accuracy": [r.get("forced_accuracy") for r in rows]}
     return DynamicsResult(objective=objective.name, n_graphs=len(batch), steps=steps, forced_accuracy=forced,
                           decision_accuracy=dec_acc, candidate_entropy_frac=ent, information_nats=info,
-                          learned_at=learned_at, learning_order=order, logged=logged)
+                          learned_at=learned_at, learning_order=order, logged=logged, candidate_accuracy=cand,
+                          candidate_accuracy_ci=cand_ci, chance=task.chance, loss_by_position=losses,
+                          loss_share=[[x / sum(row) if sum(row) > 0 else 0.0 for x in row] for row in losses],
+                          grad_share=grads, grad_graphs=len(grad_batch))
+
+
+def position_gradient_shares(model, objective, batch: Batch) -> list[float]:
+    """||∇θ loss_i|| / Σ_j ||∇θ loss_j|| over all parameters θ, for each label position i's mean
+    cross-entropy on `batch` (the objective's own input): the share of the supervision each
+    position carries. One forward pass, one backward pass per position."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        logits = model(objective.inputs(batch))[:, objective.label_slice(batch)].float()  # (B, L, V)
+        per_pos = F.cross_entropy(logits.transpose(1, 2), objective.labels(batch), reduction="none").mean(0)  # (L,)
+        norms = []
+        for i in range(len(per_pos)):
+            g = torch.autograd.grad(per_pos[i], params, retain_graph=i < len(per_pos) - 1, allow_unused=True)
+            norms.append(float(sum((x.float() ** 2).sum() for x in g if x is not None)) ** 0.5)
+    total = sum(norms)
+    return [n / total if total > 0 else 0.0 for n in norms]
 
 
 def _dynamics_skip(ctx: AnalysisContext) -> str | None:
@@ -117,5 +188,6 @@ register_analysis(AnalysisSpec(
     measure=lambda ctx: measure_dynamics(ctx.path, ctx.mechanism_batch, device=ctx.device, batch_size=ctx.batch_size),
     captions={
         'learning_order': 'Forced accuracy per position and decision-token entropy over the kept snapshots. Look for: which position is learned when; the decision token last or never.',
+        'supervision_by_position': "Per-position training loss and each position's share of the gradient (all parameters) over the snapshots. Look for: the later positions' loss falling to ~0 first while r1 stays at log d, and r1's share of the gradient rising once the lookup is learned.",
     },
 ))

@@ -6,12 +6,14 @@ d candidate children of the start, and report entropy, mass outside the candidat
 among the candidates and the information over uniform, each with a 95% CI, the goal dependence on
 paired counterfactuals (goal_dependence.py), and the *indecipherable* verdict of design.md:
 
-- *decided* (not indecipherable) when the goal moves the decision, or the candidate accuracy CI
-  excludes 1/d without being shown equivalent to it, or the information CI lies above 0.05 log d;
+- *decided* (not indecipherable) when the goal moves the decision toward it, or the candidate
+  accuracy CI excludes 1/d (even inside the band: "weakly decided"), or the information CI lies
+  above 0.05 log d;
 - else *not learned* when less than half of the mass is on the candidates ("has not learned the
   candidate set", its own outcome);
 - *indecipherable* when the candidate accuracy is shown equivalent to 1/d (two one-sided binomial
-  tests against the band 1/d ± EQUIVALENCE_BAND/d), the goal dependence is shown absent for every
+  tests against a band of EQUIVALENCE_BAND of the chance-to-perfect range above 1/d and of the
+  chance-to-zero range below it), the goal dependence is shown absent for every
   pair kind and the information CI's upper end is <= 0.05 log d;
 - *inconclusive* otherwise (too few graphs to tell);
 - *not applicable* under reversed targets (no decision is made before the answer: the goal is copied
@@ -26,12 +28,16 @@ import torch
 from scipy import stats
 
 from hansprobe.analyses.base import Result, decision_distribution, mean_ci, wilson_ci
-from hansprobe.analyses.goal_dependence import GoalDependenceResult, measure_goal_dependence
+from hansprobe.analyses.goal_dependence import DELTA_MIN, GoalDependenceResult, measure_goal_dependence
+from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
-EQUIVALENCE_BAND = 0.20  # candidate accuracy equivalent to chance: within 1/d * (1 +- 0.20) (docs/decisions.md 4)
+# Candidate accuracy equivalent to chance: within this fraction of the way from chance to perfect
+# above it, and from chance to never below it: [c (1 - b), c + b (1 - c)] for c = 1/d (docs/decisions.md
+# 39; at d = 2 the band of decision 4, [0.4, 0.6]).
+EQUIVALENCE_BAND = 0.20
 EQUIVALENCE_ALPHA = 0.05  # each one-sided test
 INFO_FRACTION = 0.05  # design.md: information CI upper end <= 0.05 log d counts as none
 CANDIDATE_MASS_MIN = 0.5  # below this mean mass on the candidates the candidate set is "not learned"
@@ -96,10 +102,16 @@ class EntropyResult(Result):
         return figs
 
 
+def equivalence_band(chance: float) -> tuple[float, float]:
+    """[c (1 - b), c + b (1 - c)]: the same fraction b = EQUIVALENCE_BAND of the range on each side of
+    chance c, so that the band means the same at every d."""
+    return chance * (1 - EQUIVALENCE_BAND), chance + EQUIVALENCE_BAND * (1 - chance)
+
+
 def equivalence_test(correct: int, n: int, chance: float) -> dict:
     """Two one-sided exact binomial tests (scipy.stats.binomtest) of H0: accuracy outside the band
-    chance * (1 +- EQUIVALENCE_BAND); equivalent when both reject at EQUIVALENCE_ALPHA."""
-    lo, hi = chance * (1 - EQUIVALENCE_BAND), min(1.0, chance * (1 + EQUIVALENCE_BAND))
+    `equivalence_band(chance)`; equivalent when both reject at EQUIVALENCE_ALPHA."""
+    lo, hi = equivalence_band(chance)
     p_lo = stats.binomtest(correct, n, lo, alternative="greater").pvalue
     p_hi = stats.binomtest(correct, n, hi, alternative="less").pvalue
     p = float(max(p_lo, p_hi))
@@ -121,11 +133,13 @@ def decide(chance: float, log_d: float, acc: float, acc_ci, equivalence: dict, i
     if moved:
         v = gd.kinds[moved[0]]
         return "decided", (f"the decision follows the goal: on {moved[0].replace('_', '-')} pairs the candidate log-odds move "
-                           f"by |Δ| {v['abs_delta_mean']:.3f} nats, {v['excess_mean']:.3f} [{v['excess_ci'][0]:.3f}, "
-                           f"{v['excess_ci'][1]:.3f}] more than when the same edges are relisted (>= {gd.delta_min})")
-    if not equivalence["equivalent"] and not acc_ci[0] <= chance <= acc_ci[1]:
+                           f"toward it by {v['delta_mean']:.3f} [{v['delta_mean_ci'][0]:.3f}, {v['delta_mean_ci'][1]:.3f}] nats "
+                           f"(signed; > {gd.delta_min})")
+    if not acc_ci[0] <= chance <= acc_ci[1]:  # a CI that excludes chance is never "equivalent" to it (design.md)
         side = "above" if acc_ci[0] > chance else "below"
-        return "decided", f"the {acc_txt} lies {side} chance {chance:.3f} and is not equivalent to it (band {band})"
+        how = ("weakly decided: inside the band of equivalence, but distinguishable from chance" if equivalence["equivalent"]
+               else "and is not equivalent to it")
+        return "decided", f"the {acc_txt} lies {side} chance {chance:.3f}, {how} (band {band})"
     if info_ci[0] > info_cut:
         return "decided", f"information over uniform CI [{info_ci[0]:.3f}, {info_ci[1]:.3f}] lies above {INFO_FRACTION} log d"
     if candidate_mass < CANDIDATE_MASS_MIN:
@@ -133,11 +147,11 @@ def decide(chance: float, log_d: float, acc: float, acc_ci, equivalence: dict, i
                                f"has not learned the candidate set (among them: {acc_txt}, chance {chance:.3f})")
     absent = gd is not None and gd.all_absent
     if equivalence["equivalent"] and absent and info_ci[1] <= info_cut:
-        kinds = " and ".join(f"{k.replace('_', '-')} |Δ| {v['abs_delta_mean']:.3f}, {v['excess_mean']:+.3f} "
-                             f"[{v['excess_ci'][0]:+.3f}, {v['excess_ci'][1]:+.3f}] beyond relisting the edges"
-                             for k, v in gd.kinds.items())
+        kinds = " and ".join(f"{k.replace('_', '-')} {v['delta_mean']:+.3f} [{v['delta_mean_ci'][0]:+.3f}, "
+                             f"{v['delta_mean_ci'][1]:+.3f}]" for k, v in gd.kinds.items())
         return "indecipherable", (f"{acc_txt} is equivalent to chance {chance:.3f} (band {band}, TOST p = "
-                                  f"{equivalence['p_value']:.2g}), the goal does not move it ({kinds}; nats, < {gd.delta_min}) "
+                                  f"{equivalence['p_value']:.2g}), the goal does not move it toward the goal (signed Δ "
+                                  f"{kinds} nats, inside +-{gd.delta_min}) "
                                   f"and the information CI upper end {info_ci[1]:.3f} <= {info_cut:.3f} nats")
     why = []
     if not equivalence["equivalent"]:
@@ -234,4 +248,46 @@ register_analysis(AnalysisSpec(
         'decision_entropy_histogram': 'Per-graph entropy of the decision token, renormalised over the d candidates, as a fraction of log d. Look for: a pile at 1 = a uniform guess (indecipherable); a pile at 0 = a decision.',
         'goal_dependence': "Per pair: the change of the candidate log-odds at the decision position when only the goal's place moves (goal swap; arm rewire: same tokens and goal label, reached through another first node). Look for: a pile at 0 = the decision ignores the goal; far from 0 = it follows the goal.",
     },
+))
+
+
+# --- the question this analysis answers -----------------------------------------------------------
+INDECIPHERABLE_ANSWER = {"indecipherable": "yes", "decided": "no", "not learned": "not learned",
+                         "inconclusive": "inconclusive", "not applicable": "not applicable"}
+
+
+def indecipherable_verdict(entropy: dict) -> dict:
+    """The entropy analysis's outcome (design.md's rule): the clause that decided it first, then the figures."""
+    e = entropy
+    answer = INDECIPHERABLE_ANSWER[e["outcome"]]
+    parts = [e["verdict"]]
+    if answer == "not applicable":  # a question without an object carries no values (docs/report.md); the numbers stay in analyses.entropy
+        return verdict(answer, e["verdict"])
+    parts += [f"decision accuracy over the whole vocabulary {ci_text(e['decision_accuracy'], e['decision_accuracy_ci'])}",
+              f"information over uniform {ci_text(e['information_nats'], e['information_nats_ci'])} nats",
+              f"candidate entropy {ci_text(e['candidate_entropy_frac'], e['candidate_entropy_frac_ci'])} x log d",
+              f"mass outside the candidates {e['mass_outside_candidates']:.3f}"]
+    follows = [f"{k} {ci_text(v['rate'], v['ci'])}" for k, v in e.get("preference", {}).items() if v["follows"]]
+    if follows:
+        parts.append("the top candidate is the " + "; ".join(follows) + f" (chance {e['chance']:.3f})")
+    return verdict(answer, "; ".join(parts), outcome=e["outcome"], candidate_accuracy=e["candidate_accuracy"],
+                   candidate_accuracy_ci=e["candidate_accuracy_ci"], decision_accuracy=e["decision_accuracy"],
+                   decision_accuracy_ci=e["decision_accuracy_ci"], chance=e["chance"], equivalence=e["equivalence"],
+                   information_nats=e["information_nats"], information_nats_ci=e["information_nats_ci"],
+                   candidate_entropy_frac=e["candidate_entropy_frac"],
+                   mass_outside_candidates=e["mass_outside_candidates"],
+                   follows=[k for k, v in e.get("preference", {}).items() if v["follows"]])
+
+
+INDECIPHERABLE = register_question(QuestionSpec(
+    key="indecipherable", text="First decision token indecipherable?", needs=("entropy",), order=20,
+    decide=lambda ctx: indecipherable_verdict(ctx.analysis("entropy")),
+    rule=("yes when the accuracy among the d candidates is shown equivalent to 1/d (two one-sided tests at "
+          "{equivalence_alpha}, against a band of {equivalence_band:.0%} of the way from chance to perfect or to "
+          "never; a CI that excludes 1/d is never equivalent), the goal does not move the decision, and the "
+          "information over uniform is <= {information_fraction} log d; 'not learned' when less than "
+          "{candidate_mass_min:.0%} of the mass is on the candidates."),
+    thresholds={"equivalence_band": EQUIVALENCE_BAND, "equivalence_alpha": EQUIVALENCE_ALPHA,
+                "information_fraction": INFO_FRACTION, "candidate_mass_min": CANDIDATE_MASS_MIN,
+                "goal_dependence_delta_min": DELTA_MIN},
 ))

@@ -1,8 +1,7 @@
-"""Goal dependence: does the decision move when only the goal's place moves?
+"""Goal dependence: does the decision move toward the goal when only the goal's place moves?
 
-Bias-invariant by construction. For each graph we build a counterfactual partner in which the
-correct decision changes from a (clean) to b (partner) and nothing a label heuristic could read
-changes with it:
+For each graph we build a counterfactual partner in which the correct decision changes from a
+(clean) to b (partner) and nothing a label heuristic could read changes with it:
 
 - **goal swap**: the same edges in the same order, the goal token moved to another arm's leaf;
 - **arm rewire**: the same tokens (same multiset, same positions but two), the same goal label, the
@@ -10,17 +9,17 @@ changes with it:
 
 At the decision position (the objective's own input) m = log q(a) − log q(b), and per pair
 Δ = m(clean) − m(partner). A preference that ignores the goal (lowest label, first-listed edge, ...)
-adds the same amount to m in both runs and cancels in Δ; a model that follows the goal has Δ ≫ 0.
-We report the signed mean (t interval), the mean |Δ| (a sign-inconsistent use of the goal averages
-to 0 in the signed mean, not in |Δ|) and the shares of pairs whose candidate argmax follows the goal
-in both runs, or goes the opposite way in both.
+adds the same amount to m in both runs and cancels in Δ; a model that follows the goal moves it the
+same way, toward the goal, in every pair: Δ > 0.
 
-Any model whose output depends on its input at all moves a little when tokens change (an untrained
-model: |Δ| ≈ 0.09 nats on G(2,5)), so |Δ| is compared with a **placebo** on the same graph: the
-edges relisted in another order (`edge_reorder`), which changes many positions and not the answer.
-The excess |Δ| − |Δ_placebo| per graph (bootstrap CI of its mean) decides: a pair kind shows goal
-dependence when the CI lies above DELTA_MIN, its absence when the CI lies below DELTA_MIN, and is
-unclear otherwise (docs/decisions.md 19).
+**Decided on the signed effect** (design.md; docs/decisions.md 38): a pair kind shows goal dependence
+(`present`) when the t interval of the signed mean Δ lies above DELTA_MIN, its absence (`absent`)
+when the interval lies inside ±DELTA_MIN, `opposite` when it lies below −DELTA_MIN, and `unclear`
+otherwise. The share of pairs whose candidate argmax follows the goal in both runs is reported with
+it. The mean |Δ| and a placebo (the edges relisted in another order, which changes many positions
+and not the answer) are description only: a placebo that relists every edge is a far larger
+perturbation than a goal swap (one token) or a rewire (two), so comparing |Δ| with it hid real but
+small goal effects under edge-order noise (issue 23, part 1).
 """
 from __future__ import annotations
 
@@ -30,10 +29,13 @@ import numpy as np
 import torch
 
 from hansprobe.analyses.base import Result, decision_distribution, mean_ci, t_ci, wilson_ci
+from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
-DELTA_MIN = 0.1  # nats of candidate log-odds beyond the placebo; the floor the patching analysis uses for "measurable"
+# nats of signed candidate log-odds change per pair: the smallest goal effect that counts, and the
+# half-width of "no effect" (docs/decisions.md 38: 0.05 nats of Δ is a shift of ~0.6% in a two-way choice)
+DELTA_MIN = 0.05
 
 
 @dataclass
@@ -92,9 +94,10 @@ def _summarise(delta: np.ndarray, placebo: np.ndarray, m_clean: np.ndarray, m_pa
     anti = int(((m_clean < 0) & (m_partner > 0)).sum())  # the opposite way in both runs
     lo, hi = t_ci(delta)
     abs_ci = mean_ci(np.abs(delta), seed)
-    excess = np.abs(delta) - np.abs(placebo)
+    excess = np.abs(delta) - np.abs(placebo)  # description only (module docstring)
     ex_ci = mean_ci(excess, seed)
-    status = "present" if ex_ci[0] >= DELTA_MIN else "absent" if ex_ci[1] < DELTA_MIN else "unclear"
+    status = ("present" if lo > DELTA_MIN else "opposite" if hi < -DELTA_MIN
+              else "absent" if -DELTA_MIN < lo and hi < DELTA_MIN else "unclear")
     return {"n_pairs": n, "delta_mean": float(delta.mean()), "delta_mean_ci": [float(lo), float(hi)],
             "abs_delta_mean": float(np.abs(delta).mean()), "abs_delta_ci": [float(abs_ci[0]), float(abs_ci[1])],
             "placebo_abs_delta_mean": float(np.abs(placebo).mean()),
@@ -135,3 +138,65 @@ def measure_goal_dependence(model, objective: Objective, batch: Batch, seed: int
         kinds[name] = _summarise(delta, d0, m_c.double().numpy(), m_p.double().numpy(), seed)
         per_pair[name] = delta.tolist()
     return GoalDependenceResult(**base, applicable=True, reason="", kinds=kinds, per_pair_delta=per_pair)
+
+
+# --- the question this analysis answers (read from the entropy analysis, which runs it) ------------
+def _kind(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _gd_text(kind: str, v: dict) -> str:
+    return (f"{_kind(kind)} pairs: signed Δ {ci_text(v['delta_mean'], v['delta_mean_ci'])} nats, argmax follows the goal in "
+            f"{ci_text(v['follow_share'], v['follow_ci'])} of pairs (|Δ| {ci_text(v['abs_delta_mean'], v['abs_delta_ci'])}; "
+            f"relisting the edges moves |Δ| by {v['placebo_abs_delta_mean']:.3f})")
+
+
+def decision_verdict(entropy: dict, patching: dict | None = None) -> dict:
+    """yes when both counterfactual kinds move the decision (goal swap: only the goal token moves;
+    arm rewire: the same tokens and goal label, the goal reached through another first node) toward
+    the goal, by the signed status of each pair kind (measure_goal_dependence); no when the goal swap
+    does not move it toward the goal, when it does but the rewire does not (a label cue, not the
+    graph), or when either moves it away; inconclusive otherwise. The
+    evidence names where activation patching restores the decision, or what the decision follows instead."""
+    gd = entropy.get("goal_dependence")
+    if not gd or not gd.get("applicable"):
+        return verdict("not applicable", (gd or {}).get("reason") or "goal dependence was not measured")
+    kinds = gd["kinds"]
+    status = {k: v["status"] for k, v in kinds.items()}
+    figures = "; ".join(_gd_text(k, v) for k, v in kinds.items())
+    swap, rewire = status.get("goal_swap"), status.get("arm_rewire", "n/a")
+    follows = [f"the {k} ({v['rate']:.3f})" for k, v in entropy.get("preference", {}).items() if v["follows"]]
+    instead = (f"; the decision follows {', '.join(follows)} instead" if follows else "")
+    if swap == "present" and rewire in ("present", "n/a"):
+        answer, clause = "yes", "the decision moves with the goal on both kinds of counterfactual pairs"
+        if patching and patching.get("measurable") and patching.get("top"):
+            clause += "; patching restores it at " + ", ".join(f"{t['component']} ({t['normalized']:.2f})"
+                                                            for t in patching["top"][:3])
+    elif swap == "absent":
+        answer, clause = "no", (f"moving the goal to another arm does not move the decision toward it (the signed change's "
+                                f"CI lies inside +-{gd['delta_min']} nats){instead}")
+        moved = [k for k, v in kinds.items() if v["excess_ci"][0] > gd["delta_min"]]
+        if moved:
+            clause += (f"; the goal does move it on {', '.join(_kind(k) for k in moved)} pairs, but not consistently toward "
+                       "the goal (|Δ| beyond relisting the edges, signed mean ~0)")
+    elif swap == "present" and rewire == "absent":
+        answer, clause = "no", ("the decision moves with the goal token but not when the same goal is reached through "
+                                f"another first node: it keys on a label, not on the graph{instead}")
+    elif "opposite" in (swap, rewire):
+        answer, clause = "no", ("the decision moves away from the goal (the signed change's CI lies below "
+                                f"-{gd['delta_min']} nats): it reads the goal and goes elsewhere{instead}")
+    else:
+        answer, clause = "inconclusive", f"goal dependence is not clear ({', '.join(f'{_kind(k)}: {v}' for k, v in status.items())})"
+    return verdict(answer, f"{clause}; {figures}", **{k: {kk: v[kk] for kk in ("status", "abs_delta_mean", "abs_delta_ci",
+                   "excess_mean", "excess_ci", "delta_mean", "delta_mean_ci", "follow_share", "follow_ci")}
+                   for k, v in kinds.items()})
+
+
+DECISION_COMPUTED = register_question(QuestionSpec(
+    key="decision_computed", text="Decision computed from the goal?", needs=("entropy", "patching"), order=30,
+    decide=lambda ctx: decision_verdict(ctx.analysis("entropy"), ctx.analysis("patching")),
+    rule=("yes when the decision moves toward the goal on both kinds of paired counterfactuals: the goal swapped to "
+          "another arm, and the same goal reached through another first node (the signed change of the candidate "
+          "log-odds has its CI above {goal_dependence_delta_min} nats)."),
+    thresholds={"goal_dependence_delta_min": DELTA_MIN},
+))

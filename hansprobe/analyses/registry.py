@@ -16,7 +16,8 @@ from typing import Any, Callable
 class AnalysisContext:
     """What an analysis of a checkpoint gets: the model and its task, objective and config, the
     graphs (all of them; the prefix for the costly mechanism analyses; the prefix of patching
-    pairs), the seed and batch size, and the untrained model of the same config (built on demand)."""
+    pairs), the seed and batch size, the untrained model of the same config (built on demand) and a
+    capacity witness checkpoint when one is given."""
 
     path: Path
     config: dict
@@ -31,6 +32,7 @@ class AnalysisContext:
     device: str
     probe_target: str = "goal_arm"
     untrained_model: Callable[[], Any] | None = None
+    witness: Path | None = None  # a capacity witness checkpoint (analyses/witness.py), or None
 
 
 def _always(ctx: AnalysisContext) -> str | None:

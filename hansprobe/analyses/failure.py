@@ -1,0 +1,133 @@
+"""The combined question, decided from the others and the training dynamics: is this the Clever-Hans
+failure? And the notes for answers that read as contradicting each other."""
+from __future__ import annotations
+
+from hansprobe.analyses.questions import QuestionContext, QuestionSpec, register_question, verdict
+
+
+def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None, witness: dict | None = None) -> dict:
+    """The Clever-Hans failure is the conjunction: the lookup carries the later tokens AND the first
+    decision is indecipherable AND it is not computed from the goal (AND, where snapshots exist, the
+    later tokens were learned and r_1 never). no as soon as one part says no (naming it). A yes is
+    the paper's signature; its evidence and `values.ruled_out` say which other explanations of it
+    were checked (`alternatives`: the learning order, capacity, training length)."""
+    if objective_name.startswith("reverse"):
+        return verdict("not applicable", "reversed targets make no decision before the answer (the goal is copied first)")
+    if objective_name in ("teacherless", "reverse-teacherless"):  # partial-teacherless trains on the true prefix too
+        return verdict("not applicable", "teacherless inputs hold no previous answer token: the Clever-Hans failure is a "
+                       "failure of teacher-forced training")
+    lk, ind, dec = (verdicts[k]["answer"] for k in ("lookup", "indecipherable", "decision_computed"))
+    against = []
+    if lk == "no":
+        against.append("later tokens are not read off the previous one")
+    if ind == "no":
+        against.append("the first decision is not indecipherable")
+    if ind == "not learned":
+        against.append("the model has not learned the candidate set (a different failure: not trained far enough)")
+    if dec == "yes":
+        against.append("the decision is computed from the goal")
+    parts = {"lookup": lk, "indecipherable": ind, "decision computed": dec}
+    summary = ", ".join(f"{k} {v}" for k, v in parts.items())
+    if against:
+        return verdict("no", f"{'; '.join(against)} ({summary})", parts=parts)
+    if lk == "not applicable":
+        return verdict("not applicable", f"no lookup to measure: {verdicts['lookup']['evidence']}")
+    if (lk, ind, dec) != ("yes", "yes", "no"):
+        return verdict("inconclusive", f"a part is inconclusive ({summary})", parts=parts)
+    if dynamics and "skipped" not in dynamics:
+        learned = dynamics["learned_at"]  # per label index; 1 is the decision, 2..l-2 the lookup's
+        if learned[1] is not None or any(learned[i] is None for i in range(2, len(learned) - 1)):
+            return verdict("inconclusive", f"the snapshots disagree: {_order(dynamics)} ({summary})", parts=parts)
+    checks = alternatives(dynamics, witness)
+    ruled_out = {k: ok for k, (ok, _) in checks.items()}
+    open_ = [k.replace("_", " ") for k, ok in ruled_out.items() if not ok]
+    detail = "; ".join(text for _, text in checks.values())
+    if open_:
+        head = (f"the signature (the lookup carries the later tokens, the first decision is at chance and ignores the goal); "
+                f"its cause not separated from {' / '.join(open_)}")
+    else:
+        head = ("the lookup carries the later tokens, the first decision is at chance and ignores the goal; learning order, "
+                "capacity and training length ruled out")
+    return verdict("yes", f"{head} — {detail}", parts=parts, ruled_out=ruled_out)
+
+
+def _order(dynamics: dict) -> str:
+    learned = dynamics["learned_at"]
+    return (f"learning order over {len(dynamics['steps'])} snapshots: "
+            + ", ".join(f"r{i} at step {learned[i]}" if learned[i] is not None else f"r{i} never" for i in range(len(learned))))
+
+
+def alternatives(dynamics: dict | None, witness: dict | None) -> dict:
+    """The explanations of the signature other than the objective, each as (ruled out?, why):
+    the learning order (snapshots: later tokens learned, r1 never, and at chance at every snapshot),
+    capacity and training length (a witness of the same task and shape that learned the forward
+    decision, with no more steps: analyses/witness.py)."""
+    out = {}
+    if dynamics and "skipped" not in dynamics:
+        above = dynamics.get("decision_above_chance_at")
+        if above is None:  # a summary from before the per-step candidate accuracy
+            out["learning_order"] = (False, f"{_order(dynamics)} (whether r1 stayed at chance was not measured)")
+        elif above:
+            out["learning_order"] = (False, f"{_order(dynamics)}, but r1 rose above chance at step(s) "
+                                            f"{', '.join(map(str, above))} before falling back")
+        else:
+            out["learning_order"] = (True, f"{_order(dynamics)}; r1 at chance at every snapshot (candidate accuracy CI "
+                                           "never above 1/d): later tokens learned first, r1 never")
+    else:
+        out["learning_order"] = (False, "no snapshots kept: the learning order is not checked (train --snapshot-at)")
+    if witness and "skipped" not in witness:
+        w = witness
+        acc = f"{w['decision_accuracy']:.3f} [{w['decision_accuracy_ci'][0]:.3f}, {w['decision_accuracy_ci'][1]:.3f}]"
+        name = f"the witness {w['path']} ({w['objective']}, {w['steps']} steps: decision accuracy {acc} on {w['n_graphs']} graphs)"
+        if w["rules_out_capacity"]:
+            out["capacity"] = (True, f"{name} has this task and model shape and decides forwards")
+        else:
+            why = ("it does not decide forwards" if not w["learned"] else "; ".join(w["differences"]))
+            out["capacity"] = (False, f"{name} does not show this shape can decide: {why}")
+        out["training_length"] = (bool(w["rules_out_training_length"]),
+                                  f"the witness trained {w['steps']} steps at batch {w['batch_size']} against "
+                                  f"{w['steps_of_checkpoint']} at batch {w['batch_size_of_checkpoint']} here"
+                                  + ("" if w["rules_out_training_length"] else ": not within this model's budget"
+                                     if w["rules_out_capacity"] else ""))
+    else:
+        out["capacity"] = (False, "no capacity witness: a model of the same shape that learned the forward decision "
+                                  "with another objective or layout (report --witness CKPT)")
+        out["training_length"] = (False, "not separated without a witness trained no longer than this model")
+    return out
+
+
+def _decide(ctx: QuestionContext) -> dict:
+    return failure_verdict(ctx.objective.name, ctx.verdicts, ctx.analyses.get("dynamics"), ctx.analyses.get("witness"))
+
+
+CLEVER_HANS_FAILURE = register_question(QuestionSpec(
+    key="clever_hans_failure", text="Clever-Hans failure?", needs=("dynamics", "witness"), decide=_decide, order=0,
+    combines=("lookup", "indecipherable", "decision_computed"),
+    rule=("yes when all three hold: later tokens are read off the previous one, the first decision is indecipherable, "
+          "and it is not computed from the goal (and, with snapshots, r1 is never learned). The evidence says which other "
+          "causes of this signature were ruled out: the learning order (snapshots), capacity and training length (a "
+          "witness of the same shape that decides forwards, report --witness)."),
+))
+
+
+def consistency_notes(verdicts: dict, entropy: dict, patching: dict | None) -> list[str]:
+    """Where two answers could be read as contradicting each other, say what they mean together."""
+    a = {k: v["answer"] for k, v in verdicts.items()}
+    notes = []
+    if a["plan_represented"] == "yes" and a["decision_computed"] == "no":
+        notes.append("A probe reads the goal arm, but the decision does not move with the goal: the information is in the "
+                     "residual stream and the decision does not use it.")
+    if a["lookup"] == "yes" and a["decision_computed"] == "yes":
+        notes.append("Later tokens are read off the previous one AND the decision is computed from the goal: the lookup is "
+                     "the correct conditional here (a planning model has it too), not a failure.")
+    if a["decision_computed"] == "yes" and entropy.get("information_nats_ci") and entropy["information_nats_ci"][1] <= 0:
+        notes.append("The goal moves the decision although the information over uniform is <= 0: a real goal signal "
+                     "under a label preference that costs more log score than it gains.")
+    swap = ((entropy.get("goal_dependence") or {}).get("kinds") or {}).get("goal_swap", {}).get("status")
+    if a["decision_computed"] == "no" and patching and patching.get("measurable") and swap == "present":
+        notes.append("Activation patching finds a goal-token effect to restore, but the counterfactual pairs say the "
+                     "decision does not follow the goal through the graph; the patching maps that label effect.")
+    if a["indecipherable"] == "yes" and entropy.get("candidate_entropy_frac", 1) < 0.9:
+        notes.append("The first decision is at chance but not uniform: the model guesses with a preference that is "
+                     "not tied to the goal (see what it follows in the evidence).")
+    return notes

@@ -1,0 +1,57 @@
+"""The lookup question, decided from the heads analysis: are the later tokens read off the previous
+one? Its causal evidence is the heads analysis's greedy ablation search; its behavioural evidence
+is the counterfactual-prefix follow rate (follow.py), which the heads analysis measures beside it."""
+from __future__ import annotations
+
+from hansprobe.analyses.heads import DROP_THRESHOLD, MAX_SET
+from hansprobe.analyses.questions import QuestionContext, QuestionSpec, ci_text, register_question, verdict
+
+FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
+
+
+def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
+    """yes when a set of heads is found whose joint ablation breaks forced accuracy at indices 2..l-2
+    (the heads analysis's causal search) AND the counterfactual follow rate's CI lies above 1/2; no
+    when neither; inconclusive when only one. Under reversed targets r_i = parent(r_(i-1)) is the
+    correct rule: the same question then asks about the child -> parent lookup."""
+    if heads is None:
+        return verdict("not applicable", why_not or f"{objective_name} inputs hold no previous answer token")
+    reverse = objective_name.startswith("reverse")
+    idx = heads.get("query_label_indices") or list(range(2, len(behaviour["forced_accuracy"]) - 1))
+    forced = "; ".join(f"r{i} {ci_text(behaviour['forced_accuracy'][i], behaviour['forced_accuracy_ci'][i])}" for i in idx)
+    mech = heads["mechanism"]
+    follow = heads.get("follow")
+    follows = follow is not None and follow["follow_rate_ci"][0] > FOLLOW_MAJORITY
+    parts = [f"forced accuracy {forced}"]
+    if follow is not None:
+        parts.append(f"swapping r_(i-1) for another arm's node makes it answer that node's {'parent' if reverse else 'child'} "
+                     f"in {ci_text(follow['follow_rate'], follow['follow_rate_ci'])} of graphs (indices {idx[0]}..{idx[-1]})")
+    parts.append(heads["verdict"])
+    if reverse:
+        parts.append("under reversed targets this child -> parent lookup is the correct rule, not a shortcut")
+    found = bool(mech["found"])
+    answer = "yes" if found and follows else "no" if not found and not follows else "inconclusive"
+    broke = (f"ablating {'+'.join(f'L{l}H{h}' for l, h in mech['heads'])} breaks it" if found
+             else "no set of heads breaks it by ablation")
+    moved = ("swapping r_(i-1) redirects the answer (follow-rate CI above 1/2)" if follows
+             else "swapping r_(i-1) does not reliably redirect the answer" if follow is not None
+             else "the follow rate was not measured")
+    clause = f"{'and' if found == follows else 'but'} ".join([broke + " ", moved])
+    return verdict(answer, f"{clause} — " + "; ".join(parts), heads=mech["heads"], ablation_drop=mech["ablation_drop"],
+                   ablation_drop_ci=mech.get("ablation_drop_ci"), ablation_graphs=mech.get("ablation_graphs"),
+                   reads=mech.get("reads", {}), follow_rate=follow["follow_rate"] if follow else None,
+                   follow_rate_ci=follow["follow_rate_ci"] if follow else None,
+                   forced_accuracy={str(i): behaviour["forced_accuracy"][i] for i in idx})
+
+
+def _decide(ctx: QuestionContext) -> dict:
+    return lookup_verdict(ctx.objective.name, ctx.analysis("behaviour"), ctx.analysis("heads"), ctx.skipped("heads"))
+
+
+LOOKUP = register_question(QuestionSpec(
+    key="lookup", text="Later tokens read off the previous one?", needs=("behaviour", "heads"), decide=_decide, order=10,
+    rule=("yes when a set of heads is found whose joint ablation breaks forced accuracy at positions 2..l-2 (a drop of at "
+          "least {lookup_drop}, at most {lookup_max_set} heads), and the model follows a swapped-in r_(i-1) to its "
+          "successor in most graphs (follow-rate CI above {follow_majority}). Attention describes where they read."),
+    thresholds={"follow_majority": FOLLOW_MAJORITY, "lookup_drop": DROP_THRESHOLD, "lookup_max_set": MAX_SET},
+))

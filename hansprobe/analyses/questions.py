@@ -1,0 +1,129 @@
+"""The report's questions: each is a registered object beside the analysis that answers it (its key,
+the question as the page asks it, the analyses it reads, its rule and the thresholds the rule uses,
+and `decide`), so that the report only composes them and the page, the terminal, report.json and
+the docs render the rule from the one place it is written (docs/add-a-question.md).
+
+A question's `decide(ctx)` gets the analyses' summaries (report.json's "analyses") and the
+checkpoint's objective, and returns a verdict: {"answer", "evidence", "values"}. A question that
+`combines` others (the Clever-Hans failure) is decided after them and also gets their verdicts.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hansprobe.storage import jsonable
+
+ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned")
+
+
+@dataclass
+class QuestionContext:
+    """What a question's rule reads: the checkpoint's objective, every analysis's summary (an
+    analysis that did not apply is {"skipped": reason}) and the verdicts decided before it."""
+
+    objective: Any
+    analyses: dict
+    verdicts: dict = field(default_factory=dict)
+
+    def analysis(self, name: str) -> dict | None:
+        """The summary of `name`, or None where it was skipped or not run."""
+        a = self.analyses.get(name)
+        return None if a is None or "skipped" in a else a
+
+    def skipped(self, name: str) -> str | None:
+        return (self.analyses.get(name) or {}).get("skipped")
+
+
+@dataclass(frozen=True)
+class QuestionSpec:
+    """key: its key in report.json ("verdicts") and the page's row.  text: the question as asked.
+    needs: the analyses its rule reads (docs).  decide(ctx) -> verdict dict.  rule: one sentence,
+    formatted with `thresholds` (str.format), shown beside the question on the page and in the docs.
+    thresholds: name -> value, stored in report.json's "thresholds".  combines: questions whose
+    verdicts it reads (decided after them).  order: the row's place on the page (the combined
+    failure verdict leads with 0; the built-in ones use 10..40)."""
+
+    key: str
+    text: str
+    needs: tuple[str, ...]
+    decide: Callable[[QuestionContext], dict]
+    rule: str
+    thresholds: dict = field(default_factory=dict)
+    combines: tuple[str, ...] = ()
+    order: int = 100
+
+    def rule_text(self) -> str:
+        return self.rule.format(**self.thresholds)
+
+
+_QUESTIONS: dict[str, QuestionSpec] = {}
+
+
+def register_question(spec: QuestionSpec) -> QuestionSpec:
+    """Add a question to the report (idempotent by key)."""
+    _QUESTIONS[spec.key] = spec
+    return spec
+
+
+def unregister_question(key: str) -> None:
+    _QUESTIONS.pop(key, None)
+
+
+def registered_questions() -> list[QuestionSpec]:
+    """The questions in page order."""
+    return sorted(_QUESTIONS.values(), key=lambda q: q.order)
+
+
+def decide_all(objective, analyses: dict) -> dict:
+    """Every question's verdict, in page order: plain questions first, then those that combine them."""
+    ctx = QuestionContext(objective, analyses)
+    for q in sorted(registered_questions(), key=lambda q: bool(q.combines)):
+        ctx.verdicts[q.key] = q.decide(ctx)
+    return {q.key: ctx.verdicts[q.key] for q in registered_questions()}
+
+
+def thresholds() -> dict:
+    """Every registered question's thresholds (report.json's "thresholds")."""
+    out = {}
+    for q in registered_questions():
+        out.update(q.thresholds)
+    return out
+
+
+class _QuestionTexts(Mapping):
+    """key -> question text, live over the registry in page order (report.QUESTIONS)."""
+
+    def __getitem__(self, key):
+        return _QUESTIONS[key].text
+
+    def __iter__(self):
+        return iter([q.key for q in registered_questions()])
+
+    def __len__(self):
+        return len(_QUESTIONS)
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+QUESTIONS = _QuestionTexts()
+
+
+# --- what every rule writes -----------------------------------------------------------------------
+def verdict(answer: str, evidence: str, **values) -> dict:
+    if answer not in ANSWERS:
+        raise ValueError(f"a verdict answers one of {ANSWERS}, not {answer!r}")
+    return {"answer": answer, "evidence": evidence, "values": jsonable(values)}
+
+
+def ci_text(v, ci, digits=None) -> str:
+    """`v [lo, hi]` with as many decimals as the interval supports: the last printed digit one order
+    of magnitude below its half-width (2 to 4 decimals; 3 for a degenerate interval). report.json
+    keeps full precision."""
+    if digits is None:
+        half = (ci[1] - ci[0]) / 2 if None not in ci else 0.0
+        digits = 3 if not half > 0 else max(2, min(4, 1 - math.floor(math.log10(half))))
+    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
