@@ -20,7 +20,7 @@ from hansprobe.storage import (  # noqa: F401  (re-exported: the public names of
     recover_staging, remove_stale_temporaries, run_lock, save_model, save_resume, save_safetensors, truncate_metrics,
 )
 from hansprobe.tasks import Task, task_from_dict
-from hansprobe.validation import check_int, check_mapping, check_seed
+from hansprobe.validation import check_int, check_mapping, check_seed, read_text_bounded
 
 
 def read_config(run_dir: str | Path) -> dict:
@@ -30,8 +30,8 @@ def read_config(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; {run_dir} is not a complete hansprobe checkpoint")
     try:
-        cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        cfg = json.loads(read_text_bounded(path, "checkpoint config", error=CheckpointError))
+    except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt") from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a hansprobe checkpoint config (no \"format\": \"{FORMAT}\")")

@@ -19,6 +19,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _ArgumentsRefused(Exception):
+    pass
+
+
+class _CheckingParser(_Parser):
+    """The same parser, raising instead of exiting: for checking a command line without running it."""
+
+    def error(self, message):
+        raise _ArgumentsRefused(f"{self.prog}: {message}")
+
+
 def _positive(kind=int):
     def parse(text):
         try:
@@ -115,14 +126,14 @@ def _add_graphs(p, command: str):
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hansprobe", description="Measure the Clever-Hans shortcut of next-token training on lookahead tasks.")
+def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
+    parser = parser_class(prog="hansprobe", description="Measure the Clever-Hans shortcut of next-token training on lookahead tasks.")
     from hansprobe import __version__
 
     parser.add_argument("--version", action="version", version=f"hansprobe {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error (also accepted after the command)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
 
     p = sub.add_parser("train", help="train a hooked transformer on a task under an objective")
     _add_task(p, required=False)
@@ -235,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_positive(), default=1, help="runs at a time here (default 1)")
     p.add_argument("--emit", choices=["slurm"], default=None, help="write launch scripts and a Slurm array script; run nothing")
     p.add_argument("--gather", action="store_true", help="only gather the finished runs into sweep.csv/json/html")
+    p.add_argument("--max-runs", type=_positive(), default=None, metavar="N",
+                   help="allow a grid of more than 1000 runs (the sweep refuses a larger one before writing anything)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
 
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
@@ -261,24 +274,48 @@ def _task(args):
     return spec.from_args(args, required=not spec.defaults)
 
 
-def cmd_train(args) -> int:
+def _train_setup(args):
+    """(task, objective, model config, train config) of a new run from its parsed arguments, with
+    every check that can be made before training (the one-line errors train would give)."""
     from hansprobe.model import ModelConfig
     from hansprobe.objectives import get_objective
-    from hansprobe.train import TrainConfig, train
+    from hansprobe.train import TrainConfig, check_task_options
+
+    task = _task(args)  # a one-line error names the task arguments that are missing
+    model_cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.n_heads,
+                            d_mlp=args.d_mlp, attn_only=args.attn_only)
+    train_cfg = TrainConfig(steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
+                            warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                            grad_clip=args.grad_clip, eval_every=args.eval_every, eval_graphs=args.eval_graphs,
+                            checkpoint_every=args.checkpoint_every, snapshot_at=args.snapshot_at,
+                            structured_samples=args.structured_samples, data_shards=args.data_shards)
+    options = {k: v for k, v in (("p", args.teacherless_p), ("k", args.extra_heads)) if v is not None}
+    objective = get_objective(args.objective, options)
+    check_task_options(task, train_cfg)
+    return task, objective, model_cfg, train_cfg
+
+
+def check_train_arguments(argv: list[str]) -> None:
+    """Parse `hansprobe ARGV` (a train command line, without --out) with the parser train uses and
+    build its configs, raising the one-line error train would give; runs nothing."""
+    from hansprobe.errors import ConfigError
+
+    try:
+        args = build_parser(_CheckingParser).parse_args([*argv, "--out", "checked-only"])
+    except _ArgumentsRefused as e:
+        raise ConfigError(str(e)) from None
+    if args.command != "train" or args.resume:
+        raise ConfigError("a sweep run must be a new `train` command")
+    _train_setup(args)
+
+
+def cmd_train(args) -> int:
+    from hansprobe.train import train
 
     if args.resume:
         cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=_train_progress(args))
     else:
-        task = _task(args)  # a one-line error names the task arguments that are missing
-        model_cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.n_heads,
-                                d_mlp=args.d_mlp, attn_only=args.attn_only)
-        train_cfg = TrainConfig(steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
-                                warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-                                grad_clip=args.grad_clip, eval_every=args.eval_every, eval_graphs=args.eval_graphs,
-                                checkpoint_every=args.checkpoint_every, snapshot_at=args.snapshot_at,
-                                structured_samples=args.structured_samples, data_shards=args.data_shards)
-        options = {k: v for k, v in (("p", args.teacherless_p), ("k", args.extra_heads)) if v is not None}
-        objective = get_objective(args.objective, options)
+        task, objective, model_cfg, train_cfg = _train_setup(args)
         cfg = train(args.out, task, objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
                     overwrite=args.overwrite, progress=_train_progress(args))
     from hansprobe.distributed import world
@@ -601,30 +638,39 @@ def cmd_analyse(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from hansprobe.sweep import emit_slurm, expand, gather, load_spec, run_local
+    from hansprobe.sweep import MAX_RUNS, check_runs, emit_slurm, expand, gather, load_spec, run_local
 
     spec = load_spec(args.spec)
     if args.out.exists() and not args.out.is_dir():
         raise HansprobeError(f"--out {args.out} is a file; give a directory for the sweep")
+    if not args.gather:  # every run's command line, checked by train's own parser before anything runs or is written
+        check_runs(spec, check_train_arguments, max_runs=args.max_runs or MAX_RUNS)
     if args.emit == "slurm":
         slurm = emit_slurm(spec, args.out, args.spec)
         print(f"wrote {len(expand(spec))} launch scripts in {args.out / 'launch'} and {slurm}; submit with "
               f"`cd {args.out} && sbatch sweep.slurm`, then `hansprobe sweep {args.spec} --out {args.out} --gather`")
         return 0
+    failed = []
     if not args.gather:
         quiet = args.json
-        run_local(spec, args.out, args.jobs, log=(lambda line: None) if quiet else
-                  (lambda line: print(line, file=sys.stderr, flush=True)))
+        lines = run_local(spec, args.out, args.jobs, log=(lambda line: None) if quiet else
+                          (lambda line: print(line, file=sys.stderr, flush=True)))
+        failed = [line for line in lines if ": FAILED" in line]
     rows = gather(spec, args.out)
     if args.json:
         print(json.dumps(rows, sort_keys=True))
-        return 0
+        return 1 if failed else 0
     for r in rows:
         acc = (f"decision accuracy {_fmt_ci(r['decision_accuracy'], r['decision_accuracy_ci'])}, exact match "
-               f"{_fmt_ci(r['exact_match'], r['exact_match_ci'])}" if "decision_accuracy" in r else "")
+               f"{_fmt_ci(r['exact_match'], r['exact_match_ci'])} (evaluated at step {r['step']})"
+               if "decision_accuracy" in r else "")
         print(f"{r['run']}: {r['status']} {acc}")
     print(f"wrote {args.out / 'sweep.csv'}, sweep.json and sweep.html; `hansprobe report {args.out / 'runs'} --out ...` "
           "measures every run")
+    if failed:
+        print(f"hansprobe: {len(failed)} of {len(expand(spec))} runs failed (see above); fix them and run the sweep again: "
+              "finished runs are skipped", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -39,8 +39,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hansprobe.errors import ConfigError
+from hansprobe.validation import read_text_bounded
 
 AXES = ("tasks", "objectives", "models")
+MAX_RUNS = 1000  # a larger grid is refused before anything is written unless --max-runs allows it
+OWNED = ("out", "overwrite", "resume", "json", "steps", "seed", "debug")  # the sweep sets these itself
+
+
+def _check_text(text: str, where: str) -> None:
+    """Every string of a spec may reach a shell script (quoted) or a comment line: control characters
+    (a newline would start a new shell line), line separators and invisible format characters (which
+    can make a script read otherwise than it runs) are refused."""
+    import unicodedata
+
+    bad = [c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        raise ConfigError(f"{where}: {text!r} holds a control character ({bad[0]!r}); use printable text")
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,14 @@ def _slug(text: str) -> str:
 def _flags(table: dict, where: str) -> list[str]:
     out = []
     for key, value in table.items():
+        _check_text(str(key), where)
+        if isinstance(value, str):
+            _check_text(value, f"{where}: {key}")
         if key == "name":
             continue
+        if key in OWNED:
+            raise ConfigError(f"{where}: {key!r} is set by the sweep itself (steps and seeds at the top, --out by the "
+                              "sweep); remove it")
         if isinstance(value, bool):
             if value:
                 out.append(f"--{key}")
@@ -78,10 +98,8 @@ def _flags(table: dict, where: str) -> list[str]:
 def load_spec(path: str | Path) -> dict:
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read sweep spec {path}: {e.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        spec = tomllib.loads(read_text_bounded(path, "sweep spec", 1 << 20))
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML ({e})") from None
     unknown = set(spec) - {"steps", "seeds", "train", *AXES}
     if unknown:
@@ -90,8 +108,11 @@ def load_spec(path: str | Path) -> dict:
     steps, seeds = spec.get("steps"), spec.get("seeds", [0])
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ConfigError(f"{path}: steps must be a positive integer, got {steps!r}")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                           for s in seeds):
         raise ConfigError(f"{path}: seeds must be a list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: seeds {seeds} repeat a seed: two runs would share one directory; list each seed once")
     for axis in ("tasks", "objectives"):
         if not isinstance(spec.get(axis), list) or not spec[axis]:
             raise ConfigError(f"{path}: give at least one [[{axis}]] table")
@@ -101,9 +122,31 @@ def load_spec(path: str | Path) -> dict:
             if not isinstance(table, dict) or "name" not in table:
                 raise ConfigError(f"{path}: every [[{axis}]] table needs a name (entry {i + 1} has none)")
         names = [t["name"] for t in spec[axis]]
+        for name in names:
+            _check_text(str(name), f"{path}: [[{axis}]] name")
         if len(set(map(_slug, names))) != len(names):
             raise ConfigError(f"{path}: two [[{axis}]] tables share a name ({', '.join(map(str, names))})")
     return spec
+
+
+def count_runs(spec: dict) -> int:
+    return len(spec["seeds"]) * len(spec["tasks"]) * len(spec["objectives"]) * len(spec["models"])
+
+
+def check_runs(spec: dict, check_arguments, max_runs: int = MAX_RUNS) -> list[Run]:
+    """Refuse a grid larger than `max_runs` (counted before anything is built), then check every run's
+    command line with `check_arguments(argv)` (the train parser, from the CLI): a run that would fail
+    on its arguments fails here, before anything runs or is written."""
+    n = count_runs(spec)
+    if n > max_runs:
+        raise ConfigError(f"the grid has {n} runs, more than {max_runs}; pass --max-runs {n} if you mean it")
+    runs = expand(spec)
+    for run in runs:
+        try:
+            check_arguments(list(run.args))
+        except ConfigError as e:
+            raise ConfigError(f"run {run.name}: {e}") from None
+    return runs
 
 
 def expand(spec: dict) -> list[Run]:
@@ -147,7 +190,9 @@ def run_local(spec: dict, out: Path, jobs: int = 1, log=print) -> list[str]:
         if finished(run_dir, spec["steps"]):
             return f"{run.name}: finished before"
         proc = subprocess.run([sys.executable, "-m", "hansprobe", *train_command(run, run_dir)], env=env,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, preexec_fn=_end_with_parent)
+        if proc.returncode < 0:
+            return f"{run.name}: FAILED (killed by signal {-proc.returncode}; `hansprobe sweep` again resumes it)"
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
             return f"{run.name}: FAILED ({last})"
@@ -161,19 +206,60 @@ def run_local(spec: dict, out: Path, jobs: int = 1, log=print) -> list[str]:
     return lines
 
 
+def _end_with_parent() -> None:
+    """In the child, before exec: be sent SIGTERM when the sweep process dies (Linux), so that a
+    killed sweep leaves no orphan training run holding its lock."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child may outlive a killed sweep
+        pass
+
+
 def emit_slurm(spec: dict, out: Path, spec_path: Path) -> Path:
     """One launch script per run (OUT/launch/<run>.sh: train or resume, then exit) and a Slurm array
-    script OUT/sweep.slurm whose task i runs the i-th of them. Nothing is run."""
+    script OUT/sweep.slurm whose task i runs the i-th of them. Nothing is run. The launch directory
+    is written beside and switched in whole: a failure leaves the old one (or none), never a part.
+    Every value in a script is quoted for the shell (and a spec's strings hold no control characters)."""
+    import shutil
+    import tempfile
+
     runs = expand(spec)
-    launch = out / "launch"
-    launch.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".launch-*"):  # what a killed earlier emit left
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".launch-", dir=out))
+    staging.chmod(0o755)
+    try:
+        slurm_text = _write_launch(runs, staging, out, spec, spec_path)
+        launch, old = out / "launch", out / f".launch-old-{os.getpid()}"
+        if launch.exists():
+            os.replace(launch, old)
+        os.replace(staging, launch)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     (out / "runs").mkdir(exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    slurm = out / "sweep.slurm"
+    tmp = out / ".sweep.slurm.tmp"
+    tmp.write_text(slurm_text)
+    os.replace(tmp, slurm)
+    return slurm
+
+
+def _write_launch(runs: list[Run], launch: Path, out: Path, spec: dict, spec_path: Path) -> str:
+    """The launch scripts into `launch`, runs.txt beside them; returns the Slurm array script's text."""
     names = []
     for run in runs:
         run_dir = (out / "runs" / run.name).resolve()
         new = " ".join(shlex.quote(a) for a in [*run.args, "--out", str(run_dir), "--overwrite", "--json"])
-        script = (f"#!/usr/bin/env bash\n# {run.task} / {run.objective} / {run.model} / seed {run.seed} "
-                  f"(from {spec_path})\nset -euo pipefail\n"
+        about = " / ".join(shlex.quote(str(x)) for x in (run.task, run.objective, run.model, f"seed {run.seed}"))
+        _check_text(f"{about} {spec_path}", "a launch script's comment")
+        script = (f"#!/usr/bin/env bash\n# {about} (from {shlex.quote(str(spec_path))})\nset -euo pipefail\n"
                   f"if [ -f {shlex.quote(str(run_dir / 'resume.safetensors'))} ]; then\n"
                   f"  exec python -m hansprobe train --resume --out {shlex.quote(str(run_dir))} --steps {spec['steps']} --json\n"
                   f"fi\nexec python -m hansprobe {new}\n")
@@ -182,12 +268,11 @@ def emit_slurm(spec: dict, out: Path, spec_path: Path) -> Path:
         path.chmod(0o755)
         names.append(path.name)
     (launch / "runs.txt").write_text("".join(n + "\n" for n in names))
-    slurm = out / "sweep.slurm"
-    slurm.write_text(
+    return (
         "#!/usr/bin/env bash\n"
         f"#SBATCH --job-name=hansprobe-sweep\n#SBATCH --array=0-{len(names) - 1}\n"
         "#SBATCH --cpus-per-task=2\n#SBATCH --time=12:00:00\n"
-        f"#SBATCH --output={(out / 'logs').resolve()}/%A_%a.log\n"
+        f"#SBATCH --output={shlex.quote(str((out / 'logs').resolve()) + '/%A_%a.log')}\n"
         "# Submit with: sbatch sweep.slurm (from a shell where `python -m hansprobe` works). A run that a\n"
         "# time limit stops is continued by submitting again: finished runs only re-check their config.\n"
         "set -euo pipefail\n"
@@ -195,8 +280,6 @@ def emit_slurm(spec: dict, out: Path, spec_path: Path) -> Path:
         "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
         "script=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" launch/runs.txt)\n"
         "exec bash \"launch/$script\"\n")
-    (out / "logs").mkdir(exist_ok=True)
-    return slurm
 
 
 def gather(spec: dict, out: Path) -> list[dict]:
@@ -217,7 +300,7 @@ def gather(spec: dict, out: Path) -> list[dict]:
             continue
         m, n = cfg.get("metrics") or {}, (cfg.get("metrics") or {}).get("eval_graphs")
         row["status"] = "finished" if cfg.get("step") == spec["steps"] else f"at step {cfg.get('step')}"
-        row["step"] = cfg.get("step")
+        row["step"] = m.get("step", cfg.get("step"))  # the step of the evaluation the figures come from
         for key in ("exact_match", "decision_accuracy"):
             if key in m and n:
                 row[key], row[f"{key}_ci"] = m[key], list(wilson_ci(round(m[key] * n), n))

@@ -176,6 +176,16 @@ def training_batch(task: Task, cfg: TrainConfig, seed: int, step: int, shard: in
     return task.goal_variants(batch, k, derived_seed(seed, GOALS_STREAM, *stream[1:]))
 
 
+def check_task_options(task: Task, cfg: TrainConfig) -> None:
+    """Refuse the training options this task cannot give (e.g. more structured samples than a graph
+    has goals) before anything is written: a refused run leaves nothing behind."""
+    k = cfg.structured_samples
+    if k > 1:
+        if not hasattr(task, "goal_variants"):
+            raise ConfigError(f"--structured-samples needs a task with goal variants; {task.describe()} has none")
+        task.goal_variants(task.generate(1, 0), k, 0)  # raises the task's own one-line error
+
+
 def _progress(total: int, initial: int, enabled: bool | None):
     from tqdm.auto import tqdm
 
@@ -251,6 +261,7 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
         # Everything that can be refused (sizes, memory) is checked before the directory is touched,
         # so a refused run leaves no config-only stub that would block the corrected rerun.
         _check_training_memory(model_cfg, task, train_cfg, dev)
+        check_task_options(task, train_cfg)
         model, _ = model_from_config(config, dev)  # the same seed on every rank: the same initial weights
         if rank == 0:
             if run_dir.exists() and any(run_dir.iterdir()):

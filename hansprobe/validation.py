@@ -54,3 +54,26 @@ def check_mapping(name: str, v, error=ConfigError) -> dict:
     if not isinstance(v, dict):
         raise error(f"{name} must be a JSON object, got {type(v).__name__} {str(v)[:40]!r}")
     return v
+
+
+MAX_SMALL_FILE = 16 << 20  # config files and sweep specs: far above any real one, and bounded
+
+
+def read_text_bounded(path, what: str, max_bytes: int = MAX_SMALL_FILE, error=ConfigError) -> str:
+    """The UTF-8 text of a small input file, read at most `max_bytes` (+1) bytes, so that a device or
+    FIFO that never ends (/dev/zero) is refused instead of filling memory. OSError and decoding
+    errors become one-line `error`s that name the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}") from None
+    if len(data) > max_bytes:
+        raise error(f"{what} {path} is larger than {max_bytes} bytes; give the file itself, not a device or a stream")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path}: byte 0x{data[e.start]:02x} at offset {e.start} is not UTF-8 text") from None

@@ -309,7 +309,8 @@ def _heads(found, follow_lo):
             "follow": {"follow_rate": follow_lo + 0.01, "follow_rate_ci": [follow_lo, follow_lo + 0.02]}}
 
 
-@pytest.mark.parametrize("found,follow_lo,answer", [(True, 0.95, "yes"), (False, 0.1, "no"), (True, 0.3, "inconclusive"),
+@pytest.mark.parametrize("found,follow_lo,answer", [(True, 0.95, "yes"), (False, 0.1, "no"), (True, 0.49, "inconclusive"),
+                                                    (True, 0.3, "no"),  # a follow CI below 1/2 refutes it (issue 23 part 2)
                                                     (False, 0.9, "inconclusive")])
 def test_lookup_needs_a_causal_mechanism_and_a_follow_majority(found, follow_lo, answer):
     behaviour = {"forced_accuracy": [1, 0.5, 1, 1, 1], "forced_accuracy_ci": [[0.99, 1]] * 5}
@@ -374,3 +375,70 @@ def test_partial_teacherless_is_not_taken_for_teacherless_by_the_failure_verdict
     parts = {"lookup": {"answer": "yes"}, "indecipherable": {"answer": "yes"}, "decision_computed": {"answer": "no"}}
     assert failure_verdict("partial-teacherless", parts, None)["answer"] == "yes"
     assert failure_verdict("teacherless", parts, None)["answer"] == "not applicable"
+
+
+# --- issue 23 part 2: a lookup set that is specific ---------------------------------------------------
+def _fake_ablation(monkeypatch, effect):
+    """Stand-in forced accuracy: `effect(heads) -> (shortcut accuracy, control accuracy)`."""
+    from hansprobe.analyses import heads as H
+
+    monkeypatch.setattr(H, "_ablation_hooks", lambda heads, mode, mean_z: list(heads))
+
+    def fake(model, objective, batch, batch_size=1000, hooks=()):
+        sc, ctl = effect(set(map(tuple, hooks)))
+        return {"shortcut_accuracy": sc, "control_accuracy": ctl, "shortcut_logprob": -1.0 + sc, "forced_accuracy": []}
+    monkeypatch.setattr(H, "forced_accuracy", fake)
+    return H
+
+
+def test_a_set_that_breaks_everything_is_no_lookup(monkeypatch):
+    """Each head ablated costs 0.125 everywhere, the copies at the first and last index included.
+    Old search: 4 of the 8 heads drop forced accuracy at 2..l-2 by 0.5 -> "found". A set that breaks
+    what the lookup does not do is not specific, and the set may hold at most a quarter of the heads."""
+    H = _fake_ablation(monkeypatch, lambda hs: (1 - 0.125 * len(hs), 1 - 0.125 * len(hs)))
+    base = {"shortcut_accuracy": 1.0, "control_accuracy": 1.0}
+    singles = {(l, h): {"shortcut_accuracy": 0.875, "control_accuracy": 0.875, "shortcut_logprob": -0.2}
+               for l in range(2) for h in range(4)}
+    m = H._search(None, TF, None, 1, None, base, singles, 2, 4)
+    assert H.max_set(2, 4) == 2 and len(m["tried"]) == 2 and not m["selected"]
+
+
+def test_a_specific_head_is_found_alone(monkeypatch):
+    H = _fake_ablation(monkeypatch, lambda hs: (0.1 if (1, 2) in hs else 1.0, 1.0))
+    base = {"shortcut_accuracy": 1.0, "control_accuracy": 1.0}
+    singles = {(l, h): {"shortcut_accuracy": 0.1 if (l, h) == (1, 2) else 1.0, "control_accuracy": 1.0,
+                        "shortcut_logprob": -0.2} for l in range(2) for h in range(4)}
+    m = H._search(None, TF, None, 1, None, base, singles, 2, 4)
+    assert m["selected"] and m["tried"] == [[1, 2]]
+
+
+def test_a_follow_rate_below_half_answers_no_whatever_the_search_found():
+    behaviour = {"forced_accuracy": [1.0, 0.5, 1.0, 1.0, 1.0], "forced_accuracy_ci": [[0.9, 1.0]] * 5}
+    heads = {"query_label_indices": [2, 3], "verdict": "v",
+             "mechanism": {"found": True, "heads": [[0, 1]], "ablation_drop": 0.9, "reads": {}},
+             "follow": {"follow_rate": 0.1, "follow_rate_ci": [0.08, 0.12]}}
+    v = lookup_verdict("teacher-forcing", behaviour, heads)
+    assert v["answer"] == "no" and "fewer than half" in v["evidence"]  # old rule: found but not followed -> inconclusive
+    heads["follow"] = {"follow_rate": 0.5, "follow_rate_ci": [0.45, 0.55]}
+    assert lookup_verdict("teacher-forcing", behaviour, heads)["answer"] == "inconclusive"
+
+
+def test_a_head_reading_the_next_edges_parent_is_named_so():
+    """On the Next-Token-Failures model a found head read 0.95 "elsewhere". The context pattern names
+    where: here a head that attends the parent token of the edge listed after the looked-up one."""
+    from hansprobe.analyses.heads import describe_reads
+    from hansprobe.analyses.patterns import context
+
+    task = PathStar(2, 5, 30)
+    b = task.generate(100, 0)
+    q = query_positions(b, TF)
+    T = b.prefix.shape[1] + b.target.shape[1] - 1
+    nxt = context(b, TF)["next edge's parent"]  # (B, Q, T)
+    att = torch.zeros(len(b), 1, 1, len(q), T)
+    has = nxt.any(-1)  # the looked-up edge is not the last listed
+    att[:, 0, 0] = torch.where(has[..., None], nxt.float(), torch.nn.functional.one_hot(q, T).float().expand(len(b), -1, -1))
+    scores = score_patterns(att, b, TF, REFERENCE_PATTERNS)
+    reads = describe_reads(scores, "edge_lookup", 0, 0)
+    top = max(reads, key=reads.get)
+    assert top == "next edge's parent" and reads["elsewhere"] < 0.05
+    assert sum(v for k, v in reads.items() if k != "elsewhere") == pytest.approx(1.0, abs=0.02)

@@ -27,9 +27,21 @@ from hansprobe.tasks.base import Batch
 
 SCORE_THRESHOLD = 0.5  # "attends the edge span": mass >= this at the shortcut queries (uniform ~3/(q+1) ~ 0.1) ...
 UNIFORM_MULTIPLE = 3.0  # ... and >= this many times a uniform head's (a description, not a gate)
-DROP_THRESHOLD = 0.5  # the mechanism's joint ablation must remove at least this much forced accuracy at 2..l-2
-MAX_SET = 8  # the greedy search stops after this many heads
-ABLATION_GRAPHS = 300  # graphs each ablation is measured on: the drop's 95% CI is then about +-0.05 around a 0.5 gate
+DROP_THRESHOLD = 0.5  # the mechanism's joint ablation must remove at least this much forced accuracy at 2..l-2, beyond its drop at the controls
+MAX_SET_FRACTION = 0.25  # the lookup set holds at most this share of the model's heads (at least one): a set of every head proves nothing
+ABLATION_GRAPHS = 300  # graphs for the ablations: the search chooses on the first half, the drop is measured on the other (CI about +-0.08 around a 0.5 gate)
+
+
+def max_set(n_layers: int, n_heads: int) -> int:
+    """The most heads a lookup set may hold: MAX_SET_FRACTION of them, at least one."""
+    return max(1, int(n_layers * n_heads * MAX_SET_FRACTION))
+
+
+def control_indices(target_len: int) -> list[int]:
+    """Label indices the lookup does not produce, whose accuracy a specific ablation leaves: the copy
+    of the first label (the start; the goal under reversed targets) and the last (copied from the
+    prompt by a forward model)."""
+    return [0, target_len - 1]
 
 
 def shortcut_indices(target_len: int) -> list[int]:
@@ -211,19 +223,31 @@ def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int =
     ok = torch.cat(ok)  # (B, L)
     acc, logp = ok.mean(0).tolist(), torch.cat(lp).mean(0).tolist()
     length = len(acc)
-    idx = shortcut_indices(length)
+    idx, ctl = shortcut_indices(length), control_indices(length)
     return {"forced_accuracy": acc, "decision_accuracy": acc[objective.decision_index(length)],
             "shortcut_accuracy": float(np.mean([acc[i] for i in idx])) if idx else float("nan"),
             "shortcut_logprob": float(np.mean([logp[i] for i in idx])) if idx else float("nan"),
-            "per_graph": ok[:, idx].mean(1).double().numpy() if idx else None}  # for the drop's interval; not serialised
+            "control_accuracy": float(np.mean([acc[i] for i in ctl])),
+            "per_graph": ok[:, idx].mean(1).double().numpy() if idx else None,  # for the drop's interval; not serialised
+            "per_graph_control": ok[:, ctl].mean(1).double().numpy()}
 
 
-def _drop_ci(base: dict, ablated: dict, seed: int) -> list | None:
+def specific_drop(base: dict, ablated: dict) -> float:
+    """The drop of shortcut accuracy beyond the drop at the control indices (floored at 0): what an
+    ablation removes of the lookup and not of everything else."""
+    return (base["shortcut_accuracy"] - ablated["shortcut_accuracy"]) - max(0.0, base["control_accuracy"] - ablated["control_accuracy"])
+
+
+def _drop_ci(base: dict, ablated: dict, seed: int, specific: bool = False) -> list | None:
     """Bootstrap 95% CI of the mean per-graph drop of shortcut accuracy (the same graphs with and
-    without the ablation, so the interval is paired)."""
+    without the ablation, so the interval is paired); `specific`: minus the per-graph drop at the
+    control indices."""
     if base.get("per_graph") is None or ablated.get("per_graph") is None:
         return None
-    return list(mean_ci(base["per_graph"] - ablated["per_graph"], seed))
+    drop = base["per_graph"] - ablated["per_graph"]
+    if specific:
+        drop = drop - (base["per_graph_control"] - ablated["per_graph_control"])
+    return list(mean_ci(drop, seed))
 
 
 def _check_heads(model, heads) -> None:
@@ -240,31 +264,29 @@ def _high_scorers(scores: dict, n_layers: int, n_heads: int) -> list[tuple[int, 
 
 def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, base: dict, singles: dict,
             n_layers: int, n_heads: int) -> dict:
-    """Greedy search for the smallest head set whose joint mean ablation drops shortcut accuracy by
-    >= DROP_THRESHOLD. Step 1 reuses the single-head ablations."""
+    """Greedy search, on the selection graphs, for the smallest head set (at most `max_set` heads)
+    whose joint mean ablation drops shortcut accuracy by >= DROP_THRESHOLD beyond its drop at the
+    control indices (`specific_drop`). Step 1 reuses the single-head ablations."""
     everyone = [(l, h) for l in range(n_layers) for h in range(n_heads)]
-    chosen, steps, stats = [], [], base
-    while len(chosen) < min(MAX_SET, len(everyone)) and base["shortcut_accuracy"] >= DROP_THRESHOLD:  # else nothing to break
+    cap = max_set(n_layers, n_heads)
+    chosen, steps = [], []
+    while len(chosen) < cap and base["shortcut_accuracy"] >= DROP_THRESHOLD:  # else nothing to break
         trials = {}
         for head in everyone:
             if head in chosen:
                 continue
             trials[head] = singles[head] if not chosen else forced_accuracy(
                 model, objective, batch, batch_size, _ablation_hooks(chosen + [head], "mean", mean_z))
-        best = max(trials, key=lambda h: (round(base["shortcut_accuracy"] - trials[h]["shortcut_accuracy"], 3),
-                                          -trials[h]["shortcut_logprob"]))
+        best = max(trials, key=lambda h: (round(specific_drop(base, trials[h]), 3), -trials[h]["shortcut_logprob"]))
         chosen.append(best)
         stats = trials[best]
-        drop = base["shortcut_accuracy"] - stats["shortcut_accuracy"]
-        steps.append({"add": list(best), "shortcut_accuracy": stats["shortcut_accuracy"], "drop": drop,
-                      "shortcut_logprob": stats["shortcut_logprob"]})
-        if drop >= DROP_THRESHOLD:
+        steps.append({"add": list(best), "shortcut_accuracy": stats["shortcut_accuracy"],
+                      "control_accuracy": stats["control_accuracy"], "drop": base["shortcut_accuracy"] - stats["shortcut_accuracy"],
+                      "specific_drop": specific_drop(base, stats), "shortcut_logprob": stats["shortcut_logprob"]})
+        if specific_drop(base, stats) >= DROP_THRESHOLD:
             break
-    drop = base["shortcut_accuracy"] - stats["shortcut_accuracy"]
-    found = drop >= DROP_THRESHOLD
-    return {"found": found, "heads": [list(h) for h in chosen] if found else [], "tried": [list(h) for h in chosen],
-            "ablation_drop": drop, "shortcut_accuracy_after": stats["shortcut_accuracy"],
-            "forced_accuracy_after": stats["forced_accuracy"], "search": steps, "stats": stats}
+    return {"tried": [list(h) for h in chosen], "search": steps, "max_set": cap,
+            "selected": bool(steps) and steps[-1]["specific_drop"] >= DROP_THRESHOLD}
 
 
 READ_COMPONENTS = ("parent", "child", "separator")  # of the looked-up edge
@@ -272,10 +294,13 @@ OTHER_TOKENS = {"goal": "goal", "start": "start", "previous_token": "previous to
 
 
 def describe_reads(scores: dict, edge_pattern: str, layer: int, head: int) -> dict:
-    """Where one head's attention goes at the shortcut queries: the looked-up edge's parent, child
-    and separator, the goal, the start, the previous token, the query itself, and the rest."""
+    """Where one head's attention goes at the shortcut queries, in words: the looked-up edge's
+    parent, child and separator, the next edge's parent, the other edges' tokens by role, the goal,
+    the start, '=', the previous token, the query itself, earlier answer tokens, and the rest."""
     out = {f"edge {c}": scores[edge_pattern][c]["score"][layer][head] for c in READ_COMPONENTS}
     out.update({label: scores[p]["token"]["score"][layer][head] for p, label in OTHER_TOKENS.items()})
+    if "context" in scores:
+        out.update({c: v["score"][layer][head] for c, v in scores["context"].items() if c != "span"})
     out["elsewhere"] = max(0.0, 1.0 - sum(out.values()))
     return out
 
@@ -314,9 +339,11 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
         _check_heads(model, group)
     scores, mean_z = score_heads(model, objective, batch, {**REFERENCE_PATTERNS, **(patterns or {})}, batch_size, progress)
     everything = batch
-    batch = batch[:ablation_graphs]  # the ablations: a drop of 0.5 needs no more (the scores above use every graph)
+    ablation = batch[:ablation_graphs]  # a drop of 0.5 needs no more (the scores above use every graph)
+    half = max(1, len(ablation) // 2)
+    select, batch = ablation[:half], ablation[half:]  # the search chooses on one half; every reported drop is the other's
     base = forced_accuracy(model, objective, batch, batch_size)
-    baseline = {k: v for k, v in base.items() if k != "per_graph"}
+    baseline = {k: v for k, v in base.items() if not k.startswith("per_graph")}
 
     ablations, raw = [], {}
 
@@ -325,8 +352,9 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
         for mode in ("zero", "mean"):
             res = forced_accuracy(model, objective, batch, batch_size, _ablation_hooks(heads, mode, mean_z))
             row = {"kind": kind, "label": label, "pattern": pattern, "heads": [list(h) for h in heads], "mode": mode,
-                   **{k: v for k, v in res.items() if k != "per_graph"},
-                   "drop": base["shortcut_accuracy"] - res["shortcut_accuracy"], "drop_ci": _drop_ci(base, res, seed)}
+                   **{k: v for k, v in res.items() if not k.startswith("per_graph")},
+                   "drop": base["shortcut_accuracy"] - res["shortcut_accuracy"], "drop_ci": _drop_ci(base, res, seed),
+                   "specific_drop": specific_drop(base, res)}
             ablations.append(row)
             rows[mode] = row
             raw[(tuple(map(tuple, heads)), mode)] = res
@@ -334,10 +362,20 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
 
     single = {(l, h): ablate("head", f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)}
     layers = {l: ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)]) for l in range(n_layers)}
-    mechanism = _search(model, objective, batch, batch_size, mean_z, base,
-                        {k: raw[(((k[0], k[1]),), "mean")] for k in single}, n_layers, n_heads)
-    mechanism["ablation_drop_ci"] = _drop_ci(base, mechanism.pop("stats"), seed)
-    mechanism["ablation_graphs"] = len(batch)
+    sel_base = forced_accuracy(model, objective, select, batch_size)
+    sel_singles = {(l, h): forced_accuracy(model, objective, select, batch_size, _ablation_hooks([(l, h)], "mean", mean_z))
+                   for l in range(n_layers) for h in range(n_heads)}
+    mechanism = _search(model, objective, select, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads)
+    tried = [tuple(h) for h in mechanism["tried"]]
+    stats = forced_accuracy(model, objective, batch, batch_size, _ablation_hooks(tried, "mean", mean_z)) if tried else base
+    mechanism.update(
+        ablation_drop=base["shortcut_accuracy"] - stats["shortcut_accuracy"],
+        control_drop=base["control_accuracy"] - stats["control_accuracy"], specific_drop=specific_drop(base, stats),
+        shortcut_accuracy_after=stats["shortcut_accuracy"], control_accuracy_after=stats["control_accuracy"],
+        forced_accuracy_after=stats["forced_accuracy"], ablation_drop_ci=_drop_ci(base, stats, seed),
+        specific_drop_ci=_drop_ci(base, stats, seed, specific=True), ablation_graphs=len(batch), selection_graphs=len(select))
+    mechanism["found"] = bool(mechanism["selected"] and mechanism["specific_drop"] >= DROP_THRESHOLD)
+    mechanism["heads"] = mechanism["tried"] if mechanism["found"] else []
     if len(mechanism["heads"]) > 1:
         ablate("group", "search: " + "+".join(f"L{l}H{h}" for l, h in mechanism["heads"]),
                [tuple(h) for h in mechanism["heads"]], "search")
@@ -384,7 +422,8 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
         objective=objective.name, n_graphs=len(everything), n_layers=n_layers, n_heads=n_heads,
         query_label_indices=shortcut_indices(length), last_label_index=length - 1, patterns=scores, baseline=baseline,
         ablations=ablations, heads=heads, mechanism=mechanism, pattern_groups=pattern_groups, follow=follow,
-        thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD, "max_set": MAX_SET},
+        thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD,
+                    "max_set": max_set(n_layers, n_heads), "max_set_fraction": MAX_SET_FRACTION},
         verdict=_verdict(mechanism, pattern_groups, base, edge_pattern),
     )
 
@@ -394,21 +433,25 @@ def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
     also = (f"; the heads that attend the edge span ({', '.join(f'L{l}H{h}' for l, h in attending['heads'])}) drop it by "
             f"{attending['ablation_drop']:.3f} together" if attending else "; no head puts >= "
             f"{SCORE_THRESHOLD} of its attention on the edge span")
+    halves = (f"chosen on {mech['selection_graphs']} graphs, measured on {mech['ablation_graphs']} others; at most "
+              f"{mech['max_set']} heads (a quarter of them)")
+    ctl = (f"the controls (the copies at the first and last index) go from {base['control_accuracy']:.3f} to "
+           f"{mech['control_accuracy_after']:.3f}")
     if mech["found"]:
         names = ", ".join(f"L{l}H{h}" for l, h in mech["heads"])
         reads = "; ".join(f"{k} reads {reads_text(v, mech['roles'][k])}" for k, v in mech["reads"].items())
-        ci = mech.get("ablation_drop_ci")
-        drop = f"drop {mech['ablation_drop']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"drop {mech['ablation_drop']:.2f}"
+        ci = mech.get("specific_drop_ci")
+        drop = f"specific drop {mech['specific_drop']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"specific drop {mech['specific_drop']:.2f}"
         return (f"lookup mechanism {names}: mean-ablating {'it' if len(mech['heads']) == 1 else 'them together'} drops "
                 f"forced accuracy at indices 2..l-2 from {base['shortcut_accuracy']:.3f} to "
-                f"{mech['shortcut_accuracy_after']:.3f} ({drop}, 95% CI over {mech.get('ablation_graphs')} graphs; "
-                f"greedy search over heads); at the shortcut queries {reads}{also}")
+                f"{mech['shortcut_accuracy_after']:.3f} while {ctl} ({drop}; {halves}); at the shortcut queries {reads}{also}")
     if base["shortcut_accuracy"] < DROP_THRESHOLD:
         return (f"forced accuracy at indices 2..l-2 is only {base['shortcut_accuracy']:.3f}: there is no lookup to break"
                 + also)
     tried = ", ".join(f"L{l}H{h}" for l, h in mech["tried"])
-    return (f"no set of up to {MAX_SET} heads (greedy search: {tried}) drops forced accuracy at indices 2..l-2 by "
-            f">= {DROP_THRESHOLD} (best {mech['ablation_drop']:.3f} from {base['shortcut_accuracy']:.3f})"
+    return (f"no set of up to {mech['max_set']} heads (greedy search: {tried}) drops forced accuracy at indices 2..l-2 by "
+            f">= {DROP_THRESHOLD} beyond its drop at the controls (on the held-out half: {mech['ablation_drop']:.3f} at "
+            f"indices 2..l-2 from {base['shortcut_accuracy']:.3f}, while {ctl})"
             + (f"; whole layers {mech['layers_that_break_it']} do" if mech["layers_that_break_it"] else "") + also)
 
 

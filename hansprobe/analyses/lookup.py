@@ -3,17 +3,20 @@ one? Its causal evidence is the heads analysis's greedy ablation search; its beh
 is the counterfactual-prefix follow rate (follow.py), which the heads analysis measures beside it."""
 from __future__ import annotations
 
-from hansprobe.analyses.heads import DROP_THRESHOLD, MAX_SET
+from hansprobe.analyses.heads import DROP_THRESHOLD, MAX_SET_FRACTION
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, ci_text, register_question, verdict
 
 FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
 
 
 def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
-    """yes when a set of heads is found whose joint ablation breaks forced accuracy at indices 2..l-2
-    (the heads analysis's causal search) AND the counterfactual follow rate's CI lies above 1/2; no
-    when neither; inconclusive when only one. Under reversed targets r_i = parent(r_(i-1)) is the
-    correct rule: the same question then asks about the child -> parent lookup."""
+    """yes when a set of at most a quarter of the heads is found whose joint ablation breaks forced
+    accuracy at indices 2..l-2 beyond the controls (the heads analysis's causal search, chosen on one
+    half of the graphs and measured on the other) AND the counterfactual follow rate's CI lies above
+    1/2; no when the follow rate's CI lies below 1/2 (whatever the search found: the answer is not
+    read off the previous token) or when neither holds; inconclusive otherwise. Under reversed
+    targets r_i = parent(r_(i-1)) is the correct rule: the same question then asks about the
+    child -> parent lookup."""
     if heads is None:
         return verdict("not applicable", why_not or f"{objective_name} inputs hold no previous answer token")
     reverse = objective_name.startswith("reverse")
@@ -22,6 +25,7 @@ def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why
     mech = heads["mechanism"]
     follow = heads.get("follow")
     follows = follow is not None and follow["follow_rate_ci"][0] > FOLLOW_MAJORITY
+    refuted = follow is not None and follow["follow_rate_ci"][1] < FOLLOW_MAJORITY
     parts = [f"forced accuracy {forced}"]
     if follow is not None:
         parts.append(f"swapping r_(i-1) for another arm's node makes it answer that node's {'parent' if reverse else 'child'} "
@@ -30,15 +34,18 @@ def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why
     if reverse:
         parts.append("under reversed targets this child -> parent lookup is the correct rule, not a shortcut")
     found = bool(mech["found"])
-    answer = "yes" if found and follows else "no" if not found and not follows else "inconclusive"
+    answer = ("yes" if found and follows else "no" if refuted or (not found and not follows) else "inconclusive")
     broke = (f"ablating {'+'.join(f'L{l}H{h}' for l, h in mech['heads'])} breaks it" if found
              else "no set of heads breaks it by ablation")
     moved = ("swapping r_(i-1) redirects the answer (follow-rate CI above 1/2)" if follows
+             else "swapping r_(i-1) redirects the answer in fewer than half of the graphs (CI below 1/2)" if refuted
              else "swapping r_(i-1) does not reliably redirect the answer" if follow is not None
              else "the follow rate was not measured")
     clause = f"{'and' if found == follows else 'but'} ".join([broke + " ", moved])
     return verdict(answer, f"{clause} — " + "; ".join(parts), heads=mech["heads"], ablation_drop=mech["ablation_drop"],
                    ablation_drop_ci=mech.get("ablation_drop_ci"), ablation_graphs=mech.get("ablation_graphs"),
+                   specific_drop=mech.get("specific_drop"), specific_drop_ci=mech.get("specific_drop_ci"),
+                   control_drop=mech.get("control_drop"), max_set=mech.get("max_set"),
                    reads=mech.get("reads", {}), follow_rate=follow["follow_rate"] if follow else None,
                    follow_rate_ci=follow["follow_rate_ci"] if follow else None,
                    forced_accuracy={str(i): behaviour["forced_accuracy"][i] for i in idx})
@@ -50,8 +57,9 @@ def _decide(ctx: QuestionContext) -> dict:
 
 LOOKUP = register_question(QuestionSpec(
     key="lookup", text="Later tokens read off the previous one?", needs=("behaviour", "heads"), decide=_decide, order=10,
-    rule=("yes when a set of heads is found whose joint ablation breaks forced accuracy at positions 2..l-2 (a drop of at "
-          "least {lookup_drop}, at most {lookup_max_set} heads), and the model follows a swapped-in r_(i-1) to its "
-          "successor in most graphs (follow-rate CI above {follow_majority}). Attention describes where they read."),
-    thresholds={"follow_majority": FOLLOW_MAJORITY, "lookup_drop": DROP_THRESHOLD, "lookup_max_set": MAX_SET},
+    rule=("yes when a set of at most {lookup_max_set_fraction:.0%} of the heads, chosen on half of the graphs, drops forced "
+          "accuracy at positions 2..l-2 on the other half by at least {lookup_drop} beyond its drop at the copies it does "
+          "not make (first and last index), and the model follows a swapped-in r_(i-1) to its successor in most graphs "
+          "(follow-rate CI above {follow_majority}); no when that CI lies below it. Attention describes where they read."),
+    thresholds={"follow_majority": FOLLOW_MAJORITY, "lookup_drop": DROP_THRESHOLD, "lookup_max_set_fraction": MAX_SET_FRACTION},
 ))

@@ -69,6 +69,36 @@ def child_parent_lookup(batch: Batch, objective: Objective) -> dict[str, Tensor]
     return _edge_span(batch, edge)
 
 
+def context(batch: Batch, objective: Objective) -> dict[str, Tensor]:
+    """Every other key a shortcut query can read, by what it holds, so that a head's attention can be
+    named in words (heads.describe_reads): the parent token of the edge listed right after the
+    looked-up one ("next edge's parent"), the other edges' parents, children and separators, the
+    '=' token and the earlier answer tokens (before the previous one). Forward targets look up the
+    edge whose parent is r_(i-1); reversed targets the edge whose child is."""
+    node = _previous_nodes(batch, objective)
+    field = batch.edge_child if objective.reverse else batch.edge_parent
+    edge = (field[:, None, :] == node[:, :, None]).float().argmax(-1)  # (B, Q) the looked-up edge
+    rows = torch.arange(len(batch))[:, None]
+    n_edges = batch.edge_parent.shape[1]
+    has_next = edge + 1 < n_edges
+    nxt = torch.where(has_next, edge + 1, edge)  # (B, Q)
+    next_parent = _at(batch.edge_parent_pos[rows, nxt], batch) & has_next[..., None]
+    own = torch.stack([_at(pos[rows, edge], batch) for pos in (batch.edge_parent_pos, batch.edge_child_pos,
+                                                                batch.edge_sep_pos)]).any(0)
+
+    def every(pos: Tensor) -> Tensor:  # (B, E) positions -> (B, Q, T): all of them, minus the looked-up edge's
+        m = torch.nn.functional.one_hot(pos, _seq_len(batch)).bool().any(1)  # (B, T)
+        return m[:, None, :].expand(-1, edge.shape[1], -1) & ~own
+
+    q = query_positions(batch, objective)
+    t = torch.arange(_seq_len(batch))
+    p = batch.prefix.shape[1]
+    earlier = ((t[None, :] >= p) & (t[None, :] < (q - 1)[:, None]))[None].expand(len(batch), -1, -1)  # (B, Q, T)
+    return {"next edge's parent": next_parent, "other parents": every(batch.edge_parent_pos) & ~next_parent,
+            "other children": every(batch.edge_child_pos), "other separators": every(batch.edge_sep_pos),
+            "'='": _at(torch.full_like(edge, p - 1), batch), "earlier answer tokens": earlier}
+
+
 def _fixed(batch: Batch, objective: Objective, key: int) -> dict[str, Tensor]:
     q = len(shortcut_label_indices(batch.target.shape[1]))
     return {"token": _at(torch.full((len(batch), q), key), batch)}
@@ -100,4 +130,5 @@ REFERENCE_PATTERNS: dict[str, PatternFn] = {
     "start": start_token,
     "previous_token": previous_token,
     "current_token": current_token,
+    "context": context,
 }

@@ -136,22 +136,38 @@ def infer_task(first_line: str, n_nodes: int | None, source: str = ""):
     return get_task_spec("pathstar").cls(degree=len(edges) // (l - 1), path_len=l, n_nodes=n_nodes)
 
 
-def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
-    """The text lines of a graph file (the first `limit`), or a one-line error saying what is wrong."""
+MAX_LINE_BYTES = 16 << 20  # a line longer than this is refused where the task is not known (a stated cap)
+
+
+def max_line_bytes(task) -> int:
+    """The longest valid text line of `task`'s graphs, with room to spare: every token of the prompt
+    and the answer as its longest label plus a separator (pathstar and tree lines alike)."""
+    tokens = 3 * task.n_edges + 3 + task.target_len
+    return tokens * (len(str(max(task.n_nodes - 1, 0))) + 1) + 64
+
+
+def read_lines(path: str | Path, limit: int | None = None, max_line: int = MAX_LINE_BYTES) -> list[str]:
+    """The text lines of a graph file (the first `limit`), or a one-line error saying what is wrong.
+    Read a line at a time, each bounded by `max_line` bytes, so that a file without newlines (or a
+    device such as /dev/zero, or a FIFO that never ends a line) is refused instead of read whole."""
     path = Path(path)
+    lines: list[str] = []
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            while limit is None or len(lines) < limit:
+                raw = f.readline(max_line + 1)
+                if not raw:
+                    break
+                if len(raw) > max_line and not raw.endswith(b"\n"):
+                    raise TaskError(f"{path} line {len(lines) + 1} is longer than {max_line} bytes, longer than any "
+                                    "graph of this task; NTF files are text lines like u,v|...|u,v/s,g=s,...,g")
+                try:
+                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
+                except UnicodeDecodeError as e:
+                    raise TaskError(f"{path} line {len(lines) + 1}: byte 0x{raw[e.start]:02x} is not UTF-8 text; NTF files "
+                                    "are plain text lines like u,v|...|u,v/s,g=s,...,g") from None
     except OSError as e:
         raise TaskError(f"cannot read NTF file {path}: {e.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise TaskError(f"{path} line {line}: byte 0x{data[e.start]:02x} is not UTF-8 text; NTF files are plain "
-                        "text lines like u,v|...|u,v/s,g=s,...,g") from None
-    lines = text.splitlines()
-    if limit is not None:
-        lines = lines[:limit]
     if not lines:
         raise TaskError(f"{path} holds no graphs")
     return lines
@@ -162,7 +178,7 @@ def read_ntf(path: str | Path, task=None, n_nodes: int | None = None,
     """Read an NTF text file. With `task` the file must hold that task's graphs (a checkpoint's);
     without it the task is inferred (`infer_task`). `limit` reads only the first graphs."""
     path = Path(path)
-    lines = read_lines(path, limit)
+    lines = read_lines(path, limit, max_line_bytes(task) if task is not None else MAX_LINE_BYTES)
     found = infer_task(lines[0], task.n_nodes if task is not None else n_nodes, str(path))
     if task is not None and (found.degree, found.path_len) != (task.degree, task.path_len):
         raise TaskError(

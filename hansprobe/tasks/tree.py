@@ -22,7 +22,7 @@ from torch import Tensor
 
 from hansprobe.errors import TaskError
 from hansprobe.tasks.base import Batch, EdgeListTokens
-from hansprobe.tasks.ntf_format import format_ntf_lines, parse_rows, read_lines
+from hansprobe.tasks.ntf_format import format_ntf_lines, max_line_bytes, parse_rows, read_lines
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
 
 
@@ -239,7 +239,7 @@ def parse_tree_lines(lines: list[str], task: Tree, first_line_no: int = 1) -> Ba
 
 
 def _read_text(path, task: Tree, limit: int | None = None) -> Batch:
-    return parse_tree_lines(read_lines(path, limit), task)
+    return parse_tree_lines(read_lines(path, limit, max_line_bytes(task)), task)
 
 
 register_task(TaskSpec(
