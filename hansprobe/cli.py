@@ -14,9 +14,16 @@ from hansprobe.validation import SEED_MAX
 DEFAULT_ANALYSIS_SEED = 1234  # analyses use it directly; training draws its graphs from derived 63-bit seeds
 
 
+def _speaks() -> bool:
+    """Under torchrun only rank 0 prints errors: one message, not one per process."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse would print the usage block too)
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n" if _speaks() else None)
 
 
 class _ArgumentsRefused(Exception):
@@ -724,7 +731,8 @@ def main(argv: list[str] | None = None) -> int:
     except HansprobeError as e:
         if debug:
             raise
-        print(f"hansprobe: error: {_one_line(e)}", file=sys.stderr)
+        if _speaks():
+            print(f"hansprobe: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hansprobe: interrupted", file=sys.stderr)

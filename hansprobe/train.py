@@ -213,8 +213,23 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
         with run_lock(out) if rank == 0 else nullcontext():  # under torchrun, rank 0 is the only writer
             return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite,
                           progress if rank == 0 else False, steps, evaluate)
+    except RuntimeError as e:
+        if size > 1:  # a collective failed: another rank stopped (killed, out of memory, its own error)
+            raise collective_failure(e, Path(out), size) from None
+        raise
     finally:
         distributed.stop()
+
+
+def collective_failure(error: Exception, run_dir: Path, size: int) -> CheckpointError:
+    """The one-line error of a data-parallel run whose collective failed (gloo: "Connection reset by
+    peer"; NCCL: a timeout or DistBackendError): another rank stopped, and how to continue."""
+    last = _last_step(run_dir)
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return CheckpointError(
+        f"another training process stopped ({first}); {run_dir} keeps its last complete checkpoint (step {last}); "
+        + (f"continue with `torchrun --nproc_per_node {size} -m hansprobe train --resume --out {run_dir}`" if last
+           else "start the run again"))
 
 
 def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps, evaluate) -> dict:

@@ -53,3 +53,27 @@ def test_multi_token_under_torchrun_matches_one_process(tmp_path):
         a, b = load_file(two / name), load_file(one / name)
         assert a.keys() == b.keys()
         assert max((a[k] - b[k]).abs().max().item() for k in a) <= TOL, name
+
+
+def test_a_bad_option_under_torchrun_is_one_message_and_exit_2(tmp_path):
+    """Issue 25 defect 7: each rank printed the error; now rank 0 alone, every rank exits 2, before
+    the process group starts."""
+    proc = torchrun(*ARGS, "--steps", "2", "--objective", "nope", "--out", str(tmp_path / "r"))
+    assert proc.returncode != 0
+    assert proc.stderr.count("hansprobe: error:") == 1 and "unknown objective 'nope'" in proc.stderr
+    assert "exitcode  : 2" in proc.stderr or "exit code 2" in proc.stderr or "exitcode: 2" in proc.stderr.replace(" ", "")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_failed_collective_says_another_rank_stopped_and_how_to_resume(tmp_path):
+    from hansprobe.train import collective_failure, train
+
+    from helpers import tiny_model_cfg, tiny_task, tiny_train_cfg
+
+    run = tmp_path / "r"
+    train(run, tiny_task(), "teacher-forcing", tiny_model_cfg(), tiny_train_cfg(steps=8), seed=0, progress=False)
+    e = collective_failure(RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection reset by peer"), run, 2)
+    text = str(e)
+    assert "another training process stopped" in text and "Connection reset by peer" in text
+    assert f"torchrun --nproc_per_node 2 -m hansprobe train --resume --out {run}" in text and "step 8" in text
+    assert "\n" not in text

@@ -295,3 +295,18 @@ def test_a_spec_or_config_that_never_ends_is_refused(tmp_path, capsys, what):
 
         with pytest.raises(CheckpointError, match="larger than 1000 bytes"):
             read_text_bounded("/dev/zero", "checkpoint config", 1000, error=CheckpointError)
+
+
+def test_a_huge_tree_depth_is_refused_before_big_integer_arithmetic(capsys):
+    code, _, err = run_cli(["data", "--task", "tree", "--depth", "1000000", "-n", "1"], capsys)
+    assert code == 2 and "more than 1e+09 nodes" in err and "unexpected" not in err
+
+
+def test_partial_teacherless_without_p_names_its_default_in_help_and_config(tmp_path, capsys):
+    code, out, _ = run_cli(["train", "--help"], capsys)
+    assert "(default 0.5)" in " ".join(out.split())
+    code, out, err = run_cli(["train", "--degree", "2", "--path-len", "3", "--nodes", "12", "--n-layers", "1",
+                              "--d-model", "16", "--n-heads", "2", "--batch-size", "8", "--steps", "1",
+                              "--objective", "partial-teacherless", "--out", str(tmp_path / "r"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["objective_options"] == {"p": 0.5}

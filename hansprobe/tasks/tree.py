@@ -15,6 +15,8 @@ counterfactual builders share.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -24,6 +26,9 @@ from hansprobe.errors import TaskError
 from hansprobe.tasks.base import Batch, EdgeListTokens
 from hansprobe.tasks.ntf_format import format_ntf_lines, max_line_bytes, parse_rows, read_lines
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
+
+
+MAX_TREE_NODES = 10**9  # a tree beyond this cannot be generated in any memory this runs in
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class Tree(EdgeListTokens):
             raise TaskError(f"tree branching must be at least 2 (with 1 the tree is a chain), got {self.branching}")
         if self.depth < 2:
             raise TaskError(f"tree depth must be at least 2 (root, a decision, the goal leaf), got {self.depth}")
+        # Bounded before any big-integer arithmetic: b ** (h + 1) of a huge depth has millions of digits.
+        if (self.depth + 1) * math.log(self.branching) > math.log(MAX_TREE_NODES):
+            raise TaskError(f"tree T({self.branching},{self.depth}) would have more than {MAX_TREE_NODES:.0e} nodes, more "
+                            "than fits in memory; choose a smaller --depth or --branching")
         if self.n_nodes < self.tree_nodes:
             raise TaskError(f"tree T({self.branching},{self.depth}) has {self.tree_nodes} nodes; n_nodes must be at "
                             f"least that, got {self.n_nodes}")
