@@ -234,6 +234,7 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
                         "objective or prompt layout); the failure verdict then says whether capacity and training length are "
                         "ruled out")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
+    p.add_argument("--verbose", action="store_true", help="print each verdict's full evidence, not only the clause that decided")
 
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
     p.add_argument("source", type=Path, help="hf-gpt2: a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
@@ -598,7 +599,7 @@ def cmd_report(args) -> int:
             print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
             for key, text in QUESTIONS.items():
                 v = ck["verdicts"][key]
-                print(_wrap(f"  {text:<38} {v['answer'].upper():<14} ", v["evidence"]))
+                print(_wrap(f"  {text:<38} {v['answer'].upper():<14} ", v["evidence"] if args.verbose else v["summary"]))
             for note in ck.get("notes", []):
                 print(_wrap("  note: ", note))
             sys.stdout.flush()

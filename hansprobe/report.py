@@ -54,7 +54,7 @@ class CheckpointReport:
     config: dict
     provenance: dict
     training_curve: list
-    verdicts: dict  # question key -> {"answer", "evidence", "values"}
+    verdicts: dict  # question key -> {"answer", "summary", "evidence", "values"}
     analyses: dict  # analysis name -> its Result.to_dict(), or {"skipped": reason}
     notes: list = field(default_factory=list)  # where two answers read together need a sentence (consistency_notes)
     figures: dict = field(default_factory=dict, repr=False)  # analysis -> {name: plotly Figure}; not serialised

@@ -46,6 +46,8 @@ for(var i=0;i<divs.length;i++){var d=divs[i];minw=Math.min(minw,d.getBoundingCli
   if(hit(parts[a][1],parts[b][1]))over.push(d.id+':'+parts[a][0]+'/'+parts[b][0]);}
  var cell=d.closest('.cell');if(cell){var c=box(cell),f=box(d);if(f.r>c.r+1)over.push(d.id+':wider than its cell');}}
 var h=document.documentElement;h.setAttribute('data-min-plot-width',String(Math.round(divs.length?minw:0)));
+var vmax=0;document.querySelectorAll('table.verdicts td').forEach(function(td){vmax=Math.max(vmax,td.innerText.trim().length);});
+h.setAttribute('data-verdict-cell-chars',String(vmax));
 h.setAttribute('data-overlaps',String(over.length));h.setAttribute('data-overlap-list',over.slice(0,10).join(' '));
 h.setAttribute('data-viewport-width',String(window.innerWidth));h.setAttribute('data-page-overflow',String(Math.max(0,document.documentElement.scrollWidth-window.innerWidth)));
 })();
@@ -60,6 +62,7 @@ th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.
 .pending{background:#fdf6b2;padding:0.5em;border-radius:0.3em}.row{display:grid;gap:0.8em;grid-template-columns:repeat(auto-fill,minmax(min(100%,480px),1fr))}
 @media (max-width:600px){body{margin:0.4em}h1{font-size:1.2em}}
 table.verdicts td,table.verdicts th{min-width:14em}.figtitle{font-size:0.9em;font-weight:600;padding:0.3em 0.4em 0}.scroll{overflow-x:auto;max-width:100%}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
+.short{display:block;font-size:0.9em;margin-top:0.25em}details{font-size:0.85em;margin-top:0.3em}summary{cursor:pointer;color:#1e3a8a}
 .colhead{font-weight:bold;text-align:center}tr.lead th,tr.lead td{border-top:3px solid #1e3a8a;border-bottom:3px solid #1e3a8a}code{background:#f4f4f4;padding:0 0.2em}
 """
 # Lets a headless browser (and a reader) see that every figure drew and that no script failed.
@@ -117,11 +120,14 @@ def _verdict_table(doc: dict) -> str:
         cells = []
         for c in cks:
             v = c["verdicts"][key]
+            summary = v.get("summary") or ""
             cells.append(f"<td><span class='ans {ANSWER_CLASS.get(v['answer'], 'na')}'>{_e(v['answer'])}</span>"
-                         f"<p class='evidence'>{_e(v['evidence'])}</p></td>")
+                         f"<span class='short'>{_e(summary)}</span>"
+                         f"<details><summary>evidence</summary><p class='evidence'>{_e(v['evidence'])}</p></details></td>")
         rule = doc.get("rules", {}).get(key, "")
         lead = " class='lead'" if key == "clever_hans_failure" else ""
-        out.append(f"<tr{lead}><th>{_e(text)}<p class='evidence'>{_e(rule)}</p></th>{''.join(cells)}</tr>")
+        out.append(f"<tr{lead}><th>{_e(text)}<details><summary>rule</summary><p class='evidence'>{_e(rule)}</p></details>"
+                   f"</th>{''.join(cells)}</tr>")
     if any(c.get("notes") for c in cks):
         cells = "".join("<td>" + "".join(f"<p class='evidence'>{_e(n)}</p>" for n in c.get("notes", [])) + "</td>"
                         for c in cks)

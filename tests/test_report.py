@@ -109,7 +109,9 @@ def test_report_json_has_the_documented_schema(report, runs):
         assert set(c) == {"name", "path", "config", "provenance", "training_curve", "verdicts", "analyses", "notes"}
         assert set(c["verdicts"]) == set(QUESTIONS)
         for v in c["verdicts"].values():
-            assert v["answer"] in ANSWERS and v["evidence"]
+            assert v["answer"] in ANSWERS and v["evidence"] and set(v) == {"answer", "summary", "evidence", "values"}
+            assert 0 < len(v["summary"].split()) <= 16 and v["summary"].rstrip(" …") in v["evidence"] or \
+                v["summary"].startswith("the signature")  # the clause that decided, from the evidence
         assert set(c["analyses"]) == {"behaviour", "entropy", "heads", "probes", "patching", "dynamics", "witness"}
         assert c["analyses"]["witness"] == {"skipped": "no capacity witness was given (report --witness CKPT)"}
         assert c["provenance"]["n_graphs"] == 40 and c["provenance"]["graphs"] == {"seed": SMALL.seed}
@@ -439,4 +441,6 @@ def test_the_page_layout_holds_for_1_and_4_checkpoints_on_a_desktop_and_a_phone(
         assert m["data-overlaps"] == "0", where
         assert m["data-page-overflow"] == "0", where
         assert int(m["data-min-plot-width"]) >= min(MIN_CELL, width - 40), where  # a phone: nearly its whole width
+        # a verdict cell shows the answer and one clause; the evidence is one click away (<details>)
+        assert 0 < int(m["data-verdict-cell-chars"]) <= 160, where
     assert len(list(artifacts.glob("report-*px.png"))) >= 4

@@ -45,10 +45,12 @@ def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None, 
     if open_:
         head = (f"the signature (the lookup carries the later tokens, the first decision is at chance and ignores the goal); "
                 f"its cause not separated from {' / '.join(open_)}")
+        short = f"the signature; its cause not separated from {' / '.join(open_)}"
     else:
         head = ("the lookup carries the later tokens, the first decision is at chance and ignores the goal; learning order, "
                 "capacity and training length ruled out")
-    return verdict("yes", f"{head} — {detail}", parts=parts, ruled_out=ruled_out)
+        short = "the signature, with learning order, capacity and training length ruled out"
+    return verdict("yes", f"{head} — {detail}", summary=short, parts=parts, ruled_out=ruled_out)
 
 
 def _order(dynamics: dict) -> str:

@@ -4,7 +4,7 @@ and `decide`), so that the report only composes them and the page, the terminal,
 the docs render the rule from the one place it is written (docs/add-a-question.md).
 
 A question's `decide(ctx)` gets the analyses' summaries (report.json's "analyses") and the
-checkpoint's objective, and returns a verdict: {"answer", "evidence", "values"}. A question that
+checkpoint's objective, and returns a verdict (`verdict()`): {"answer", "summary", "evidence", "values"}. A question that
 `combines` others (the Clever-Hans failure) is decided after them and also gets their verdicts.
 """
 from __future__ import annotations
@@ -113,10 +113,27 @@ QUESTIONS = _QuestionTexts()
 
 
 # --- what every rule writes -----------------------------------------------------------------------
-def verdict(answer: str, evidence: str, **values) -> dict:
+SUMMARY_WORDS = 15  # the page's and the terminal's short form: the clause that decided, at most this many words
+
+
+def summary_clause(evidence: str, max_words: int = SUMMARY_WORDS) -> str:
+    """The clause that decided, from evidence written clause first: the text before the first " — ",
+    "; " or " (", cut to `max_words` words (with "…" where it was cut)."""
+    cut = len(evidence)
+    for sep in (" — ", "; ", " ("):
+        i = evidence.find(sep)
+        if 0 < i < cut:
+            cut = i
+    words = evidence[:cut].split()
+    return " ".join(words[:max_words]) + (" …" if len(words) > max_words else "")
+
+
+def verdict(answer: str, evidence: str, summary: str | None = None, **values) -> dict:
+    """{"answer", "summary" (one clause, <= SUMMARY_WORDS words: what decided), "evidence" (in full), "values"}."""
     if answer not in ANSWERS:
         raise ValueError(f"a verdict answers one of {ANSWERS}, not {answer!r}")
-    return {"answer": answer, "evidence": evidence, "values": jsonable(values)}
+    return {"answer": answer, "summary": summary or summary_clause(evidence), "evidence": evidence,
+            "values": jsonable(values)}
 
 
 def ci_text(v, ci, digits=None) -> str:

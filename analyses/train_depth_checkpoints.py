@@ -1,0 +1,53 @@
+"""Make the depth study's runs (issue 24): G(2,5) at 4 layers, d_model 128, 4 heads, the references'
+recipe (batch 256, lr 1e-3, 100 warmup steps, cosine to 0.1x over 3,000 steps), one thread each on
+CPU: the capacity witness (multi-token, 4 extra heads: every later answer token predicted from
+every position) and teacher forcing beside it at the same shape and budget, seeds 0-2, each with a
+snapshot series. docs/study-depth.md has what each reached.
+
+    python analyses/train_depth_checkpoints.py [NAME ...] [--root DIR] [--threads 1]
+
+Each run is the `hansprobe train` command below; a run that was stopped is continued with
+`--resume` (bit-identical on CPU), a finished one skipped. Then copy the shipped ones into
+checkpoints/ without their resume file, and measure them with `hansprobe report` (see the study doc).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SHAPE = ["--degree", "2", "--path-len", "5", "--nodes", "50", "--n-layers", "4", "--d-model", "128", "--n-heads", "4"]
+BUDGET = ["--steps", "3000", "--eval-every", "250", "--checkpoint-every", "250",
+          "--snapshot-at", "100,250,500,1000,1500,2000,2500"]
+RUNS = {
+    "mt4-L4-3000-s0": ["--objective", "multi-token", "--extra-heads", "4", "--seed", "0"],
+    "tf-L4-3000-s0": ["--objective", "teacher-forcing", "--seed", "0"],
+    "tf-L4-3000-s1": ["--objective", "teacher-forcing", "--seed", "1"],
+    "tf-L4-3000-s2": ["--objective", "teacher-forcing", "--seed", "2"],
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", default=list(RUNS))
+    ap.add_argument("--root", type=Path, default=Path("runs/depth"))
+    ap.add_argument("--threads", default="1")
+    args = ap.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": args.threads}
+    for name in args.names:
+        if name not in RUNS:
+            sys.exit(f"unknown run {name!r}; known: {', '.join(RUNS)}")
+        out = args.root / name
+        cfg = out / "config.json"
+        if cfg.is_file() and json.loads(cfg.read_text()).get("step") == 3000:
+            print(f"{name}: finished before", file=sys.stderr)
+            continue
+        cmd = (["train", "--resume", "--out", str(out)] if (out / "resume.safetensors").is_file()
+               else ["train", *SHAPE, *BUDGET, *RUNS[name], "--out", str(out), "--overwrite"])
+        print(f"{name}: hansprobe {' '.join(cmd)}", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "hansprobe", *cmd], env=env, check=True)
+
+
+if __name__ == "__main__":
+    main()
