@@ -121,6 +121,9 @@ def test_report_json_has_the_documented_schema(report, runs):
     assert by["teacherless"]["verdicts"]["clever_hans_failure"]["answer"] == "not applicable"
     assert by["reverse"]["verdicts"]["clever_hans_failure"]["answer"] == "not applicable"
     assert by["reverse"]["verdicts"]["indecipherable"]["answer"] == "not applicable"
+    # issue 23 part 6: under reversed targets no probe cell is taken inside the answer
+    assert by["reverse"]["analyses"]["probes"]["best_at_decision"] == {}
+    assert set(by["reverse"]["verdicts"]["plan_represented"]["values"]["cells"]) == {"before the answer"}
     assert "skipped" in by["teacherless"]["analyses"]["heads"]
     assert "skipped" not in by["teacher-forcing"]["analyses"]["dynamics"]  # it kept a snapshot
     assert "skipped" in by["reverse"]["analyses"]["dynamics"]

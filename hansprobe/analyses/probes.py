@@ -212,10 +212,12 @@ def _best_cells(pick, grids: dict, acts: Activations, batch: Batch, pos_labels, 
     """The cell with the highest selection-half score (accuracy - shuffled) among (a) the prompt, up
     to '=', at layers that can still reach the decision (the last layer's output at an earlier
     position feeds nothing downstream), and (b) the decision position, before the last block's
-    output; each reported with its evaluation-half figures."""
+    output; each reported with its evaluation-half figures. Under reversed targets there is no (b):
+    their "decision position" lies inside the answer, after the goal and the tokens above it."""
     query = batch.prefix.shape[1] - 1 + objective.decision_index(batch.target.shape[1])
     prompt = np.array([[p <= batch.prefix.shape[1] - 1 and layer < n_layers for p in acts.positions] for layer in acts.layers])
-    decision = np.array([[p == query and layer < n_layers for p in acts.positions] for layer in acts.layers])
+    decision = np.array([[p == query and layer < n_layers and not objective.reverse for p in acts.positions]
+                         for layer in acts.layers])
 
     def best(ok):
         masked = np.where(ok & ~np.isnan(pick) & ~np.isnan(grids["accuracy"]), pick, -np.inf)
