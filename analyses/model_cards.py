@@ -11,6 +11,7 @@ causal search, probes, patching and the learning order for runs with snapshots. 
 cards is typed by hand.
 """
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from hansprobe.tasks import read_ntf
 
 ROOT = Path(__file__).resolve().parents[1]
 NTF = ROOT.parent / "shared" / "data" / "ntf"
+# The failure measured beside its capacity witness (same task and shape, decides forwards): report --witness.
+WITNESSES = {"pathstar-d2-l5-n50-teacher-forcing-4layers": "pathstar-d2-l5-n50-multi-token-4layers"}
 NTF_GRAPHS = 5000  # of the 20,000 in a split: the goal-dependence pairs and the bootstrap make all of it slow on CPU
 
 
@@ -132,7 +135,8 @@ def goal_dependence_lines(e: dict) -> list[str]:
     if not gd.get("applicable"):
         return ["", f"Goal dependence: not applicable ({gd.get('reason', 'not measured')})."]
     lines = ["", f"Goal dependence ({gd['n_graphs']} pairs per kind; Δ = change of the candidate log-odds when only the "
-             "goal's place moves; placebo = the same edges relisted):", "",
+             "goal's place moves; decided on the signed mean, within ±0.05 nats (decisions.md 38); |Δ| and the placebo "
+             "(the same edges relisted) are description):", "",
              "| pairs | mean abs(Δ) (nats) | placebo mean abs(Δ) | excess over the placebo | signed mean Δ | argmax follows the goal | status |",
              "|---|---|---|---|---|---|---|"]
     for kind, v in gd["kinds"].items():
@@ -153,7 +157,9 @@ def card(path: Path, n: int, seed: int) -> list[str]:
              f"{task.describe()}, objective **{obj.name}**; {cfg['model']['n_layers']} layers, d_model "
              f"{cfg['model']['d_model']}, {cfg['model']['n_heads']} heads; {trained}, on {cfg.get('device', 'cpu')} "
              f"(torch {cfg['versions'].get('torch')}, transformer-lens {cfg['versions'].get('transformer-lens')}).", ""]
-    rep = measure_checkpoint(path, ReportSettings(n_graphs=n, seed=seed))
+    witness = WITNESSES.get(path.name)
+    rep = measure_checkpoint(path, ReportSettings(n_graphs=n, seed=seed,
+                                                  witness=str(ROOT / "checkpoints" / witness) if witness else None))
     a = rep.analyses
     src = f"{n} fresh graphs, seed {seed}"
     lines += [f"Report verdicts ({src}; heads, probes, dynamics on the first {rep.provenance['mechanism_graphs']}, "
@@ -206,6 +212,15 @@ def card(path: Path, n: int, seed: int) -> list[str]:
                   "|---|" + "---|" * (task.target_len + 2)]
         for s_, row, h, acc in zip(dyn["steps"], dyn["forced_accuracy"], dyn["candidate_entropy_frac"], dyn["decision_accuracy"]):
             lines.append(f"| {s_} | " + " | ".join(f"{x:.3f}" for x in row) + f" | {h:.3f} | {acc:.3f} |")
+        if dyn.get("loss_by_position"):
+            lines += ["", f"Where the supervision goes: training loss per label position (nats; log d = "
+                      f"{math.log(1 / task.chance):.3f}) and each "
+                      f"position's share of the gradient over all parameters ({dyn['grad_graphs']} graphs):", "",
+                      "| step | " + " | ".join(f"loss r{p}" for p in range(task.target_len)) + " | "
+                      + " | ".join(f"grad r{p}" for p in range(task.target_len)) + " |",
+                      "|---|" + "---|" * (2 * task.target_len)]
+            for s_, loss, grad in zip(dyn["steps"], dyn["loss_by_position"], dyn["grad_share"]):
+                lines.append(f"| {s_} | " + " | ".join(f"{x:.3f}" for x in loss) + " | " + " | ".join(f"{x:.2f}" for x in grad) + " |")
     return lines + [""]
 
 def replace_cards(args) -> None:

@@ -27,6 +27,20 @@ def _dynamics(above=()):
     return {"steps": [100, 500, 1000], "learned_at": [100, None, 500, 500, 100], "decision_above_chance_at": list(above)}
 
 
+def test_at_chance_throughout_is_tested_over_all_snapshots_together():
+    """8 snapshots at 1,000 graphs: one at 0.539 (a 95% CI that excludes 1/2 alone) is no rise once the
+    snapshots are tested together (Bonferroni); 0.56 is."""
+    from hansprobe.analyses.dynamics import DynamicsResult
+
+    def dyn(accs):
+        n = len(accs)
+        return DynamicsResult(objective="teacher-forcing", n_graphs=1000, steps=list(range(n)), forced_accuracy=[[0.0]] * n,
+                              decision_accuracy=accs, candidate_entropy_frac=[1.0] * n, information_nats=[0.0] * n,
+                              learned_at=[None], learning_order=[0], candidate_accuracy=accs, chance=0.5)
+    assert dyn([0.5] * 7 + [0.539]).decision_above_chance_at == []
+    assert dyn([0.5] * 7 + [0.56]).decision_above_chance_at == [7]
+
+
 def _witness(**kw):
     w = {"path": "w", "objective": "reverse", "steps": 1000, "n_graphs": 2000, "decision_accuracy": 0.99,
          "decision_accuracy_ci": [0.985, 0.995], "learned": True, "rules_out_capacity": True,

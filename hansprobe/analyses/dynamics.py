@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hansprobe.analyses.base import Result, progress_iter
+from hansprobe.analyses.base import Result, progress_iter, wilson_ci
 from hansprobe.analyses.entropy import entropy_from_logprobs
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.checkpoint import MODEL, load_safetensors, load_weights, model_from_config, read_config, read_metrics
@@ -53,8 +53,12 @@ class DynamicsResult(Result):
 
     @property
     def decision_above_chance_at(self) -> list[int]:
-        """The steps whose candidate decision accuracy CI lies above chance (empty: at chance throughout)."""
-        return [s for s, ci in zip(self.steps, self.candidate_accuracy_ci) if ci[0] > self.chance]
+        """The steps whose candidate decision accuracy lies above chance (empty: at chance throughout),
+        each by a Wilson interval at 1 - 0.05 / (number of snapshots): the snapshots are tested
+        together (Bonferroni), so that a run at chance throughout passes with probability >= 0.95."""
+        level = 1 - 0.05 / max(1, len(self.steps))
+        return [s for s, acc in zip(self.steps, self.candidate_accuracy)
+                if wilson_ci(round(acc * self.n_graphs), self.n_graphs, level)[0] > self.chance]
 
     def summary(self) -> dict:
         return {**self.to_dict(), "decision_above_chance_at": self.decision_above_chance_at}

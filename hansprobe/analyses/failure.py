@@ -3,6 +3,7 @@ failure? And the notes for answers that read as contradicting each other."""
 from __future__ import annotations
 
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, register_question, verdict
+from hansprobe.analyses.witness import WITNESS_MIN
 
 
 def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None, witness: dict | None = None) -> dict:
@@ -73,8 +74,8 @@ def alternatives(dynamics: dict | None, witness: dict | None) -> dict:
             out["learning_order"] = (False, f"{_order(dynamics)}, but r1 rose above chance at step(s) "
                                             f"{', '.join(map(str, above))} before falling back")
         else:
-            out["learning_order"] = (True, f"{_order(dynamics)}; r1 at chance at every snapshot (candidate accuracy CI "
-                                           "never above 1/d): later tokens learned first, r1 never")
+            out["learning_order"] = (True, f"{_order(dynamics)}; r1 at chance at every snapshot (candidate accuracy never "
+                                           "above 1/d, Bonferroni over the snapshots): later tokens learned first, r1 never")
     else:
         out["learning_order"] = (False, "no snapshots kept: the learning order is not checked (train --snapshot-at)")
     if witness and "skipped" not in witness:
@@ -84,7 +85,8 @@ def alternatives(dynamics: dict | None, witness: dict | None) -> dict:
         if w["rules_out_capacity"]:
             out["capacity"] = (True, f"{name} has this task and model shape and decides forwards")
         else:
-            why = ("it does not decide forwards" if not w["learned"] else "; ".join(w["differences"]))
+            why = ("it decodes reversed targets, not forwards" if not w.get("forward", True) else
+                   f"its decision accuracy's CI does not clear {WITNESS_MIN}" if not w["learned"] else "; ".join(w["differences"]))
             out["capacity"] = (False, f"{name} does not show this shape can decide: {why}")
         out["training_length"] = (bool(w["rules_out_training_length"]),
                                   f"the witness trained {w['steps']} steps at batch {w['batch_size']} against "
