@@ -157,9 +157,8 @@ def card(path: Path, n: int, seed: int) -> list[str]:
              f"{task.describe()}, objective **{obj.name}**; {cfg['model']['n_layers']} layers, d_model "
              f"{cfg['model']['d_model']}, {cfg['model']['n_heads']} heads; {trained}, on {cfg.get('device', 'cpu')} "
              f"(torch {cfg['versions'].get('torch')}, transformer-lens {cfg['versions'].get('transformer-lens')}).", ""]
-    witness = WITNESSES.get(path.name)
-    rep = measure_checkpoint(path, ReportSettings(n_graphs=n, seed=seed,
-                                                  witness=str(ROOT / "checkpoints" / witness) if witness else None))
+    witness = next((w for w in (ROOT / "checkpoints" / WITNESSES.get(path.name, "-"),) if (w / "config.json").is_file()), None)
+    rep = measure_checkpoint(path, ReportSettings(n_graphs=n, seed=seed, witness=str(witness) if witness else None))
     a = rep.analyses
     src = f"{n} fresh graphs, seed {seed}"
     lines += [f"Report verdicts ({src}; heads, probes, dynamics on the first {rep.provenance['mechanism_graphs']}, "

@@ -6,13 +6,17 @@ snapshot series. docs/study-depth.md has what each reached.
 
     python analyses/train_depth_checkpoints.py [NAME ...] [--root DIR] [--threads 1]
 
-Each run is the `hansprobe train` command below; a run that was stopped is continued with
-`--resume` (bit-identical on CPU), a finished one skipped. Then copy the shipped ones into
-checkpoints/ without their resume file, and measure them with `hansprobe report` (see the study doc).
+Each run is the `hansprobe train` command below to 3,000 steps; a run that was stopped is continued
+with `--resume` (bit-identical on CPU), a finished one skipped. `--horizon 6000` then continues a
+copy of a finished 3,000-step run (`NAME-6000`) with `train --resume --steps 6000` (the cosine
+schedule recomputed from step 3,000). The shipped pair at 4 layers was stopped at step 5,000 of
+that continuation (its last checkpoint; docs/study-depth.md). Copy the shipped runs into
+checkpoints/ without their resume file, and measure them with `hansprobe report`.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,17 +37,23 @@ def main():
     ap.add_argument("names", nargs="*", default=list(RUNS))
     ap.add_argument("--root", type=Path, default=Path("runs/depth"))
     ap.add_argument("--threads", default="1")
+    ap.add_argument("--horizon", type=int, default=3000, help="3000, or 6000 to continue a copy of a finished run")
     args = ap.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": args.threads}
     for name in args.names:
         if name not in RUNS:
             sys.exit(f"unknown run {name!r}; known: {', '.join(RUNS)}")
         out = args.root / name
+        if args.horizon != 3000:
+            longer = args.root / f"{name}-{args.horizon}"
+            if not longer.exists():
+                shutil.copytree(out, longer)
+            out = longer
         cfg = out / "config.json"
-        if cfg.is_file() and json.loads(cfg.read_text()).get("step") == 3000:
+        if cfg.is_file() and json.loads(cfg.read_text()).get("step") == args.horizon:
             print(f"{name}: finished before", file=sys.stderr)
             continue
-        cmd = (["train", "--resume", "--out", str(out)] if (out / "resume.safetensors").is_file()
+        cmd = (["train", "--resume", "--out", str(out), "--steps", str(args.horizon)] if (out / "resume.safetensors").is_file()
                else ["train", *SHAPE, *BUDGET, *RUNS[name], "--out", str(out), "--overwrite"])
         print(f"{name}: hansprobe {' '.join(cmd)}", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "hansprobe", *cmd], env=env, check=True)

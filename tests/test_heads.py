@@ -100,7 +100,8 @@ def test_ablation_hooks_zero_and_mean():
     for l in range(2):
         sd[f"blocks.{l}.attn.o.weight"].zero_()
     assert torch.allclose(ablated, model(x), atol=1e-5)
-    assert clean["forced_accuracy"] is not None
+    assert len(clean["forced_accuracy"]) == task.target_len and all(0 <= a <= 1 for a in clean["forced_accuracy"])
+    assert clean["per_graph"].shape == (30,) and clean["per_graph_control"].shape == (30,)  # per graph, for the paired CIs
 
 
 @pytest.fixture(scope="module")
