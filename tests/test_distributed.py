@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from hansprobe.checkpoint import read_metrics
+
+pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
 
 TOL = 1e-4  # max |weight difference| after 8 AdamW steps (measured 2e-5 on this machine)
 ARGS = ["--degree", "2", "--path-len", "4", "--nodes", "20", "--n-layers", "1", "--d-model", "32", "--n-heads", "2",

@@ -5,6 +5,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
+
 ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 NOTEBOOKS = sorted(ANALYSES.glob("*.ipynb"))
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from hansprobe.checkpoint import read_metrics
 from hansprobe.cli import main
 
+pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
 TRAIN = ["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--n-layers", "1", "--d-model", "32",
          "--n-heads", "2", "--batch-size", "16", "--eval-graphs", "32", "--seed", "5"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # same thread count as the in-process reference

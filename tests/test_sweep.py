@@ -12,6 +12,8 @@ from hansprobe.cli import build_parser, main
 from hansprobe.report import expand_checkpoint_dirs
 from hansprobe.sweep import expand, load_spec
 
+pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
+
 SPEC = """
 steps = {steps}
 seeds = [0, 1]
