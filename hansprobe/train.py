@@ -58,7 +58,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 250
     eval_graphs: int = 1000
-    checkpoint_every: int = 500
+    checkpoint_every: int = 250  # the CLI's default too (tests/test_cli.py checks every one)
     snapshot_at: list[int] = field(default_factory=list)
     structured_samples: int = 1
     data_shards: int = 1

@@ -168,3 +168,26 @@ def test_analysis_commands_log_plain_progress_lines_when_stderr_is_not_a_termina
     assert [line.split(" (")[0] for line in err] == ["behaviour: 1/2 batches", "behaviour: 2/2 batches"]
     assert main(["eval", str(ckpt), "-n", "40", "--batch-size", "20", "--json"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_every_cli_default_equals_its_dataclass_default():
+    """Issue 27: argparse restated the dataclasses' defaults and one had drifted (--checkpoint-every
+    250 in the CLI, 500 in TrainConfig)."""
+    from dataclasses import MISSING, fields
+
+    from hansprobe.cli import build_parser
+    from hansprobe.model import ModelConfig
+    from hansprobe.report import ReportSettings
+    from hansprobe.train import TrainConfig
+
+    train = vars(build_parser().parse_args(["train", "--out", "x"]))
+    for cls in (TrainConfig, ModelConfig):
+        for f in fields(cls):
+            if f.name in train and f.name != "steps":  # --steps defaults to None: 3000, or the resumed run's own
+                declared = f.default_factory() if f.default is MISSING else f.default  # d_mlp None: 4 d_model
+                assert train[f.name] == declared, (cls.__name__, f.name)
+    assert (train["steps"] or TrainConfig().steps) == TrainConfig().steps
+    report = vars(build_parser().parse_args(["report", "c", "--out", "x"]))
+    for name in ("mechanism_graphs", "patch_pairs", "seed", "batch_size", "device", "witness"):
+        assert report[name] == getattr(ReportSettings(), name), name
+    assert report["default_graphs"] == ReportSettings().n_graphs
