@@ -112,7 +112,7 @@ def test_report_json_has_the_documented_schema(report, runs):
             assert v["answer"] in ANSWERS and v["evidence"] and set(v) == {"answer", "summary", "evidence", "values"}
             assert 0 < len(v["summary"].split()) <= 16 and v["summary"].rstrip(" …") in v["evidence"] or \
                 v["summary"].startswith("the signature")  # the clause that decided, from the evidence
-        assert set(c["analyses"]) == {"behaviour", "entropy", "heads", "probes", "patching", "dynamics", "witness"}
+        assert set(c["analyses"]) == {"behaviour", "entropy", "decisions", "heads", "probes", "patching", "dynamics", "witness"}
         assert c["analyses"]["witness"] == {"skipped": "no capacity witness was given (report --witness CKPT)"}
         assert c["provenance"]["n_graphs"] == 40 and c["provenance"]["graphs"] == {"seed": SMALL.seed}
         assert c["training_curve"] and c["training_curve"][-1]["step"] == 6

@@ -6,6 +6,7 @@ import torch
 
 from hansprobe.cli import main
 from hansprobe.errors import TaskError
+from hansprobe.objectives import get_objective
 from hansprobe.tasks import Tree, task_from_dict
 from hansprobe.tasks.ntf_format import format_ntf_lines
 from hansprobe.tasks.tree import parse_tree_lines
@@ -178,3 +179,46 @@ def test_a_damaged_tree_line_is_one_error_with_its_line_number(edit, needle):
     with pytest.raises(TaskError, match="^line 2: ") as e:
         parse_tree_lines(lines, task)
     assert needle in str(e.value)
+
+
+# --- issue 23 part 6: every decision of a tree ---------------------------------------------------------
+class SecondDecisionModel(torch.nn.Module):
+    """A hand-made tree model: at the first decision uniform over everything (at chance); at the second
+    decision (label 2, after r1) `nats` above the rest on the goal's ancestor at depth 2, read from
+    the prompt's edges and goal: it decides the later choice from the goal and not the first."""
+
+    def __init__(self, task, nats=4.0):
+        super().__init__()
+        self.task, self.nats = task, nats
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, tokens):
+        t, p = self.task, self.task.prefix_len
+        parent, child = tokens[:, 0:3 * t.n_edges:3], tokens[:, 1:3 * t.n_edges:3]
+        goal = tokens[:, p - 2]
+        parent_of = torch.full((len(tokens), t.n_nodes + 1), t.n_nodes).scatter_(1, child, parent)
+        node = goal
+        for _ in range(t.depth - 2):
+            node = parent_of.gather(1, node[:, None])[:, 0]  # the goal's ancestor at depth 2
+        out = torch.zeros(len(tokens), tokens.shape[1], t.d_vocab)
+        out[torch.arange(len(tokens)), p + 1, node] = self.nats  # label 2 is predicted at P-1+2
+        return out.log_softmax(-1)
+
+
+def test_every_decision_of_a_tree_is_measured_and_a_later_one_can_be_decided_alone():
+    from hansprobe.analyses.decisions import measure_decisions
+    from hansprobe.tasks.tree import decision_view, goal_swap_at
+
+    task = Tree(2, 3, 20)
+    b = task.generate(2000, 0)
+    v2 = decision_view(b, 2)
+    assert (v2.candidates[torch.arange(len(b)), v2.goal_arm] == b.target[:, 2]).all()
+    s2 = goal_swap_at(b, 2, seed=1)
+    assert (s2.target[:, :2] == b.target[:, :2]).all() and (s2.target[:, 2] != b.target[:, 2]).all()
+    r = measure_decisions(SecondDecisionModel(task), get_objective("teacher-forcing"), b, seed=0)
+    first, second = r.decisions
+    assert first["index"] == 1 and second["index"] == 2
+    assert first["outcome"] in ("not learned", "indecipherable", "inconclusive") and first["goal_swap"]["status"] == "absent"
+    assert second["outcome"] == "decided" and second["candidate_accuracy"] > 0.95
+    assert second["goal_swap"]["status"] == "present" and second["goal_swap"]["delta_mean"] > 1
+    assert "decisions_by_index" in r.figures()

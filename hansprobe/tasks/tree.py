@@ -212,6 +212,35 @@ def arm_rewire(batch: Batch, seed: int = 0) -> Batch:
     return tree_batch(batch.task, batch.start, batch.goal, parent, batch.edge_child)
 
 
+def decision_view(batch: Batch, k: int) -> Batch:
+    """The batch as decision k sees it: the candidates are the children of r_(k-1) (ascending) and
+    the goal arm is r_k's index among them (label k's choice; k = 1 is the batch itself)."""
+    import dataclasses
+
+    parent = batch.target[:, k - 1]
+    big = batch.task.n_nodes
+    cands = torch.where(batch.edge_parent == parent[:, None], batch.edge_child, big).sort(1).values[:, : batch.task.branching]
+    return dataclasses.replace(batch, candidates=cands, goal_arm=(cands == batch.target[:, k:k + 1]).long().argmax(1))
+
+
+def goal_swap_at(batch: Batch, k: int, seed: int = 0) -> Batch:
+    """The same tree (same edges, same order) with the goal moved to a random leaf under another child
+    of r_(k-1): r_0..r_(k-1) stay, so the input before decision k is unchanged and decision k flips."""
+    task = batch.task
+    n, big = len(batch), task.n_nodes
+    view = decision_view(batch, k)
+    other = view.candidates[torch.arange(n), _other_branch(view, seed)]  # (B,) a sibling of r_k
+    parent_of = torch.full((n, big + 1), big, dtype=torch.long).scatter_(1, batch.edge_child, batch.edge_parent)
+    has_child = torch.zeros(n, big + 1, dtype=torch.bool).scatter_(1, batch.edge_parent, True)[:, :big]
+    anc = torch.arange(big).expand(n, -1).clone()  # (B, N): each label's ancestor at depth k (for leaves)
+    for _ in range(task.depth - k):
+        anc = parent_of.gather(1, anc)
+    leaf = (batch.node_arm >= 0) & ~has_child & (anc == other[:, None])
+    g = torch.Generator().manual_seed(seed + 1)
+    pick = (torch.rand(leaf.shape, generator=g) * leaf).argmax(1)
+    return tree_batch(task, batch.start, pick, batch.edge_parent, batch.edge_child)
+
+
 def parse_tree_lines(lines: list[str], task: Tree, first_line_no: int = 1) -> Batch:
     """Parse text lines (`u,v|...|u,v/root,goal=root,...,goal`) of `task`'s shape into a Batch,
     checking on tensors that each is a full `branching`-ary tree of `depth` with the root-to-goal path."""

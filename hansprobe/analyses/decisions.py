@@ -1,0 +1,94 @@
+"""Every decision of a tree path (issue 23 part 6): on T(b, h >= 3) the answer makes h - 1 choices
+(label k among the children of r_(k-1)), and the report's entropy analysis measures only the first.
+Here each decision index k gets its own candidates, candidate accuracy against chance, information
+over uniform, goal dependence on goal-swap pairs at that level (the goal moved under another child
+of r_(k-1): the input before decision k is unchanged) and the indecipherable outcome of design.md,
+all from one forced pass of the batch plus one per level for the partners (and one placebo pass)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from hansprobe.analyses.base import Result, chunks
+from hansprobe.analyses.entropy import entropy_from_logprobs
+from hansprobe.analyses.goal_dependence import GoalDependenceResult, _log_odds, _summarise
+from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
+from hansprobe.objectives import Objective
+from hansprobe.tasks.base import Batch
+
+
+@dataclass
+class DecisionsResult(Result):
+    objective: str
+    n_graphs: int
+    chance: float
+    decisions: list = field(default_factory=list)  # per decision index: index, candidate accuracy + CI, outcome, ...
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        if not self.decisions:
+            return {}
+        xs = [f"r{d['index']}" for d in self.decisions]
+        acc = [d["candidate_accuracy"] for d in self.decisions]
+        fig = go.Figure(go.Bar(x=xs, y=acc, error_y=dict(
+            type="data", symmetric=False, array=[d["candidate_accuracy_ci"][1] - a for d, a in zip(self.decisions, acc)],
+            arrayminus=[a - d["candidate_accuracy_ci"][0] for d, a in zip(self.decisions, acc)]),
+            text=[d["outcome"] for d in self.decisions], textposition="outside"))
+        fig.add_hline(y=self.chance, line_dash="dot", annotation_text=f"chance 1/b = {self.chance:.2f}")
+        fig.update_layout(yaxis_range=[0, 1.1], xaxis_title="decision (label index)", yaxis_title="accuracy among the candidates",
+                          title=f"Every decision of the path ({self.objective}, {self.n_graphs} graphs, 95% CI; outcome above)")
+        return {"decisions_by_index": fig}
+
+
+@torch.no_grad()
+def _label_logp(model, objective: Objective, batch: Batch, batch_size: int) -> torch.Tensor:
+    """log q(. | input) at every label position: (B, L, V) on CPU, one forced pass."""
+    device = next(model.parameters()).device
+    return torch.cat([objective.forced_logits(model, c.to(device)).log_softmax(-1).cpu()
+                      for c in chunks(batch, batch_size, "decisions")])
+
+
+def measure_decisions(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000) -> DecisionsResult:
+    from hansprobe.tasks.tree import decision_view, goal_swap_at
+
+    task = batch.task
+    logp = _label_logp(model, objective, batch, batch_size)
+    placebo = _label_logp(model, objective, task.placebo(batch, seed), batch_size)
+    rows, out = torch.arange(len(batch)), []
+    for k in task.decision_indices:
+        view = decision_view(batch, k)
+        partner = goal_swap_at(batch, k, seed)
+        p_logp = _label_logp(model, objective, partner, batch_size)
+        a, b = batch.target[:, k], partner.target[:, k]
+        m_c, m_p, m_0 = (_log_odds(x[:, k], a, b) for x in (logp, p_logp, placebo))
+        kinds = {"goal_swap": _summarise((m_c - m_p).double().numpy(), (m_c - m_0).double().numpy(),
+                                         m_c.double().numpy(), m_p.double().numpy(), seed)}
+        gd = GoalDependenceResult(objective=objective.name, n_graphs=len(batch), decision_index=k, applicable=True,
+                                  reason="", kinds=kinds)
+        e = entropy_from_logprobs(logp[:, k], objective, view, seed, gd)
+        out.append({"index": k, "candidate_accuracy": e.candidate_accuracy, "candidate_accuracy_ci": list(e.candidate_accuracy_ci),
+                    "information_nats": e.information_nats, "information_nats_ci": list(e.information_nats_ci),
+                    "mass_outside_candidates": e.mass_outside_candidates, "outcome": e.outcome, "verdict": e.verdict,
+                    "goal_swap": {key: kinds["goal_swap"][key] for key in ("status", "delta_mean", "delta_mean_ci",
+                                                                            "follow_share", "follow_ci")}})
+        assert (partner.target[:, :k] == batch.target[:, :k]).all()  # the input before decision k is the same
+    return DecisionsResult(objective=objective.name, n_graphs=len(batch), chance=task.chance, decisions=out)
+
+
+def _decisions_skip(ctx: AnalysisContext) -> str | None:
+    if len(getattr(ctx.task, "decision_indices", [])) < 2 or not hasattr(ctx.task, "branching"):
+        return "the task makes one decision before the answer (measured by the entropy analysis)"
+    if ctx.objective.reverse:
+        return "under reversed targets the decisions are parent lookups, not choices"
+    return None
+
+
+register_analysis(AnalysisSpec(
+    name="decisions", title="Every decision of the path", order=25, skip=_decisions_skip,
+    measure=lambda ctx: measure_decisions(ctx.model, ctx.objective, ctx.batch, ctx.seed, ctx.batch_size),
+    captions={"decisions_by_index": "Accuracy among the candidates at each decision of a tree path (label k among the "
+                                    "children of r_(k-1)), with the indecipherable outcome of each. Look for: later "
+                                    "decisions (nearer the goal) decided while the first is at chance."},
+))
