@@ -395,6 +395,18 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
             if heads is not None:
                 save_model(run_dir, heads, {"step": str(step)}, name=EXTRA_HEADS)
             atomic_write_json(run_dir / "config.json", config)
+    if writer and config.get("step") != step:
+        # Resumed from a resume file newer than the last complete checkpoint: a kill came after the
+        # resume file and before the weights or config of that step (the resume file is written first).
+        # Nothing was left to train; finish that checkpoint from the resumed state.
+        rows = read_metrics(run_dir)
+        if rows and rows[-1].get("step") == step:
+            config["metrics"] = {k: v for k, v in rows[-1].items() if k != "elapsed_s"}
+        config["step"] = step
+        save_model(run_dir, model, {"step": str(step)}, name=MODEL)
+        if heads is not None:
+            save_model(run_dir, heads, {"step": str(step)}, name=EXTRA_HEADS)
+        atomic_write_json(run_dir / "config.json", config)
     bar.close()
     model.eval()
     return config

@@ -80,3 +80,41 @@ def test_a_failed_collective_says_another_rank_stopped_and_how_to_resume(tmp_pat
     assert "another training process stopped" in text and "Connection reset by peer" in text
     assert f"torchrun --nproc_per_node 2 -m hansprobe train --resume --out {run}" in text and "step 8" in text
     assert "\n" not in text
+
+
+KILL_RANK0_AT_WRITE = """
+import os, signal, sys
+import torch
+torch.set_num_threads(1)
+import hansprobe.storage as c
+n, calls, real = int(sys.argv[1]), [0], c.atomic_write_bytes
+def write(path, data):
+    calls[0] += 1
+    if calls[0] == n and os.environ.get("RANK") == "0":
+        os.kill(os.getpid(), signal.SIGKILL)  # rank 0 dies before its n-th checkpoint write
+    return real(path, data)
+c.atomic_write_bytes = write
+from hansprobe.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_torchrun_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
+    """Issue 25 defect 7: resume under torchrun, checked. Rank 0 is killed before a checkpoint write
+    after step 4's checkpoint; the survivor says another rank stopped; `torchrun ... --resume` then
+    ends with the same bytes as a run that was never stopped."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = [*ARGS, "--steps", "8"]
+    assert torchrun(*args, "--out", str(whole)).returncode == 0
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILL_RANK0_AT_WRITE)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(killer), "6", "train", *args, "--out", str(cut)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert json.loads((cut / "config.json").read_text())["step"] == 4  # the last complete checkpoint
+    proc = torchrun("--resume", "--out", str(cut), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_file(whole / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in read_metrics(cut)] == [r["step"] for r in read_metrics(whole)]

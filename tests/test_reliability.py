@@ -65,7 +65,7 @@ def reference(tmp_path_factory):
     return out, args
 
 
-@pytest.mark.parametrize("nth_write", [2, 5, 6])  # no resume file yet; replacing one; the weights
+@pytest.mark.parametrize("nth_write", [2, 5, 6, 9])  # no resume file yet; replacing one; the weights; the last step's weights
 def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_write):
     ref, args = reference
     run = tmp_path / "run"
