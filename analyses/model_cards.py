@@ -26,7 +26,7 @@ from hansprobe.tasks import read_ntf
 ROOT = Path(__file__).resolve().parents[1]
 NTF = ROOT.parent / "shared" / "data" / "ntf"
 # The failure measured beside its capacity witness (same task and shape, decides forwards): report --witness.
-WITNESSES = {"pathstar-d2-l5-n50-teacher-forcing-4layers": "pathstar-d2-l5-n50-multi-token-4layers"}
+WITNESSES = {"pathstar-d2-l5-n50-teacher-forcing-4layers-6000steps": "pathstar-d2-l5-n50-multi-token-4layers-6000steps"}
 NTF_GRAPHS = 5000  # of the 20,000 in a split: the goal-dependence pairs and the bootstrap make all of it slow on CPU
 
 

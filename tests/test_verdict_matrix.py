@@ -19,6 +19,8 @@ NA, NL = "not applicable", "not learned"
 # name (under checkpoints/) -> answers in QUESTIONS order:
 #   clever_hans_failure, lookup, indecipherable, decision_computed, plan_represented
 EXPECTED = {
+    "pathstar-d2-l5-n50-teacher-forcing-4layers-6000steps": ("yes", "yes", "yes", "no", "no"),  # the failure at 4 layers ...
+    "pathstar-d2-l5-n50-multi-token-4layers-6000steps": ("no", "yes", "no", "yes", "no"),  # ... beside its capacity witness
     "pathstar-d2-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", "no"),  # the failure
     "pathstar-d5-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", "no"),  # the failure at d = 5
     "controls/pathstar-d2-l5-n50-teacher-forcing-4layers": ("yes", "yes", "yes", "no", "no"),  # 4 layers: still the failure

@@ -107,3 +107,17 @@ def test_report_takes_a_witness_and_refuses_one_that_is_no_checkpoint(tmp_path, 
                               "--mechanism-graphs", "20", "--patch-pairs", "4", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nope" in err
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_the_shipped_witness_rules_out_capacity_and_training_length_for_the_shipped_failure():
+    """Issue 24: the 4-layer teacher-forcing failure and the multi-token model of the same shape and
+    budget that decides forwards (docs/study-depth.md)."""
+    failure = CHECKPOINTS / "pathstar-d2-l5-n50-teacher-forcing-4layers-6000steps"
+    witness = CHECKPOINTS / "pathstar-d2-l5-n50-multi-token-4layers-6000steps"
+    _shipped(failure, witness)
+    w = measure_witness(read_config(failure), witness, n_graphs=1000, seed=1234)
+    assert w.same_task and w.same_shape and w.forward and w.within_budget, w.differences
+    assert w.decision_accuracy_ci[0] >= 0.9 and w.rules_out_capacity and w.rules_out_training_length
+    two_layers = measure_witness(read_config(FAILURE), witness, n_graphs=100, seed=1234)  # not the 2-layer model's shape
+    assert not two_layers.same_shape and not two_layers.rules_out_capacity
+    assert any("model.n_layers" in d for d in two_layers.differences)
