@@ -189,14 +189,7 @@ def _other_branch(batch: Batch, seed: int) -> Tensor:
 def goal_swap(batch: Batch, seed: int = 0) -> Batch:
     """The same tree (same edges, same order) with the goal moved to a random leaf under another of
     the root's children: only the goal token of the prompt and the answer change."""
-    task = batch.task
-    other = _other_branch(batch, seed)
-    n = len(batch)
-    has_child = torch.zeros(n, task.n_nodes + 1, dtype=torch.bool).scatter_(1, batch.edge_parent, True)[:, : task.n_nodes]
-    leaf = (batch.node_arm >= 0) & ~has_child & (batch.node_arm == other[:, None])  # (B, N)
-    g = torch.Generator().manual_seed(seed + 1)
-    pick = (torch.rand(leaf.shape, generator=g) * leaf).argmax(1)  # a uniform leaf of that branch
-    return tree_batch(task, batch.start, pick, batch.edge_parent, batch.edge_child)
+    return goal_swap_at(batch, 1, seed)
 
 
 def arm_rewire(batch: Batch, seed: int = 0) -> Batch:
