@@ -7,7 +7,7 @@ Each card gives the run's training settings and, measured here by hansprobe on f
 1234, which training never uses) and, where it exists, on the paper's own test split
 (../shared/data/ntf), the report's five verdicts with their evidence (the same code and graphs as
 `hansprobe report`), behaviour and first-token entropy with 95% CIs, goal dependence, the heads'
-causal search, probes, patching and the learning order for runs with snapshots. Nothing in the
+causal search, the plan-depth profile, patching and the learning order for runs with snapshots. Nothing in the
 cards is typed by hand.
 """
 import argparse
@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from hansprobe.analyses import measure_behaviour, measure_entropy
-from hansprobe.analyses.probes import measure_probes
-from hansprobe.checkpoint import load_checkpoint, model_from_config
+from hansprobe.checkpoint import load_checkpoint
 from hansprobe.report import QUESTIONS, ReportSettings, measure_checkpoint
 from hansprobe.tasks import read_ntf
 
@@ -42,41 +41,34 @@ def ci(v, c, digits=3):
     return f"{v:.{digits}f} [{c[0]:.{digits}f}, {c[1]:.{digits}f}]"
 
 
-def probe_section(ck, batch, goal_arm: dict) -> list[str]:
-    """The report's goal-arm probe (already measured) and the decision-node probe."""
-    untrained, _ = model_from_config(ck.config, "cpu")
-    lines = ["", f"Probes ({len(batch)} fresh graphs: the cells are ranked on one half and every figure below is from the "
-             "other half; 5 folds grouped by graph; accuracy [95% CI] / selectivity vs shuffled labels; untrained model in "
-             "brackets). Layer 0 = embeddings, k = after block k-1:", ""]
-    from types import SimpleNamespace
-
-    for target in ("goal_arm", "decision_node"):
-        r = (SimpleNamespace(**goal_arm) if target == "goal_arm" else
-             measure_probes(ck.model, ck.objective, batch, target, untrained_model=untrained))
-        lines += [f"*{target}* — {r.description}:", "", "| layer | " + " | ".join(r.position_labels) + " |",
-                  "|---|" + "---|" * len(r.position_labels)]
-        for li, layer in enumerate(r.layers):
-            cells = []
-            for j in range(len(r.positions)):
-                a, c, u = r.accuracy[li][j], r.accuracy_ci[li][j], r.untrained[li][j]
-                if a is None or a != a:  # the target is undefined there (NaN, or null once serialised)
-                    cells.append("—")
-                    continue
-                cells.append(f"{a:.2f} [{c[0]:.2f}, {c[1]:.2f}] / {r.selectivity[li][j]:+.2f} ("
-                             + ("—" if u is None or u != u else f"{u:.2f}") + ")")
-            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
-        for label, b in (("before the answer", r.best), ("at the decision position", r.best_at_decision)):
-            if b:
-                lines += ["", f"Best cell {label} (chosen on the selection half, figures on the {r.n_eval} held-out graphs): "
-                          f"layer {b['layer']} at `{b['position_label']}`, accuracy {ci(b['accuracy'], b['accuracy_ci'])}, "
-                          f"selectivity {b['selectivity']:+.3f} (chance {r.chance:.2f})."]
-        if r.causal:
-            c = r.causal
-            lines.append(f"Steering along the probe there changes the decision logit difference by "
-                         f"{c['steer_probe']['mean_change']:+.3f} [{c['steer_probe']['ci'][0]:+.3f}, {c['steer_probe']['ci'][1]:+.3f}] "
-                         f"(random directions {c['steer_random']['mean_change']:+.3f}); projecting the probe out: "
-                         f"{c['ablate_probe']['mean_change']:+.3f} (random {c['ablate_random']['mean_change']:+.3f}).")
-        lines.append("")
+def plan_depth_section(pd: dict) -> list[str]:
+    """The report's plan-depth profile (already measured): held-out probe accuracy of each target of
+    the sub-goal chain, at the best position of each block input, and each search's chosen cell."""
+    if pd.get("skipped") or pd.get("applicable"):
+        return ["", f"Plan depth profile: not measured ({pd.get('skipped') or pd.get('applicable')}).", ""]
+    names = ["embed" if k == 0 else f"after block {k - 1}" for k in pd["layers"]]
+    lines = ["", f"Plan depth profile ({pd['n_eval']} evaluation graphs; probes fitted on another {2 * pd['n_eval']}, "
+             f"cells chosen on a further {pd['n_eval']}; {pd['hops']} backward hops from the goal to the decision; blocks "
+             f"that write: {len(pd['blocks'])}). Best held-out accuracy over the positions from the goal to the decision "
+             "position, per block input:", "", "| target (chance) | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for name, prof in pd["profile"].items():
+        cells = []
+        for row in prof["accuracy"]:
+            vals = [v for v in row if v is not None and v == v]
+            cells.append(f"{max(vals):.2f}" if vals else "—")
+        if "by_role" in prof:
+            cells = [f"{max(v[i] for v in prof['by_role'].values()):.2f}" for i in range(len(names))]
+        lines.append(f"| {name} ({prof['chance']:.2f}) | " + " | ".join(cells) + " |")
+    lines.append("")
+    for key, s in pd["searches"].items():
+        c = pd["causal"].get(key)
+        lines.append(f"- {s['target']}, {'before the answer' if s['kind'] == 'before' else 'at the decision position'}: "
+                     f"`{s['position_label']}` at layer {s['layer']}, accuracy {ci(s['accuracy'], s['accuracy_ci'])}, "
+                     f"selectivity {ci(s['selectivity'], s['selectivity_ci'])}, whole-search null p = {s['null_p']:.2g}"
+                     + (f"; patching from the goal-swap partner restores {c['whole_residual']['normalized']:.2f} (whole "
+                        f"residual), {c['probe_directions']['normalized']:.2f} (probe directions)" if c else ""))
+    lines.append("")
     return lines
 
 
@@ -199,7 +191,7 @@ def card(path: Path, n: int, seed: int) -> list[str]:
         lines += heads_lines(a["heads"], src)
     else:
         lines += ["", f"Heads: not measured ({a['heads']['skipped']})."]
-    lines += probe_section(ck, task.generate(min(n, 1000), seed), a["probes"])
+    lines += plan_depth_section(a["plan_depth"])
     lines += patching_lines(a["patching"])
     dyn = a["dynamics"]
     if "skipped" not in dyn:

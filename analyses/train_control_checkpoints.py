@@ -41,6 +41,12 @@ RUNS = {
     # trained as long (3,000 steps).
     "pathstar-d2-l5-n50-teacher-forcing-4layers": (PathStar(2, 5, 50), "teacher-forcing",
                                                    ModelConfig(n_layers=4, d_model=128, n_heads=4), [3000]),
+    # A 4-layer model that plans before the answer (issue 23 part 4): G(2,3) with the goal first, so the
+    # edges come after the goal and can be marked from it. Shipped from the equivalent command
+    # `hansprobe train --degree 2 --path-len 3 --nodes 50 --goal-first --n-layers 4 --d-model 128
+    # --n-heads 4 --steps 1500 --eval-every 250 --seed 0` (the same train() and TrainConfig).
+    "pathstar-d2-l3-n50-goal-first-4layers": (PathStar(2, 3, 50, goal_first=True), "teacher-forcing",
+                                              ModelConfig(n_layers=4, d_model=128, n_heads=4), [1500]),
     # The untrained model of the shipped shape: its initialisation (seed 0), saved as a checkpoint.
     "pathstar-d2-l5-n50-untrained": (PathStar(2, 5, 50), "teacher-forcing", MODEL, []),
     # Another recipe for the same failure (closer to the paper's code: lr 5e-4, batch 128), seed 1: its

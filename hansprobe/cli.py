@@ -597,9 +597,10 @@ def cmd_report(args) -> int:
         for ck in built["json"]["checkpoints"][len(printed):]:
             printed.append(ck["name"])
             print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
+            width = max(len(v["answer"]) for v in ck["verdicts"].values())
             for key, text in QUESTIONS.items():
                 v = ck["verdicts"][key]
-                print(_wrap(f"  {text:<38} {v['answer'].upper():<14} ", v["evidence"] if args.verbose else v["summary"]))
+                print(_wrap(f"  {text:<39} {v['answer'].upper():<{width}} ", v["evidence"] if args.verbose else v["summary"]))
             for note in ck.get("notes", []):
                 print(_wrap("  note: ", note))
             sys.stdout.flush()

@@ -37,7 +37,6 @@ class ReportSettings:
     patch_pairs: int = 200  # goal-swap pairs for activation patching: the first of those graphs
     seed: int = DEFAULT_SEED
     data: str | None = None
-    probe_target: str = "goal_arm"
     batch_size: int = 1000
     device: str = "cpu"
     witness: str | None = None  # a capacity witness checkpoint for the failure verdict (analyses/witness.py)
@@ -99,7 +98,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     pairs = _first(batch, settings.patch_pairs)
     ctx = AnalysisContext(path=path, config=ck.config, model=model, objective=obj, task=task, batch=batch,
                           mechanism_batch=mech, pairs=pairs, seed=settings.seed, batch_size=settings.batch_size,
-                          device=settings.device, probe_target=settings.probe_target,
+                          device=settings.device,
                           untrained_model=lambda: model_from_config(ck.config, settings.device)[0],  # probe baseline
                           witness=Path(settings.witness) if settings.witness else None)
     analyses, figures = {}, {}

@@ -78,7 +78,8 @@ document.documentElement.setAttribute('data-figures',String(hpDivs.length));
 document.documentElement.setAttribute('data-figures-drawn',String(hpDrawn));
 document.documentElement.setAttribute('data-errors',String(window.hansprobeErrors.length));
 </script>"""
-ANSWER_CLASS = {"yes": "yes", "no": "no", "inconclusive": "inconclusive", "not applicable": "na", "not learned": "na"}
+ANSWER_CLASS = {"yes": "yes", "no": "no", "inconclusive": "inconclusive", "not applicable": "na", "not learned": "na",
+                "before the answer": "yes", "at the answer position": "yes"}
 
 
 def _e(x) -> str:

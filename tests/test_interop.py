@@ -155,7 +155,7 @@ def test_imported_model_gets_a_full_report(hf_dir, tmp_path, capsys):
     assert code == 0, err
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     c = doc["checkpoints"][0]
-    assert all("skipped" not in c["analyses"][a] for a in ("behaviour", "entropy", "heads", "probes", "patching"))
+    assert all("skipped" not in c["analyses"][a] for a in ("behaviour", "entropy", "heads", "plan_depth", "patching"))
     assert c["provenance"]["steps"] is None and c["config"]["imported_from"]["format"] == "hf-gpt2"
 
 

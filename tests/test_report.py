@@ -8,12 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from scipy import stats
 
 from hansprobe.cli import main
 from hansprobe.errors import ConfigError
 from hansprobe.analyses.entropy import indecipherable_verdict
-from hansprobe.analyses.plan import plan_verdict
 from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, write_report
 
 TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
@@ -40,49 +38,7 @@ def report(runs, tmp_path_factory):
     return out, doc
 
 
-# --- verdict rules on hand-made analysis results (more in test_verdicts.py) ----------------------
-def _probes(sel, n_eval, control=0.5, chance=0.5, untrained=None):
-    from hansprobe.analyses.base import wilson_ci
-
-    acc = control + sel
-    return {"target": "goal_arm", "chance": chance, "n_eval": n_eval,
-            "best": {"layer": 1, "position": 5, "position_label": "=", "accuracy": acc,
-                     "accuracy_ci": list(wilson_ci(round(acc * n_eval), n_eval)), "selectivity": sel,
-                     "control_shuffle": control, "untrained": untrained, "cells_searched": 6}}
-
-
-@pytest.mark.parametrize("sel,n,answer", [(0.30, 500, "yes"), (0.05, 500, "no"), (0.13, 500, "yes"),
-                                          (0.13, 40, "no")])  # 40 held-out graphs: +0.13 is within the noise
-def test_plan_needs_selectivity_and_a_held_out_interval_above_chance(sel, n, answer):
-    v = plan_verdict(_probes(sel, n))
-    assert v["answer"] == answer and v["values"]["where"] == "before the answer"
-
-
-def test_a_plan_yes_on_few_held_out_graphs_says_how_often_chance_gives_one():
-    few, many = plan_verdict(_probes(0.13, 100)), plan_verdict(_probes(0.13, 500))
-    assert few["answer"] == many["answer"] == "yes"
-    # 0.63 of 100 at chance 0.5: the bars need >= 60 right (selectivity) and a Wilson lower end > 0.5 (60 too)
-    assert few["values"]["null_pass_probability"] == pytest.approx(stats.binom.sf(59, 100, 0.5))
-    assert "re-measure on more graphs" in few["evidence"]
-    assert many["values"]["null_pass_probability"] < 1e-4 and "re-measure" not in many["evidence"]
-    assert "re-measure" not in plan_verdict(_probes(0.05, 100))["evidence"]  # a no needs no caveat
-
-
-def test_null_pass_probability_is_the_binomial_tail_above_the_first_count_that_clears_both_bars():
-    from hansprobe.analyses.base import null_pass_probability, wilson_ci
-
-    for n, chance, need, bar in [(100, 0.5, 0.6, 0.5), (37, 0.25, 0.3, 0.4), (500, 0.2, 0.3, 0.21)]:
-        k = next(k for k in range(n + 1) if k / n >= need and wilson_ci(k, n)[0] > bar)  # the slow way
-        assert null_pass_probability(n, chance, need, bar) == pytest.approx(stats.binom.sf(k - 1, n, chance))
-    assert null_pass_probability(10, 0.5, 0.6, 0.99) == 0.0  # no count clears a bar this high
-
-
-def test_plan_must_also_beat_the_untrained_model_at_that_cell():
-    assert plan_verdict(_probes(0.30, 500, untrained=0.79))["answer"] == "no"
-    assert "untrained model 0.790" in plan_verdict(_probes(0.30, 500, untrained=0.79))["evidence"]
-    assert plan_verdict(_probes(0.30, 500, untrained=0.52))["answer"] == "yes"
-
-
+# --- verdict rules on hand-made analysis results (more in test_verdicts.py; the plan: test_plan_depth.py) --
 def test_indecipherable_verdict_is_the_entropy_analysis_outcome():
     e = {"outcome": "indecipherable", "verdict": "candidate accuracy ... equivalent", "decision_accuracy": 0.5,
          "decision_accuracy_ci": [0.48, 0.52], "candidate_accuracy": 0.5, "candidate_accuracy_ci": [0.48, 0.52],
@@ -112,7 +68,7 @@ def test_report_json_has_the_documented_schema(report, runs):
             assert v["answer"] in ANSWERS and v["evidence"] and set(v) == {"answer", "summary", "evidence", "values"}
             assert 0 < len(v["summary"].split()) <= 16 and v["summary"].rstrip(" …") in v["evidence"] or \
                 v["summary"].startswith("the signature")  # the clause that decided, from the evidence
-        assert set(c["analyses"]) == {"behaviour", "entropy", "decisions", "heads", "probes", "patching", "dynamics", "witness"}
+        assert set(c["analyses"]) == {"behaviour", "entropy", "decisions", "heads", "plan_depth", "patching", "dynamics", "witness"}
         assert c["analyses"]["witness"] == {"skipped": "no capacity witness was given (report --witness CKPT)"}
         assert c["provenance"]["n_graphs"] == 40 and c["provenance"]["graphs"] == {"seed": SMALL.seed}
         assert c["training_curve"] and c["training_curve"][-1]["step"] == 6
@@ -121,9 +77,9 @@ def test_report_json_has_the_documented_schema(report, runs):
     assert by["teacherless"]["verdicts"]["clever_hans_failure"]["answer"] == "not applicable"
     assert by["reverse"]["verdicts"]["clever_hans_failure"]["answer"] == "not applicable"
     assert by["reverse"]["verdicts"]["indecipherable"]["answer"] == "not applicable"
-    # issue 23 part 6: under reversed targets no probe cell is taken inside the answer
-    assert by["reverse"]["analyses"]["probes"]["best_at_decision"] == {}
-    assert set(by["reverse"]["verdicts"]["plan_represented"]["values"]["cells"]) == {"before the answer"}
+    # issue 23 part 6: under reversed targets no cell is taken inside the answer: the plan question does not apply
+    assert "reversed targets" in by["reverse"]["analyses"]["plan_depth"]["applicable"]
+    assert by["reverse"]["verdicts"]["plan_represented"]["answer"] == "not applicable"
     assert "skipped" in by["teacherless"]["analyses"]["heads"]
     assert "skipped" not in by["teacher-forcing"]["analyses"]["dynamics"]  # it kept a snapshot
     assert "skipped" in by["reverse"]["analyses"]["dynamics"]
@@ -166,7 +122,7 @@ def test_cli_report_exit_codes(runs, tmp_path, capsys):
     c = doc["checkpoints"][0]
     assert c["provenance"]["n_graphs"] == 20 and c["analyses"]["behaviour"]["n_graphs"] == 20
     assert c["provenance"]["mechanism_graphs"] == 12 and c["analyses"]["heads"]["n_graphs"] == 12
-    assert c["analyses"]["probes"]["n_graphs"] == 12 and c["analyses"]["patching"]["n_pairs"] == 10
+    assert c["analyses"]["plan_depth"]["n_graphs"] == 12 and c["analyses"]["patching"]["n_pairs"] == 10
     (tmp_path / "file").write_text("x")
     assert main(["report", ck, "-n", "20", "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
@@ -371,9 +327,9 @@ def test_report_json_and_docs_agree_on_every_verdict_value(report):
     seen = {q: set() for q in QUESTIONS}
     for c in doc["checkpoints"]:
         for q, v in c["verdicts"].items():
-            if v["answer"] == "not applicable":
-                assert not v["values"], (q, v["values"])  # documented: n/a answers carry no values
-                continue
+            if v["answer"] == "not applicable" and not (q == "plan_represented" and "hops" in v["values"]):
+                assert not v["values"], (q, v["values"])  # documented: n/a answers carry no values (but the plan's
+                continue  # n/a for want of depth, which says how many blocks and hops)
             keys = set(v["values"])
             if q == "decision_computed":
                 keys |= {"*" + k for kind in v["values"].values() for k in kind}

@@ -16,30 +16,38 @@ from hansprobe.report import QUESTIONS
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 NA, NL = "not applicable", "not learned"
+BEFORE, AT = "before the answer", "at the answer position"  # where the plan question locates the decision
 # name (under checkpoints/) -> answers in QUESTIONS order:
 #   clever_hans_failure, lookup, indecipherable, decision_computed, plan_represented
+# The plan question is "not applicable" on the 2-layer G(2,5) models whose decision ignores the goal
+# (2 blocks for 3 backward hops), "no" on the 4-layer failures (deep enough; the decision ignores it).
 EXPECTED = {
     "pathstar-d2-l5-n50-teacher-forcing-4layers-6000steps": ("yes", "yes", "yes", "no", "no"),  # the failure at 4 layers ...
-    "pathstar-d2-l5-n50-multi-token-4layers-6000steps": ("no", "yes", "no", "yes", "no"),  # ... beside its capacity witness
-    "pathstar-d2-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", "no"),  # the failure
-    "pathstar-d5-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", "no"),  # the failure at d = 5
+    "pathstar-d2-l5-n50-multi-token-4layers-6000steps": ("no", "yes", "no", "yes", AT),  # ... beside its capacity witness
+    "pathstar-d2-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", NA),  # the failure
+    "pathstar-d5-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", NA),  # the failure at d = 5
     "controls/pathstar-d2-l5-n50-teacher-forcing-4layers": ("yes", "yes", "yes", "no", "no"),  # 4 layers: still the failure
-    "controls/pathstar-d2-l5-n50-teacher-forcing-lr5e-4": ("yes", "yes", "yes", "no", "no"),  # another recipe, another layout
+    "controls/pathstar-d2-l5-n50-teacher-forcing-lr5e-4": ("yes", "yes", "yes", "no", NA),  # another recipe, another layout
     # child -> parent lookups (follow rate 1.000), the correct rule, but spread over more heads than the lookup set may
     # hold (a quarter: 2 of 8; whole layers break it): inconclusive since issue 23 part 2 (decisions.md 40); no decision
-    "pathstar-d2-l5-n50-reverse": (NA, "inconclusive", NA, NA, "no"),
-    "pathstar-d2-l5-n50-teacherless": (NA, NA, NL, "no", "no"),  # not trained far enough to know the candidates
-    "controls/pathstar-d2-l3-n50-teacher-forcing": ("no", NA, "no", "yes", "no"),  # plans: decides from the goal
-    "controls/pathstar-d2-l5-n50-teacher-forcing-cue": ("no", "yes", "no", "no", "no"),  # right, by a label cue
-    "controls/pathstar-d2-l5-n50-untrained": ("no", "no", NL, "no", "no"),  # nothing learned
+    "pathstar-d2-l5-n50-reverse": (NA, "inconclusive", NA, NA, NA),
+    "pathstar-d2-l5-n50-teacherless": (NA, NA, NL, "no", NA),  # not trained far enough to know the candidates
+    "controls/pathstar-d2-l3-n50-teacher-forcing": ("no", NA, "no", "yes", AT),  # plans: decides from the goal
+    # 4 layers, the goal first: the edges into the goal are marked after block 0 and the decision reads them
+    "controls/pathstar-d2-l3-n50-goal-first-4layers": ("no", NA, "no", "yes", BEFORE),
+    "controls/pathstar-d2-l5-n50-teacher-forcing-cue": ("no", "yes", "no", "no", NA),  # right, by a label cue
+    "controls/pathstar-d2-l5-n50-untrained": ("no", "no", NL, "no", NA),  # nothing learned
 }
 
 
 def test_each_question_gives_more_than_one_answer_across_the_matrix():
     for j, key in enumerate(QUESTIONS):
         answers = {row[j] for row in EXPECTED.values()}
-        if key != "plan_represented":  # no shipped model holds a linearly readable plan: docs/controls.md
-            assert {"yes", "no"} <= answers, key
+        positive = {BEFORE, AT} if key == "plan_represented" else {"yes"}  # the plan question says where
+        assert positive <= answers and "no" in answers, key
+    plan = list(QUESTIONS).index("plan_represented")
+    located = [n for n, row in EXPECTED.items() if row[plan] in (BEFORE, AT)]
+    assert any("4layers" in n for n in located)  # a model of >= 3 layers whose plan the rule locates
     failures = [n for n, row in EXPECTED.items() if row[0] == "yes"]
     assert all("teacher-forcing" in n and "cue" not in n and "l3" not in n for n in failures)
 

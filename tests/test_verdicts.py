@@ -16,7 +16,6 @@ from hansprobe.analyses.entropy import indecipherable_verdict
 from hansprobe.analyses.failure import consistency_notes, failure_verdict
 from hansprobe.analyses.goal_dependence import decision_verdict
 from hansprobe.analyses.lookup import lookup_verdict
-from hansprobe.analyses.plan import plan_verdict
 from hansprobe.tasks import PathStar, format_ntf_lines, parse_ntf_lines
 from hansprobe.tasks.pathstar import arm_rewire, goal_swap
 
@@ -317,18 +316,6 @@ def test_lookup_needs_a_causal_mechanism_and_a_follow_majority(found, follow_lo,
     v = lookup_verdict("teacher-forcing", behaviour, _heads(found, follow_lo))
     assert v["answer"] == answer and "follow" not in v["evidence"][:5]
     assert lookup_verdict("teacherless", behaviour, None)["answer"] == "not applicable"
-
-
-# --- defect 7: probes choose the cell on data the reported figures do not use --------------------------
-def test_plan_verdict_reads_both_cells_and_their_held_out_figures():
-    cell = {"layer": 1, "position": 30, "position_label": "a0", "accuracy": 0.9, "accuracy_ci": [0.86, 0.93],
-            "selectivity": 0.4, "control_shuffle": 0.5, "untrained": 0.52, "cells_searched": 2, "selection_score": 0.4}
-    weak = {**cell, "position_label": "=", "accuracy": 0.52, "accuracy_ci": [0.47, 0.57], "selectivity": 0.02}
-    probes = {"target": "goal_arm", "chance": 0.5, "n_eval": 500, "best": weak, "best_at_decision": cell}
-    v = plan_verdict(probes)
-    assert v["answer"] == "yes" and v["values"]["where"] == "at the decision position"
-    assert plan_verdict({**probes, "best_at_decision": {**cell, "untrained": 0.9}})["answer"] == "no"
-    assert plan_verdict({**probes, "best_at_decision": {}})["answer"] == "no"
 
 
 # --- defect 2b: a layout the attention gate missed, found by the causal search -----------------------

@@ -58,23 +58,6 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     return (float(ci.low), float(ci.high))
 
 
-def null_pass_probability(n: int, chance: float, min_accuracy: float, ci_above: float) -> float:
-    """P(a classifier that is right with probability `chance` on each of `n` held-out examples reaches
-    accuracy >= `min_accuracy` with a 95% Wilson lower end > `ci_above`): how often a cell with no
-    information would pass such a two-bar test. Both bars rise with the count right, so the smallest
-    count that clears them (found by bisection) and the binomial tail above it give it exactly."""
-    def passes(k: int) -> bool:
-        return k / n >= min_accuracy - 1e-12 and wilson_ci(k, n)[0] > ci_above
-
-    if n <= 0 or not passes(n):
-        return 0.0
-    lo, hi = -1, n  # passes(hi) holds, passes(lo) taken as false
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
-    return float(stats.binom.sf(hi - 1, n, chance))
-
-
 def t_ci(values, axis: int = 0, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Student-t interval of the mean along `axis` (scipy.stats.t), for many means at once."""
     values = np.asarray(values, dtype=np.float64)

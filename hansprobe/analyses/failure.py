@@ -118,9 +118,9 @@ def consistency_notes(verdicts: dict, entropy: dict, patching: dict | None) -> l
     """Where two answers could be read as contradicting each other, say what they mean together."""
     a = {k: v["answer"] for k, v in verdicts.items()}
     notes = []
-    if a["plan_represented"] == "yes" and a["decision_computed"] == "no":
-        notes.append("A probe reads the goal arm, but the decision does not move with the goal: the information is in the "
-                     "residual stream and the decision does not use it.")
+    if a["plan_represented"] in ("before the answer", "at the answer position") and a["decision_computed"] == "no":
+        notes.append("The plan-depth check finds the decision following the goal on goal swaps, but the counterfactual "
+                     "pairs do not call it computed from the goal: read both answers' evidence.")
     if a["lookup"] == "yes" and a["decision_computed"] == "yes":
         notes.append("Later tokens are read off the previous one AND the decision is computed from the goal: the lookup is "
                      "the correct conditional here (a planning model has it too), not a failure.")

@@ -1,95 +1,147 @@
-"""The plan question, decided from the probes analysis: is the plan represented before the answer?"""
+"""The plan question, decided from the plan-depth profile (analyses/plan_depth.py): where is the
+first decision planned — before the answer, at the answer position, nowhere, or can the model not be
+expected to (docs/decisions.md 43)?"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from hansprobe.analyses.patching import GAP_MIN
+from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
 
-from hansprobe.analyses.base import null_pass_probability
-from hansprobe.analyses.questions import QuestionSpec, register_question, verdict
+PLAN_ALPHA = 0.05  # family-wise, for the whole search: the sub-goal chain tested in order, hop 1 first
+PLAN_SELECTIVITY = 0.10  # the paired selectivity's CI must clear this (accuracy over relabelled probes)
+CAUSAL_MIN = 0.25  # patching the probe's directions must restore at least this share of the goal's effect (CI)
 
-# A probe cell counts as evidence of a plan only if it beats shuffled labels by this much AND its
-# interval (on graphs its selection did not use) clears chance, the shuffled control and the
-# untrained model (docs/decisions.md 12).
-PLAN_SELECTIVITY = 0.10
-NULL_PASS_WARN = 0.01  # a plan yes whose cells would pass this often with no information says to re-measure
+BEFORE, AT = "before the answer", "at the answer position"
 
 
-@dataclass
-class _PlanCell:
-    """One probe cell judged by the plan rule: whether it passes, its evidence text, why it fails, and
-    how often a cell with no information would pass the same bars (None without a held-out count)."""
-
-    best: dict
-    where: str
-    ok: bool
-    text: str
-    why: str
-    null_p: float | None
+def _where(layer: int) -> str:
+    return "the embeddings" if layer == 0 else f"after block {layer - 1}"
 
 
-def _plan_cell(probes: dict, best: dict, where_kind: str) -> _PlanCell:
-    lo, hi = best["accuracy_ci"]
-    untrained = best.get("untrained")
-    bar = max(probes["chance"], best["control_shuffle"], untrained if untrained is not None else 0.0)
-    ok = best["selectivity"] >= PLAN_SELECTIVITY and lo > bar
-    null_p = (null_pass_probability(int(probes["n_eval"]), probes["chance"], best["control_shuffle"] + PLAN_SELECTIVITY, bar)
-              if probes.get("n_eval") else None)
-    where = "embeddings" if best["layer"] == 0 else f"after block {best['layer'] - 1}"
-    failed = ([f"selectivity {best['selectivity']:+.3f} < {PLAN_SELECTIVITY:+.2f}"] if best["selectivity"] < PLAN_SELECTIVITY else [])
-    if lo <= bar:
-        failed.append(f"the accuracy CI's lower end {lo:.3f} does not clear {bar:.3f} (the highest of chance, shuffled "
-                      "labels and the untrained model)")
-    text = (f"{where_kind} ({where} at '{best['position_label']}', best of {best['cells_searched']} cells on the selection "
-            f"half): accuracy {best['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] on {probes.get('n_eval') or 'the other'} held-out "
-            f"graphs, selectivity {best['selectivity']:+.3f} over shuffled labels (needs >= {PLAN_SELECTIVITY:+.2f})"
-            + (f", untrained model {untrained:.3f}" if untrained is not None else ""))
-    return _PlanCell(best, where_kind, ok, text, "; ".join(failed), null_p)
+def _probe_ok(s: dict, alpha: float) -> bool:
+    return s["null_p"] <= alpha + 1e-12 and s["selectivity_ci"][0] >= PLAN_SELECTIVITY
 
 
-def plan_verdict(probes: dict) -> dict:
-    """yes when the best goal-arm probe cell strictly before the answer, or at the decision position
-    before the last block, beats shuffled labels by >= PLAN_SELECTIVITY and its accuracy's Wilson CI
-    (on the evaluation half, which the cell's selection did not use) lies above chance, the
-    shuffled-label control and the untrained model's accuracy there; otherwise no."""
-    cells = [(probes.get("best") or {}, "before the answer"), (probes.get("best_at_decision") or {}, "at the decision position")]
-    results = [_plan_cell(probes, b, w) for b, w in cells if b]
-    if not results:
-        return verdict("no", f"no probe cell before the answer could be measured ({probes['target']})")
-    yes = [r for r in results if r.ok]
-    # Two cells are tested, so a yes by chance has at most the sum of their null pass probabilities
-    # (Bonferroni); with few held-out graphs that is a few percent, and a sweep of many runs meets one
-    # (docs/study-objectives.md: one in 63 runs, gone on 2,000 fresh graphs).
-    nulls = [r.null_p for r in results if r.null_p is not None]
-    null_p = min(1.0, sum(nulls)) if nulls else None
-    if yes:
-        clause = f"{yes[0].where}, the probe reads the goal arm beyond every control"
-        if null_p is not None:
-            clause += (f" (a cell with no goal-arm information clears these bars on {probes['n_eval']} held-out graphs "
-                       f"with probability at most {null_p:.2g}"
-                       + ("; re-measure on more graphs (--mechanism-graphs) before believing it)" if null_p >= NULL_PASS_WARN
-                          else ")"))
-    else:
-        clause = "no cell clears the bars (" + "; ".join(f"{r.where}: {r.why}" for r in results) + ")"
-    evidence = f"{clause} — {probes['target']} probe (chance {probes['chance']:.3f}): " + "; ".join(r.text for r in results)
-    if probes.get("constant_target"):
-        evidence = (f"the {probes['target']} is the same in every graph of this task (a label cue), so a probe has nothing "
-                    f"to decode: {evidence}")
-    causal = probes.get("causal")
-    if causal:
-        evidence += (f"; steering along the prompt cell's probe moves the decision logit difference by "
-                     f"{causal['steer_probe']['mean_change']:+.3f} (random directions {causal['steer_random']['mean_change']:+.3f})")
-    chosen = (yes or results)[0]
-    b = chosen.best
-    return verdict("yes" if yes else "no", evidence, where=chosen.where, layer=b["layer"], position=b["position_label"],
-                   accuracy=b["accuracy"], accuracy_ci=b["accuracy_ci"], selectivity=b["selectivity"],
-                   chance=probes["chance"], null_pass_probability=null_p,
-                   cells={r.where: {k: r.best[k] for k in ("layer", "position_label", "accuracy", "accuracy_ci", "selectivity")}
-                          for r in results})
+def _causal_ok(c: dict | None, position_label: str) -> bool:
+    """Patching from the goal-swap partner moves the decision back: along the probe's own directions,
+    or — at a cell other than the goal token, whose residual differs between the pair only by what
+    was computed from the goal — the whole residual there (probe directions are often not the ones
+    the model reads: docs/decisions.md 43)."""
+    if not c:
+        return False
+    probe, rand, whole = c["probe_directions"], c["random_directions"], c["whole_residual"]
+    along_probe = probe["ci"][0] >= CAUSAL_MIN and probe["ci"][0] > rand["ci"][1]
+    return along_probe or (position_label != "goal" and whole["ci"][0] >= CAUSAL_MIN)
+
+
+def _cell(s: dict, n_eval: int) -> str:
+    return (f"{s['label']} at '{s['position_label']}' {_where(s['layer'])}: {ci_text(s['accuracy'], s['accuracy_ci'])} "
+            f"on {n_eval} held-out graphs (chance {s['chance']:.2f}), selectivity "
+            f"{ci_text(s['selectivity'], s['selectivity_ci'])}, whole-search null p = {s['null_p']:.2g} "
+            f"(best of {s['cells_searched']} cells)")
+
+
+def _causal_text(c: dict) -> str:
+    p, r, w = c["probe_directions"], c["random_directions"], c["whole_residual"]
+    return (f"patching from the goal-swap partner restores {ci_text(w['normalized'], w['ci'], 2)} of the decision with the "
+            f"whole residual there, {ci_text(p['normalized'], p['ci'], 2)} along the probe's directions alone (random "
+            f"directions {ci_text(r['normalized'], r['ci'], 2)})")
+
+
+def plan_verdict(pd: dict) -> dict:
+    """formed before the answer: a sub-goal of the chain (tested in order from the goal's parent up,
+    each at PLAN_ALPHA: a fixed-sequence test) or the edge-on-path mark is read at a block input
+    before the decision position with the whole search's null p <= alpha and a paired selectivity
+    CI above PLAN_SELECTIVITY, AND patching the probe's directions there from a goal-swap partner
+    restores >= CAUSAL_MIN of the decision (CI; _causal_ok). at the answer position: none is, but the decision
+    follows the goal. no: the decision does not follow the goal; not applicable when the model has
+    fewer blocks that write than the task needs hops (or reversed targets)."""
+    if pd is None:
+        return verdict("inconclusive", "the plan-depth analysis did not run on this checkpoint")
+    if pd.get("applicable"):
+        return verdict("not applicable", f"not applicable: {pd['applicable']}", summary="not applicable: " + pd["applicable"].split(":")[0])
+    searches, causal, n = pd["searches"], pd["causal"], pd["n_eval"]
+    chain = [k for k in searches if k.endswith("|before") and not k.startswith("edge")]
+    chain = sorted(chain, key=_hop_order)
+    edge = [k for k in searches if k.startswith("edge") and k.endswith("|before")]
+    alpha = PLAN_ALPHA / 2 if edge else PLAN_ALPHA  # two families where the edges follow the goal
+    passed = []
+    for k in chain:  # fixed sequence: hop j is tested only once hop j-1 is found
+        if not _probe_ok(searches[k], alpha):
+            break
+        passed.append(k)
+    readable = passed[::-1] + [k for k in edge if _probe_ok(searches[k], alpha)]
+    used = [k for k in readable if _causal_ok(causal.get(k), searches[k]["position_label"])]
+    follows = pd["gap_ci"][0] > GAP_MIN
+    gap = (f"swapping the goal moves the decision logit difference by {ci_text(pd['gap'], pd['gap_ci'], 2)} nats on "
+           f"{pd['n_pairs']} pairs")
+    profile = _profile_text(pd)
+    notes = []
+    for k in readable:
+        if k not in used:
+            c = causal.get(k)
+            if c:
+                why = f": {_causal_text(c)}"
+            elif searches[k]["layer"] > max(pd["blocks"]):
+                why = " (the final residual at a prompt position feeds only the extra heads)"
+            else:
+                why = " (the decision does not follow the goal: nothing to restore)"
+            notes.append(f"{_cell(searches[k], n)}, but it is not shown used{why}")
+    values = {"hops": pd["hops"], "blocks": len(pd["blocks"]), "inert_blocks": pd["inert_blocks"], "follows_goal": follows,
+              "chain_found": [k.split("|")[0] for k in passed], "target": None, "layer": None, "position": None}
+    tail = f"{gap}; {profile}" + "".join(f"; {t}" for t in notes)
+    if used:
+        s = searches[used[0]]
+        summary = f"{s['target']} at '{s['position_label']}' {_where(s['layer'])}, used by the decision"
+        evidence = f"{summary} — formed before the answer: {_cell(s, n)}; {_causal_text(causal[used[0]])}; {tail}"
+        return verdict(BEFORE, evidence, summary=summary,
+                       **{**values, "target": s["target"], "layer": s["layer"], "position": s["position_label"]})
+    if follows:
+        at = searches.get("decision node|at")
+        read_at = at if at and _probe_ok(at, PLAN_ALPHA) else None
+        where = (f"the decision node is read at the answer position from {_where(at['layer'])} ({_cell(at, n)})" if read_at
+                 else "no block input holds the decision node: the last block computes it at the answer position")
+        at_chain = [searches[k] for k in sorted((k for k in searches if k.endswith("|at")), key=_hop_order)
+                    if _probe_ok(searches[k], PLAN_ALPHA) and not k.startswith("decision")]
+        if at_chain:
+            where += "; read there before the last block: " + ", ".join(
+                f"{s['target']} {_where(s['layer'])} {s['accuracy']:.2f}" for s in at_chain)
+        summary = "the decision follows the goal; no sub-goal before the answer is used"
+        if read_at:
+            values.update(target=read_at["target"], layer=read_at["layer"], position=read_at["position_label"])
+        return verdict(AT, f"{summary} — computed at the answer position: {where}; {tail}", summary=summary, **values)
+    blocks = len(pd["blocks"])
+    if blocks < pd["hops"]:  # too shallow to be expected to plan: the one n/a with values (how many blocks and hops)
+        summary = f"{blocks} block{'s' if blocks != 1 else ''} for {pd['hops']} hops; the decision ignores the goal"
+        return verdict("not applicable", f"{summary} — not applicable: {blocks} block{'s' if blocks != 1 else ''} write to "
+                       f"the residual stream and the task needs {pd['hops']} backward hops from the goal (probing work "
+                       f"finds one per layer), and the decision does not follow the goal; {tail}", summary=summary, **values)
+    summary = "the decision ignores the goal; no sub-goal is used before the answer"
+    return verdict("no", f"{summary} — {tail}", summary=summary, **values)
+
+
+def _hop_order(key: str) -> int:
+    name = key.split("|")[0]
+    return 10 ** 6 if name == "decision node" else int(name.split()[-1])
+
+
+def _profile_text(pd: dict) -> str:
+    """Where each target of the chain is first readable (its before-the-answer search)."""
+    parts = []
+    for k, s in pd["searches"].items():
+        if k.endswith("|before"):
+            ok = s["null_p"] <= PLAN_ALPHA and s["selectivity_ci"][0] >= PLAN_SELECTIVITY
+            parts.append(f"{s['target']} best at '{s['position_label']}' {_where(s['layer'])} {s['accuracy']:.2f}"
+                         + ("" if ok else " (not above the null)"))
+    return "profile before the answer: " + (", ".join(parts) if parts else "no cell searched")
 
 
 PLAN_REPRESENTED = register_question(QuestionSpec(
-    key="plan_represented", text="Plan represented before the answer?", needs=("probes",), order=40,
-    decide=lambda ctx: plan_verdict(ctx.analysis("probes")),
-    rule=("yes when a linear probe reads the goal arm before the answer (or at the decision position before the last "
-          "block), >= {plan_selectivity:.2f} above shuffled labels and above the untrained model, on held-out graphs."),
-    thresholds={"plan_selectivity": PLAN_SELECTIVITY, "plan_null_pass_warn": NULL_PASS_WARN},
+    key="plan_represented", text="Where is the first decision planned?", needs=("plan_depth",), order=40,
+    decide=lambda ctx: plan_verdict(ctx.analysis("plan_depth")),
+    rule=("before the answer when a sub-goal (tested from the goal's parent up) or the goal path's edges are read by a "
+          "linear probe at a block input before the decision position (whole-search null p <= {plan_alpha}, paired "
+          "selectivity CI >= {plan_selectivity:.2f}) and patching that cell (its probe directions, or its whole residual "
+          "away from the goal token) from a goal-swap partner restores >= {plan_causal_min:.2f} of the decision; at the answer position when none is but the decision "
+          "follows the goal; not applicable when the model has fewer blocks than the task needs hops."),
+    thresholds={"plan_alpha": PLAN_ALPHA, "plan_selectivity": PLAN_SELECTIVITY, "plan_causal_min": CAUSAL_MIN},
 ))

@@ -1,4 +1,8 @@
-"""Linear probes on the residual stream, with controls: is the plan represented before the answer?
+"""Linear probes on the residual stream, with controls: the `hansprobe probe` table (any target, any cell).
+
+The report's plan question reads the plan-depth profile instead (analyses/plan_depth.py: the
+sub-goal chain at every block input, the whole search's null and a causal check); this module is
+the general probe a user points at a layer x position grid of their choice.
 
 One scikit-learn pipeline (StandardScaler -> LogisticRegression) per layer x position cell,
 cross-validated with folds grouped by graph, scored with a Wilson CI, against two controls:
@@ -25,7 +29,6 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 from hansprobe.analyses.activations import Activations, collect_residuals, position_names
 from hansprobe.analyses.base import Result, progress_iter, wilson_ci
 from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn, make_probe
-from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.analyses.steering import SteeringResult, steer_along_probe
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective
@@ -231,16 +234,3 @@ def _best_cells(pick, grids: dict, acts: Activations, batch: Batch, pos_labels, 
                 "selection_score": float(pick[i, j]), "cells_searched": int(np.isfinite(masked).sum())}
 
     return best(prompt), best(decision)
-
-
-register_analysis(AnalysisSpec(
-    name="probes", title="Linear probes", order=40,
-    measure=lambda ctx: measure_probes(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.probe_target,
-                                       batch_size=min(ctx.batch_size, 500), seed=ctx.seed, controls_at="best",
-                                       untrained_model=ctx.untrained_model() if ctx.untrained_model else None),
-    captions={
-        'probe_heatmaps': 'Logistic-regression probe accuracy per residual layer x position (folds grouped by graph) and its selectivity over shuffled labels. Look for: selectivity well above 0 before the answer (a plan).',
-        'steering': "Steering the residual along the probe's direction at its best cell (and projecting it out), against random directions of the same norm. Look for: a change well beyond the random bars = the model uses what the probe reads.",
-        'probe_by_layer': "Probe accuracy at the goal token and at '=' by layer, with 95% CIs, against chance.",
-    },
-))

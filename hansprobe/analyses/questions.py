@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from hansprobe.storage import jsonable
 
-ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned")
+# "before the answer" / "at the answer position": where the plan question locates the decision (analyses/plan.py)
+ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned", "before the answer", "at the answer position")
 
 
 @dataclass

@@ -30,7 +30,6 @@ class AnalysisContext:
     seed: int
     batch_size: int
     device: str
-    probe_target: str = "goal_arm"
     untrained_model: Callable[[], Any] | None = None
     witness: Path | None = None  # a capacity witness checkpoint (analyses/witness.py), or None
 

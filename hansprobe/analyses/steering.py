@@ -63,17 +63,25 @@ class _Site:
         return bool((got - clean).abs().max() <= 1e-4 * max(1.0, float(clean.abs().max())))
 
     @torch.no_grad()
-    def logit_diff(self, decision: torch.Tensor, competitor: torch.Tensor, position: int, edit) -> np.ndarray:
+    def logit_diff(self, decision: torch.Tensor, competitor: torch.Tensor, position, edit) -> np.ndarray:
         """Decision-minus-competitor logit at the decision position, with `edit(x_site, rows)` applied
-        to the residual at (layer, position); edit=None is the clean run."""
+        to the residual at (layer, position): x_site (b, d_model) for one position, (b, P, d_model)
+        for a list of positions; edit=None is the clean run."""
+        many = not isinstance(position, int)
+        where = list(position) if many else [position]
         out = []
         for start in range(0, len(self.resid), self.batch_size):
             rows = torch.arange(start, min(start + self.batch_size, len(self.resid)))
-            if edit is None or position > self.at:  # an edit after the decision position cannot reach it
+            if edit is None or min(where) > self.at:  # an edit after the decision position cannot reach it
                 logits = self.clean[rows]
             else:
                 x = self.resid[start:start + len(rows)].clone()  # (b, at+1, d_model)
-                x[:, position] = edit(x[:, position], rows)
+                if many:  # every edited position must be able to reach the decision
+                    if max(where) > self.at:
+                        raise ValueError(f"positions {where} run past the decision position {self.at}")
+                    x[:, where] = edit(x[:, where], rows)
+                else:
+                    x[:, position] = edit(x[:, position], rows)
                 with autocast(self.device):
                     logits = self._rest(x, self.direct)[:, self.at].float().cpu()  # (b, V)
             r = torch.arange(len(rows))
