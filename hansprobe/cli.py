@@ -37,6 +37,17 @@ class _CheckingParser(_Parser):
         raise _ArgumentsRefused(f"{self.prog}: {message}")
 
 
+def _count(text):
+    """A whole number >= 1 (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return v
+
+
 def _positive(kind=int):
     def parse(text):
         try:
@@ -234,6 +245,10 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
                         "objective or prompt layout); the failure verdict then says whether capacity and training length are "
                         "ruled out")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
+    p.add_argument("--jobs", type=_count, default=None,
+                   help="checkpoints measured at once, each in its own process with a share of the CPU threads (default: "
+                        "one per CPU thread torch may use, i.e. the cores or OMP_NUM_THREADS, at most one per checkpoint; "
+                        "1 on a GPU; 1 = one after another in this process)")
     p.add_argument("--verbose", action="store_true", help="print each verdict's full evidence, not only the clause that decided")
 
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
@@ -321,11 +336,11 @@ def cmd_train(args) -> int:
     from hansprobe.train import train
 
     if args.resume:
-        cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=_train_progress(args))
+        cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=_progress(args))
     else:
         task, objective, model_cfg, train_cfg = _train_setup(args)
         cfg = train(args.out, task, objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
-                    overwrite=args.overwrite, progress=_train_progress(args))
+                    overwrite=args.overwrite, progress=_progress(args))
     from hansprobe.distributed import world
 
     if world()[0] != 0:  # under torchrun only rank 0 speaks
@@ -341,22 +356,13 @@ def cmd_train(args) -> int:
 
 def load_graphs(args, task):
     """The graphs an analysis command measures on: an NTF file (--data) or fresh seeded graphs."""
-    from hansprobe.errors import ConfigError
-    from hansprobe.tasks import get_task_spec
+    from hansprobe.tasks.registry import read_task_text
 
     if args.data is not None:
-        spec = get_task_spec(task.name)
-        if spec.read_text is None:
-            raise ConfigError(f"--data reads text files of tasks that have a text format; {task.name} has none")
-        batch = spec.read_text(args.data, task, args.n_graphs)
+        batch = read_task_text(args.data, task, args.n_graphs)
         return batch, {"data": str(args.data), "n_graphs": len(batch)}
     n = args.n_graphs or args.default_graphs
     return task.generate(n, args.seed), {"seed": args.seed, "n_graphs": n}
-
-
-def _train_progress(args):
-    """A bar at a terminal; otherwise one plain line per evaluation (nohup, CI, Slurm); nothing under --json."""
-    return False if args.json else True if sys.stderr.isatty() else "lines"
 
 
 def _progress(args) -> bool | str:
@@ -584,12 +590,13 @@ def cmd_data(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from hansprobe.report import QUESTIONS, ReportSettings, write_report
+    from hansprobe.report import ANSWERS, QUESTIONS, ReportSettings, write_report
 
     settings = ReportSettings(n_graphs=args.n_graphs or args.default_graphs, mechanism_graphs=args.mechanism_graphs,
                               patch_pairs=args.patch_pairs, seed=args.seed,
                               data=None if args.data is None else str(args.data), batch_size=args.batch_size,
-                              device=args.device, witness=None if args.witness is None else str(args.witness))
+                              device=args.device, witness=None if args.witness is None else str(args.witness),
+                              **({} if args.jobs is None else {"jobs": args.jobs}))  # else ReportSettings' own default
     # a bar at a terminal; otherwise one plain line per analysis on stderr, so a redirected run shows it is alive
     printed = []
 
@@ -597,7 +604,7 @@ def cmd_report(args) -> int:
         for ck in built["json"]["checkpoints"][len(printed):]:
             printed.append(ck["name"])
             print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
-            width = max(len(v["answer"]) for v in ck["verdicts"].values())
+            width = max(map(len, ANSWERS))  # one column for every checkpoint
             for key, text in QUESTIONS.items():
                 v = ck["verdicts"][key]
                 print(_wrap(f"  {text:<39} {v['answer'].upper():<{width}} ", v["evidence"] if args.verbose else v["summary"]))
@@ -639,9 +646,9 @@ def cmd_analyse(args) -> int:
                           device=str(device), untrained_model=lambda: model_from_config(ck.config, device)[0])
     reason = spec.skip(ctx)
     summary = {"skipped": reason} if reason else spec.summarise(spec.measure(ctx))
-    from hansprobe.analyses.base import _jsonable
+    from hansprobe.storage import jsonable
 
-    out = {**source, "analysis": spec.name, **_jsonable(summary)}
+    out = {**source, "analysis": spec.name, **jsonable(summary)}
     print(json.dumps(out, sort_keys=True) if args.json else json.dumps(out, sort_keys=True, indent=1))
     return 0
 

@@ -5,7 +5,8 @@ bridge's LayerNorm, split q/k/v projections and hook points cost ~20-30% of a st
 (docs/benchmarks.md). `FusedGPT` reads the *same parameter tensors* (no copy: the optimizer, the
 checkpoint and the hooked model all see one set of weights) and computes the same function with
 `F.layer_norm`, one QKV matmul per layer and fused attention. Its logits agree with the bridge's
-to float rounding (tests/test_fused.py states the tolerance); the analyses never use it.
+to float rounding (tests/test_fused.py states the tolerance); the analyses read the bridge, except
+the dynamics analysis's gradient shares, which are training gradients (analyses/dynamics.py).
 
 Attention: `scaled_dot_product_attention` where it is faster (CUDA, or several CPU threads); on one
 CPU thread an explicit masked softmax measured faster (tests/benchmarks/bench_train.py). The choice

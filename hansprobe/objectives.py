@@ -171,6 +171,19 @@ class Objective:
                 "eval_graphs": n}
 
 
+def successor_indices(target_len: int) -> list[int]:
+    """Label indices whose token follows from the previous one through one edge: 2 .. l-1 (the last
+    one can also be copied from the prompt, where the goal is). What the follow rate and shortcut
+    patching swap, in the objective's label order; a path-star task's own `lookup_indices`."""
+    return list(range(2, target_len))
+
+
+def inner_lookup_indices(target_len: int) -> list[int]:
+    """Label indices read only through the lookup (the successor indices but the last): 2 .. l-2 (at l-1 the goal can be copied from the
+    prompt). Empty for path_len <= 3: then there is no lookup index at all."""
+    return list(range(2, target_len - 1))
+
+
 def get_objective(name: str, options: dict | None = None) -> Objective:
     """The objective called `name` with its options (partial-teacherless: {"p": ..}, multi-token:
     {"k": ..}; defaults in OPTION_DEFAULTS); unknown names get an error listing the valid ones."""

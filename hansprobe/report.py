@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hansprobe.analyses import questions as _questions
-from hansprobe.analyses.base import _jsonable
+from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
 from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.tasks.registry import read_task_text
 
 FORMAT = "hansprobe-report"
 FORMAT_VERSION = 2  # 2: five questions (clever_hans_failure, lookup, ...), "not learned", notes
@@ -40,10 +41,27 @@ class ReportSettings:
     batch_size: int = 1000
     device: str = "cpu"
     witness: str | None = None  # a capacity witness checkpoint for the failure verdict (analyses/witness.py)
+    # Checkpoints measured at once, each in its own process with an equal share of the CPU threads;
+    # 0 = one per thread torch may use, at most one per checkpoint (on CPU; one at a time on a GPU). A model this
+    # small runs faster as two one-thread processes than as one two-thread one (docs/decisions.md 44).
+    jobs: int = 0
 
     def __post_init__(self):
         if self.n_graphs < 10 or self.mechanism_graphs < 10 or self.patch_pairs < 2:
             raise ConfigError("the report needs at least 10 graphs (-n, --mechanism-graphs) and 2 patching pairs (--patch-pairs)")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
+            raise ConfigError(f"--jobs must be a whole number >= 0 (0: as many as the cores allow), got {self.jobs!r}")
+
+    def workers(self, n_checkpoints: int) -> int:
+        """How many checkpoints to measure at once: `jobs`, or (0) one per CPU thread torch may use
+        (the cores, or OMP_NUM_THREADS where set), at most one per checkpoint; 1 on a GPU."""
+        import torch
+
+        if self.jobs:
+            return max(1, min(self.jobs, n_checkpoints))
+        if not str(self.device).startswith("cpu"):
+            return 1
+        return max(1, min(n_checkpoints, torch.get_num_threads()))
 
 
 @dataclass
@@ -67,17 +85,8 @@ class CheckpointReport:
 # --- running it --------------------------------------------------------------------------------
 def _graphs(settings: ReportSettings, task, n: int):
     if settings.data is not None:
-        return _read_data(settings.data, task, n)
+        return read_task_text(settings.data, task, n)
     return task.generate(n, settings.seed)
-
-
-def _read_data(path, task, limit):
-    from hansprobe.tasks import get_task_spec
-
-    spec = get_task_spec(task.name)
-    if spec.read_text is None:
-        raise ConfigError(f"--data reads text files of tasks that have a text format; {task.name} has none")
-    return spec.read_text(path, task, limit)
 
 
 def _first(batch, n: int):
@@ -208,7 +217,7 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
     for p in paths:  # fail on a bad checkpoint or a --data file that does not fit before measuring anything
         task = task_from_dict(read_config(p)["task"])
         if settings.data is not None:
-            _read_data(settings.data, task, 1)
+            read_task_text(settings.data, task, 1)
     if settings.witness is not None:
         read_config(settings.witness)  # a witness that is no checkpoint fails here, with the others
     bar = None
@@ -228,8 +237,8 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
 
     reports = []
     try:
-        for p in paths:
-            reports.append(measure_checkpoint(p, settings, bar))
+        for report in _measured(paths, settings, bar):
+            reports.append(report)
             if on_checkpoint is not None and len(reports) < len(paths):
                 on_checkpoint(built(reports))
     finally:
@@ -239,6 +248,45 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
     if on_checkpoint is not None:
         on_checkpoint(result)
     return result
+
+
+def _measure_in_worker(path: str, settings: ReportSettings, threads: int) -> CheckpointReport:
+    """One checkpoint in a worker process, with its share of the CPU threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return measure_checkpoint(path, settings, None)
+
+
+def _measured(paths: list[Path], settings: ReportSettings, bar):
+    """Each checkpoint's report, in the order given: in this process one analysis at a time (the
+    bar ticks per analysis), or in `settings.workers()` spawned processes (it ticks per checkpoint)."""
+    jobs = settings.workers(len(paths))
+    if jobs == 1:
+        for p in paths:
+            yield measure_checkpoint(p, settings, bar)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    if bar is not None:
+        bar.set_postfix_str(f"{len(paths)} checkpoints, {jobs} at a time")
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_measure_in_worker, str(p), settings, threads) for p in paths]
+        try:
+            for p, future in zip(paths, futures):
+                report = future.result()
+                if bar is not None:
+                    bar.set_postfix_str(f"{Path(p).name}: every analysis")
+                    bar.update(n_analyses())
+                yield report
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportSettings = ReportSettings(),

@@ -17,7 +17,7 @@ from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, write_r
 TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
 TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6", "--batch-size", "16",
          "--eval-every", "3", "--eval-graphs", "32", "--checkpoint-every", "3", "--json"]
-SMALL = ReportSettings(n_graphs=40, patch_pairs=20, batch_size=40)
+SMALL = ReportSettings(n_graphs=40, patch_pairs=20, batch_size=40, jobs=1)  # in process; the parallel path: below
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +316,42 @@ def documented_values() -> dict[str, set[str]]:
     kinds = re.search(r"per pair kind \(`([a-z_]+)`,\s*`([a-z_]+)`\)", para).groups()
     out["decision_computed"] = set(kinds) | {"*" + k for k in out["decision_computed"]}
     return out
+
+
+def _close(a, b, path="") -> list[str]:
+    """Where two JSON values differ beyond float rounding (thread counts may change the last bits)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return ([f"{path}: keys {sorted(set(a) ^ set(b))}"] if set(a) != set(b) else
+                [d for k in a for d in _close(a[k], b[k], f"{path}.{k}")])
+    if isinstance(a, list) and isinstance(b, list):
+        return [f"{path}: lengths"] if len(a) != len(b) else [d for i, (x, y) in enumerate(zip(a, b)) for d in _close(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return [] if b == pytest.approx(a, rel=1e-4, abs=1e-6) else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_checkpoints_measured_in_parallel_processes_give_the_same_report(runs, report, tmp_path):
+    """--jobs 2: two spawned workers of one thread each; the same verdicts, evidence and analyses
+    (up to float rounding), in the order given."""
+    from dataclasses import replace
+
+    names = ["teacher-forcing", "reverse"]
+    doc = write_report(tmp_path, [runs[n] for n in names], replace(SMALL, jobs=2))
+    _, serial = report
+    by_name = {c["name"]: c for c in serial["checkpoints"]}
+    assert [c["name"] for c in doc["checkpoints"]] == [runs[n].name for n in names]
+    for c in doc["checkpoints"]:
+        ref = by_name[c["name"]]
+        assert {k: v["answer"] for k, v in c["verdicts"].items()} == {k: v["answer"] for k, v in ref["verdicts"].items()}
+        assert _close(ref["analyses"], c["analyses"]) == []
+    assert (tmp_path / "report.html").is_file()
+
+
+def test_report_jobs_are_checked():
+    with pytest.raises(ConfigError, match="--jobs"):
+        ReportSettings(jobs=-1)
+    assert ReportSettings(jobs=0).workers(3) >= 1 and ReportSettings(jobs=4).workers(2) == 2
+    assert ReportSettings(jobs=0, device="cuda").workers(4) == 1
 
 
 def test_report_json_and_docs_agree_on_every_verdict_value(report):

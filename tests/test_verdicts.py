@@ -8,7 +8,8 @@ import torch
 
 from hansprobe.analyses.entropy import decide, equivalence_test, measure_entropy
 from hansprobe.analyses.goal_dependence import measure_goal_dependence
-from hansprobe.analyses.heads import score_patterns, shortcut_indices
+from hansprobe.analyses.heads import score_patterns
+from hansprobe.objectives import inner_lookup_indices
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
 from hansprobe.analyses.base import wilson_ci
 from hansprobe.objectives import get_objective
@@ -258,7 +259,7 @@ def test_a_perfect_lookup_head_scores_one_at_path_len_4():
     assert s["edge_lookup"]["span"]["score"][0][0] == pytest.approx(1.0)
     assert s["edge_lookup"]["span"]["score_last"][0][0] == pytest.approx(0.0)
     assert s["goal"]["token"]["score_last"][0][0] == pytest.approx(1.0)
-    assert shortcut_indices(4) == [2] and shortcut_indices(3) == []
+    assert inner_lookup_indices(4) == [2] and inner_lookup_indices(3) == []
 
 
 # --- defect 6 and 8: reversed targets, the lookup question, the combined verdict ---------------------

@@ -28,7 +28,10 @@ from hansprobe.objectives import objective_from_config
 from hansprobe.tasks.base import Batch
 
 LEARNED = 0.9  # a position counts as learned from the first measured step with forced accuracy >= this
-GRAD_GRAPHS = 256  # graphs per snapshot for the gradient shares (one backward pass per label position)
+# Graphs per snapshot for the gradient shares (one backward pass per label position, the report's
+# costliest step): two disjoint samples of 128 agree to within 0.04 per position, as two of 256 agree
+# to within 0.03 (docs/decisions.md 44).
+GRAD_GRAPHS = 128
 
 
 @dataclass
@@ -170,9 +173,13 @@ def position_gradient_shares(model, objective, batch: Batch) -> list[float]:
     """||∇θ loss_i|| / Σ_j ||∇θ loss_j|| over all parameters θ, for each label position i's mean
     cross-entropy on `batch` (the objective's own input): the share of the supervision each
     position carries. One forward pass, one backward pass per position."""
+    from hansprobe.fused import training_view
+
     params = [p for p in model.parameters() if p.requires_grad]
+    net = training_view(model)  # the training forward over the same parameters: these are training gradients
     with torch.enable_grad():
-        logits = model(objective.inputs(batch))[:, objective.label_slice(batch)].float()  # (B, L, V)
+        logits = net(objective.inputs(batch))
+        logits = getattr(logits, "logits", logits)[:, objective.label_slice(batch)].float()  # (B, L, V)
         per_pos = F.cross_entropy(logits.transpose(1, 2), objective.labels(batch), reduction="none").mean(0)  # (L,)
         norms = []
         for i in range(len(per_pos)):

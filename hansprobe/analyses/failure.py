@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, register_question, verdict
 from hansprobe.analyses.witness import WITNESS_MIN
+from hansprobe.objectives import inner_lookup_indices
 
 
 def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None, witness: dict | None = None) -> dict:
@@ -37,7 +38,7 @@ def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None, 
         return verdict("inconclusive", f"a part is inconclusive ({summary})", parts=parts)
     if dynamics and "skipped" not in dynamics:
         learned = dynamics["learned_at"]  # per label index; 1 is the decision, 2..l-2 the lookup's
-        if learned[1] is not None or any(learned[i] is None for i in range(2, len(learned) - 1)):
+        if learned[1] is not None or any(learned[i] is None for i in inner_lookup_indices(len(learned))):
             return verdict("inconclusive", f"the snapshots disagree: {_order(dynamics)} ({summary})", parts=parts)
     checks = alternatives(dynamics, witness)
     ruled_out = {k: ok for k, (ok, _) in checks.items()}

@@ -12,9 +12,9 @@ import torch
 
 from hansprobe.analyses.base import Result, wilson_ci
 from hansprobe.errors import ConfigError
-from hansprobe.objectives import Objective
+from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch
-from hansprobe.tasks.pathstar import other_arm
+from hansprobe.tasks.base import other_arm
 
 
 @dataclass
@@ -85,7 +85,7 @@ def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, bat
     arm = batch.arms[rows, other_arm(batch, seed)]  # (B, L-1), depth 1 .. l-1
     labels, inputs = objective.labels(batch), objective.inputs(batch)
     p = batch.prefix.shape[1]
-    indices = list(range(2, length))
+    indices = successor_indices(length)
     swapped, control, follow_tgt, true_next = [], [], [], []
     for i in indices:
         w, succ = swap_node(objective, batch, arm, i)

@@ -22,7 +22,7 @@ from hansprobe.analyses.follow import FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
-from hansprobe.objectives import Objective, autocast
+from hansprobe.objectives import Objective, autocast, inner_lookup_indices
 from hansprobe.tasks.base import Batch
 
 SCORE_THRESHOLD = 0.5  # "attends the edge span": mass >= this at the shortcut queries (uniform ~3/(q+1) ~ 0.1) ...
@@ -43,11 +43,6 @@ def control_indices(target_len: int) -> list[int]:
     prompt by a forward model)."""
     return [0, target_len - 1]
 
-
-def shortcut_indices(target_len: int) -> list[int]:
-    """Label indices read only through the lookup: 2 .. l-2 (at l-1 the goal can be copied from the
-    prompt). Empty for path_len <= 3: then there is no shortcut index at all."""
-    return list(range(2, target_len - 1))
 
 
 @dataclass
@@ -223,7 +218,7 @@ def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int =
     ok = torch.cat(ok)  # (B, L)
     acc, logp = ok.mean(0).tolist(), torch.cat(lp).mean(0).tolist()
     length = len(acc)
-    idx, ctl = shortcut_indices(length), control_indices(length)
+    idx, ctl = inner_lookup_indices(length), control_indices(length)
     return {"forced_accuracy": acc, "decision_accuracy": acc[objective.decision_index(length)],
             "shortcut_accuracy": float(np.mean([acc[i] for i in idx])) if idx else float("nan"),
             "shortcut_logprob": float(np.mean([logp[i] for i in idx])) if idx else float("nan"),
@@ -420,7 +415,7 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     length = batch.target.shape[1]
     return HeadsResult(
         objective=objective.name, n_graphs=len(everything), n_layers=n_layers, n_heads=n_heads,
-        query_label_indices=shortcut_indices(length), last_label_index=length - 1, patterns=scores, baseline=baseline,
+        query_label_indices=inner_lookup_indices(length), last_label_index=length - 1, patterns=scores, baseline=baseline,
         ablations=ablations, heads=heads, mechanism=mechanism, pattern_groups=pattern_groups, follow=follow,
         thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD,
                     "max_set": max_set(n_layers, n_heads), "max_set_fraction": MAX_SET_FRACTION},

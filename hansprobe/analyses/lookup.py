@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hansprobe.analyses.heads import DROP_THRESHOLD, MAX_SET_FRACTION
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, ci_text, register_question, verdict
+from hansprobe.objectives import inner_lookup_indices
 
 FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
 
@@ -20,7 +21,7 @@ def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why
     if heads is None:
         return verdict("not applicable", why_not or f"{objective_name} inputs hold no previous answer token")
     reverse = objective_name.startswith("reverse")
-    idx = heads.get("query_label_indices") or list(range(2, len(behaviour["forced_accuracy"]) - 1))
+    idx = heads.get("query_label_indices") or inner_lookup_indices(len(behaviour["forced_accuracy"]))
     forced = "; ".join(f"r{i} {ci_text(behaviour['forced_accuracy'][i], behaviour['forced_accuracy_ci'][i])}" for i in idx)
     mech = heads["mechanism"]
     follow = heads.get("follow")

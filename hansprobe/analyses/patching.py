@@ -21,9 +21,9 @@ from hansprobe.analyses.base import Result, mean_ci, t_ci, wilson_ci
 from hansprobe.analyses.follow import swap_node
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
-from hansprobe.objectives import Objective
+from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch, prompt_positions
-from hansprobe.tasks.pathstar import other_arm
+from hansprobe.tasks.base import other_arm
 
 SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
 GAP_MIN = 0.1  # nats: the mean |clean - corrupted| logit difference must lie above this (CI) to be restorable
@@ -280,7 +280,7 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
     x = objective.inputs(batch).to(device)
     p = batch.prefix.shape[1]
     move, move_ci = {}, {}
-    for i in range(2, length):
+    for i in successor_indices(length):
         w, succ = swap_node(objective, batch, arm, i)
         swapped = x.clone()
         swapped[:, p + i - 1] = w.to(device)

@@ -15,20 +15,16 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from hansprobe.objectives import Objective
+from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch, prompt_positions
 
 PatternFn = Callable[[Batch, Objective], dict[str, Bool[Tensor, "B Q T"]]]
 
 
-def shortcut_label_indices(target_len: int) -> list[int]:
-    return list(range(2, target_len))
-
-
 def query_positions(batch: Batch, objective: Objective) -> Tensor:
     """Input positions of the shortcut queries: label i is predicted at P-1+i, where r_{i-1} sits."""
     p = batch.prefix.shape[1]
-    return torch.tensor([p - 1 + i for i in shortcut_label_indices(batch.target.shape[1])])
+    return torch.tensor([p - 1 + i for i in successor_indices(batch.target.shape[1])])
 
 
 def _seq_len(batch: Batch) -> int:
@@ -50,7 +46,7 @@ def _edge_span(batch: Batch, edge: Tensor) -> dict[str, Tensor]:
 def _previous_nodes(batch: Batch, objective: Objective) -> Tensor:
     """r_{i-1} at every shortcut query: (B, Q)."""
     labels = objective.labels(batch)
-    return labels[:, [i - 1 for i in shortcut_label_indices(labels.shape[1])]]
+    return labels[:, [i - 1 for i in successor_indices(labels.shape[1])]]
 
 
 def edge_lookup(batch: Batch, objective: Objective) -> dict[str, Tensor]:
@@ -100,7 +96,7 @@ def context(batch: Batch, objective: Objective) -> dict[str, Tensor]:
 
 
 def _fixed(batch: Batch, objective: Objective, key: int) -> dict[str, Tensor]:
-    q = len(shortcut_label_indices(batch.target.shape[1]))
+    q = len(successor_indices(batch.target.shape[1]))
     return {"token": _at(torch.full((len(batch), q), key), batch)}
 
 

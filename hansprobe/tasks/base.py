@@ -88,6 +88,14 @@ class Batch:
         return Batch(**kw)
 
 
+def other_arm(batch: "Batch", seed: int) -> Tensor:
+    """(B,) a seeded random arm (branch) that is not the goal's, as an index into the candidates
+    (needs degree >= 2): the partner of every counterfactual pair of the edge-list tasks."""
+    d = batch.candidates.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    return (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
+
+
 def prompt_positions(batch: "Batch") -> dict[str, int]:
     """Prefix positions of the query tokens: start, goal and the `=` before the answer (the last
     prompt token). From the task's `start_pos`/`goal_pos` where it has them (goal-first layouts),

@@ -12,7 +12,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from hansprobe.errors import TaskError
-from hansprobe.tasks.base import Batch, EdgeListTokens
+from hansprobe.tasks.base import Batch, EdgeListTokens, other_arm
 from hansprobe.tasks.ntf_format import format_ntf_lines, read_ntf
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
 
@@ -191,12 +191,6 @@ def build_batch(
 
 
 # --- counterfactual pairs: the same graph with only the goal's place changed ------------------------
-def other_arm(batch: Batch, seed: int) -> Tensor:
-    """(B,) a seeded random arm that is not the goal's (needs degree >= 2)."""
-    d = batch.candidates.shape[1]
-    g = torch.Generator().manual_seed(seed)
-    return (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
-
 
 def goal_swap(batch: Batch, seed: int = 0) -> Batch:
     """The same graph (same edges in the same order) with the goal moved to the leaf of another arm:

@@ -88,6 +88,17 @@ def get_task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def read_task_text(path, task, limit: int | None = None):
+    """Graphs of `task` from a text file in the task's own format (--data), at most `limit` of them;
+    the one reader behind every command's --data and the report's."""
+    from hansprobe.errors import ConfigError
+
+    spec = get_task_spec(task.name)
+    if spec.read_text is None:
+        raise ConfigError(f"--data reads text files of tasks that have a text format; {task.name} has none")
+    return spec.read_text(path, task, limit)
+
+
 def task_from_dict(d: dict):
     """Rebuild a task from its `to_dict()` (as stored in a checkpoint's config.json)."""
     if not isinstance(d, dict):

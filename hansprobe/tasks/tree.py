@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from hansprobe.errors import TaskError
-from hansprobe.tasks.base import Batch, EdgeListTokens
+from hansprobe.tasks.base import Batch, EdgeListTokens, other_arm
 from hansprobe.tasks.ntf_format import format_ntf_lines, max_line_bytes, parse_rows, read_lines
 from hansprobe.tasks.registry import GOAL_FIRST, TaskArg, TaskSpec, register_task
 
@@ -180,12 +180,6 @@ def tree_batch(task: Tree, root: Tensor, goal: Tensor, edge_parent: Tensor, edge
                  edge_parent_pos=parent_pos, edge_child_pos=child_pos, edge_sep_pos=sep_pos)
 
 
-def _other_branch(batch: Batch, seed: int) -> Tensor:
-    d = batch.candidates.shape[1]
-    g = torch.Generator().manual_seed(seed)
-    return (batch.goal_arm + torch.randint(1, d, (len(batch),), generator=g)) % d
-
-
 def goal_swap(batch: Batch, seed: int = 0) -> Batch:
     """The same tree (same edges, same order) with the goal moved to a random leaf under another of
     the root's children: only the goal token of the prompt and the answer change."""
@@ -196,7 +190,7 @@ def arm_rewire(batch: Batch, seed: int = 0) -> Batch:
     """The same tokens except the parents of the edges leaving two first nodes: the children of the
     goal's first node a1 and of another first node b1 trade parents, so the same goal label is now
     reached through b1 and the decision flips. A model keyed on any label cue answers both alike."""
-    other = _other_branch(batch, seed)
+    other = other_arm(batch, seed)
     rows = torch.arange(len(batch))
     a1, b1 = batch.candidates[rows, batch.goal_arm], batch.candidates[rows, other]
     parent = batch.edge_parent
@@ -222,7 +216,7 @@ def goal_swap_at(batch: Batch, k: int, seed: int = 0) -> Batch:
     task = batch.task
     n, big = len(batch), task.n_nodes
     view = decision_view(batch, k)
-    other = view.candidates[torch.arange(n), _other_branch(view, seed)]  # (B,) a sibling of r_k
+    other = view.candidates[torch.arange(n), other_arm(view, seed)]  # (B,) a sibling of r_k
     parent_of = torch.full((n, big + 1), big, dtype=torch.long).scatter_(1, batch.edge_child, batch.edge_parent)
     has_child = torch.zeros(n, big + 1, dtype=torch.bool).scatter_(1, batch.edge_parent, True)[:, :big]
     anc = torch.arange(big).expand(n, -1).clone()  # (B, N): each label's ancestor at depth k (for leaves)
