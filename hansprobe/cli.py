@@ -37,14 +37,14 @@ class _CheckingParser(_Parser):
         raise _ArgumentsRefused(f"{self.prog}: {message}")
 
 
-def _count(text):
-    """A whole number >= 1 (argparse type)."""
+def _count_or_zero(text):
+    """A whole number >= 0 (argparse type)."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return v
 
 
@@ -245,10 +245,10 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
                         "objective or prompt layout); the failure verdict then says whether capacity and training length are "
                         "ruled out")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
-    p.add_argument("--jobs", type=_count, default=None,
-                   help="checkpoints measured at once, each in its own process with a share of the CPU threads (default: "
-                        "one per CPU thread torch may use, i.e. the cores or OMP_NUM_THREADS, at most one per checkpoint; "
-                        "1 on a GPU; 1 = one after another in this process)")
+    p.add_argument("--jobs", type=_count_or_zero, default=None,
+                   help="checkpoints measured at once, each in its own process with a share of the CPU threads (default 1: "
+                        "one after another in this process; 0: one per CPU thread torch may use, at most one per "
+                        "checkpoint, 1 on a GPU)")
     p.add_argument("--verbose", action="store_true", help="print each verdict's full evidence, not only the clause that decided")
 
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")

@@ -42,9 +42,10 @@ class ReportSettings:
     device: str = "cpu"
     witness: str | None = None  # a capacity witness checkpoint for the failure verdict (analyses/witness.py)
     # Checkpoints measured at once, each in its own process with an equal share of the CPU threads;
-    # 0 = one per thread torch may use, at most one per checkpoint (on CPU; one at a time on a GPU). A model this
-    # small runs faster as two one-thread processes than as one two-thread one (docs/decisions.md 44).
-    jobs: int = 0
+    # 0 = one per thread torch may use, at most one per checkpoint (on CPU; one at a time on a GPU).
+    # 1 (the default) measures them one after another in this process: on 2 cores two one-thread
+    # processes measured no faster than one two-thread one (docs/decisions.md 44).
+    jobs: int = 1
 
     def __post_init__(self):
         if self.n_graphs < 10 or self.mechanism_graphs < 10 or self.patch_pairs < 2:

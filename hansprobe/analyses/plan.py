@@ -58,7 +58,8 @@ def plan_verdict(pd: dict) -> dict:
     if pd is None:
         return verdict("inconclusive", "the plan-depth analysis did not run on this checkpoint")
     if pd.get("applicable"):
-        return verdict("not applicable", f"not applicable: {pd['applicable']}", summary="not applicable: " + pd["applicable"].split(":")[0])
+        reason = pd["applicable"]
+        return verdict("not applicable", f"not applicable: {reason}", summary="not applicable: " + reason.split(":")[0])
     searches, causal, n = pd["searches"], pd["causal"], pd["n_eval"]
     chain = [k for k in searches if k.endswith("|before") and not k.startswith("edge")]
     chain = sorted(chain, key=_hop_order)
@@ -141,7 +142,8 @@ PLAN_REPRESENTED = register_question(QuestionSpec(
     rule=("before the answer when a sub-goal (tested from the goal's parent up) or the goal path's edges are read by a "
           "linear probe at a block input before the decision position (whole-search null p <= {plan_alpha}, paired "
           "selectivity CI >= {plan_selectivity:.2f}) and patching that cell (its probe directions, or its whole residual "
-          "away from the goal token) from a goal-swap partner restores >= {plan_causal_min:.2f} of the decision; at the answer position when none is but the decision "
-          "follows the goal; not applicable when the model has fewer blocks than the task needs hops."),
+          "away from the goal token) from a goal-swap partner restores >= {plan_causal_min:.2f} of the decision; at the "
+          "answer position when none is but the decision follows the goal; not applicable when the decision ignores the "
+          "goal and the model has fewer blocks than the task needs hops."),
     thresholds={"plan_alpha": PLAN_ALPHA, "plan_selectivity": PLAN_SELECTIVITY, "plan_causal_min": CAUSAL_MIN},
 ))

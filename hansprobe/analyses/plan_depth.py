@@ -170,7 +170,7 @@ class PlanDepthResult(Result):
     layers: list[int]  # residual layers probed (k = the input of block k; n_layers = the final output)
     profile: dict = field(default_factory=dict)  # target -> {"accuracy": [layer][pos], "ci": ..., "chance": c}
     searches: dict = field(default_factory=dict)  # "target|kind" -> the selected cell with its evaluation figures
-    causal: dict = field(default_factory=dict)  # "target|kind" -> projection-patching result at that cell
+    causal: dict = field(default_factory=dict)  # "target|kind" -> patching from goal-swap partners at that cell
     applicable: str = ""  # why the question does not apply ("" when it does)
     gap: float | None = None  # decision logit difference clean - goal-swapped, mean over the evaluation pairs (nats)
     gap_ci: list | None = None
@@ -183,6 +183,8 @@ class PlanDepthResult(Result):
         line = go.Figure()
         for name, prof in self.profile.items():
             acc = np.array(prof["accuracy"], dtype=float)
+            if "by_role" in prof:  # the edge target: one cell per token role, rows pooled over edges
+                acc = np.array(list(prof["by_role"].values()), dtype=float).T  # (layers, roles)
             best = [float(np.nanmax(row)) if np.isfinite(row).any() else None for row in acc]
             line.add_scatter(x=names, y=best, mode="lines+markers", name=f"{name} (chance {prof['chance']:.2f})")
         line.update_layout(yaxis_range=[0, 1.05], xaxis_title="residual stream (block input)",
