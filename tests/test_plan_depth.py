@@ -11,7 +11,7 @@ from hansprobe.analyses.plan_depth import _search, measure_plan_depth, targets
 from hansprobe.model import build_model
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
-from tests.helpers import tiny_model, tiny_model_cfg
+from helpers import tiny_model, tiny_model_cfg
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
