@@ -130,9 +130,8 @@ def _profile_text(pd: dict) -> str:
     parts = []
     for k, s in pd["searches"].items():
         if k.endswith("|before"):
-            ok = s["null_p"] <= PLAN_ALPHA and s["selectivity_ci"][0] >= PLAN_SELECTIVITY
             parts.append(f"{s['target']} best at '{s['position_label']}' {_where(s['layer'])} {s['accuracy']:.2f}"
-                         + ("" if ok else " (not above the null)"))
+                         + ("" if _probe_ok(s, PLAN_ALPHA) else " (not above the null)"))
     return "profile before the answer: " + (", ".join(parts) if parts else "no cell searched")
 
 
