@@ -2,7 +2,8 @@
 recipe (batch 256, lr 1e-3, 100 warmup steps, cosine to 0.1x over 3,000 steps), one thread each on
 CPU: the capacity witness (multi-token, 4 extra heads: every later answer token predicted from
 every position) and teacher forcing beside it at the same shape and budget, seeds 0-2, each with a
-snapshot series. docs/study-depth.md has what each reached.
+snapshot series; and the same pair on T(2,3) trees (`tree-*`, the tree question of issue 23).
+docs/study-depth.md has what each reached.
 
     python analyses/train_depth_checkpoints.py [NAME ...] [--root DIR] [--threads 1]
 
@@ -21,14 +22,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-SHAPE = ["--degree", "2", "--path-len", "5", "--nodes", "50", "--n-layers", "4", "--d-model", "128", "--n-heads", "4"]
+MODEL = ["--n-layers", "4", "--d-model", "128", "--n-heads", "4"]
+STAR = ["--degree", "2", "--path-len", "5", "--nodes", "50"]
+# The tree question of issue 23 part 6: T(2,3) (decisions at labels 1 and 2; label 2 is the goal's
+# parent, one hop from the goal, label 1 two hops) at the same depth and recipe.
+TREE = ["--task", "tree", "--branching", "2", "--depth", "3", "--nodes", "50"]
 BUDGET = ["--steps", "3000", "--eval-every", "250", "--checkpoint-every", "250",
           "--snapshot-at", "100,250,500,1000,1500,2000,2500"]
 RUNS = {
-    "mt4-L4-3000-s0": ["--objective", "multi-token", "--extra-heads", "4", "--seed", "0"],
-    "tf-L4-3000-s0": ["--objective", "teacher-forcing", "--seed", "0"],
-    "tf-L4-3000-s1": ["--objective", "teacher-forcing", "--seed", "1"],
-    "tf-L4-3000-s2": ["--objective", "teacher-forcing", "--seed", "2"],
+    "mt4-L4-3000-s0": [*STAR, "--objective", "multi-token", "--extra-heads", "4", "--seed", "0"],
+    "tf-L4-3000-s0": [*STAR, "--objective", "teacher-forcing", "--seed", "0"],
+    "tf-L4-3000-s1": [*STAR, "--objective", "teacher-forcing", "--seed", "1"],
+    "tf-L4-3000-s2": [*STAR, "--objective", "teacher-forcing", "--seed", "2"],
+    "tree-tf-L4-3000-s0": [*TREE, "--objective", "teacher-forcing", "--seed", "0"],
+    "tree-mt3-L4-3000-s0": [*TREE, "--objective", "multi-token", "--extra-heads", "3", "--seed", "0"],
 }
 
 
@@ -54,7 +61,7 @@ def main():
             print(f"{name}: finished before", file=sys.stderr)
             continue
         cmd = (["train", "--resume", "--out", str(out), "--steps", str(args.horizon)] if (out / "resume.safetensors").is_file()
-               else ["train", *SHAPE, *BUDGET, *RUNS[name], "--out", str(out), "--overwrite"])
+               else ["train", *MODEL, *BUDGET, *RUNS[name], "--out", str(out), "--overwrite"])
         print(f"{name}: hansprobe {' '.join(cmd)}", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "hansprobe", *cmd], env=env, check=True)
 

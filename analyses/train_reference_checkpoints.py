@@ -25,7 +25,10 @@ COMMON = dict(batch_size=256, lr=1e-3, warmup_steps=100, eval_every=250, eval_gr
 RUNS = {
     "pathstar-d2-l5-n50-teacher-forcing": (PathStar(2, 5, 50), "teacher-forcing",
                                            dict(steps=3000, snapshot_at=[50, 100, 200, 300, 500, 1000]), False),
-    "pathstar-d2-l5-n50-reverse": (PathStar(2, 5, 50), "reverse", dict(steps=3000), False),
+    # Retrained with the teacher-forcing reference's snapshot steps (same config and seed, so the same
+    # weights at step 3,000) for the dynamics figure of issue 24 part 3.
+    "pathstar-d2-l5-n50-reverse": (PathStar(2, 5, 50), "reverse",
+                                   dict(steps=3000, snapshot_at=[50, 100, 200, 300, 500, 1000]), False),
     # G(5,5) sat on a plateau (forced accuracy ~0.07 at every middle position) for 3,000 steps; the run
     # was then continued to 9,000 steps (`--resume --steps 9000`, the cosine schedule recomputed from
     # step 3,000) and learned the shortcut between steps 4,750 and 5,250. CONTINUE reproduces that.
@@ -41,10 +44,11 @@ def train_horizons(name, out, task, objective, model_cfg, train_cfg, seed, horiz
     """Train to horizons[0] (train_cfg.steps), resume to each later horizon as the shipped runs were,
     drop the resume file unless kept, and print one line of final metrics. Shared with
     train_control_checkpoints.py."""
+    progress = None if sys.stderr.isatty() else "lines"  # a bar at a terminal, a line per evaluation in a log
     cfg = train(out, task, objective, model_cfg, replace(train_cfg, steps=horizons[0]), seed=seed, device=device,
-                overwrite=True)
+                overwrite=True, progress=progress)
     for steps in horizons[1:]:
-        cfg = train(out, resume=True, steps=steps, device=device)
+        cfg = train(out, resume=True, steps=steps, device=device, progress=progress)
     if not keep_resume:
         (out / "resume.safetensors").unlink()
     m = cfg["metrics"]

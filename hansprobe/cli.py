@@ -153,14 +153,17 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
                         help="show the Python traceback of an unexpected error (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
 
+    from hansprobe.objectives import OPTIONS, objective_names, get_objective
+
+    specs = [get_objective(n).spec for n in objective_names()]
+    takes = {key: [f"{s.name} (default {s.options[key]})" for s in specs if key in s.options] for key in OPTIONS}
     p = sub.add_parser("train", help="train a hooked transformer on a task under an objective")
     _add_task(p, required=False)
-    p.add_argument("--objective", default="teacher-forcing",
-                   help="teacher-forcing | teacherless | reverse | reverse-teacherless | partial-teacherless | multi-token")
+    p.add_argument("--objective", default="teacher-forcing", help=" | ".join(objective_names()))
     p.add_argument("--teacherless-p", type=float, default=None, metavar="P",
-                   help="partial-teacherless: chance that each answer-slot input is `$` in training (default 0.5)")
+                   help=f"{OPTIONS['p']}; taken by {', '.join(takes['p'])}")
     p.add_argument("--extra-heads", type=int, default=None, metavar="K",
-                   help="multi-token: extra output heads predicting r_(i+1)..r_(i+K) (default 1)")
+                   help=f"{OPTIONS['k']}; taken by {', '.join(takes['k'])}")
     m = p.add_argument_group("model")
     m.add_argument("--n-layers", type=_positive(), default=2)
     m.add_argument("--d-model", type=_positive(), default=128)
@@ -255,7 +258,8 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="hf-gpt2: a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
     p.add_argument("--format", required=True, choices=["hf-gpt2", "nanogpt", "ntf"], dest="fmt")
     _add_task(p, required=False)
-    p.add_argument("--objective", default=None, help="what it was trained with: teacher-forcing | teacherless | reverse | reverse-teacherless")
+    p.add_argument("--objective", default=None, help="what it was trained with: " + " | ".join(
+        s.name for s in specs if not s.options))
     p.add_argument("--n-heads", type=_positive(), default=None, help="attention heads (NTF files do not store it; nanoGPT ckpt.pt does)")
     p.add_argument("--out", type=Path, default=None, help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -465,11 +469,11 @@ def cmd_dynamics(args) -> int:
         print(json.dumps({"run_dir": str(args.run_dir), **source, **res.to_dict()}, sort_keys=True))
         return 0
     print(f"{args.run_dir} ({res.objective}): {len(res.steps)} snapshots measured on {res.n_graphs} graphs")
-    n_pos = len(res.forced_accuracy[0])
-    print("  step   " + "  ".join(f"r{p:<4}" for p in range(n_pos)) + "  H/log d  decision acc")
+    names = res.names()
+    print("  step   " + "  ".join(f"{n:<5}" for n in names) + "  H/log d  decision acc")
     for step, row, h, acc in zip(res.steps, res.forced_accuracy, res.candidate_entropy_frac, res.decision_accuracy):
         print(f"  {step:<6} " + "  ".join(f"{a:.3f}" for a in row) + f"  {h:.3f}    {acc:.3f}")
-    learned = ", ".join(f"r{p} at {res.learned_at[p]}" if res.learned_at[p] is not None else f"r{p} never"
+    learned = ", ".join(f"{names[p]} at {res.learned_at[p]}" if res.learned_at[p] is not None else f"{names[p]} never"
                         for p in res.learning_order)
     print(f"  learning order (forced accuracy >= 0.9): {learned}")
     return 0

@@ -7,7 +7,7 @@ prefix, or the dummy `$`).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -18,9 +18,78 @@ from torch import Tensor
 from hansprobe.errors import ConfigError
 from hansprobe.tasks.base import Batch
 
-OBJECTIVES = ("teacher-forcing", "teacherless", "reverse", "reverse-teacherless", "partial-teacherless", "multi-token")
-OPTION_DEFAULTS = {"partial-teacherless": {"p": 0.5}, "multi-token": {"k": 1}}  # the options each objective takes
-_ALIASES = {"reverse+teacherless": "reverse-teacherless", "tf": "teacher-forcing"}
+FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
+OPTIONS = {"p": "partial fills: chance that each answer-slot input is `$` in training",
+           "k": "extra output heads predicting r_(i+1) .. r_(i+k)"}
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """One registered objective: everything a consumer may ask about it, so that none reads the name.
+
+    reversed: the labels are the target reversed (r_(l-1) .. r_0).  fill: what the answer slots of the
+    training input hold: "truth" (the true prefix; the shortcut is available), "dummy" (`$` in every
+    slot, in training and evaluation), "mixed" (each slot `$` with probability option p in training,
+    the true prefix in evaluation).  options: the options it takes with their defaults (keys from
+    OPTIONS: "p" for a mixed fill, "k" for extra heads).  aliases: other names `get_objective` accepts.
+    """
+
+    name: str
+    description: str
+    reversed: bool = False
+    fill: str = "truth"
+    options: dict = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.fill not in FILLS:
+            raise ConfigError(f"objective {self.name!r}: fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
+        unknown = set(self.options) - set(OPTIONS)
+        if unknown:
+            raise ConfigError(f"objective {self.name!r}: unknown options {sorted(unknown)}; known: {', '.join(OPTIONS)}")
+        if (self.fill == "mixed") != ("p" in self.options):
+            raise ConfigError(f"objective {self.name!r}: a mixed fill takes option p, and only a mixed fill does")
+
+
+_REGISTRY: dict[str, ObjectiveSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_objective(spec: ObjectiveSpec, replace: bool = False) -> ObjectiveSpec:
+    """Add an objective: `hansprobe train --objective NAME`, the report and every analysis read it
+    through its spec (docs/add-an-objective.md). Returns the spec."""
+    if not replace and (spec.name in _REGISTRY or spec.name in _ALIASES):
+        raise ConfigError(f"objective {spec.name!r} is already registered; pass replace=True to redefine it")
+    _REGISTRY[spec.name] = spec
+    for alias in spec.aliases:
+        _ALIASES[alias] = spec.name
+    return spec
+
+
+def unregister_objective(name: str) -> None:
+    """Remove a registered objective (tests that register a toy one)."""
+    spec = _REGISTRY.pop(name)
+    for alias in spec.aliases:
+        _ALIASES.pop(alias, None)
+
+
+def objective_names() -> tuple[str, ...]:
+    """The registered objectives, in registration order."""
+    return tuple(_REGISTRY)
+
+
+for _spec in (
+    ObjectiveSpec("teacher-forcing", "next-token prediction on the true answer prefix", aliases=("tf",)),
+    ObjectiveSpec("teacherless", "every answer slot of the input is the dummy `$`", fill="dummy"),
+    ObjectiveSpec("reverse", "the answer reversed (goal first), on the true reversed prefix", reversed=True),
+    ObjectiveSpec("reverse-teacherless", "the answer reversed, dummy inputs", reversed=True, fill="dummy",
+                  aliases=("reverse+teacherless",)),
+    ObjectiveSpec("partial-teacherless", "each answer slot `$` with probability p in training", fill="mixed",
+                  options={"p": 0.5}),
+    ObjectiveSpec("multi-token", "teacher forcing plus k extra heads predicting the next k tokens", options={"k": 1}),
+):
+    register_objective(_spec)
+OBJECTIVES = objective_names()  # the built-in ones (a toy registered later is in objective_names())
 
 Model = Callable[[Int[Tensor, "B T"]], Float[Tensor, "B T V"]]
 
@@ -34,45 +103,60 @@ def autocast(device: torch.device | str):
 
 @dataclass(frozen=True)
 class Objective:
-    """name: one of OBJECTIVES.  p: partial-teacherless only, the chance that each answer-slot input
-    is replaced by `$` during training (0 = teacher forcing, 1 = teacherless).  k: multi-token only,
-    the extra output heads predicting r_(i+1) .. r_(i+k) (`hansprobe.multitoken`; analyses read the
-    main head). Evaluation and every analysis of a partial-teacherless or multi-token model use the
-    true answer prefix, as teacher forcing does: that is how such a model is decoded."""
+    """name: a registered objective (`objective_names()`); its spec says what it is.  p: a mixed-fill
+    objective's chance that each answer-slot input is replaced by `$` during training (0 = teacher
+    forcing, 1 = teacherless).  k: the extra output heads predicting r_(i+1) .. r_(i+k) of an
+    objective that takes them (`hansprobe.multitoken`; analyses read the main head). Evaluation and
+    every analysis of a mixed-fill or extra-head model use the true answer prefix, as teacher forcing
+    does: that is how such a model is decoded."""
 
     name: str
     p: float | None = None
     k: int | None = None
 
     def __post_init__(self):
-        allowed = OPTION_DEFAULTS.get(self.name, {})
+        allowed = self.spec.options
         for key in ("p", "k"):
             if getattr(self, key) is not None and key not in allowed:
-                raise ConfigError(f"objective {self.name} takes no option {key!r}"
-                                  + (f"; {', '.join(f'{n} takes {next(iter(o))}' for n, o in OPTION_DEFAULTS.items())}"))
+                takes = "; ".join(f"{n} takes {', '.join(o)}" for n, o in
+                                  ((n, _REGISTRY[n].options) for n in _REGISTRY) if o)
+                raise ConfigError(f"objective {self.name} takes no option {key!r}; {takes}")
         if self.p is not None and (isinstance(self.p, bool) or not isinstance(self.p, (int, float))
                                    or not 0.0 <= self.p <= 1.0):
-            raise ConfigError(f"partial-teacherless p must be a number in [0, 1], got {self.p!r}")
+            raise ConfigError(f"{self.name} p must be a number in [0, 1], got {self.p!r}")
         if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= 16):
-            raise ConfigError(f"multi-token k (extra heads) must be an integer in 1..16, got {self.k!r}")
+            raise ConfigError(f"{self.name} k (extra heads) must be an integer in 1..16, got {self.k!r}")
+
+    @property
+    def spec(self) -> ObjectiveSpec:
+        try:
+            return _REGISTRY[self.name]
+        except KeyError:
+            raise ConfigError(f"unknown objective {self.name!r}; valid objectives: {', '.join(_REGISTRY)}") from None
 
     @property
     def options(self) -> dict:
         """The objective's options as stored in config.json ("objective_options"; {} for the plain ones)."""
-        return {key: getattr(self, key) for key in OPTION_DEFAULTS.get(self.name, {})}
+        return {key: getattr(self, key) for key in self.spec.options}
 
     @property
     def extra_heads(self) -> int:
-        return self.k or 0 if self.name == "multi-token" else 0
+        return (self.k or 0) if "k" in self.spec.options else 0
 
     @property
     def reverse(self) -> bool:
-        return self.name.startswith("reverse")
+        """The labels are the target reversed (goal first)."""
+        return self.spec.reversed
+
+    @property
+    def fill(self) -> str:
+        """What the answer slots of the training input hold: truth, dummy or mixed (ObjectiveSpec)."""
+        return self.spec.fill
 
     @property
     def teacherless(self) -> bool:
         """Dummy tokens in every answer slot, in training and evaluation alike."""
-        return self.name in ("teacherless", "reverse-teacherless")
+        return self.spec.fill == "dummy"
 
     @property
     def teacher_forced(self) -> bool:
@@ -82,6 +166,12 @@ class Objective:
     def labels(self, batch: Batch) -> Int[Tensor, "B L"]:
         """The target in the order this objective predicts it."""
         return batch.target.flip(1) if self.reverse else batch.target
+
+    def label_names(self, target_len: int) -> list[str]:
+        """The path token each label position holds, in label order: r0 .. r(l-1) forward, r(l-1) .. r0
+        reversed (r0 the start, r(l-1) the goal), so a figure of reversed labels names the tokens."""
+        order = range(target_len - 1, -1, -1) if self.reverse else range(target_len)
+        return [f"r{i}" for i in order]
 
     def decision_index(self, target_len: int) -> int:
         """Where the decision token (the start's child on the goal arm) sits among the labels."""
@@ -100,7 +190,7 @@ class Objective:
             fill = torch.full_like(labels[:, :-1], batch.task.dummy)
         else:
             fill = labels[:, :-1]
-            if self.name == "partial-teacherless" and generator is not None:
+            if self.fill == "mixed" and generator is not None:
                 masked = (torch.rand(fill.shape, generator=generator) < self.p).to(fill.device)  # (B, L-1)
                 fill = torch.where(masked, torch.full_like(fill, batch.task.dummy), fill)
         return torch.cat([batch.prefix, fill], dim=1)
@@ -185,20 +275,25 @@ def inner_lookup_indices(target_len: int) -> list[int]:
 
 
 def get_objective(name: str, options: dict | None = None) -> Objective:
-    """The objective called `name` with its options (partial-teacherless: {"p": ..}, multi-token:
-    {"k": ..}; defaults in OPTION_DEFAULTS); unknown names get an error listing the valid ones."""
+    """The objective called `name` (or one of its aliases) with its options (defaults from its
+    ObjectiveSpec); unknown names get an error listing the valid ones."""
     if not isinstance(name, str):
         raise ConfigError(f"objective must be a name like \"teacher-forcing\", got {name!r}")
     canonical = _ALIASES.get(name, name)
-    if canonical not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {name!r}; valid objectives: {', '.join(OBJECTIVES)}")
+    if canonical not in _REGISTRY:
+        raise ConfigError(f"unknown objective {name!r}; valid objectives: {', '.join(_REGISTRY)}")
     if options is not None and not isinstance(options, dict):
         raise ConfigError(f"objective options must be a JSON object, got {options!r}")
-    opts = {**OPTION_DEFAULTS.get(canonical, {}), **(options or {})}
-    unknown = set(opts) - {"p", "k"}
+    opts = {**_REGISTRY[canonical].options, **(options or {})}
+    unknown = set(opts) - set(OPTIONS)
     if unknown:
         raise ConfigError(f"unknown objective options {sorted(unknown)}")
     return Objective(canonical, **opts)
+
+
+def as_objective(objective: Objective | str) -> Objective:
+    """An Objective, from itself or from a registered name (with default options)."""
+    return objective if isinstance(objective, Objective) else get_objective(objective)
 
 
 def objective_from_config(cfg: dict) -> Objective:

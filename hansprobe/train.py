@@ -351,7 +351,7 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     while step < train_cfg.steps:
         batch = training_batch(task, train_cfg, seed, step, rank if size > 1 else None).to(dev)
         masks = None
-        if objective.name == "partial-teacherless":
+        if objective.fill == "mixed":
             masks = torch.Generator().manual_seed(derived_seed(seed, MASK_STREAM, step))
         try:
             loss = train_step(trained, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks)

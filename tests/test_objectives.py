@@ -32,6 +32,17 @@ def test_inputs_and_labels_follow_the_design_table(name):
 
 
 @pytest.mark.parametrize("name", OBJECTIVES)
+def test_label_names_say_which_path_token_each_label_holds(name):
+    """Figures of reversed labels name the tokens (r4 first), not the label positions."""
+    obj = get_objective(name)
+    b = tiny_task().generate(8, 0)
+    names = obj.label_names(b.target.shape[1])
+    assert sorted(names) == [f"r{i}" for i in range(b.target.shape[1])]
+    for i, n in enumerate(names):
+        assert torch.equal(obj.labels(b)[:, i], b.target[:, int(n[1:])])
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
 def test_greedy_decoding_recovers_what_an_oracle_model_predicts(name):
     obj = get_objective(name)
     b = tiny_task().generate(32, 1)

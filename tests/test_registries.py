@@ -147,3 +147,62 @@ def test_a_task_argument_of_another_task_is_one_line(capsys):
     code = main(["data", "--task", "tree", "--degree", "3", "-n", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "--degree is not an argument of --task tree" in err
+
+
+@pytest.fixture
+def toy_objective():
+    from hansprobe.objectives import ObjectiveSpec, register_objective, unregister_objective
+
+    # A name that says nothing about what it is: every consumer must read the spec, not the name.
+    register_objective(ObjectiveSpec("backward-mixed", "toy: reversed labels, each answer slot `$` with probability p",
+                                     reversed=True, fill="mixed", options={"p": 0.25}))
+    yield
+    unregister_objective("backward-mixed")
+
+
+def test_an_objective_registered_in_a_test_trains_and_reports(toy_objective, tmp_path, capsys):
+    import torch
+
+    from hansprobe.objectives import get_objective, objective_names
+
+    obj = get_objective("backward-mixed")
+    assert "backward-mixed" in objective_names() and obj.reverse and obj.fill == "mixed" and obj.p == 0.25
+    from helpers import tiny_task
+
+    b = tiny_task().generate(64, 0)
+    assert torch.equal(obj.labels(b), b.target.flip(1))
+    masked = obj.inputs(b, torch.Generator().manual_seed(0))[:, b.prefix.shape[1]:]
+    assert 0 < (masked == b.task.dummy).float().mean() < 0.6  # some slots are `$` in training ...
+    assert not (obj.inputs(b)[:, b.prefix.shape[1]:] == b.task.dummy).any()  # ... none in evaluation
+    assert "backward-mixed" in main_help(capsys)
+    run = tmp_path / "toy"
+    assert main(["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--objective", "backward-mixed", "--teacherless-p", "0.5", "--n-layers", "1",
+                 "--d-model", "32", "--n-heads", "2", "--steps", "8", "--batch-size", "16", "--eval-every", "4",
+                 "--eval-graphs", "32", "--checkpoint-every", "4", "--out", str(run), "--json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["objective"] == "backward-mixed" and cfg["objective_options"] == {"p": 0.5}
+    code = main(["report", str(run), "-n", "40", "--patch-pairs", "10", "--out", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    c = json.loads((tmp_path / "r" / "report.json").read_text())["checkpoints"][0]
+    assert c["verdicts"]["clever_hans_failure"]["answer"] == "not applicable"  # reversed, read from the spec
+    assert "reversed" in c["verdicts"]["clever_hans_failure"]["evidence"]
+    assert c["analyses"]["behaviour"]["label_names"][0] == "r3"  # the goal first (l = 4)
+
+
+def test_an_objective_spec_that_cannot_work_is_refused():
+    from hansprobe.errors import ConfigError
+    from hansprobe.objectives import ObjectiveSpec, register_objective
+
+    with pytest.raises(ConfigError, match="fill must be one of"):
+        ObjectiveSpec("x", "bad", fill="half")
+    with pytest.raises(ConfigError, match="takes option p"):
+        ObjectiveSpec("x", "bad", fill="mixed")
+    with pytest.raises(ConfigError, match="already registered"):
+        register_objective(ObjectiveSpec("teacher-forcing", "again"))
+
+
+def main_help(capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    return capsys.readouterr().out

@@ -2,7 +2,7 @@
 accuracy against chance, each with a 95% Wilson interval."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,12 +26,13 @@ class BehaviourResult(Result):
     forced_accuracy_ci: list[tuple[float, float]]
     free_accuracy: list[float]  # per label position, greedy decoding
     free_accuracy_ci: list[tuple[float, float]]
+    label_names: list[str] = field(default_factory=list)  # the path token at each label position (reverse: goal first)
 
     def figures(self) -> dict:
         import plotly.graph_objects as go
 
         fig = go.Figure()
-        xs = [f"r{i}" for i in range(len(self.forced_accuracy))]
+        xs = self.label_names or [f"r{i}" for i in range(len(self.forced_accuracy))]
         for name, acc, ci in (("free decoding", self.free_accuracy, self.free_accuracy_ci),
                               ("forced input", self.forced_accuracy, self.forced_accuracy_ci)):
             fig.add_bar(name=name, x=xs, y=acc, error_y=dict(
@@ -65,6 +66,7 @@ def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int
         exact_match=em, exact_match_ci=em_ci, decision_accuracy=dec, decision_accuracy_ci=dec_ci,
         forced_accuracy=[a for a, _ in forced_acc], forced_accuracy_ci=[c for _, c in forced_acc],
         free_accuracy=[a for a, _ in free_acc], free_accuracy_ci=[c for _, c in free_acc],
+        label_names=objective.label_names(length),
     )
 
 

@@ -53,6 +53,12 @@ class DynamicsResult(Result):
     loss_share: list[list[float]] = field(default_factory=list)  # [step][position]: share of the summed loss
     grad_share: list[list[float]] = field(default_factory=list)  # [step][position]: ||grad of its loss|| / sum over positions
     grad_graphs: int = 0
+    label_names: list[str] = field(default_factory=list)  # the path token at each label position (reverse: r4 first)
+
+    def names(self) -> list[str]:
+        """label_names, or r0.. for a result stored before it existed."""
+        n = len(self.forced_accuracy[0]) if self.forced_accuracy else 0
+        return self.label_names or [f"r{i}" for i in range(n)]
 
     @property
     def decision_above_chance_at(self) -> list[int]:
@@ -71,9 +77,9 @@ class DynamicsResult(Result):
 
         fig = make_subplots(rows=2, cols=1, vertical_spacing=0.22, subplot_titles=(
             "forced accuracy per label position", "decision token: entropy over candidates / log d"))
-        for pos in range(len(self.forced_accuracy[0]) if self.forced_accuracy else 0):
+        for pos, name in enumerate(self.names()):
             fig.add_scatter(x=self.steps, y=[row[pos] for row in self.forced_accuracy], mode="lines+markers",
-                            name=f"r{pos}", row=1, col=1)
+                            name=name, row=1, col=1)
         fig.add_scatter(x=self.steps, y=self.candidate_entropy_frac, mode="lines+markers", name="H / log d", row=2, col=1)
         fig.add_scatter(x=self.steps, y=self.decision_accuracy, mode="lines+markers", name="decision accuracy", row=2, col=1)
         fig.update_xaxes(title_text="training step")
@@ -91,11 +97,11 @@ class DynamicsResult(Result):
 
         fig = make_subplots(rows=2, cols=1, vertical_spacing=0.22, subplot_titles=(
             "training loss per label position (nats)", f"share of the gradient (all parameters; {self.grad_graphs} graphs)"))
-        for pos in range(len(self.loss_by_position[0])):
+        for pos, name in enumerate(self.names()):
             fig.add_scatter(x=self.steps, y=[row[pos] for row in self.loss_by_position], mode="lines+markers",
-                            name=f"r{pos} loss", legendgroup=f"r{pos}", row=1, col=1)
+                            name=f"{name} loss", legendgroup=name, row=1, col=1)
             fig.add_scatter(x=self.steps, y=[row[pos] for row in self.grad_share], mode="lines+markers",
-                            name=f"r{pos} gradient share", legendgroup=f"r{pos}", row=2, col=1)
+                            name=f"{name} gradient share", legendgroup=name, row=2, col=1)
         if self.chance:
             fig.add_hline(y=math.log(1 / self.chance), line_dash="dot", annotation_text="log d (uniform over candidates)",
                           row=1, col=1)
@@ -166,7 +172,7 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
                           learned_at=learned_at, learning_order=order, logged=logged, candidate_accuracy=cand,
                           candidate_accuracy_ci=cand_ci, chance=task.chance, loss_by_position=losses,
                           loss_share=[[x / sum(row) if sum(row) > 0 else 0.0 for x in row] for row in losses],
-                          grad_share=grads, grad_graphs=len(grad_batch))
+                          grad_share=grads, grad_graphs=len(grad_batch), label_names=objective.label_names(n_pos))
 
 
 def position_gradient_shares(model, objective, batch: Batch) -> list[float]:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, register_question, verdict
 from hansprobe.analyses.witness import WITNESS_MIN
-from hansprobe.objectives import inner_lookup_indices
+from hansprobe.objectives import Objective, as_objective, inner_lookup_indices
 
 
-def failure_verdict(objective_name: str, verdicts: dict, dynamics: dict | None, witness: dict | None = None) -> dict:
+def failure_verdict(objective: Objective | str, verdicts: dict, dynamics: dict | None, witness: dict | None = None) -> dict:
     """The Clever-Hans failure is the conjunction: the lookup carries the later tokens AND the first
     decision is indecipherable AND it is not computed from the goal (AND, where snapshots exist, the
     later tokens were learned and r_1 never). no as soon as one part says no (naming it). A yes is
     the paper's signature; its evidence and `values.ruled_out` say which other explanations of it
     were checked (`alternatives`: the learning order, capacity, training length)."""
-    if objective_name.startswith("reverse"):
+    objective = as_objective(objective)
+    if objective.reverse:
         return verdict("not applicable", "reversed targets make no decision before the answer (the goal is copied first)")
-    if objective_name in ("teacherless", "reverse-teacherless"):  # partial-teacherless trains on the true prefix too
+    if objective.teacherless:  # a mixed fill (partial-teacherless) trains on the true prefix too
         return verdict("not applicable", "teacherless inputs hold no previous answer token: the Clever-Hans failure is a "
                        "failure of teacher-forced training")
     lk, ind, dec = (verdicts[k]["answer"] for k in ("lookup", "indecipherable", "decision_computed"))
@@ -102,7 +103,7 @@ def alternatives(dynamics: dict | None, witness: dict | None) -> dict:
 
 
 def _decide(ctx: QuestionContext) -> dict:
-    return failure_verdict(ctx.objective.name, ctx.verdicts, ctx.analyses.get("dynamics"), ctx.analyses.get("witness"))
+    return failure_verdict(ctx.objective, ctx.verdicts, ctx.analyses.get("dynamics"), ctx.analyses.get("witness"))
 
 
 CLEVER_HANS_FAILURE = register_question(QuestionSpec(

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from hansprobe.analyses.heads import DROP_THRESHOLD, MAX_SET_FRACTION
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, ci_text, register_question, verdict
-from hansprobe.objectives import inner_lookup_indices
+from hansprobe.objectives import Objective, as_objective, inner_lookup_indices
 
 FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
 
 
-def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
+def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
     """yes when a set of at most a quarter of the heads is found whose joint ablation breaks forced
     accuracy at indices 2..l-2 beyond the controls (the heads analysis's causal search, chosen on one
     half of the graphs and measured on the other) AND the counterfactual follow rate's CI lies above
@@ -18,9 +18,10 @@ def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why
     read off the previous token) or when neither holds; inconclusive otherwise. Under reversed
     targets r_i = parent(r_(i-1)) is the correct rule: the same question then asks about the
     child -> parent lookup."""
+    objective = as_objective(objective)
     if heads is None:
-        return verdict("not applicable", why_not or f"{objective_name} inputs hold no previous answer token")
-    reverse = objective_name.startswith("reverse")
+        return verdict("not applicable", why_not or f"{objective.name} inputs hold no previous answer token")
+    reverse = objective.reverse
     idx = heads.get("query_label_indices") or inner_lookup_indices(len(behaviour["forced_accuracy"]))
     forced = "; ".join(f"r{i} {ci_text(behaviour['forced_accuracy'][i], behaviour['forced_accuracy_ci'][i])}" for i in idx)
     mech = heads["mechanism"]
@@ -53,7 +54,7 @@ def lookup_verdict(objective_name: str, behaviour: dict, heads: dict | None, why
 
 
 def _decide(ctx: QuestionContext) -> dict:
-    return lookup_verdict(ctx.objective.name, ctx.analysis("behaviour"), ctx.analysis("heads"), ctx.skipped("heads"))
+    return lookup_verdict(ctx.objective, ctx.analysis("behaviour"), ctx.analysis("heads"), ctx.skipped("heads"))
 
 
 LOOKUP = register_question(QuestionSpec(
