@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from hansprobe.errors import HansprobeError
+from hansprobe.options import ANALYSIS_SEED as DEFAULT_ANALYSIS_SEED, default_of, option_fields
+from hansprobe.report_settings import ReportSettings
 from hansprobe.validation import SEED_MAX
-
-DEFAULT_ANALYSIS_SEED = 1234  # analyses use it directly; training draws its graphs from derived 63-bit seeds
 
 
 def _speaks() -> bool:
@@ -105,6 +105,30 @@ def _head_group(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of heads like 1.0,1.2 (layer.head)") from None
 
 
+_PARSE = {"positive": _positive(), "count": _count_or_zero, "positive_float": _positive(float),
+          "non_negative_float": _non_negative_float, "steps": _steps_list, "seed": _seed, "text": str}
+
+
+def _add_options(group, cls, **defaults):
+    """One option per `option(...)` field of dataclass `cls` (hansprobe.options): its flag, range,
+    default and help come from the field, so the parser cannot disagree with the library.
+    `defaults` overrides a parsed default (e.g. None where "not given" means something)."""
+    for f in option_fields(cls):
+        md, shown = f.metadata, default_of(f)
+        flag = md["flag"] or "--" + f.name.replace("_", "-")
+        text = md["help"] + ("" if shown in (None, [], False) else f" (default {shown})")
+        if md["parse"] == "flag":
+            group.add_argument(flag, dest=f.name, action="store_true", help=md["help"])
+        else:
+            group.add_argument(flag, dest=f.name, type=_PARSE[md["parse"]], default=defaults.get(f.name, shown),
+                               metavar=md["metavar"], choices=md["choices"], help=text)
+
+
+def _options_of(args, cls) -> dict:
+    """The parsed values of `cls`'s option fields, ready for cls(**...)."""
+    return {f.name: getattr(args, f.name) for f in option_fields(cls)}
+
+
 def _add_task(p, required=True):
     """`--task NAME` and every registered task's own arguments (tasks/registry.py)."""
     from hansprobe.tasks import TASKS
@@ -128,7 +152,7 @@ def _add_task(p, required=True):
 
 # Graphs each command measures on when -n is not given: the one table of these defaults.
 DEFAULT_GRAPHS = {"eval": 2000, "entropy": 2000, "heads": 2000, "probe": 1000, "patch": 200, "dynamics": 500,
-                  "report": 2000, "analyse": 1000}
+                  "report": ReportSettings.n_graphs, "analyse": 1000}
 
 
 def _add_graphs(p, command: str):
@@ -153,7 +177,9 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
                         help="show the Python traceback of an unexpected error (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
 
+    from hansprobe.model import ModelConfig
     from hansprobe.objectives import OPTIONS, objective_names, get_objective
+    from hansprobe.train import TrainConfig
 
     specs = [get_objective(n).spec for n in objective_names()]
     takes = {key: [f"{s.name} (default {s.options[key]})" for s in specs if key in s.options] for key in OPTIONS}
@@ -164,30 +190,11 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
                    help=f"{OPTIONS['p']}; taken by {', '.join(takes['p'])}")
     p.add_argument("--extra-heads", type=int, default=None, metavar="K",
                    help=f"{OPTIONS['k']}; taken by {', '.join(takes['k'])}")
-    m = p.add_argument_group("model")
-    m.add_argument("--n-layers", type=_positive(), default=2)
-    m.add_argument("--d-model", type=_positive(), default=128)
-    m.add_argument("--n-heads", type=_positive(), default=4)
-    m.add_argument("--d-mlp", type=_positive(), default=None, help="default 4*d_model")
-    m.add_argument("--attn-only", action="store_true")
+    _add_options(p.add_argument_group("model"), ModelConfig)
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=_positive(), default=None, help="optimizer steps and cosine horizon (default 3000; with --resume: extend to this)")
-    t.add_argument("--batch-size", type=_positive(), default=256)
-    t.add_argument("--lr", type=_positive(float), default=1e-3)
-    t.add_argument("--warmup-steps", type=int, default=100)
-    t.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
-    t.add_argument("--grad-clip", type=_positive(float), default=1.0)
+    _add_options(t, TrainConfig, steps=None)  # None: 3000, or with --resume the run's own horizon
     t.add_argument("--seed", type=_seed, default=0, help="model initialisation and training graphs (default 0)")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu; CUDA trains under bf16 autocast)")
-    t.add_argument("--eval-every", type=_positive(), default=250)
-    t.add_argument("--eval-graphs", type=_positive(), default=1000)
-    t.add_argument("--checkpoint-every", type=_positive(), default=250)
-    t.add_argument("--snapshot-at", type=_steps_list, default=[], help="comma-separated steps whose weights are kept in snapshots/")
-    t.add_argument("--data-shards", type=_positive(), default=1, metavar="K",
-                   help="draw each step's graphs as K shards of --batch-size (what K data-parallel ranks draw: under "
-                        "torchrun --nproc_per_node K it is K; one process with K trains on the same graphs)")
-    t.add_argument("--structured-samples", type=_positive(), default=1, metavar="K",
-                   help="each batch holds batch-size/K graphs, each K times with K different goals (default 1: off)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -240,18 +247,8 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
     _add_graphs(p, "report")
-    p.add_argument("--mechanism-graphs", type=_positive(), default=1000,
-                   help="graphs for heads, probes and dynamics: the first of the -n graphs (default 1000)")
-    p.add_argument("--patch-pairs", type=_positive(), default=200, help="goal-swap pairs for activation patching (default 200)")
-    p.add_argument("--witness", type=Path, default=None, metavar="CKPT",
-                   help="a capacity witness: a checkpoint of the same task and model shape that decides forwards (another "
-                        "objective or prompt layout); the failure verdict then says whether capacity and training length are "
-                        "ruled out")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
-    p.add_argument("--jobs", type=_count_or_zero, default=None,
-                   help="checkpoints measured at once, each in its own process with a share of the CPU threads (default 1: "
-                        "one after another in this process; 0: one per CPU thread torch may use, at most one per "
-                        "checkpoint, 1 on a GPU)")
+    _add_options(p.add_argument_group("report"), ReportSettings)
     p.add_argument("--verbose", action="store_true", help="print each verdict's full evidence, not only the clause that decided")
 
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
@@ -309,13 +306,8 @@ def _train_setup(args):
     from hansprobe.train import TrainConfig, check_task_options
 
     task = _task(args)  # a one-line error names the task arguments that are missing
-    model_cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.n_heads,
-                            d_mlp=args.d_mlp, attn_only=args.attn_only)
-    train_cfg = TrainConfig(steps=args.steps or 3000, batch_size=args.batch_size, lr=args.lr,
-                            warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
-                            grad_clip=args.grad_clip, eval_every=args.eval_every, eval_graphs=args.eval_graphs,
-                            checkpoint_every=args.checkpoint_every, snapshot_at=args.snapshot_at,
-                            structured_samples=args.structured_samples, data_shards=args.data_shards)
+    model_cfg = ModelConfig(**_options_of(args, ModelConfig))
+    train_cfg = TrainConfig(**{**_options_of(args, TrainConfig), "steps": args.steps or TrainConfig.steps})
     options = {k: v for k, v in (("p", args.teacherless_p), ("k", args.extra_heads)) if v is not None}
     objective = get_objective(args.objective, options)
     check_task_options(task, train_cfg)
@@ -596,11 +588,9 @@ def cmd_data(args) -> int:
 def cmd_report(args) -> int:
     from hansprobe.report import ANSWERS, QUESTIONS, ReportSettings, write_report
 
-    settings = ReportSettings(n_graphs=args.n_graphs or args.default_graphs, mechanism_graphs=args.mechanism_graphs,
-                              patch_pairs=args.patch_pairs, seed=args.seed,
-                              data=None if args.data is None else str(args.data), batch_size=args.batch_size,
-                              device=args.device, witness=None if args.witness is None else str(args.witness),
-                              **({} if args.jobs is None else {"jobs": args.jobs}))  # else ReportSettings' own default
+    settings = ReportSettings(**_options_of(args, ReportSettings), n_graphs=args.n_graphs or args.default_graphs,
+                              seed=args.seed, data=None if args.data is None else str(args.data),
+                              batch_size=args.batch_size, device=args.device)
     # a bar at a terminal; otherwise one plain line per analysis on stderr, so a redirected run shows it is alive
     printed = []
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from hansprobe.errors import ConfigError
+from hansprobe.options import option
 from hansprobe.resources import require_memory, transformer_params
 from hansprobe.validation import check_bool, check_choice, check_int, check_mapping
 
@@ -29,12 +30,12 @@ class ModelConfig:
     activation ("gelu", "gelu_new", "relu", "silu").   attn_only: no MLPs (then there is no
     `hook_resid_mid`).   normalization: "LN", "LNPre", "RMS" or None."""
 
-    n_layers: int = 2
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int | None = None
-    act_fn: str = "gelu"
-    attn_only: bool = False
+    n_layers: int = option("transformer blocks", "positive", 2)
+    d_model: int = option("residual width", "positive", 128)
+    n_heads: int = option("attention heads per block (d_head = d_model / n_heads)", "positive", 4)
+    d_mlp: int | None = option("MLP width (default 4 * d_model)", "positive", None)
+    act_fn: str = option("MLP activation", "text", "gelu", choices=ACT_FNS)
+    attn_only: bool = option("no MLPs (then there is no hook_resid_mid)", "flag", False)
     normalization: str | None = "LN"
 
     def __post_init__(self):

@@ -16,53 +16,16 @@ from hansprobe.analyses import questions as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
 from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.report_settings import ReportSettings  # noqa: F401  (public here as before)
 from hansprobe.tasks.registry import read_task_text
 
 FORMAT = "hansprobe-report"
 FORMAT_VERSION = 2  # 2: five questions (clever_hans_failure, lookup, ...), "not learned", notes
-DEFAULT_SEED = 1234  # the analysis seed of every command; training never uses it
 
 # The questions live beside the analyses that answer them (hansprobe/analyses/questions.py); these
 # are live views of that registry, in page order: the combined failure verdict first.
 QUESTIONS = _questions.QUESTIONS
 ANSWERS = _questions.ANSWERS
-
-
-@dataclass
-class ReportSettings:
-    """What the report measures on. Every checkpoint gets fresh graphs of its own task from `seed`
-    (or the graphs of `data`, an NTF file that must fit every checkpoint's task)."""
-
-    n_graphs: int = 2000  # behaviour and entropy (the model cards' sample: same graphs for the same seed)
-    mechanism_graphs: int = 1000  # heads, probes, dynamics: the first of those graphs
-    patch_pairs: int = 200  # goal-swap pairs for activation patching: the first of those graphs
-    seed: int = DEFAULT_SEED
-    data: str | None = None
-    batch_size: int = 1000
-    device: str = "cpu"
-    witness: str | None = None  # a capacity witness checkpoint for the failure verdict (analyses/witness.py)
-    # Checkpoints measured at once, each in its own process with an equal share of the CPU threads;
-    # 0 = one per thread torch may use, at most one per checkpoint (on CPU; one at a time on a GPU).
-    # 1 (the default) measures them one after another in this process: on 2 cores two one-thread
-    # processes measured no faster than one two-thread one (docs/decisions.md 44).
-    jobs: int = 1
-
-    def __post_init__(self):
-        if self.n_graphs < 10 or self.mechanism_graphs < 10 or self.patch_pairs < 2:
-            raise ConfigError("the report needs at least 10 graphs (-n, --mechanism-graphs) and 2 patching pairs (--patch-pairs)")
-        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
-            raise ConfigError(f"--jobs must be a whole number >= 0 (0: as many as the cores allow), got {self.jobs!r}")
-
-    def workers(self, n_checkpoints: int) -> int:
-        """How many checkpoints to measure at once: `jobs`, or (0) one per CPU thread torch may use
-        (the cores, or OMP_NUM_THREADS where set), at most one per checkpoint; 1 on a GPU."""
-        import torch
-
-        if self.jobs:
-            return max(1, min(self.jobs, n_checkpoints))
-        if not str(self.device).startswith("cpu"):
-            return 1
-        return max(1, min(n_checkpoints, torch.get_num_threads()))
 
 
 @dataclass

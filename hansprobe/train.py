@@ -29,6 +29,7 @@ from hansprobe.fused import training_view
 from hansprobe.model import ModelConfig, resolve_device
 from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads, MultiTokenNet, extra_logits_loss
 from hansprobe.objectives import Objective, autocast, get_objective, objective_from_config
+from hansprobe.options import option
 from hansprobe.resources import FLOAT, forward_bytes, require_memory, transformer_params
 from hansprobe.tasks import Task
 from hansprobe.validation import check_float, check_int, check_mapping, check_seed
@@ -48,20 +49,24 @@ class TrainConfig:
     under `torchrun --nproc_per_node K` it is K and rank r trains on shard r (the global batch is
     K x batch_size), and one process with data_shards K trains on exactly the same graphs."""
 
-    steps: int = 3000
-    batch_size: int = 256
-    lr: float = 1e-3
-    warmup_steps: int = 100
+    steps: int = option("optimizer steps and cosine horizon (with --resume: extend to this)", "positive", 3000)
+    batch_size: int = option("graphs per step, fresh each step", "positive", 256)
+    lr: float = option("peak learning rate", "positive_float", 1e-3)
+    warmup_steps: int = option("steps of linear warmup", "count", 100)
     min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
+    weight_decay: float = option("AdamW weight decay (matrices only)", "non_negative_float", 0.01)
     betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_graphs: int = 1000
-    checkpoint_every: int = 250  # the CLI's default too (tests/test_cli.py checks every one)
-    snapshot_at: list[int] = field(default_factory=list)
-    structured_samples: int = 1
-    data_shards: int = 1
+    grad_clip: float = option("max global gradient norm", "positive_float", 1.0)
+    eval_every: int = option("steps between evaluations (and progress lines)", "positive", 250)
+    eval_graphs: int = option("held-out graphs per evaluation", "positive", 1000)
+    checkpoint_every: int = option("steps between resume files", "positive", 250)
+    snapshot_at: list[int] = option("comma-separated steps whose weights are kept in snapshots/", "steps",
+                                    default_factory=list)
+    structured_samples: int = option("each batch holds batch-size/K graphs, each K times with K different goals "
+                                     "(1: off)", "positive", 1, metavar="K")
+    data_shards: int = option("draw each step's graphs as K shards of --batch-size (what K data-parallel ranks "
+                              "draw: under torchrun --nproc_per_node K it is K; one process with K trains on the "
+                              "same graphs)", "positive", 1, metavar="K")
 
     def __post_init__(self):
         # Checked here, not only in the CLI: a resumed run reads these from config.json.

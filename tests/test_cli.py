@@ -172,22 +172,28 @@ def test_analysis_commands_log_plain_progress_lines_when_stderr_is_not_a_termina
 
 def test_every_cli_default_equals_its_dataclass_default():
     """Issue 27: argparse restated the dataclasses' defaults and one had drifted (--checkpoint-every
-    250 in the CLI, 500 in TrainConfig)."""
+    250 in the CLI, 500 in TrainConfig). The option groups are now built from the fields
+    (hansprobe.options): every option field is an option, with the field's default and help."""
     from dataclasses import MISSING, fields
 
     from hansprobe.cli import build_parser
     from hansprobe.model import ModelConfig
+    from hansprobe.options import ANALYSIS_SEED, option_fields
     from hansprobe.report import ReportSettings
     from hansprobe.train import TrainConfig
 
     train = vars(build_parser().parse_args(["train", "--out", "x"]))
     for cls in (TrainConfig, ModelConfig):
+        assert {f.name for f in option_fields(cls)} <= set(train), cls.__name__
         for f in fields(cls):
             if f.name in train and f.name != "steps":  # --steps defaults to None: 3000, or the resumed run's own
                 declared = f.default_factory() if f.default is MISSING else f.default  # d_mlp None: 4 d_model
                 assert train[f.name] == declared, (cls.__name__, f.name)
     assert (train["steps"] or TrainConfig().steps) == TrainConfig().steps
     report = vars(build_parser().parse_args(["report", "c", "--out", "x"]))
-    for name in ("mechanism_graphs", "patch_pairs", "seed", "batch_size", "device", "witness"):
+    for name in ("mechanism_graphs", "patch_pairs", "seed", "batch_size", "device", "witness", "jobs"):
         assert report[name] == getattr(ReportSettings(), name), name
-    assert report["default_graphs"] == ReportSettings().n_graphs
+    assert report["default_graphs"] == ReportSettings().n_graphs and ReportSettings().seed == ANALYSIS_SEED
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    for f in option_fields(TrainConfig):  # the help is the field's own
+        assert " ".join(f.metadata["help"].split()) in help_text, f.name
