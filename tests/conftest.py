@@ -8,3 +8,36 @@ sys.path.insert(0, str(Path(__file__).parent))  # `from helpers import ...`
 # The test models are tiny: one thread is as fast as two, and it keeps the suite's speed steady
 # on a shared 2-core machine (oversubscribed intra-op threads slowed it several-fold in a trial).
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """Four tiny runs (teacher forcing with a snapshot, reverse, teacherless, multi-token), trained
+    once for the whole session: the report and page tests read them (four: the page is checked
+    with four columns)."""
+    from hansprobe.cli import main
+
+    from helpers import TINY_TRAIN_ARGS
+
+    root = tmp_path_factory.mktemp("report")
+    out = {}
+    for objective, extra in (("teacher-forcing", ["--snapshot-at", "3"]), ("reverse", []), ("teacherless", []),
+                             ("multi-token", ["--extra-heads", "2"])):
+        assert main([*TINY_TRAIN_ARGS, *extra, "--objective", objective, "--out", str(root / objective)]) == 0
+        out[objective] = root / objective
+    return out
+
+
+@pytest.fixture(scope="session")
+def report(runs, tmp_path_factory):
+    """One report over `runs` with helpers.TINY_REPORT: (its directory, report.json's content)."""
+    from hansprobe.report import write_report
+
+    from helpers import TINY_REPORT
+
+    out = tmp_path_factory.mktemp("out")
+    doc = write_report(out, list(runs.values()), TINY_REPORT)
+    return out, doc

@@ -232,3 +232,18 @@ def run_cli(argv, capsys):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# --- the tiny report the report and page tests share (conftest.py: `runs`, `report`) -------------------
+TINY_TRAIN_ARGS = ["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--n-layers", "1", "--d-model", "32",
+                   "--n-heads", "2", "--steps", "6", "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "32",
+                   "--checkpoint-every", "3", "--json"]
+
+
+def _tiny_report_settings():
+    from hansprobe.report_settings import ReportSettings
+
+    return ReportSettings(n_graphs=40, patch_pairs=20, batch_size=40, jobs=1)
+
+
+TINY_REPORT = _tiny_report_settings()
