@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hansprobe.analyses import questions as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
 from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.progress import progress_bar
 from hansprobe.report_settings import ReportSettings  # noqa: F401  (public here as before)
 from hansprobe.tasks.registry import read_task_text
 
@@ -123,33 +125,6 @@ def training_curve_figure(rows: list[dict], name: str):
     return fig
 
 
-class LineProgress:
-    """The tqdm calls measure_checkpoint makes, as one flushed line on stderr per step (with elapsed
-    time and a naive ETA), for output that is not a terminal."""
-
-    def __init__(self, total: int):
-        import sys
-        import time
-
-        self.total, self.done, self.text, self.t0, self.time = total, 0, "", time.perf_counter(), time.perf_counter
-        print(f"report: {total} analyses to run ({n_analyses()} per checkpoint)", file=sys.stderr, flush=True)
-
-    def set_postfix_str(self, text: str) -> None:
-        self.text = text
-
-    def update(self, n: int = 1) -> None:
-        import sys
-
-        self.done += n
-        elapsed = self.time() - self.t0
-        eta = elapsed / self.done * (self.total - self.done)
-        print(f"report: {self.done}/{self.total} {self.text} done ({elapsed:.0f} s elapsed, ~{eta:.0f} s left)",
-              file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
 def expand_checkpoint_dirs(paths: list[str | Path]) -> list[Path]:
     """Checkpoint directories as given; a directory without config.json that holds checkpoint
     directories (e.g. checkpoints/controls/) stands for those, sorted by name."""
@@ -185,12 +160,11 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
     if settings.witness is not None:
         read_config(settings.witness)  # a witness that is no checkpoint fails here, with the others
     bar = None
-    if progress == "lines":  # not a terminal (nohup, CI, a log file): one plain line per analysis
-        bar = LineProgress(n_analyses() * len(paths))
-    elif progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_analyses() * len(paths), desc="report", unit="analysis")
+    if progress:  # a bar at a terminal; otherwise (nohup, CI, a log file) one plain line per analysis
+        if progress == "lines":
+            print(f"report: {n_analyses() * len(paths)} analyses to run ({n_analyses()} per checkpoint)",
+                  file=sys.stderr, flush=True)
+        bar = progress_bar(n_analyses() * len(paths), "report", progress, unit="analysis")
     def built(reports):
         doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "hansprobe": __version__,
                "settings": asdict(settings), "questions": dict(QUESTIONS),

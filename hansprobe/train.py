@@ -30,6 +30,7 @@ from hansprobe.model import ModelConfig, resolve_device
 from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads, MultiTokenNet, extra_logits_loss
 from hansprobe.objectives import Objective, autocast, get_objective, objective_from_config
 from hansprobe.options import option
+from hansprobe.progress import progress_bar
 from hansprobe.resources import FLOAT, forward_bytes, require_memory, transformer_params
 from hansprobe.tasks import Task
 from hansprobe.validation import check_float, check_int, check_mapping, check_seed
@@ -191,14 +192,6 @@ def check_task_options(task: Task, cfg: TrainConfig) -> None:
         task.goal_variants(task.generate(1, 0), k, 0)  # raises the task's own one-line error
 
 
-def _progress(total: int, initial: int, enabled: bool | None):
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
-
-
 def train(out: str | Path, task: Task | None = None, objective: Objective | str | None = None,
           model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, seed: int = 0,
           device: str = "cpu", resume: bool = False, overwrite: bool = False,
@@ -348,7 +341,7 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     kept = read_metrics(run_dir) if resume else []
     t0 = time.perf_counter() - (kept[-1].get("elapsed_s", 0.0) if kept else 0.0)  # elapsed_s goes on across resumes
     lines = progress == "lines"  # not a terminal (nohup, CI, Slurm): one plain line per evaluation instead of a bar
-    bar = _progress(train_cfg.steps, step, False if lines else progress)
+    bar = progress_bar(train_cfg.steps, "train", False if lines else progress, unit="step", initial=step, leave=True)
     t_start, step_start = time.perf_counter(), step
     if lines:
         print(f"train: {run_dir}: steps {step + 1}..{train_cfg.steps} of {task.describe()}, {objective.name}; a line "

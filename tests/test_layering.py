@@ -93,7 +93,7 @@ def test_every_module_imports_on_its_own_in_a_fresh_process():
 
 
 LAYERS = [  # lowest first (docs/api.md); a module may import only from its own layer or below
-    ["hansprobe.errors", "hansprobe.validation", "hansprobe.resources", "hansprobe.options"],
+    ["hansprobe.errors", "hansprobe.validation", "hansprobe.resources", "hansprobe.options", "hansprobe.progress"],
     ["hansprobe.tasks"],
     ["hansprobe.objectives", "hansprobe.model", "hansprobe.multitoken", "hansprobe.fused", "hansprobe.distributed"],
     ["hansprobe.storage"],

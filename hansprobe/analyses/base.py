@@ -7,32 +7,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from hansprobe.progress import progress_iter  # noqa: F401  (the analyses import it from here)
 from scipy import stats
 
 from hansprobe.storage import jsonable
-
-
-def progress_iter(items, total: int, desc: str, progress: bool | str = False, unit: str = "batch"):
-    """`items` with progress: True a tqdm bar (a terminal), "lines" one plain line per item on stderr
-    with the elapsed time and an estimate of what is left (a log file), False nothing."""
-    if not progress:
-        return items
-    if progress != "lines":
-        from tqdm.auto import tqdm
-
-        return tqdm(items, total=total, desc=desc, unit=unit, leave=False)
-
-    def lines():
-        import sys
-        import time
-
-        t0 = time.perf_counter()
-        for i, item in enumerate(items, 1):
-            yield item
-            elapsed = time.perf_counter() - t0
-            print(f"{desc}: {i}/{total} {unit}{'es' if unit.endswith('ch') else 's'} ({elapsed:.0f} s elapsed, "
-                  f"~{elapsed / i * (total - i):.0f} s left)", file=sys.stderr, flush=True)
-    return lines()
 
 
 def chunks(batch, size: int, desc: str, progress: bool | str = False):

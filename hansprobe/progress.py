@@ -1,0 +1,61 @@
+"""Progress for long work, one implementation for training, analyses and the report: a tqdm bar at
+a terminal, one plain flushed line per step on stderr otherwise (nohup, CI, Slurm logs: a command
+silent for minutes looks hung), nothing when quiet (`--json`, `--quiet`). Depends on nothing else in
+hansprobe."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class LineProgress:
+    """tqdm's `update` / `set_postfix_str` / `close`, as one line on stderr per update:
+    `DESC: DONE/TOTAL WHAT (E s elapsed, ~R s left)`, WHAT the postfix + " done" where one is set,
+    else the unit counted."""
+
+    def __init__(self, total: int, desc: str, unit: str = "step"):
+        self.total, self.desc, self.unit, self.done, self.text = total, desc, unit, 0, ""
+        self.t0 = time.perf_counter()
+
+    def set_postfix_str(self, text: str) -> None:
+        self.text = text
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / self.done * (self.total - self.done)
+        what = f"{self.text} done" if self.text else self.unit + ("es" if self.unit.endswith("ch") else "s")
+        print(f"{self.desc}: {self.done}/{self.total} {what} ({elapsed:.0f} s elapsed, ~{left:.0f} s left)",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, progress: bool | str | None, unit: str = "step", initial: int = 0,
+                 leave: bool = False):
+    """True: a tqdm bar (kept on screen when done with `leave`); "lines": a LineProgress; None: a bar
+    when stderr is a terminal; False: a disabled bar (the same calls, no output)."""
+    if progress == "lines":
+        return LineProgress(total, desc, unit)
+    from tqdm.auto import tqdm
+
+    enabled = sys.stderr.isatty() if progress is None else bool(progress)
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit=unit, dynamic_ncols=True,
+                leave=leave)
+
+
+def progress_iter(items, total: int, desc: str, progress: bool | str = False, unit: str = "batch"):
+    """`items` with progress_bar(progress) advanced once per item; `items` itself when not asked."""
+    if not progress:
+        return items
+
+    def advancing():
+        bar = progress_bar(total, desc, progress, unit)
+        try:
+            for item in items:
+                yield item
+                bar.update(1)
+        finally:
+            bar.close()
+    return advancing()
