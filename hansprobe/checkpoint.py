@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -55,19 +56,7 @@ def validate_config(cfg: dict) -> None:
     objective_from_config(cfg)  # the name and its options
     task = task_from_dict(check_mapping("task", cfg["task"]))
     check_mapping("model", cfg["model"])
-    if is_imported(cfg):
-        from hansprobe import interop
-
-        if cfg["model"]["architecture"] != interop.ARCHITECTURE:
-            raise ConfigError(f"unknown model architecture {cfg['model']['architecture']!r}; this hansprobe reads "
-                              f"{interop.ARCHITECTURE!r}")
-        interop.check_hf_config(cfg["model"].get("hf_config"))
-    else:
-        model = ModelConfig.from_dict(cfg["model"])
-        for key, want in (("d_vocab", task.d_vocab), ("n_ctx", task.n_ctx)):
-            if key in cfg and cfg[key] != want:
-                raise ConfigError(f"{key} is {cfg[key]!r} but the task {task.describe()} has {want}")
-        check_task_memory(model, task)
+    architecture(cfg).check(cfg, task)
     if cfg.get("train") is not None:
         check_mapping("train", cfg["train"])
     if cfg.get("step") is not None:
@@ -102,15 +91,73 @@ def is_imported(cfg: dict) -> bool:
     return isinstance(cfg.get("model"), dict) and "architecture" in cfg["model"]
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """One kind of model a checkpoint can hold: how its config["model"] is checked against the
+    task, how the model is built fresh from its seed, and how it is built with its weights. The
+    loader reads this table once per checkpoint instead of branching in every function."""
+
+    name: str
+    check: Callable[[dict, Task], None]
+    build: Callable[[dict, Task, torch.device, torch.dtype], object]
+    load: Callable[[dict, Task, dict, Path, torch.device], object]
+
+
+def _check_native(cfg: dict, task: Task) -> None:
+    model = ModelConfig.from_dict(cfg["model"])
+    for key, want in (("d_vocab", task.d_vocab), ("n_ctx", task.n_ctx)):
+        if key in cfg and cfg[key] != want:
+            raise ConfigError(f"{key} is {cfg[key]!r} but the task {task.describe()} has {want}")
+    check_task_memory(model, task)
+
+
+def _build_native(cfg, task, device, dtype=torch.float32):
+    return build_model(ModelConfig.from_dict(cfg["model"]), task.d_vocab, task.n_ctx, int(cfg["seed"]), device, dtype)
+
+
+def _load_native(cfg, task, tensors, source, device):
+    model = _build_native(cfg, task, device)
+    load_weights(model, tensors, source)
+    return model
+
+
+def _check_gpt2(cfg: dict, task: Task) -> None:
+    from hansprobe import interop
+
+    interop.check_hf_config(cfg["model"].get("hf_config"))
+
+
+def _build_gpt2(cfg, task, device, dtype=torch.float32):
+    from hansprobe import interop
+
+    return interop.imported_model(cfg, device)
+
+
+def _load_gpt2(cfg, task, tensors, source, device):  # the weights go into the GPT-2 before it is bridged
+    from hansprobe import interop
+
+    return interop.imported_model(cfg, device, tensors, source)
+
+
+ARCHITECTURES = {
+    "native": Architecture("native", _check_native, _build_native, _load_native),  # hansprobe train: boot_native
+    "hf-gpt2": Architecture("hf-gpt2", _check_gpt2, _build_gpt2, _load_gpt2),  # hansprobe import (interop.ARCHITECTURE)
+}
+
+
+def architecture(cfg: dict) -> Architecture:
+    """The entry of ARCHITECTURES a config's model is (config["model"]["architecture"], "native" when absent)."""
+    name = cfg["model"].get("architecture", "native") if isinstance(cfg.get("model"), dict) else "native"
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise ConfigError(f"unknown model architecture {name!r}; this hansprobe reads "
+                          f"{', '.join(n for n in ARCHITECTURES if n != 'native')} (imports) and its own models")
+    return ARCHITECTURES[name]
+
+
 def model_from_config(cfg: dict, device: str | torch.device, dtype: torch.dtype = torch.float32):
     """The model a config describes, freshly initialised from its seed (weights not loaded)."""
     task = task_from_dict(cfg["task"])
-    if is_imported(cfg):
-        from hansprobe import interop
-
-        return interop.imported_model(cfg, device), task
-    model_cfg = ModelConfig.from_dict(cfg["model"])
-    return build_model(model_cfg, task.d_vocab, task.n_ctx, int(cfg["seed"]), device, dtype), task
+    return architecture(cfg).build(cfg, task, device, dtype), task
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -118,13 +165,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     cfg = read_config(path)
     dev = resolve_device(device)
     tensors, _ = load_safetensors(path / MODEL)
-    if is_imported(cfg):  # the weights go into the GPT-2 before it is bridged
-        from hansprobe import interop
-
-        model, task = interop.imported_model(cfg, dev, tensors, path / MODEL), task_from_dict(cfg["task"])
-    else:
-        model, task = model_from_config(cfg, dev)
-        load_weights(model, tensors, path / MODEL)
+    task = task_from_dict(cfg["task"])
+    model = architecture(cfg).load(cfg, task, tensors, path / MODEL, dev)
     return Checkpoint(model=model.eval(), task=task, objective=objective_from_config(cfg), config=cfg, path=path)
 
 

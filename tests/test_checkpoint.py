@@ -125,3 +125,17 @@ def test_a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tm
     assert found is not None and struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
     tensors, meta = load_safetensors(path)
     assert torch.equal(tensors["w"], torch.arange(6.0)) and meta["pad"] == "x" * found
+
+
+def test_the_loader_reads_one_architecture_table():
+    """Issue 27: one table (native bridge, imported GPT-2) with check / build / load each, read
+    once per checkpoint; an unknown architecture is one line naming the ones this version reads."""
+    from hansprobe import interop
+    from hansprobe.checkpoint import ARCHITECTURES, architecture
+    from hansprobe.errors import ConfigError
+
+    assert set(ARCHITECTURES) == {"native", interop.ARCHITECTURE}
+    assert architecture({"model": {"n_layers": 2}}).name == "native"
+    assert architecture({"model": {"architecture": interop.ARCHITECTURE}}).name == interop.ARCHITECTURE
+    with pytest.raises(ConfigError, match="unknown model architecture 'llama'.*hf-gpt2"):
+        architecture({"model": {"architecture": "llama"}})
