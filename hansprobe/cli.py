@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hansprobe.errors import HansprobeError
 from hansprobe.options import ANALYSIS_SEED as DEFAULT_ANALYSIS_SEED, default_of, option_fields
-from hansprobe.report_settings import ReportSettings
+from hansprobe.report.settings import ReportSettings
 from hansprobe.validation import SEED_MAX
 
 
@@ -586,17 +586,18 @@ def cmd_data(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from hansprobe.report import ANSWERS, QUESTIONS, ReportSettings, write_report
+    from hansprobe.report import ANSWERS, QUESTIONS, publish_report
 
     settings = ReportSettings(**_options_of(args, ReportSettings), n_graphs=args.n_graphs or args.default_graphs,
                               seed=args.seed, data=None if args.data is None else str(args.data),
                               batch_size=args.batch_size, device=args.device)
     # a bar at a terminal; otherwise one plain line per analysis on stderr, so a redirected run shows it is alive
-    printed = []
-
-    def show(built):  # each checkpoint's verdicts as soon as it is measured (and written)
-        for ck in built["json"]["checkpoints"][len(printed):]:
-            printed.append(ck["name"])
+    printed, doc = 0, None
+    for built in publish_report(args.out, args.checkpoints, settings, progress=_progress(args)):
+        doc = built["json"]  # written to --out already: a killed run keeps what it finished
+        if args.json:
+            continue
+        for ck in doc["checkpoints"][printed:]:  # each checkpoint's verdicts as soon as it is measured
             print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
             width = max(map(len, ANSWERS))  # one column for every checkpoint
             for key, text in QUESTIONS.items():
@@ -605,9 +606,7 @@ def cmd_report(args) -> int:
             for note in ck.get("notes", []):
                 print(_wrap("  note: ", note))
             sys.stdout.flush()
-
-    doc = write_report(args.out, args.checkpoints, settings, progress=_progress(args),
-                       on_checkpoint=None if args.json else show)
+        printed = len(doc["checkpoints"])
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return 0

@@ -241,7 +241,7 @@ TINY_TRAIN_ARGS = ["train", "--degree", "2", "--path-len", "4", "--nodes", "20",
 
 
 def _tiny_report_settings():
-    from hansprobe.report_settings import ReportSettings
+    from hansprobe.report.settings import ReportSettings
 
     return ReportSettings(n_graphs=40, patch_pairs=20, batch_size=40, jobs=1)
 

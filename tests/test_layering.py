@@ -101,7 +101,7 @@ LAYERS = [  # lowest first (docs/api.md); a module may import only from its own 
     ["hansprobe.checkpoint"],
     ["hansprobe.train"],
     ["hansprobe.analyses"],
-    ["hansprobe.report", "hansprobe.report_settings", "hansprobe.report_html", "hansprobe.sweep"],
+    ["hansprobe.report", "hansprobe.sweep"],
     ["hansprobe.cli", "hansprobe.__main__", "hansprobe"],
 ]
 

@@ -218,7 +218,7 @@ def test_a_failure_before_the_switch_keeps_the_old_pair_and_debris_is_removed(re
 def test_a_killed_report_keeps_the_checkpoints_it_finished(runs, tmp_path, capsys, monkeypatch):
     """The report is written after each checkpoint and prints its verdicts then: a run killed while
     measuring the second checkpoint leaves the first on disk and on screen, the second as pending."""
-    import hansprobe.report as report
+    import hansprobe.report.run as report
     from hansprobe.report import read_report
 
     real, calls = report.measure_checkpoint, []

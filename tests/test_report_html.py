@@ -1,4 +1,4 @@
-"""The report page (hansprobe/report_html.py): self-contained HTML with plotly once, drawn in headless
+"""The report page (hansprobe/report/html.py): self-contained HTML with plotly once, drawn in headless
 Chromium where it is installed (CI installs it and requires it), its layout on a desktop and a phone.
 The `runs` and `report` fixtures are session-wide, in conftest.py."""
 import json
@@ -71,7 +71,7 @@ FRAME = '<iframe id="{id}" src="{src}" style="width:{width}px;height:{height}px;
 def render(pages: dict, tmp_path, artifacts) -> dict:
     """Every (name, width) -> page, each in an iframe of that width (headless Chromium's own window is
     at least 500 px wide): one browser run reads every page's layout measurements
-    (report_html.LAYOUT_SCRIPT), then one screenshot per page is taken, in parallel."""
+    (report/html.py LAYOUT_SCRIPT), then one screenshot per page is taken, in parallel."""
     flags = [*FLAGS, "--allow-file-access-from-files"]
     frames = "".join(FRAME.format(id=f"f{i}", src=page.resolve().as_uri(), width=w, height=3000)
                      for i, ((_, w), page) in enumerate(pages.items()))
@@ -104,7 +104,7 @@ def test_the_page_layout_holds_for_1_and_4_checkpoints_on_a_desktop_and_a_phone(
         if os.environ.get("HANSPROBE_REQUIRE_CHROMIUM"):
             pytest.fail("HANSPROBE_REQUIRE_CHROMIUM is set but chromium is not on PATH (.ci/run installs it with apt-get)")
         pytest.skip("Chromium not installed: `apt-get install chromium` (Debian) to run the rendering test")
-    from hansprobe.report_html import MIN_CELL
+    from hansprobe.report.html import MIN_CELL
 
     artifacts = Path(__file__).parent / "artifacts"
     artifacts.mkdir(exist_ok=True)

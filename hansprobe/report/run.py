@@ -1,24 +1,23 @@
-"""The shortcut-detection report: run every registered analysis on one or more checkpoints, answer
-every registered question with its evidence, and write `report.json` (schema in docs/report.md) and
-a self-contained `report.html` (hansprobe.report_html).
+"""Running the report: every registered analysis on each checkpoint (in this process or in worker
+processes), every registered question answered with its evidence, and the report so far after each
+checkpoint (`build_report`, a generator). Writing it: report/files.py; drawing it: report/html.py.
 
 The report only composes: each question, its rule and its thresholds live beside the analysis that
 answers it (hansprobe/analyses/questions.py, docs/add-a-question.md).
 """
 from __future__ import annotations
 
-import hashlib
-import re
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hansprobe.analyses import questions as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
-from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.errors import ConfigError
 from hansprobe.progress import progress_bar
-from hansprobe.report_settings import ReportSettings  # noqa: F401  (public here as before)
+from hansprobe.report.settings import ReportSettings
 from hansprobe.tasks.registry import read_task_text
 
 FORMAT = "hansprobe-report"
@@ -139,11 +138,12 @@ def expand_checkpoint_dirs(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def build_report(paths: list[str | Path], settings: ReportSettings = ReportSettings(), progress: bool | str = False,
-                 on_checkpoint=None) -> dict:
-    """Measure every checkpoint; returns {"json": report dict, "checkpoints": [CheckpointReport]}.
-    `on_checkpoint(built)` is called after each checkpoint with the report so far (same shape; its
-    "pending" lists the checkpoints still to measure), so that a caller can write and print it."""
+def build_report(paths: list[str | Path], settings: ReportSettings = ReportSettings(),
+                 progress: bool | str = False) -> Iterator[dict]:
+    """Measure every checkpoint, yielding the report so far after each: {"json": the report.json
+    dict (its "pending" lists the checkpoints still to measure), "checkpoints": [CheckpointReport]}.
+    The last one yielded is the whole report. Every checkpoint (and a --data file, a witness) is
+    checked before anything is measured."""
     from hansprobe import __version__
 
     paths = expand_checkpoint_dirs(paths)
@@ -159,33 +159,29 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
             read_task_text(settings.data, task, 1)
     if settings.witness is not None:
         read_config(settings.witness)  # a witness that is no checkpoint fails here, with the others
+    return _built(paths, names, settings, progress, __version__)
+
+
+def _built(paths, names, settings, progress, version) -> Iterator[dict]:
     bar = None
     if progress:  # a bar at a terminal; otherwise (nohup, CI, a log file) one plain line per analysis
         if progress == "lines":
             print(f"report: {n_analyses() * len(paths)} analyses to run ({n_analyses()} per checkpoint)",
                   file=sys.stderr, flush=True)
         bar = progress_bar(n_analyses() * len(paths), "report", progress, unit="analysis")
-    def built(reports):
-        doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "hansprobe": __version__,
-               "settings": asdict(settings), "questions": dict(QUESTIONS),
-               "rules": {q.key: q.rule_text() for q in _questions.registered_questions()},
-               "answers": list(ANSWERS), "thresholds": _questions.thresholds(),
-               "checkpoints": [r.to_dict() for r in reports], "pending": names[len(reports):]}
-        return {"json": _jsonable(doc), "checkpoints": reports}
-
     reports = []
     try:
         for report in _measured(paths, settings, bar):
             reports.append(report)
-            if on_checkpoint is not None and len(reports) < len(paths):
-                on_checkpoint(built(reports))
+            doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "hansprobe": version,
+                   "settings": asdict(settings), "questions": dict(QUESTIONS),
+                   "rules": {q.key: q.rule_text() for q in _questions.registered_questions()},
+                   "answers": list(ANSWERS), "thresholds": _questions.thresholds(),
+                   "checkpoints": [r.to_dict() for r in reports], "pending": names[len(reports):]}
+            yield {"json": _jsonable(doc), "checkpoints": list(reports)}
     finally:
         if bar is not None:
             bar.close()
-    result = built(reports)
-    if on_checkpoint is not None:
-        on_checkpoint(result)
-    return result
 
 
 def _measure_in_worker(path: str, settings: ReportSettings, threads: int) -> CheckpointReport:
@@ -225,67 +221,3 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
             for f in futures:
                 f.cancel()
             raise
-
-
-def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportSettings = ReportSettings(),
-                 progress: bool | str = False, on_checkpoint=None) -> dict:
-    """Measure, then write out_dir/report.json and out_dir/report.html atomically, holding a lock on
-    out_dir so that two reports cannot interleave their files. Returns the JSON dict."""
-    from hansprobe.checkpoint import run_lock
-
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is a file; give a directory to write report.html and report.json into")
-
-    with run_lock(out_dir):
-        return _measure_and_write(out_dir, paths, settings, progress, on_checkpoint)
-
-
-def _measure_and_write(out_dir: Path, paths, settings: ReportSettings, progress: bool, on_checkpoint=None) -> dict:
-    import json
-
-    from hansprobe.checkpoint import publish_together
-    from hansprobe.report_html import render_html
-
-    def publish(built):
-        """Write the report so far: a killed run keeps every checkpoint it finished, and the page
-        says which are still pending."""
-        data = (json.dumps(built["json"], sort_keys=True, indent=1) + "\n").encode()
-        # The page carries the hash of the JSON it was drawn from, and both are switched together.
-        page = render_html(built["json"], built["checkpoints"], json_sha256=hashlib.sha256(data).hexdigest())
-        publish_together(out_dir, {"report.json": data, "report.html": page.encode()})
-        if on_checkpoint is not None:
-            on_checkpoint(built)
-
-    return build_report(paths, settings, progress, on_checkpoint=publish)["json"]
-
-
-SHA_META = re.compile(r'<meta name="hansprobe-report-json-sha256" content="([0-9a-f]{64})">')
-
-
-def read_report(out_dir: str | Path) -> dict:
-    """report.json of a report directory, after checking that report.html was drawn from these very
-    bytes (an interrupted write is first finished or discarded, `checkpoint.recover_staging`)."""
-    import json
-
-    from hansprobe.checkpoint import recover_staging, run_lock
-
-    out_dir = Path(out_dir)
-    if (out_dir / ".staging").exists():
-        with run_lock(out_dir):
-            recover_staging(out_dir)
-    try:
-        data = (out_dir / "report.json").read_bytes()
-        page = (out_dir / "report.html").read_text(encoding="utf-8")
-    except OSError as e:
-        raise CheckpointError(f"{out_dir} is not a complete report directory ({e.strerror}: {e.filename}); "
-                              "run hansprobe report again") from None
-    m = SHA_META.search(page)
-    if not m or m.group(1) != hashlib.sha256(data).hexdigest():
-        raise CheckpointError(f"{out_dir}/report.html and report.json come from different report runs; run "
-                              "hansprobe report again")
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{out_dir}/report.json is not valid JSON ({e}); run hansprobe report again") from None
-
