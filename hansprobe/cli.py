@@ -109,11 +109,13 @@ _PARSE = {"positive": _positive(), "count": _count_or_zero, "positive_float": _p
           "non_negative_float": _non_negative_float, "steps": _steps_list, "seed": _seed, "text": str}
 
 
-def _add_options(group, cls, **defaults):
+def _add_options(group, cls, only: tuple[str, ...] | None = None, **defaults):
     """One option per `option(...)` field of dataclass `cls` (hansprobe.options): its flag, range,
     default and help come from the field, so the parser cannot disagree with the library.
     `defaults` overrides a parsed default (e.g. None where "not given" means something)."""
     for f in option_fields(cls):
+        if only is not None and f.name not in only:
+            continue
         md, shown = f.metadata, default_of(f)
         flag = md["flag"] or "--" + f.name.replace("_", "-")
         text = md["help"] + ("" if shown in (None, [], False) else f" (default {shown})")
@@ -125,8 +127,8 @@ def _add_options(group, cls, **defaults):
 
 
 def _options_of(args, cls) -> dict:
-    """The parsed values of `cls`'s option fields, ready for cls(**...)."""
-    return {f.name: getattr(args, f.name) for f in option_fields(cls)}
+    """The parsed values of `cls`'s option fields that the command has, ready for cls(**...)."""
+    return {f.name: getattr(args, f.name) for f in option_fields(cls) if hasattr(args, f.name)}
 
 
 def _add_task(p, required=True):
@@ -152,7 +154,7 @@ def _add_task(p, required=True):
 
 # Graphs each command measures on when -n is not given: the one table of these defaults.
 DEFAULT_GRAPHS = {"eval": 2000, "entropy": 2000, "heads": 2000, "probe": 1000, "patch": 200, "dynamics": 500,
-                  "report": ReportSettings.n_graphs, "analyse": 1000}
+                  "report": ReportSettings.n_graphs, "analyse": ReportSettings.n_graphs}
 
 
 def _add_graphs(p, command: str):
@@ -243,6 +245,7 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
     p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
     p.add_argument("checkpoint", type=Path)
     _add_graphs(p, "analyse")
+    _add_options(p.add_argument_group("as in the report"), ReportSettings, only=("mechanism_graphs", "patch_pairs", "witness"))
 
     p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
@@ -628,15 +631,14 @@ def _wrap(head: str, text: str) -> str:
 
 def cmd_analyse(args) -> int:
     """Any registered analysis from the command line: its summary as JSON (--json) or indented."""
-    from hansprobe.analyses.registry import ANALYSES, AnalysisContext
-    from hansprobe.checkpoint import model_from_config
+    from hansprobe.analyses.registry import ANALYSES
+    from hansprobe.report.run import analysis_context
 
     spec = ANALYSES[args.name]
     ck, batch, source = _checkpoint_and_graphs(args)
-    device = next(ck.model.parameters()).device
-    ctx = AnalysisContext(path=args.checkpoint, config=ck.config, model=ck.model, objective=ck.objective, task=ck.task,
-                          batch=batch, mechanism_batch=batch, pairs=batch, seed=args.seed, batch_size=args.batch_size,
-                          device=str(device), untrained_model=lambda: model_from_config(ck.config, device)[0])
+    settings = ReportSettings(**_options_of(args, ReportSettings), n_graphs=len(batch), seed=args.seed,
+                              batch_size=args.batch_size, device=args.device)
+    ctx = analysis_context(ck, batch, settings)  # the report's own context: the same graphs, pairs and witness
     reason = spec.skip(ctx)
     summary = {"skipped": reason} if reason else spec.summarise(spec.measure(ctx))
     from hansprobe.storage import jsonable

@@ -311,3 +311,21 @@ def test_report_json_and_docs_agree_on_every_verdict_value(report):
             seen[q] |= keys
     for q in ("lookup", "indecipherable", "decision_computed", "plan_represented"):
         assert seen[q] == documented[q], (q, documented[q] - seen[q])
+
+
+@pytest.mark.parametrize("name", ["entropy", "patching"])
+def test_analyse_on_the_command_line_gives_the_reports_own_numbers(runs, report, name, capsys):
+    """Issue 27: `hansprobe analyse NAME` built its own context (patching got every graph as pairs
+    where the report gives it the first 200); both now build the one in report.run.analysis_context."""
+    _, doc = report
+    c = next(c for c in doc["checkpoints"] if c["name"] == "teacher-forcing")
+    s = SMALL
+    assert main(["analyse", name, str(runs["teacher-forcing"]), "-n", str(s.n_graphs), "--patch-pairs",
+                 str(s.patch_pairs), "--mechanism-graphs", str(s.mechanism_graphs), "--batch-size", str(s.batch_size),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    mine = {k: v for k, v in out.items() if k not in ("analysis", "checkpoint", "graphs", "seed", "n_graphs_read")}
+    theirs = c["analyses"][name]
+    assert {k: theirs[k] for k in mine if k in theirs} == {k: v for k, v in mine.items() if k in theirs}
+    if name == "patching":
+        assert out["n_pairs"] == s.patch_pairs  # not the -n graphs

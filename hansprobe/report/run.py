@@ -58,23 +58,32 @@ def _first(batch, n: int):
     return batch if len(batch) <= n else next(iter(batch.split(n)))
 
 
+def analysis_context(ck, batch, settings: ReportSettings):
+    """The one AnalysisContext of a loaded checkpoint and its graphs, for the report and for
+    `hansprobe analyse NAME` alike: the costly mechanism analyses take the first
+    settings.mechanism_graphs of the same graphs, patching the first settings.patch_pairs."""
+    from hansprobe.analyses import AnalysisContext
+    from hansprobe.checkpoint import model_from_config
+
+    device = str(next(ck.model.parameters()).device)
+    return AnalysisContext(path=ck.path, config=ck.config, model=ck.model, objective=ck.objective, task=ck.task,
+                           batch=batch, mechanism_batch=_first(batch, settings.mechanism_graphs),
+                           pairs=_first(batch, settings.patch_pairs), seed=settings.seed, batch_size=settings.batch_size,
+                           device=device, untrained_model=lambda: model_from_config(ck.config, device)[0],
+                           witness=Path(settings.witness) if settings.witness else None)
+
+
 def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettings(), progress=None) -> CheckpointReport:
     """Every analysis on one checkpoint, then the four verdicts. `progress` is a tqdm bar to advance
     (one tick per analysis) or None."""
-    from hansprobe.analyses import AnalysisContext, registered
-    from hansprobe.checkpoint import load_checkpoint, model_from_config, package_versions
+    from hansprobe.analyses import registered
+    from hansprobe.checkpoint import load_checkpoint, package_versions
 
     path = Path(path)
     ck = load_checkpoint(path, device=settings.device)
-    model, obj, task = ck.model, ck.objective, ck.task
-    batch = _graphs(settings, task, settings.n_graphs)
-    mech = _first(batch, settings.mechanism_graphs)  # the costly analyses take a prefix of the same graphs
-    pairs = _first(batch, settings.patch_pairs)
-    ctx = AnalysisContext(path=path, config=ck.config, model=model, objective=obj, task=task, batch=batch,
-                          mechanism_batch=mech, pairs=pairs, seed=settings.seed, batch_size=settings.batch_size,
-                          device=settings.device,
-                          untrained_model=lambda: model_from_config(ck.config, settings.device)[0],  # probe baseline
-                          witness=Path(settings.witness) if settings.witness else None)
+    obj = ck.objective
+    ctx = analysis_context(ck, _graphs(settings, ck.task, settings.n_graphs), settings)
+    batch, mech, pairs = ctx.batch, ctx.mechanism_batch, ctx.pairs
     analyses, figures = {}, {}
     for spec in registered():  # every registered analysis, in report order (analyses/registry.py)
         reason = spec.skip(ctx)
