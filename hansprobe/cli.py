@@ -397,10 +397,6 @@ def _finish_json(args, source: dict, result: dict) -> None:
         print(json.dumps(out, sort_keys=True))
 
 
-def _fmt_ci(v, ci) -> str:
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
 def cmd_eval(args) -> int:
     from hansprobe.analyses import measure_behaviour
 
@@ -411,12 +407,7 @@ def cmd_eval(args) -> int:
         return 0
     where = f"{source['data']}" if "data" in source else f"seed {source['seed']}"
     print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}) on {res.n_graphs} graphs from {where}; 95% Wilson CIs")
-    print(f"  exact match        {_fmt_ci(res.exact_match, res.exact_match_ci)}")
-    print(f"  decision accuracy  {_fmt_ci(res.decision_accuracy, res.decision_accuracy_ci)}   chance 1/d = {res.chance:.3f}"
-          f"   (label index {res.decision_index})")
-    print("  position  forced               free")
-    for i, (fa, fc, ra, rc) in enumerate(zip(res.forced_accuracy, res.forced_accuracy_ci, res.free_accuracy, res.free_accuracy_ci)):
-        print(f"  r{i:<8} {_fmt_ci(fa, fc)}  {_fmt_ci(ra, rc)}")
+    print(res.text())
     return 0
 
 
@@ -428,27 +419,9 @@ def cmd_entropy(args) -> int:
     _finish_json(args, source, res.summary())
     if args.json:
         return 0
-    ld = res.log_d
     print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}): decision token (label index "
           f"{res.decision_index}) on {res.n_graphs} graphs; 95% CIs (Wilson / bootstrap)")
-    print(f"  decision accuracy        {_fmt_ci(res.decision_accuracy, res.decision_accuracy_ci)}   chance 1/d = {res.chance:.3f}")
-    print(f"  entropy, full vocab      {_fmt_ci(res.entropy_nats, res.entropy_nats_ci)} nats")
-    print(f"  entropy over candidates  {_fmt_ci(res.candidate_entropy_nats, res.candidate_entropy_nats_ci)} nats"
-          f" = {_fmt_ci(res.candidate_entropy_frac, res.candidate_entropy_frac_ci)} x log d (log d = {ld:.3f})")
-    print(f"  mass outside candidates  {_fmt_ci(res.mass_outside_candidates, res.mass_outside_candidates_ci)}")
-    print(f"  information over uniform {_fmt_ci(res.information_nats, res.information_nats_ci)} nats (0 = uniform guess, {ld:.3f} = certain)")
-    follows = [f"{k} ({v['rate']:.3f})" for k, v in res.preference.items() if v["follows"]]
-    if follows:
-        print(f"  the top candidate follows: {', '.join(follows)} (chance {res.chance:.3f})")
-    print(f"  candidate accuracy       {_fmt_ci(res.candidate_accuracy, res.candidate_accuracy_ci)}   (argmax among the "
-          f"{res.degree} candidates; equivalence band [{res.equivalence['band'][0]:.3f}, {res.equivalence['band'][1]:.3f}], "
-          f"TOST p = {res.equivalence['p_value']:.2g})")
-    gd = res.goal_dependence or {}
-    for kind, v in gd.get("kinds", {}).items():
-        print(f"  goal dependence, {kind.replace('_', '-'):<10} signed delta {_fmt_ci(v['delta_mean'], v['delta_mean_ci'])} nats "
-              f"({v['status']}), argmax follows the goal {_fmt_ci(v['follow_share'], v['follow_ci'])}; |delta| "
-              f"{_fmt_ci(v['abs_delta_mean'], v['abs_delta_ci'])}, relisting the edges {v['placebo_abs_delta_mean']:.3f}")
-    print(f"  outcome: {res.outcome.upper()} — {res.verdict}")
+    print(res.text())
     return 0
 
 
@@ -464,13 +437,7 @@ def cmd_dynamics(args) -> int:
         print(json.dumps({"run_dir": str(args.run_dir), **source, **res.to_dict()}, sort_keys=True))
         return 0
     print(f"{args.run_dir} ({res.objective}): {len(res.steps)} snapshots measured on {res.n_graphs} graphs")
-    names = res.names()
-    print("  step   " + "  ".join(f"{n:<5}" for n in names) + "  H/log d  decision acc")
-    for step, row, h, acc in zip(res.steps, res.forced_accuracy, res.candidate_entropy_frac, res.decision_accuracy):
-        print(f"  {step:<6} " + "  ".join(f"{a:.3f}" for a in row) + f"  {h:.3f}    {acc:.3f}")
-    learned = ", ".join(f"{names[p]} at {res.learned_at[p]}" if res.learned_at[p] is not None else f"{names[p]} never"
-                        for p in res.learning_order)
-    print(f"  learning order (forced accuracy >= 0.9): {learned}")
+    print(res.text())
     return 0
 
 
@@ -488,23 +455,8 @@ def cmd_heads(args) -> int:
     _finish_json(args, source, {**res.to_dict(), **follow})
     if args.json:
         return 0
-    b = res.baseline
-    print(f"{args.checkpoint} ({res.objective}): {res.n_layers} layers x {res.n_heads} heads on {res.n_graphs} graphs; "
-          f"forced accuracy at indices 2..l-2 without ablation {b['shortcut_accuracy']:.3f}")
-    print("  head   edge lookup [95% CI]     parent  child  separator  child->parent  ablation drop (mean / zero)  in the mechanism")
-    for h in res.heads:
-        c = h["edge_lookup_components"]
-        print(f"  L{h['layer']}H{h['head']:<3} {_fmt_ci(h['edge_lookup_score'], h['edge_lookup_ci'])}  {c['parent']:.3f}   "
-              f"{c['child']:.3f}  {c['separator']:.3f}      {h['child_parent_score']:.3f}          "
-              f"{h['ablation_drop']:+.3f} / {h['ablation_drop_zero']:+.3f}              {'YES' if h['in_mechanism'] else '-'}")
-    for a in res.ablations:
-        if a["kind"] != "head" and a["mode"] == "mean":
-            print(f"  ablate {a['label']:<24} (mean) forced accuracy {' '.join(f'{x:.3f}' for x in a['forced_accuracy'])}")
-    if f:
-        pos = ", ".join(f"r{i}: {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
-        print(f"  follow rate (indices 2..l-2) {_fmt_ci(f['follow_rate'], f['follow_rate_ci'])}; by index {pos} "
-              f"(the last index apart: under forward targets the goal can be copied from the prompt there)")
-    print(f"  verdict: {res.verdict}")
+    print(f"{args.checkpoint} ({res.objective}): {res.n_layers} layers x {res.n_heads} heads on {res.n_graphs} graphs")
+    print(res.text())
     return 0
 
 
@@ -520,27 +472,7 @@ def cmd_probe(args) -> int:
     if args.json:
         return 0
     print(f"{args.checkpoint} ({res.objective}): probe '{res.target}' on {res.n_graphs} graphs, 5 folds grouped by graph")
-    print(f"  {res.description}")
-    print("  cells: accuracy [95% CI] / selectivity vs shuffled labels / H&L selectivity / untrained model")
-    for li, layer in enumerate(res.layers):
-        name = "embed" if layer == 0 else f"after L{layer - 1}"
-        for j, pos in enumerate(res.position_labels):
-            a = res.accuracy[li][j]
-            if a is None:
-                continue
-            c = res.accuracy_ci[li][j]
-            print(f"  {name:9s} {pos:>6s}  {a:.3f} [{c[0]:.3f}, {c[1]:.3f}]  {res.selectivity[li][j]:+.3f}  "
-                  f"{res.selectivity_token[li][j]:+.3f}  {res.untrained[li][j]:.3f}")
-    if res.best:
-        b = res.best
-        print(f"  most selective cell before the answer: layer {b['layer']} at {b['position_label']} "
-              f"(accuracy {b['accuracy']:.3f}, selectivity {b['selectivity']:+.3f}); chance {res.chance:.3f}")
-    if res.causal:
-        c = res.causal
-        lo, hi = c["steer_probe"]["ci"]
-        print(f"  steering along the probe there: decision logit difference changes {c['steer_probe']['mean_change']:+.3f} "
-              f"[{lo:+.3f}, {hi:+.3f}] vs random {c['steer_random']['mean_change']:+.3f}; projecting the probe out: "
-              f"{c['ablate_probe']['mean_change']:+.3f} vs random {c['ablate_random']['mean_change']:+.3f}")
+    print(res.text())
     return 0
 
 
@@ -556,15 +488,7 @@ def cmd_patch(args) -> int:
         return 0
     print(f"{args.checkpoint} ({res.objective}): {res.n_pairs} goal-swap pairs; metric at label index "
           f"{res.metric_label_index} (position {res.metric_position})")
-    print(f"  logit difference clean {res.clean_logit_diff:.3f}, corrupted {res.corrupted_logit_diff:.3f}, "
-          f"gap {_fmt_ci(res.gap, res.gap_ci)} nats")
-    print(f"  {res.verdict}")
-    for t in res.top:
-        print(f"  {t['component']:32s} normalised {t['normalized']:+.3f}")
-    if res.shortcut:
-        for i, rates in res.shortcut["move_rate"].items():
-            print(f"  shortcut patching, index {i}: share predicting child(w) by layer "
-                  + ", ".join(f"L{l} {r:.3f}" for l, r in enumerate(rates)))
+    print(res.text())
     return 0
 
 
@@ -640,11 +564,18 @@ def cmd_analyse(args) -> int:
                               batch_size=args.batch_size, device=args.device)
     ctx = analysis_context(ck, batch, settings)  # the report's own context: the same graphs, pairs and witness
     reason = spec.skip(ctx)
-    summary = {"skipped": reason} if reason else spec.summarise(spec.measure(ctx))
+    res = None if reason else spec.measure(ctx)
+    summary = {"skipped": reason} if reason else spec.summarise(res)
     from hansprobe.storage import jsonable
 
     out = {**source, "analysis": spec.name, **jsonable(summary)}
-    print(json.dumps(out, sort_keys=True) if args.json else json.dumps(out, sort_keys=True, indent=1))
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    elif res is None:
+        print(f"{args.checkpoint}: {spec.name} skipped: {reason}")
+    else:  # the same lines as the analysis's own command, where it has one (Result.text)
+        print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}): {spec.title} on {len(batch)} graphs")
+        print(res.text())
     return 0
 
 
@@ -668,6 +599,8 @@ def cmd_sweep(args) -> int:
                           (lambda line: print(line, file=sys.stderr, flush=True)))
         failed = [line for line in lines if ": FAILED" in line]
     rows = gather(spec, args.out)
+    from hansprobe.analyses.base import fmt_ci as _fmt_ci
+
     if args.json:
         print(json.dumps(rows, sort_keys=True))
         return 1 if failed else 0

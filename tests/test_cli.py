@@ -197,3 +197,15 @@ def test_every_cli_default_equals_its_dataclass_default():
     help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
     for f in option_fields(TrainConfig):  # the help is the field's own
         assert " ".join(f.metadata["help"].split()) in help_text, f.name
+
+
+@pytest.mark.parametrize("command,analysis", [("eval", "behaviour"), ("entropy", "entropy")])
+def test_a_result_prints_itself_alike_from_its_command_and_from_analyse(ckpt, command, analysis, capsys):
+    """Issue 27: each Result prints itself (Result.text()); the command and `analyse NAME` print
+    the same lines below their one-line headers."""
+    code, own, _ = run_cli([command, str(ckpt), "-n", "60"], capsys)
+    assert code == 0
+    code, generic, _ = run_cli(["analyse", analysis, str(ckpt), "-n", "60"], capsys)
+    assert code == 0
+    body = own.splitlines()[1:]
+    assert len(body) >= 3 and generic.splitlines()[1:] == body

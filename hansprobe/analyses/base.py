@@ -78,3 +78,13 @@ class Result:
     def figures(self) -> dict:
         """Named plotly figures (`plotly.graph_objects.Figure`)."""
         return {}
+
+    def text(self) -> str:
+        """The result for a terminal, as its command prints it below a one-line header (the
+        checkpoint, objective, task). Default: the summary as indented JSON."""
+        return json.dumps(self.summary() if hasattr(self, "summary") else self.to_dict(), sort_keys=True, indent=1)
+
+
+def fmt_ci(v, ci) -> str:
+    """`0.503 [0.481, 0.525]`: a value with its interval, three decimals (terminal output)."""
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hansprobe.analyses.base import Result, chunks, wilson_ci
+from hansprobe.analyses.base import Result, chunks, fmt_ci, wilson_ci
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
@@ -43,6 +43,17 @@ class BehaviourResult(Result):
                           yaxis_title="accuracy",
                           title=f"Per-position accuracy ({self.objective}, {self.n_graphs} graphs, 95% CI)")
         return {"per_position_accuracy": fig}
+
+    def text(self) -> str:
+        names = self.label_names or [f"r{i}" for i in range(len(self.forced_accuracy))]
+        lines = [f"  exact match        {fmt_ci(self.exact_match, self.exact_match_ci)}",
+                 f"  decision accuracy  {fmt_ci(self.decision_accuracy, self.decision_accuracy_ci)}   chance 1/d = "
+                 f"{self.chance:.3f}   (label index {self.decision_index})",
+                 "  position  forced               free"]
+        for n, fa, fc, ra, rc in zip(names, self.forced_accuracy, self.forced_accuracy_ci, self.free_accuracy,
+                                     self.free_accuracy_ci):
+            lines.append(f"  {n:<9} {fmt_ci(fa, fc)}  {fmt_ci(ra, rc)}")
+        return "\n".join(lines)
 
 
 @torch.no_grad()

@@ -72,6 +72,16 @@ class DynamicsResult(Result):
     def summary(self) -> dict:
         return {**self.to_dict(), "decision_above_chance_at": self.decision_above_chance_at}
 
+    def text(self) -> str:
+        names = self.names()
+        lines = ["  step   " + "  ".join(f"{n:<5}" for n in names) + "  H/log d  decision acc"]
+        for step, row, h, acc in zip(self.steps, self.forced_accuracy, self.candidate_entropy_frac, self.decision_accuracy):
+            lines.append(f"  {step:<6} " + "  ".join(f"{a:.3f}" for a in row) + f"  {h:.3f}    {acc:.3f}")
+        learned = ", ".join(f"{names[p]} at {self.learned_at[p]}" if self.learned_at[p] is not None else f"{names[p]} never"
+                            for p in self.learning_order)
+        lines.append(f"  learning order (forced accuracy >= {LEARNED}): {learned}")
+        return "\n".join(lines)
+
     def figures(self) -> dict:
         from plotly.subplots import make_subplots
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from scipy import stats
 
-from hansprobe.analyses.base import Result, decision_distribution, mean_ci, wilson_ci
+from hansprobe.analyses.base import Result, decision_distribution, fmt_ci, mean_ci, wilson_ci
 from hansprobe.analyses.goal_dependence import DELTA_MIN, GoalDependenceResult, measure_goal_dependence
 from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
@@ -83,6 +83,29 @@ class EntropyResult(Result):
         if d.get("goal_dependence"):
             d["goal_dependence"].pop("per_pair_delta", None)
         return d
+
+    def text(self) -> str:
+        ld, eq = self.log_d, self.equivalence
+        lines = [
+            f"  decision accuracy        {fmt_ci(self.decision_accuracy, self.decision_accuracy_ci)}   chance 1/d = {self.chance:.3f}",
+            f"  entropy, full vocab      {fmt_ci(self.entropy_nats, self.entropy_nats_ci)} nats",
+            f"  entropy over candidates  {fmt_ci(self.candidate_entropy_nats, self.candidate_entropy_nats_ci)} nats"
+            f" = {fmt_ci(self.candidate_entropy_frac, self.candidate_entropy_frac_ci)} x log d (log d = {ld:.3f})",
+            f"  mass outside candidates  {fmt_ci(self.mass_outside_candidates, self.mass_outside_candidates_ci)}",
+            f"  information over uniform {fmt_ci(self.information_nats, self.information_nats_ci)} nats (0 = uniform guess, "
+            f"{ld:.3f} = certain)"]
+        follows = [f"{k} ({v['rate']:.3f})" for k, v in self.preference.items() if v["follows"]]
+        if follows:
+            lines.append(f"  the top candidate follows: {', '.join(follows)} (chance {self.chance:.3f})")
+        lines.append(f"  candidate accuracy       {fmt_ci(self.candidate_accuracy, self.candidate_accuracy_ci)}   (argmax among "
+                     f"the {self.degree} candidates; equivalence band [{eq['band'][0]:.3f}, {eq['band'][1]:.3f}], TOST p = "
+                     f"{eq['p_value']:.2g})")
+        for kind, v in (self.goal_dependence or {}).get("kinds", {}).items():
+            lines.append(f"  goal dependence, {kind.replace('_', '-'):<10} signed delta {fmt_ci(v['delta_mean'], v['delta_mean_ci'])} "
+                         f"nats ({v['status']}), argmax follows the goal {fmt_ci(v['follow_share'], v['follow_ci'])}; |delta| "
+                         f"{fmt_ci(v['abs_delta_mean'], v['abs_delta_ci'])}, relisting the edges {v['placebo_abs_delta_mean']:.3f}")
+        lines.append(f"  outcome: {self.outcome.upper()} — {self.verdict}")
+        return "\n".join(lines)
 
     def figures(self) -> dict:
         import plotly.graph_objects as go

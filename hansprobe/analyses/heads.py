@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import Result, chunks, mean_ci, t_ci
+from hansprobe.analyses.base import Result, chunks, fmt_ci, mean_ci, t_ci
 from hansprobe.analyses.follow import FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
@@ -62,6 +62,27 @@ class HeadsResult(Result):
     follow: dict | None
     thresholds: dict = field(default_factory=dict)
     verdict: str = ""
+
+    def text(self) -> str:
+        b, f = self.baseline, self.follow or {}
+        lines = [f"  forced accuracy at indices 2..l-2 without ablation {b['shortcut_accuracy']:.3f}",
+                 "  head   edge lookup [95% CI]     parent  child  separator  child->parent  ablation drop (mean / zero)  "
+                 "in the mechanism"]
+        for h in self.heads:
+            c = h["edge_lookup_components"]
+            lines.append(f"  L{h['layer']}H{h['head']:<3} {fmt_ci(h['edge_lookup_score'], h['edge_lookup_ci'])}  {c['parent']:.3f}   "
+                         f"{c['child']:.3f}  {c['separator']:.3f}      {h['child_parent_score']:.3f}          "
+                         f"{h['ablation_drop']:+.3f} / {h['ablation_drop_zero']:+.3f}              "
+                         f"{'YES' if h['in_mechanism'] else '-'}")
+        for a in self.ablations:
+            if a["kind"] != "head" and a["mode"] == "mean":
+                lines.append(f"  ablate {a['label']:<24} (mean) forced accuracy {' '.join(f'{x:.3f}' for x in a['forced_accuracy'])}")
+        if f:
+            pos = ", ".join(f"r{i}: {v['rate']:.3f}" for i, v in f["follow_rate_by_position"].items())
+            lines.append(f"  follow rate (indices 2..l-2) {fmt_ci(f['follow_rate'], f['follow_rate_ci'])}; by index {pos} "
+                         "(the last index apart: under forward targets the goal can be copied from the prompt there)")
+        lines.append(f"  verdict: {self.verdict}")
+        return "\n".join(lines)
 
     def figures(self) -> dict:
         import plotly.graph_objects as go

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import Result, mean_ci, t_ci, wilson_ci
+from hansprobe.analyses.base import Result, fmt_ci, mean_ci, t_ci, wilson_ci
 from hansprobe.analyses.follow import swap_node
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
@@ -84,6 +84,16 @@ class PatchingResultSummary(Result):
     heads_by_pos: dict = field(default_factory=dict)  # direction -> {"normalized": [L][T][H], ...}
     top: list = field(default_factory=list)  # strongest components
     shortcut: dict | None = None  # teacher-forced shortcut patching: rate of predicting child(w) per layer x index
+
+    def text(self) -> str:
+        lines = [f"  logit difference clean {self.clean_logit_diff:.3f}, corrupted {self.corrupted_logit_diff:.3f}, "
+                 f"gap {fmt_ci(self.gap, self.gap_ci)} nats", f"  {self.verdict}"]
+        for t in self.top:
+            lines.append(f"  {t['component']:32s} normalised {t['normalized']:+.3f}")
+        for i, rates in (self.shortcut or {}).get("move_rate", {}).items():
+            lines.append(f"  shortcut patching, index {i}: share predicting child(w) by layer "
+                         + ", ".join(f"L{l} {r:.3f}" for l, r in enumerate(rates)))
+        return "\n".join(lines)
 
     def figures(self) -> dict:
         import plotly.graph_objects as go

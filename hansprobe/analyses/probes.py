@@ -76,6 +76,31 @@ class ProbeResult(Result):
     constant_target: bool = False  # one label in every graph (e.g. a label-cue task's goal arm): nothing to decode
     causal: dict | None = None
 
+    def text(self) -> str:
+        lines = [f"  {self.description}", "  cells: accuracy [95% CI] / selectivity vs shuffled labels / H&L selectivity / "
+                 "untrained model"]
+        for li, layer in enumerate(self.layers):
+            name = "embed" if layer == 0 else f"after L{layer - 1}"
+            for j, pos in enumerate(self.position_labels):
+                a = self.accuracy[li][j]
+                if a is None:
+                    continue
+                c = self.accuracy_ci[li][j]
+                lines.append(f"  {name:9s} {pos:>6s}  {a:.3f} [{c[0]:.3f}, {c[1]:.3f}]  {self.selectivity[li][j]:+.3f}  "
+                             f"{self.selectivity_token[li][j]:+.3f}  {self.untrained[li][j]:.3f}")
+        if self.best:
+            b = self.best
+            lines.append(f"  most selective cell before the answer: layer {b['layer']} at {b['position_label']} "
+                         f"(accuracy {b['accuracy']:.3f}, selectivity {b['selectivity']:+.3f}); chance {self.chance:.3f}")
+        if self.causal:
+            c = self.causal
+            lo, hi = c["steer_probe"]["ci"]
+            lines.append(f"  steering along the probe there: decision logit difference changes "
+                         f"{c['steer_probe']['mean_change']:+.3f} [{lo:+.3f}, {hi:+.3f}] vs random "
+                         f"{c['steer_random']['mean_change']:+.3f}; projecting the probe out: "
+                         f"{c['ablate_probe']['mean_change']:+.3f} vs random {c['ablate_random']['mean_change']:+.3f}")
+        return "\n".join(lines)
+
     def figures(self) -> dict:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
