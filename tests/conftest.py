@@ -14,6 +14,19 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def ckpt(tmp_path_factory):
+    """One tiny teacher-forced run (helpers.TINY_TRAIN_ARGS), trained once for the session: the CLI
+    and bad-input tests read it (tests that damage a checkpoint copy it first)."""
+    from hansprobe.cli import main
+
+    from helpers import TINY_TRAIN_ARGS
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main([*TINY_TRAIN_ARGS, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     """Four tiny runs (teacher forcing with a snapshot, reverse, teacherless, multi-token), trained
     once for the whole session: the report and page tests read them (four: the page is checked

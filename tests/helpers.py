@@ -235,9 +235,10 @@ def run_cli(argv, capsys):
 
 
 # --- the tiny report the report and page tests share (conftest.py: `runs`, `report`) -------------------
-TINY_TRAIN_ARGS = ["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--n-layers", "1", "--d-model", "32",
-                   "--n-heads", "2", "--steps", "6", "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "32",
-                   "--checkpoint-every", "3", "--json"]
+TINY_TASK_ARGS = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
+TINY_TRAIN = ["train", *TINY_TASK_ARGS, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6",
+              "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "32", "--checkpoint-every", "3"]
+TINY_TRAIN_ARGS = [*TINY_TRAIN, "--json"]
 
 
 def _tiny_report_settings():

@@ -14,18 +14,9 @@ from hansprobe.checkpoint import load_checkpoint, read_metrics
 from hansprobe.cli import main
 from hansprobe.errors import CheckpointError
 
-from helpers import run_cli
+from helpers import TINY_TASK_ARGS, TINY_TRAIN, run_cli
 
-TINY = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
-TRAIN = ["train", *TINY, "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--steps", "6",
-         "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "32", "--checkpoint-every", "3"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bad") / "run"
-    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
-    return out
+TINY, TRAIN = TINY_TASK_ARGS, TINY_TRAIN  # tests/helpers.py; the `ckpt` fixture (conftest.py) is this run
 
 
 run = run_cli  # tests/helpers.py
