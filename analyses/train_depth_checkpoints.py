@@ -36,6 +36,7 @@ RUNS = {
     "tf-L4-3000-s2": [*STAR, "--objective", "teacher-forcing", "--seed", "2"],
     "tree-tf-L4-3000-s0": [*TREE, "--objective", "teacher-forcing", "--seed", "0"],
     "tree-mt3-L4-3000-s0": [*TREE, "--objective", "multi-token", "--extra-heads", "3", "--seed", "0"],
+    "tree-gf-L4-3000-s0": [*TREE, "--goal-first", "--objective", "teacher-forcing", "--seed", "0"],
 }
 
 

@@ -100,13 +100,17 @@ def _str_list(text):
 
 def _head_group(text):
     try:
-        return [tuple(int(x) for x in item.split(".")) for item in text.split(",") if item.strip()]
+        group = [tuple(int(x) for x in item.split(".")) for item in text.split(",") if item.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of heads like 1.0,1.2 (layer.head)") from None
+        group = []
+    if not group or any(len(h) != 2 for h in group):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of heads like 1.0,1.2 (layer.head)")
+    return group
 
 
 _PARSE = {"positive": _positive(), "count": _count_or_zero, "positive_float": _positive(float),
-          "non_negative_float": _non_negative_float, "steps": _steps_list, "seed": _seed, "text": str}
+          "non_negative_float": _non_negative_float, "steps": _steps_list, "seed": _seed, "text": str,
+          "ints": _int_list, "texts": _str_list, "heads": _head_group}
 
 
 def _add_options(group, cls, only: tuple[str, ...] | None = None, **defaults):
@@ -131,6 +135,29 @@ def _options_of(args, cls) -> dict:
     return {f.name: getattr(args, f.name) for f in option_fields(cls) if hasattr(args, f.name)}
 
 
+def _add_command_options(group, spec) -> None:
+    """An analysis's own options (AnalysisSpec.options): default None = not given, so that
+    run_analysis fills in the one default on the spec and can tell which options were given."""
+    for o in spec.options:
+        shown = o.default if o.default not in (None, [], ()) else None
+        text = o.help + (f" (default {' '.join(map(str, o.default)) if o.repeat else o.default})" if shown else "")
+        group.add_argument(o.flag, dest=o.dest, type=_PARSE[o.parse], choices=o.choices, metavar=o.metavar, default=None,
+                           action="append" if o.repeat else "store", help=text)
+
+
+def _add_analysis_command(p, specs) -> None:
+    """What `analyse NAME` and each alias (`heads`, `probe`, ...) take: a checkpoint, the graphs,
+    the report's context options, the analyses' own options and a JSON file to write."""
+    p.add_argument("checkpoint", type=Path)
+    _add_graphs(p, "analyse")
+    _add_options(p.add_argument_group("the context, as in the report"), ReportSettings,
+                 only=("mechanism_graphs", "patch_pairs", "witness"))
+    for spec in specs:
+        if spec.options:
+            _add_command_options(p.add_argument_group(f"options of {spec.name}"), spec)
+    p.add_argument("--out", type=Path, default=None, dest="json_out", help="also write the JSON result to this file")
+
+
 def _add_task(p, required=True):
     """`--task NAME` and every registered task's own arguments (tasks/registry.py)."""
     from hansprobe.tasks import TASKS
@@ -153,15 +180,13 @@ def _add_task(p, required=True):
 
 
 # Graphs each command measures on when -n is not given: the one table of these defaults.
-DEFAULT_GRAPHS = {"eval": 2000, "entropy": 2000, "heads": 2000, "probe": 1000, "patch": 200, "dynamics": 500,
-                  "report": ReportSettings.n_graphs, "analyse": ReportSettings.n_graphs}
+DEFAULT_GRAPHS = {"eval": 2000, "dynamics": 500, "report": ReportSettings.n_graphs, "analyse": ReportSettings.n_graphs}
 
 
 def _add_graphs(p, command: str):
     g = p.add_argument_group("graphs to measure on")
-    unit = "goal-swap pairs" if command == "patch" else "fresh graphs"
     g.add_argument("-n", "--n-graphs", type=_positive(), default=None,
-                   help=f"{unit} to generate (default {DEFAULT_GRAPHS[command]}); with --data: read only the first N")
+                   help=f"fresh graphs to generate (default {DEFAULT_GRAPHS[command]}); with --data: read only the first N")
     p.set_defaults(default_graphs=DEFAULT_GRAPHS[command])
     g.add_argument("--seed", type=_seed, default=DEFAULT_ANALYSIS_SEED, help=f"graph seed (default {DEFAULT_ANALYSIS_SEED}; training never uses it)")
     g.add_argument("--data", type=Path, help="read graphs from an NTF text file instead (e.g. ../shared/data/ntf/...); -n limits how many")
@@ -206,46 +231,20 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     _add_graphs(p, "eval")
 
-    p = sub.add_parser("entropy", help="first-token entropy vs uniform, information over uniform, indecipherable verdict")
-    p.add_argument("checkpoint", type=Path)
-    _add_graphs(p, "entropy")
-
     p = sub.add_parser("dynamics", help="learning order: per-position forced accuracy and decision entropy over training")
     p.add_argument("run_dir", type=Path)
     _add_graphs(p, "dynamics")
-
-    p = sub.add_parser("heads", help="edge-lookup head scores, head/group/layer ablations and the counterfactual follow rate")
-    p.add_argument("checkpoint", type=Path)
-    _add_graphs(p, "heads")
-    p.add_argument("--ablate", type=_head_group, action="append", default=[], metavar="L.H[,L.H...]",
-                   help="also ablate this group of heads jointly (repeatable), e.g. --ablate 1.0,1.2")
-
-    p = sub.add_parser("probe", help="linear probes on the residual stream, with controls and a causal follow-up")
-    p.add_argument("checkpoint", type=Path)
-    _add_graphs(p, "probe")
-    p.add_argument("--target", default="goal_arm", help="goal_arm | decision_node | next_node | edge_on_goal_path (default goal_arm)")
-    p.add_argument("--layers", type=_int_list, default=None, help="residual layers, 0 = embeddings .. n_layers (default all)")
-    p.add_argument("--positions", type=_str_list, default=None,
-                   help="input positions: numbers or start, goal, =, a0, a1, ..., all (default the prompt tail and the answer slots)")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
-
-    p = sub.add_parser("patch", help="activation patching on goal-swap pairs (transformer_lens.patching) and shortcut patching")
-    p.add_argument("checkpoint", type=Path)
-    _add_graphs(p, "patch")
-    p.add_argument("--sweep", action="append", choices=["resid", "attn", "mlp", "heads", "heads-by-pos"], default=None,
-                   help="what to patch (repeatable; default resid)")
-    p.add_argument("--direction", choices=["sufficiency", "necessity", "both"], default="sufficiency",
-                   help="sufficiency: clean into corrupted; necessity: corrupted into clean")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
 
     from hansprobe.analyses.registry import ANALYSES
 
     p = sub.add_parser("analyse", help="run one registered analysis on a checkpoint (the report's, or one you registered) "
                                        "and print its summary")
     p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
-    p.add_argument("checkpoint", type=Path)
-    _add_graphs(p, "analyse")
-    _add_options(p.add_argument_group("as in the report"), ReportSettings, only=("mechanism_graphs", "patch_pairs", "witness"))
+    _add_analysis_command(p, sorted(ANALYSES.values(), key=lambda s: s.name))
+    for spec in sorted((s for s in ANALYSES.values() if s.command), key=lambda s: s.command):
+        p = sub.add_parser(spec.command, help=f"{spec.command_help} (= analyse {spec.name})")
+        _add_analysis_command(p, [spec])
+        p.set_defaults(name=spec.name)
 
     p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
@@ -373,8 +372,8 @@ def _checkpoint_and_graphs(args):
     """What every analysis command starts from: the checkpoint and the graphs to measure on."""
     from hansprobe.checkpoint import load_checkpoint
 
-    out = getattr(args, "out", None)
-    if out is not None and args.command in ("probe", "patch"):  # before minutes of measuring, not after
+    out = getattr(args, "json_out", None)
+    if out is not None:  # before minutes of measuring, not after
         from hansprobe.errors import OutputError
 
         if out.is_dir():
@@ -389,10 +388,10 @@ def _checkpoint_and_graphs(args):
 def _finish_json(args, source: dict, result: dict) -> None:
     """The command's JSON object: printed under --json, written to --out where the command has it."""
     out = {**source, **result}
-    if getattr(args, "out", None) is not None and args.command in ("probe", "patch"):
+    if getattr(args, "json_out", None) is not None:
         from hansprobe.checkpoint import atomic_write_json
 
-        atomic_write_json(args.out, out)
+        atomic_write_json(args.json_out, out)
     if args.json:
         print(json.dumps(out, sort_keys=True))
 
@@ -411,20 +410,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_entropy(args) -> int:
-    from hansprobe.analyses import measure_entropy
-
-    ck, batch, source = _checkpoint_and_graphs(args)
-    res = measure_entropy(ck.model, ck.objective, batch, batch_size=args.batch_size, seed=args.seed, progress=_progress(args))
-    _finish_json(args, source, res.summary())
-    if args.json:
-        return 0
-    print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}): decision token (label index "
-          f"{res.decision_index}) on {res.n_graphs} graphs; 95% CIs (Wilson / bootstrap)")
-    print(res.text())
-    return 0
-
-
 def cmd_dynamics(args) -> int:
     from hansprobe.analyses import measure_dynamics
     from hansprobe.checkpoint import read_config
@@ -437,57 +422,6 @@ def cmd_dynamics(args) -> int:
         print(json.dumps({"run_dir": str(args.run_dir), **source, **res.to_dict()}, sort_keys=True))
         return 0
     print(f"{args.run_dir} ({res.objective}): {len(res.steps)} snapshots measured on {res.n_graphs} graphs")
-    print(res.text())
-    return 0
-
-
-def cmd_heads(args) -> int:
-    from hansprobe.analyses.heads import measure_heads
-
-    for group in args.ablate:
-        if any(len(h) != 2 for h in group):
-            raise HansprobeError(f"--ablate takes layer.head pairs like 1.0,1.2; got {group}")
-    ck, batch, source = _checkpoint_and_graphs(args)
-    res = measure_heads(ck.model, ck.objective, batch, batch_size=args.batch_size, extra_groups=args.ablate, seed=args.seed,
-                        progress=_progress(args))
-    f = res.follow or {}
-    follow = {k: f.get(k) for k in ("follow_rate", "follow_rate_ci", "follow_rate_by_position", "follow_rate_last")}
-    _finish_json(args, source, {**res.to_dict(), **follow})
-    if args.json:
-        return 0
-    print(f"{args.checkpoint} ({res.objective}): {res.n_layers} layers x {res.n_heads} heads on {res.n_graphs} graphs")
-    print(res.text())
-    return 0
-
-
-def cmd_probe(args) -> int:
-    from hansprobe.analyses.probes import measure_probes
-    from hansprobe.checkpoint import model_from_config
-
-    ck, batch, source = _checkpoint_and_graphs(args)
-    untrained, _ = model_from_config(ck.config, next(ck.model.parameters()).device)  # its own initialisation
-    res = measure_probes(ck.model, ck.objective, batch, args.target, args.layers, args.positions,
-                         batch_size=args.batch_size, untrained_model=untrained, progress=_progress(args))
-    _finish_json(args, source, res.to_dict())
-    if args.json:
-        return 0
-    print(f"{args.checkpoint} ({res.objective}): probe '{res.target}' on {res.n_graphs} graphs, 5 folds grouped by graph")
-    print(res.text())
-    return 0
-
-
-def cmd_patch(args) -> int:
-    from hansprobe.analyses.patching import measure_patching
-
-    ck, batch, source = _checkpoint_and_graphs(args)
-    directions = ("sufficiency", "necessity") if args.direction == "both" else (args.direction,)
-    res = measure_patching(ck.model, ck.objective, batch, sweeps=tuple(args.sweep or ["resid"]), directions=directions,
-                           seed=args.seed, progress=_progress(args))
-    _finish_json(args, source, res.to_dict())
-    if args.json:
-        return 0
-    print(f"{args.checkpoint} ({res.objective}): {res.n_pairs} goal-swap pairs; metric at label index "
-          f"{res.metric_label_index} (position {res.metric_position})")
     print(res.text())
     return 0
 
@@ -554,24 +488,28 @@ def _wrap(head: str, text: str) -> str:
 
 
 def cmd_analyse(args) -> int:
-    """Any registered analysis from the command line: its summary as JSON (--json) or indented."""
-    from hansprobe.analyses.registry import ANALYSES
+    """Any registered analysis from the command line (`analyse NAME`, or its alias `heads`, `probe`,
+    `patch`, `entropy`): its summary as JSON (--json, --out) or its Result's own lines."""
+    from dataclasses import replace
+
+    from hansprobe.analyses.registry import ANALYSES, option_values, run_analysis
     from hansprobe.report.run import analysis_context
+    from hansprobe.storage import jsonable
 
     spec = ANALYSES[args.name]
+    options = {o.dest: getattr(args, o.dest) for s in ANALYSES.values() for o in s.options if hasattr(args, o.dest)}
+    option_values(spec, options)  # an option of another analysis fails before anything loads
     ck, batch, source = _checkpoint_and_graphs(args)
     settings = ReportSettings(**_options_of(args, ReportSettings), n_graphs=len(batch), seed=args.seed,
                               batch_size=args.batch_size, device=args.device)
     ctx = analysis_context(ck, batch, settings)  # the report's own context: the same graphs, pairs and witness
     reason = spec.skip(ctx)
-    res = None if reason else spec.measure(ctx)
+    res = None if reason else run_analysis(spec, replace(ctx, progress=_progress(args)), options)
     summary = {"skipped": reason} if reason else spec.summarise(res)
-    from hansprobe.storage import jsonable
-
-    out = {**source, "analysis": spec.name, **jsonable(summary)}
+    _finish_json(args, {**source, "analysis": spec.name}, jsonable(summary))
     if args.json:
-        print(json.dumps(out, sort_keys=True))
-    elif res is None:
+        return 0
+    if res is None:
         print(f"{args.checkpoint}: {spec.name} skipped: {reason}")
     else:  # the same lines as the analysis's own command, where it has one (Result.text)
         print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}): {spec.title} on {len(batch)} graphs")
@@ -647,10 +585,8 @@ def cmd_import(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "entropy": cmd_entropy, "dynamics": cmd_dynamics, "heads": cmd_heads,
-            "probe": cmd_probe, "patch": cmd_patch, "report": cmd_report, "import": cmd_import, "analyse": cmd_analyse,
-            "sweep": cmd_sweep,
-            "data": cmd_data}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "dynamics": cmd_dynamics, "report": cmd_report, "import": cmd_import,
+            "analyse": cmd_analyse, "sweep": cmd_sweep, "data": cmd_data}
 
 
 def _one_line(text: str) -> str:
@@ -664,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # anywhere on the line, so it can be added at the end of a failing command
     args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS.get(args.command, cmd_analyse)(args)  # the rest are aliases of `analyse NAME`
     except HansprobeError as e:
         if debug:
             raise

@@ -200,3 +200,44 @@ def test_a_result_prints_itself_alike_from_its_command_and_from_analyse(ckpt, co
     assert code == 0
     body = own.splitlines()[1:]
     assert len(body) >= 3 and generic.splitlines()[1:] == body
+
+
+@pytest.mark.parametrize("alias,name,extra", [("heads", "heads", ["--ablate", "0.0,0.1"]),
+                                              ("patch", "patching", ["--sweep", "resid", "--direction", "both"]),
+                                              ("probe", "probes", ["--layers", "1", "--positions", "goal,="]),
+                                              ("entropy", "entropy", [])])
+def test_analysis_commands_are_aliases_of_analyse_with_the_options_on_their_spec(ckpt, alias, name, extra, capsys, tmp_path):
+    """Issue 27: heads / patch / probe / entropy are `analyse NAME`, their options declared on the
+    AnalysisSpec: the same JSON from both, the option reaching the analysis, --out the same file."""
+    from hansprobe.analyses.registry import ANALYSES
+
+    common = [str(ckpt), "-n", "40", "--json", *extra]
+    code, own, _ = run_cli([alias, *common, "--out", str(tmp_path / "a.json")], capsys)
+    assert code == 0
+    code, generic, _ = run_cli(["analyse", name, *common], capsys)
+    assert code == 0 and json.loads(own) == json.loads(generic) == json.loads((tmp_path / "a.json").read_text())
+    out, spec = json.loads(own), ANALYSES[name]
+    assert spec.command == alias and out["analysis"] == name
+    if alias == "heads":  # the group given on the command line was ablated
+        assert [[0, 0], [0, 1]] in [a["heads"] for a in out["ablations"] if a["pattern"] == "user"]
+    if alias == "patch" and out["measurable"]:
+        assert set(out["sweeps"]) == {"resid"} and set(out["sweeps"]["resid"]) == {"sufficiency", "necessity"}
+    if alias == "probe":
+        assert out["layers"] == [1] and len(out["accuracy"][0]) == 2
+
+
+def test_an_option_of_another_analysis_is_a_one_line_error(ckpt, capsys):
+    code, _, err = run_cli(["analyse", "entropy", str(ckpt), "-n", "20", "--ablate", "0.0"], capsys)
+    assert code == 2 and "--ablate is an option of heads, not of entropy" in err and err.count("\n") == 1
+
+
+def test_the_report_runs_each_analysis_with_its_options_defaults():
+    from hansprobe.analyses.registry import ANALYSES, AnalysisContext, run_analysis
+
+    seen = {}
+    for spec in ANALYSES.values():
+        if spec.options:
+            run_analysis(__import__("dataclasses").replace(spec, measure=lambda ctx: seen.update({spec.name: ctx.options})),
+                         AnalysisContext(*[None] * 12))
+            assert seen[spec.name] == {o.dest: o.default for o in spec.options}
+    assert {"heads", "patching", "probes"} <= set(seen)

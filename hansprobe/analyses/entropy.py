@@ -266,7 +266,9 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
 
 register_analysis(AnalysisSpec(
     name="entropy", title="First decision token", order=20,
-    measure=lambda ctx: measure_entropy(ctx.model, ctx.objective, ctx.batch, ctx.batch_size, seed=ctx.seed),
+    measure=lambda ctx: measure_entropy(ctx.model, ctx.objective, ctx.batch, ctx.batch_size, seed=ctx.seed,
+                                        progress=ctx.progress),
+    command="entropy", command_help="first-token entropy vs uniform, information over uniform, indecipherable verdict",
     captions={
         'decision_entropy_histogram': 'Per-graph entropy of the decision token, renormalised over the d candidates, as a fraction of log d. Look for: a pile at 1 = a uniform guess (indecipherable); a pile at 0 = a decision.',
         'goal_dependence': "Per pair: the change of the candidate log-odds at the decision position when only the goal's place moves (goal swap; arm rewire: same tokens and goal label, reached through another first node). Look for: a pile at 0 = the decision ignores the goal; far from 0 = it follows the goal.",

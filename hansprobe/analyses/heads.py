@@ -22,6 +22,7 @@ from hansprobe.analyses.follow import FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
+from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, autocast, inner_lookup_indices
 from hansprobe.tasks.base import Batch
 
@@ -481,7 +482,11 @@ def _heads_skip(ctx: AnalysisContext) -> str | None:
 
 register_analysis(AnalysisSpec(
     name="heads", title="Heads: attention lookups and ablations", order=30, skip=_heads_skip,
-    measure=lambda ctx: measure_heads(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.batch_size, seed=ctx.seed),
+    measure=lambda ctx: measure_heads(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.batch_size, seed=ctx.seed,
+                                      extra_groups=ctx.options["ablate"], progress=ctx.progress),
+    command="heads", command_help="edge-lookup head scores, head/group/layer ablations and the counterfactual follow rate",
+    options=(CommandOption("--ablate", "also ablate this group of heads jointly (repeatable), e.g. --ablate 1.0,1.2",
+                           parse="heads", default=[], repeat=True, metavar="L.H[,L.H...]"),),
     captions={
         'edge_lookup_scores': 'Attention mass each head puts on the edge (r_(i-1), r_i) — parent, child and the separator after it — at the queries holding r_(i-1), indices 2..l-2 (the last index, where the goal can be copied, is in report.json as score_last). A description of the layout, not a gate: models trained elsewhere read the edge through other tokens.',
         'child_parent_lookup_scores': "The same for the reverse lookup (from a child to its parent's edge), which reverse targets need. Look for: it replacing the forward lookup under the reverse objective.",

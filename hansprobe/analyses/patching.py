@@ -21,6 +21,7 @@ from hansprobe.analyses.base import Result, fmt_ci, mean_ci, t_ci, wilson_ci
 from hansprobe.analyses.follow import swap_node
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
+from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch, prompt_positions
 from hansprobe.tasks.base import other_arm
@@ -180,6 +181,9 @@ def _sweep(fn, model, tokens, cache, metrics, baseline_good, baseline_bad, seed)
             "kl": res["kl"].mean().cpu().numpy().tolist()}
 
 
+DIRECTIONS = {"sufficiency": ("sufficiency",), "necessity": ("necessity",), "both": ("sufficiency", "necessity")}
+
+
 @torch.no_grad()
 def measure_patching(model, objective: Objective, batch: Batch, sweeps=("resid",), directions=("sufficiency",),
                      seed: int = 0, progress: bool = False) -> PatchingResultSummary:
@@ -317,7 +321,14 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
 
 register_analysis(AnalysisSpec(
     name="patching", title="Activation patching", order=50,
-    measure=lambda ctx: measure_patching(ctx.model, ctx.objective, ctx.pairs, sweeps=("resid", "heads"), seed=ctx.seed),
+    measure=lambda ctx: measure_patching(ctx.model, ctx.objective, ctx.pairs, sweeps=tuple(ctx.options["sweep"]),
+                                         directions=DIRECTIONS[ctx.options["direction"]], seed=ctx.seed,
+                                         progress=ctx.progress),
+    command="patch", command_help="activation patching on goal-swap pairs (transformer_lens.patching) and shortcut patching",
+    options=(CommandOption("--sweep", "what to patch (repeatable)", default=["resid", "heads"], repeat=True,
+                           choices=("resid", "attn", "mlp", "heads", "heads-by-pos")),
+             CommandOption("--direction", "sufficiency: clean into corrupted; necessity: corrupted into clean",
+                           default="sufficiency", choices=("sufficiency", "necessity", "both"))),
     captions={
         'patch_resid_sufficiency': 'Clean residual stream patched into the goal-swapped run, normalised (1 = clean restored). Drawn only when swapping the goal moves the metric. Look for: where the decision is computed.',
         'patch_heads_sufficiency': "Each head's output (all positions) patched clean into corrupted, with bootstrap CIs.",

@@ -28,9 +28,11 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from hansprobe.analyses.activations import Activations, collect_residuals, position_names
 from hansprobe.analyses.base import Result, progress_iter, wilson_ci
+from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn, make_probe
 from hansprobe.analyses.steering import SteeringResult, steer_along_probe
 from hansprobe.errors import ConfigError
+from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
@@ -259,3 +261,18 @@ def _best_cells(pick, grids: dict, acts: Activations, batch: Batch, pos_labels, 
                 "selection_score": float(pick[i, j]), "cells_searched": int(np.isfinite(masked).sum())}
 
     return best(prompt), best(decision)
+
+
+# Not in the report (it runs the ridge plan-depth profile instead, decision 43): `hansprobe probe`
+# and `hansprobe analyse probes`, on all the context's graphs (-n), folds seeded as before (0).
+register_analysis(AnalysisSpec(
+    name="probes", title="Linear probes", order=45, in_report=False,
+    measure=lambda ctx: measure_probes(ctx.model, ctx.objective, ctx.batch, ctx.options["target"], ctx.options["layers"],
+                                       ctx.options["positions"], batch_size=ctx.batch_size,
+                                       untrained_model=ctx.untrained_model(), progress=ctx.progress),
+    command="probe", command_help="linear probes on the residual stream, with controls and a causal follow-up",
+    options=(CommandOption("--target", "what to decode", default="goal_arm", choices=tuple(TARGETS)),
+             CommandOption("--layers", "residual layers, 0 = embeddings .. n_layers (default all)", parse="ints"),
+             CommandOption("--positions", "input positions: numbers or start, goal, =, a0, a1, ..., all (default the "
+                                          "prompt tail and the answer slots)", parse="texts")),
+))

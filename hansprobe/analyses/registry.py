@@ -7,9 +7,12 @@ analysis adds evidence to report.json and the page without changing them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+
+from hansprobe.errors import ConfigError
+from hansprobe.options import CommandOption
 
 
 @dataclass
@@ -32,6 +35,8 @@ class AnalysisContext:
     device: str
     untrained_model: Callable[[], Any] | None = None
     witness: Path | None = None  # a capacity witness checkpoint (analyses/witness.py), or None
+    options: dict = field(default_factory=dict)  # the running analysis's own options (AnalysisSpec.options)
+    progress: bool | str = False  # a bar / "lines" for one analysis run from the CLI; the report shows its own
 
 
 def _always(ctx: AnalysisContext) -> str | None:
@@ -47,7 +52,11 @@ class AnalysisSpec:
     """name: its key in report.json ("analyses") and on the page.  title: the page section's heading.
     measure(ctx) -> Result.  skip(ctx) -> a reason when it does not apply to this checkpoint (then
     report.json holds {"skipped": reason}), else None.  captions: figure name -> what to look for.
-    summarise(result) -> the JSON stored in the report (default: `summary()` or `to_dict()`)."""
+    summarise(result) -> the JSON stored in the report (default: `summary()` or `to_dict()`).
+    command: the CLI command that is an alias of `hansprobe analyse NAME` (e.g. "heads"), with
+    `command_help`; options: its own options (hansprobe.options.CommandOption), read by measure as
+    ctx.options[dest] — the report runs it with their defaults.  in_report: False for an analysis
+    only its command runs (the logistic-regression probes)."""
 
     name: str
     title: str
@@ -56,6 +65,10 @@ class AnalysisSpec:
     captions: dict[str, str] = field(default_factory=dict)
     summarise: Callable[[Any], dict] = _summary
     order: int = 100  # place in the report; the built-in ones use 10..60
+    command: str | None = None
+    command_help: str = ""
+    options: tuple[CommandOption, ...] = ()
+    in_report: bool = True
 
 
 ANALYSES: dict[str, AnalysisSpec] = {}
@@ -68,8 +81,26 @@ def register_analysis(spec: AnalysisSpec) -> AnalysisSpec:
 
 
 def registered() -> list[AnalysisSpec]:
-    """The analyses in report order."""
-    return sorted(ANALYSES.values(), key=lambda s: s.order)
+    """The analyses the report runs, in report order."""
+    return sorted((s for s in ANALYSES.values() if s.in_report), key=lambda s: s.order)
+
+
+def option_values(spec: AnalysisSpec, options: dict | None = None) -> dict:
+    """spec's options: each given value (None = not given) over its default. An option that is
+    not spec's own is a ConfigError that names the analysis it belongs to."""
+    own = {o.dest: o for o in spec.options}
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    for k in given:
+        if k not in own:
+            owner = next((s.name for s in ANALYSES.values() if any(o.dest == k for o in s.options)), None)
+            raise ConfigError(f"--{k.replace('_', '-')} is an option of {owner or 'no analysis'}, not of {spec.name}; "
+                              f"drop it or run that analysis")
+    return {d: o.default for d, o in own.items()} | given
+
+
+def run_analysis(spec: AnalysisSpec, ctx: AnalysisContext, options: dict | None = None):
+    """spec.measure on `ctx` with its options (option_values)."""
+    return spec.measure(replace(ctx, options=option_values(spec, options)))
 
 
 def unregister_analysis(name: str) -> None:

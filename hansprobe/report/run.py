@@ -77,6 +77,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     """Every analysis on one checkpoint, then the four verdicts. `progress` is a tqdm bar to advance
     (one tick per analysis) or None."""
     from hansprobe.analyses import registered
+    from hansprobe.analyses.registry import run_analysis
     from hansprobe.checkpoint import load_checkpoint, package_versions
 
     path = Path(path)
@@ -90,7 +91,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
         if reason:
             analyses[spec.name] = {"skipped": reason}
         else:
-            res = spec.measure(ctx)
+            res = run_analysis(spec, ctx)  # with its options' defaults
             analyses[spec.name] = spec.summarise(res)
             figures[spec.name] = res.figures()
         if progress is not None:
