@@ -222,3 +222,6 @@ def test_every_decision_of_a_tree_is_measured_and_a_later_one_can_be_decided_alo
     assert second["outcome"] == "decided" and second["candidate_accuracy"] > 0.95
     assert second["goal_swap"]["status"] == "present" and second["goal_swap"]["delta_mean"] > 1
     assert "decisions_by_index" in r.figures()
+    lines = r.text().splitlines()  # what `hansprobe analyse decisions` prints: one line per decision
+    assert len(lines) == 2 and "r1 (2 backward hops" in lines[0] and lines[1].startswith("  r2 (1 backward hop from")
+    assert lines[1].endswith("decided") and "goal swap present" in lines[1]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hansprobe.analyses.base import Result, chunks
+from hansprobe.analyses.base import Result, chunks, fmt_ci
 from hansprobe.analyses.entropy import entropy_from_logprobs
 from hansprobe.analyses.goal_dependence import GoalDependenceResult, _log_odds, _summarise
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
@@ -24,6 +24,17 @@ class DecisionsResult(Result):
     n_graphs: int
     chance: float
     decisions: list = field(default_factory=list)  # per decision index: index, candidate accuracy + CI, outcome, ...
+    depth: int = 0  # the goal's label index: decision k is depth - k backward hops from the goal
+
+    def text(self) -> str:
+        lines = []
+        for d in self.decisions:
+            g, hops = d["goal_swap"], self.depth - d["index"]
+            lines.append(f"  r{d['index']} ({hops} backward hop{'s' if hops != 1 else ''} from the goal): "
+                         f"{fmt_ci(d['candidate_accuracy'], d['candidate_accuracy_ci'])} among the candidates (chance "
+                         f"{self.chance:.3f}); goal swap {g['status']}, signed Δ {fmt_ci(g['delta_mean'], g['delta_mean_ci'])}"
+                         f" nats; {d['outcome']}")
+        return "\n".join(lines)
 
     def figures(self) -> dict:
         import plotly.graph_objects as go
@@ -73,7 +84,8 @@ def measure_decisions(model, objective: Objective, batch: Batch, seed: int = 0, 
                     "mass_outside_candidates": e.mass_outside_candidates, "outcome": e.outcome, "verdict": e.verdict,
                     "goal_swap": {key: kinds["goal_swap"][key] for key in ("status", "delta_mean", "delta_mean_ci",
                                                                             "follow_share", "follow_ci")}})
-    return DecisionsResult(objective=objective.name, n_graphs=len(batch), chance=task.chance, decisions=out)
+    return DecisionsResult(objective=objective.name, n_graphs=len(batch), chance=task.chance, decisions=out,
+                           depth=task.target_len - 1)
 
 
 def _decisions_skip(ctx: AnalysisContext) -> str | None:
