@@ -221,10 +221,13 @@ class Objective:
         if self.teacherless:
             return forced if forced is not None else self.forced_logits(model, batch).argmax(-1)
         pred = (forced if forced is not None else self.forced_logits(model, batch).argmax(-1)).clone()  # (B, L)
-        active = torch.arange(len(pred), device=pred.device)
+        # A row whose forced argmax is the true answer before the last label is greedy already: the
+        # decoding would feed it exactly the forced input again. Only the others need passes.
+        labels = self.labels(batch)
+        active = torch.nonzero((pred[:, :-1] != labels[:, :-1]).any(1)).flatten()
         sl = self.label_slice(batch)
         with autocast(batch.prefix.device):
-            for _ in range(pred.shape[1]):  # at most l passes; usually 2-3
+            for _ in range(pred.shape[1] if len(active) else 0):  # at most l passes; usually 2-3
                 x = torch.cat([batch.prefix[active], pred[active, :-1]], dim=1)
                 new = model(x)[:, sl].argmax(-1)  # (b, L)
                 changed = (new != pred[active]).any(1)

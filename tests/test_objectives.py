@@ -93,3 +93,42 @@ def test_fixed_point_decoding_equals_token_by_token_greedy_decoding(name):
     slow = seq[:, batch.prefix.shape[1]:]
     assert torch.equal(obj.decode(model, batch), slow)
     assert (slow != obj.forced_logits(model, batch).argmax(-1)).any()  # the feedback matters on this model
+
+
+@pytest.mark.parametrize("name", ["teacher-forcing", "reverse", "multi-token"])
+def test_decoding_skips_the_rows_right_on_the_true_prefix_and_still_equals_token_by_token(name):
+    """Rows whose forced argmax is the answer need no decoding pass (their input would be the forced
+    one again); the others are decoded as before. A model that is an oracle on even rows and random
+    on odd ones: the decoder equals feeding back one token at a time, and feeds only odd rows."""
+    from helpers import match_rows, tiny_model
+
+    obj, task = get_objective(name), tiny_task(3, 6, 30)
+    batch = task.generate(200, 4)
+    full = torch.cat([batch.prefix, obj.labels(batch)], 1)
+    oracle, rand = OracleModel(full[:, 1:], task.d_vocab, prefixes=batch.prefix), tiny_model(task, seed=5)
+    fed = []
+
+    class Mixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, tokens):
+            rows = match_rows(tokens, batch.prefix)
+            fed.append(rows)
+            out = rand(tokens).log_softmax(-1)
+            even = rows % 2 == 0
+            out[even] = oracle(tokens)[even]
+            return out
+
+    model = Mixed()
+    seq = batch.prefix
+    with torch.no_grad():
+        for _ in range(batch.target.shape[1]):
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    slow = seq[:, batch.prefix.shape[1]:]
+    fed.clear()
+    pred = obj.decode(model, batch)
+    assert torch.equal(pred, slow)
+    assert torch.equal(pred[::2], obj.labels(batch)[::2])
+    assert all((rows % 2 == 1).all() for rows in fed[1:])  # after the forced pass, only the odd rows
