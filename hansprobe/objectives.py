@@ -239,16 +239,22 @@ class Objective:
 
 
     @torch.no_grad()
-    def correctness(self, model: Model, batch: Batch, batch_size: int = 1000, chunks=None) -> tuple[Tensor, Tensor]:
+    def correctness(self, model: Model, batch: Batch, batch_size: int = 1000, chunks=None,
+                    guesses: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(forced, free): per graph and label position, whether the forced-input argmax and the
         greedy decoding are right, (B, L) bool on CPU, in chunks of `batch_size` graphs (`chunks`:
-        an iterable of sub-batches to use instead, e.g. one with a progress bar)."""
+        an iterable of sub-batches to use instead, e.g. one with a progress bar, in batch order).
+        `guesses`: the forced-input argmax of the whole batch (B, L), when the caller has it."""
         device = next(model.parameters()).device
-        forced, free = [], []
+        forced, free, start = [], [], 0
         for chunk in chunks if chunks is not None else batch.split(batch_size):
             chunk = chunk.to(device)
             labels = self.labels(chunk)
-            guess = self.forced_logits(model, chunk).argmax(-1)  # (b, L): also the decoding's first pass
+            if guesses is None:
+                guess = self.forced_logits(model, chunk).argmax(-1)  # (b, L): also the decoding's first pass
+            else:
+                guess = guesses[start:start + len(chunk)].to(device)
+            start += len(chunk)
             forced.append((guess == labels).cpu())
             free.append((self.decode(model, chunk, forced=guess) == labels).cpu())
         return torch.cat(forced), torch.cat(free)

@@ -329,3 +329,29 @@ def test_analyse_on_the_command_line_gives_the_reports_own_numbers(runs, report,
     assert {k: theirs[k] for k in mine if k in theirs} == {k: v for k, v in mine.items() if k in theirs}
     if name == "patching":
         assert out["n_pairs"] == s.patch_pairs  # not the -n graphs
+
+
+def test_behaviour_entropy_and_decisions_share_one_forced_pass_and_give_what_they_give_alone(ckpt):
+    """The report's context runs the forced pass once (AnalysisContext.forced_logprobs); behaviour
+    and entropy measured through it equal the analyses run alone, with one pass fewer each."""
+    from hansprobe.analyses import ANALYSES, measure_behaviour, measure_entropy
+    from hansprobe.analyses.registry import run_analysis
+    from hansprobe.checkpoint import load_checkpoint
+    from hansprobe.report.run import analysis_context
+
+    ck = load_checkpoint(ckpt, device="cpu")
+    batch = ck.task.generate(300, 7)
+    passes = []
+    handle = ck.model.register_forward_pre_hook(lambda mod, args: passes.append(args[0].shape[0]))
+    try:
+        ctx = analysis_context(ck, batch, ReportSettings(n_graphs=300, batch_size=100))
+        shared = {n: run_analysis(ANALYSES[n], ctx).to_dict() for n in ("behaviour", "entropy")}
+        n_shared, passes[:] = len(passes), []
+        alone = {"behaviour": measure_behaviour(ck.model, ck.objective, batch, 100).to_dict(),
+                 "entropy": measure_entropy(ck.model, ck.objective, batch, 100, seed=ctx.seed).to_dict()}
+        n_alone = len(passes)
+    finally:
+        handle.remove()
+    assert shared == alone
+    assert ctx.cache["forced_logp"].shape == (300, batch.target.shape[1], ck.model.cfg.d_vocab)
+    assert n_alone - n_shared == 3  # entropy's own forced pass, 3 chunks of 100, is the one saved

@@ -58,9 +58,12 @@ class BehaviourResult(Result):
 
 @torch.no_grad()
 def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int = 1000,
-                      progress: bool = False) -> BehaviourResult:
-    """Run forced and free decoding over `batch` in chunks of `batch_size` graphs."""
-    forced_ok, free_ok = objective.correctness(model, batch, chunks=chunks(batch, batch_size, "behaviour", progress))  # (B, L)
+                      progress: bool = False, forced_logp: torch.Tensor | None = None) -> BehaviourResult:
+    """Run forced and free decoding over `batch` in chunks of `batch_size` graphs. `forced_logp`:
+    the batch's forced label log-probs (B, L, V), when the caller has them (the report's one pass)."""
+    guesses = None if forced_logp is None else forced_logp.argmax(-1)
+    forced_ok, free_ok = objective.correctness(model, batch, chunks=chunks(batch, batch_size, "behaviour", progress),
+                                               guesses=guesses)  # (B, L)
     n, length = free_ok.shape
     k = objective.decision_index(length)
 
@@ -83,7 +86,8 @@ def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int
 
 register_analysis(AnalysisSpec(
     name="behaviour", title="Behaviour", order=10,
-    measure=lambda ctx: measure_behaviour(ctx.model, ctx.objective, ctx.batch, ctx.batch_size),
+    measure=lambda ctx: measure_behaviour(ctx.model, ctx.objective, ctx.batch, ctx.batch_size, progress=ctx.progress,
+                                          forced_logp=ctx.forced_logprobs()),
     captions={
         'per_position_accuracy': 'Accuracy at each answer position, free decoding vs forced inputs (95% Wilson CIs). Look for: under the Clever-Hans shortcut forced accuracy is ~1 from position 2 on, while free decoding is only as good as the decision token.',
     },

@@ -61,11 +61,13 @@ def _label_logp(model, objective: Objective, batch: Batch, batch_size: int) -> t
                       for c in chunks(batch, batch_size, "decisions")])
 
 
-def measure_decisions(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000) -> DecisionsResult:
+def measure_decisions(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000,
+                      forced_logp: torch.Tensor | None = None) -> DecisionsResult:
+    """`forced_logp`: the batch's forced label log-probs (B, L, V), when the caller has them."""
     from hansprobe.tasks.tree import decision_view, goal_swap_at
 
     task = batch.task
-    logp = _label_logp(model, objective, batch, batch_size)
+    logp = _label_logp(model, objective, batch, batch_size) if forced_logp is None else forced_logp
     placebo = _label_logp(model, objective, task.placebo(batch, seed), batch_size)
     rows, out = torch.arange(len(batch)), []
     for k in task.decision_indices:
@@ -98,7 +100,8 @@ def _decisions_skip(ctx: AnalysisContext) -> str | None:
 
 register_analysis(AnalysisSpec(
     name="decisions", title="Every decision of the path", order=25, skip=_decisions_skip,
-    measure=lambda ctx: measure_decisions(ctx.model, ctx.objective, ctx.batch, ctx.seed, ctx.batch_size),
+    measure=lambda ctx: measure_decisions(ctx.model, ctx.objective, ctx.batch, ctx.seed, ctx.batch_size,
+                                          forced_logp=ctx.forced_logprobs()),
     captions={"decisions_by_index": "Accuracy among the candidates at each decision of a tree path (label k among the "
                                     "children of r_(k-1)), with the indecipherable outcome of each. Look for: later "
                                     "decisions (nearer the goal) decided while the first is at chance."},

@@ -15,6 +15,9 @@ from hansprobe.errors import ConfigError
 from hansprobe.options import CommandOption
 
 
+FORCED_CACHE_FLOATS = 50_000_000  # 200 MB of float32: 2,000 graphs x 5 labels x a 5,000-token vocabulary
+
+
 @dataclass
 class AnalysisContext:
     """What an analysis of a checkpoint gets: the model and its task, objective and config, the
@@ -37,6 +40,27 @@ class AnalysisContext:
     witness: Path | None = None  # a capacity witness checkpoint (analyses/witness.py), or None
     options: dict = field(default_factory=dict)  # the running analysis's own options (AnalysisSpec.options)
     progress: bool | str = False  # a bar / "lines" for one analysis run from the CLI; the report shows its own
+    cache: dict = field(default_factory=dict)  # shared by every copy of this context (run_analysis copies it)
+
+    def forced_logprobs(self):
+        """log q(. | forced input) at every label position of `batch`, (B, L, V) on CPU: one forced
+        pass that behaviour, entropy and decisions share instead of running it each. None where it
+        would take more than FORCED_CACHE_FLOATS (a large vocabulary): each analysis then runs its own."""
+        if "forced_logp" not in self.cache:
+            b, length = self.batch.target.shape
+            if b * length * self.model.cfg.d_vocab > FORCED_CACHE_FLOATS:
+                self.cache["forced_logp"] = None
+            else:
+                import torch
+
+                from hansprobe.analyses.base import chunks
+
+                device = next(self.model.parameters()).device
+                with torch.no_grad():
+                    self.cache["forced_logp"] = torch.cat([
+                        self.objective.forced_logits(self.model, c.to(device)).log_softmax(-1).cpu()
+                        for c in chunks(self.batch, self.batch_size, "forced pass", self.progress)])
+        return self.cache["forced_logp"]
 
 
 def _always(ctx: AnalysisContext) -> str | None:
