@@ -162,8 +162,8 @@ def card(path: Path, n: int, seed: int) -> list[str]:
         lines.append(f"| {text} | **{v['answer']}** | {evidence} |")
     lines += [f"- note: {note}" for note in rep.notes]
     sources = [(src, a["behaviour"], a["entropy"])]
-    ntf = NTF / f"deg_{task.degree}_path_{task.path_len}_nodes_{task.n_nodes}_test_20000.txt"
-    if ntf.is_file() and not getattr(task, "cue", None):
+    ntf = NTF / f"deg_{getattr(task, 'degree', 0)}_path_{getattr(task, 'path_len', 0)}_nodes_{task.n_nodes}_test_20000.txt"
+    if task.name == "pathstar" and ntf.is_file() and not getattr(task, "cue", None):
         batch = read_ntf(ntf, task=task, limit=NTF_GRAPHS)
         sources.append((f"the paper's test split `{ntf.name}` (its first {len(batch):,} graphs)",
                         measure_behaviour(ck.model, obj, batch).to_dict(), measure_entropy(ck.model, obj, batch, seed=seed).summary()))
@@ -187,6 +187,17 @@ def card(path: Path, n: int, seed: int) -> list[str]:
     if follows:
         lines.append(f"The top candidate is picked more often than chance ({e['chance']:.2f}) by these rules: {'; '.join(follows)}.")
     lines += goal_dependence_lines(e)
+    dec = a["decisions"]
+    if "skipped" not in dec:  # a tree: every decision of the path, not only the first
+        depth = task.target_len - 1
+        lines += ["", f"Every decision of the path ({src}; label k among the children of r_(k-1), depth - k backward hops "
+                  "from the goal; goal swap at that level, signed Δ of the candidate log-odds):", "",
+                  "| decision | hops from the goal | accuracy among the candidates (chance) | goal swap: signed Δ (nats) | outcome |",
+                  "|---|---|---|---|---|"]
+        for d in dec["decisions"]:
+            g = d["goal_swap"]
+            lines.append(f"| r{d['index']} | {depth - d['index']} | {ci(d['candidate_accuracy'], d['candidate_accuracy_ci'])} "
+                         f"({dec['chance']:.2f}) | {ci(g['delta_mean'], g['delta_mean_ci'])}: {g['status']} | **{d['outcome']}** |")
     if "skipped" not in a["heads"]:
         lines += heads_lines(a["heads"], src)
     else:

@@ -225,3 +225,28 @@ def test_every_decision_of_a_tree_is_measured_and_a_later_one_can_be_decided_alo
     lines = r.text().splitlines()  # what `hansprobe analyse decisions` prints: one line per decision
     assert len(lines) == 2 and "r1 (2 backward hops" in lines[0] and lines[1].startswith("  r2 (1 backward hop from")
     assert lines[1].endswith("decided") and "goal swap present" in lines[1]
+
+
+TREE_CONTROL = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "controls" / "tree-b2-h3-n50-goal-first-4layers"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (TREE_CONTROL / "config.json").is_file(), reason="the T(2,3) goal-first control is not shipped in this clone")
+def test_the_shipped_tree_control_learns_the_decision_nearer_the_goal_and_not_the_first():
+    """Issue 23 part 6, the tree question: on T(2,3) at 4 layers, teacher forcing with the goal first
+    decides label 2 (one backward hop from the goal) from the goal, while label 1 (two hops) stays at
+    chance; its snapshots show label 2 learned during training and label 1 never, with the gradient
+    going to label 1 afterwards (docs/study-objectives.md)."""
+    import hansprobe
+    from hansprobe.analyses.decisions import measure_decisions
+    from hansprobe.analyses.dynamics import measure_dynamics
+
+    model, task, obj = hansprobe.load(TREE_CONTROL)
+    batch = task.generate(600, 1234)
+    first, second = measure_decisions(model, obj, batch, seed=0).decisions
+    assert second["outcome"] == "decided" and second["candidate_accuracy_ci"][0] > 0.95
+    assert second["goal_swap"]["status"] == "present"
+    assert first["outcome"] in ("indecipherable", "inconclusive") and first["goal_swap"]["status"] == "absent"
+    dyn = measure_dynamics(TREE_CONTROL, task.generate(200, 1234))
+    assert dyn.learned_at[2] is not None and dyn.learned_at[1] is None
+    assert dyn.grad_share[-1][1] > 0.9  # once label 2 is fitted, label 1 carries the supervision
