@@ -139,8 +139,8 @@ def _add_command_options(group, spec) -> None:
     """An analysis's own options (AnalysisSpec.options): default None = not given, so that
     run_analysis fills in the one default on the spec and can tell which options were given."""
     for o in spec.options:
-        shown = o.default if o.default not in (None, [], ()) else None
-        text = o.help + (f" (default {' '.join(map(str, o.default)) if o.repeat else o.default})" if shown else "")
+        given = o.default not in (None, [], ())
+        text = o.help + (f" (default {' '.join(map(str, o.default)) if o.repeat else o.default})" if given else "")
         group.add_argument(o.flag, dest=o.dest, type=_PARSE[o.parse], choices=o.choices, metavar=o.metavar, default=None,
                            action="append" if o.repeat else "store", help=text)
 

@@ -20,6 +20,15 @@ def chunks(batch, size: int, desc: str, progress: bool | str = False):
 
 
 @torch.no_grad()
+def label_logprobs(model, objective, batch, batch_size: int = 1000, desc: str = "forced pass",
+                   progress: bool | str = False) -> torch.Tensor:
+    """log q(. | forced input) at every label position for every graph, batched: (B, L, V) on CPU."""
+    device = next(model.parameters()).device
+    return torch.cat([objective.forced_logits(model, c.to(device)).log_softmax(-1).cpu()
+                      for c in chunks(batch, batch_size, desc, progress)])
+
+
+@torch.no_grad()
 def decision_distribution(model, objective, batch, batch_size: int = 1000,
                           progress: bool = False) -> torch.Tensor:
     """log q(. | input) at the decision position for every graph, batched: (B, V) float32 on CPU."""

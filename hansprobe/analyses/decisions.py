@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hansprobe.analyses.base import Result, chunks, fmt_ci
+from hansprobe.analyses.base import Result, fmt_ci, label_logprobs
 from hansprobe.analyses.entropy import entropy_from_logprobs
 from hansprobe.analyses.goal_dependence import GoalDependenceResult, _log_odds, _summarise
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
@@ -53,27 +53,19 @@ class DecisionsResult(Result):
         return {"decisions_by_index": fig}
 
 
-@torch.no_grad()
-def _label_logp(model, objective: Objective, batch: Batch, batch_size: int) -> torch.Tensor:
-    """log q(. | input) at every label position: (B, L, V) on CPU, one forced pass."""
-    device = next(model.parameters()).device
-    return torch.cat([objective.forced_logits(model, c.to(device)).log_softmax(-1).cpu()
-                      for c in chunks(batch, batch_size, "decisions")])
-
-
 def measure_decisions(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000,
                       forced_logp: torch.Tensor | None = None) -> DecisionsResult:
     """`forced_logp`: the batch's forced label log-probs (B, L, V), when the caller has them."""
     from hansprobe.tasks.tree import decision_view, goal_swap_at
 
     task = batch.task
-    logp = _label_logp(model, objective, batch, batch_size) if forced_logp is None else forced_logp
-    placebo = _label_logp(model, objective, task.placebo(batch, seed), batch_size)
+    logp = label_logprobs(model, objective, batch, batch_size, "decisions") if forced_logp is None else forced_logp
+    placebo = label_logprobs(model, objective, task.placebo(batch, seed), batch_size, "decisions")
     rows, out = torch.arange(len(batch)), []
     for k in task.decision_indices:
         view = decision_view(batch, k)
         partner = goal_swap_at(batch, k, seed)
-        p_logp = _label_logp(model, objective, partner, batch_size)
+        p_logp = label_logprobs(model, objective, partner, batch_size, "decisions")
         a, b = batch.target[:, k], partner.target[:, k]
         m_c, m_p, m_0 = (_log_odds(x[:, k], a, b) for x in (logp, p_logp, placebo))
         kinds = {"goal_swap": _summarise((m_c - m_p).double().numpy(), (m_c - m_0).double().numpy(),

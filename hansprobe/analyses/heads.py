@@ -486,7 +486,7 @@ register_analysis(AnalysisSpec(
                                       extra_groups=ctx.options["ablate"], progress=ctx.progress),
     command="heads", command_help="edge-lookup head scores, head/group/layer ablations and the counterfactual follow rate",
     options=(CommandOption("--ablate", "also ablate this group of heads jointly (repeatable), e.g. --ablate 1.0,1.2",
-                           parse="heads", default=[], repeat=True, metavar="L.H[,L.H...]"),),
+                           parse="heads", default=(), repeat=True, metavar="L.H[,L.H...]"),),
     captions={
         'edge_lookup_scores': 'Attention mass each head puts on the edge (r_(i-1), r_i) — parent, child and the separator after it — at the queries holding r_(i-1), indices 2..l-2 (the last index, where the goal can be copied, is in report.json as score_last). A description of the layout, not a gate: models trained elsewhere read the edge through other tokens.',
         'child_parent_lookup_scores': "The same for the reverse lookup (from a child to its parent's edge), which reverse targets need. Look for: it replacing the forward lookup under the reverse objective.",

@@ -325,7 +325,7 @@ register_analysis(AnalysisSpec(
                                          directions=DIRECTIONS[ctx.options["direction"]], seed=ctx.seed,
                                          progress=ctx.progress),
     command="patch", command_help="activation patching on goal-swap pairs (transformer_lens.patching) and shortcut patching",
-    options=(CommandOption("--sweep", "what to patch (repeatable)", default=["resid", "heads"], repeat=True,
+    options=(CommandOption("--sweep", "what to patch (repeatable)", default=("resid", "heads"), repeat=True,
                            choices=("resid", "attn", "mlp", "heads", "heads-by-pos")),
              CommandOption("--direction", "sufficiency: clean into corrupted; necessity: corrupted into clean",
                            default="sufficiency", choices=("sufficiency", "necessity", "both"))),

@@ -51,15 +51,10 @@ class AnalysisContext:
             if b * length * self.model.cfg.d_vocab > FORCED_CACHE_FLOATS:
                 self.cache["forced_logp"] = None
             else:
-                import torch
+                from hansprobe.analyses.base import label_logprobs
 
-                from hansprobe.analyses.base import chunks
-
-                device = next(self.model.parameters()).device
-                with torch.no_grad():
-                    self.cache["forced_logp"] = torch.cat([
-                        self.objective.forced_logits(self.model, c.to(device)).log_softmax(-1).cpu()
-                        for c in chunks(self.batch, self.batch_size, "forced pass", self.progress)])
+                self.cache["forced_logp"] = label_logprobs(self.model, self.objective, self.batch, self.batch_size,
+                                                           progress=self.progress)
         return self.cache["forced_logp"]
 
 
