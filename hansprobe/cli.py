@@ -195,7 +195,13 @@ def _add_graphs(p, command: str):
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
+# Commands that measure nothing are parsed without the analysis commands, whose options are read
+# from the analysis registry: importing it imports every analysis (scipy, scikit-learn, plotly),
+# about 2 s of every `hansprobe train` process otherwise (torchrun ranks, sweep runs).
+LIGHT_COMMANDS = frozenset({"train", "data", "sweep", "import"})
+
+
+def build_parser(parser_class=_Parser, with_analyses: bool = True) -> argparse.ArgumentParser:
     parser = parser_class(prog="hansprobe", description="Measure the Clever-Hans shortcut of next-token training on lookahead tasks.")
     from hansprobe import __version__
 
@@ -235,16 +241,17 @@ def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     _add_graphs(p, "dynamics")
 
-    from hansprobe.analyses.registry import ANALYSES
+    if with_analyses:
+        from hansprobe.analyses.registry import ANALYSES
 
-    p = sub.add_parser("analyse", help="run one registered analysis on a checkpoint (the report's, or one you registered) "
-                                       "and print its summary")
-    p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
-    _add_analysis_command(p, sorted(ANALYSES.values(), key=lambda s: s.name))
-    for spec in sorted((s for s in ANALYSES.values() if s.command), key=lambda s: s.command):
-        p = sub.add_parser(spec.command, help=f"{spec.command_help} (= analyse {spec.name})")
-        _add_analysis_command(p, [spec])
-        p.set_defaults(name=spec.name)
+        p = sub.add_parser("analyse", help="run one registered analysis on a checkpoint (the report's, or one you "
+                                           "registered) and print its summary")
+        p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
+        _add_analysis_command(p, sorted(ANALYSES.values(), key=lambda s: s.name))
+        for spec in sorted((s for s in ANALYSES.values() if s.command), key=lambda s: s.command):
+            p = sub.add_parser(spec.command, help=f"{spec.command_help} (= analyse {spec.name})")
+            _add_analysis_command(p, [spec])
+            p.set_defaults(name=spec.name)
 
     p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
@@ -595,8 +602,9 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top-level options take no value
+    parser = build_parser(with_analyses=command not in LIGHT_COMMANDS)
     debug = "--debug" in argv  # anywhere on the line, so it can be added at the end of a failing command
     args = parser.parse_args([a for a in argv if a != "--debug"])
     try:

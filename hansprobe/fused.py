@@ -5,8 +5,10 @@ bridge's LayerNorm, split q/k/v projections and hook points cost ~20-30% of a st
 (docs/benchmarks.md). `FusedGPT` reads the *same parameter tensors* (no copy: the optimizer, the
 checkpoint and the hooked model all see one set of weights) and computes the same function with
 `F.layer_norm`, one QKV matmul per layer and fused attention. Its logits agree with the bridge's
-to float rounding (tests/test_fused.py states the tolerance); the analyses read the bridge, except
-the dynamics analysis's gradient shares, which are training gradients (analyses/dynamics.py).
+to float rounding (tests/test_fused.py states the tolerance). The analyses' plain forward passes
+(logits only) run it too, asking only for the positions they read (`logits_at`), unless something is
+hooked on the model (`inference_view`, docs/decisions.md 49); everything that reads or changes an
+activation (caches, ablations, patching) runs the bridge.
 
 Attention: `scaled_dot_product_attention` where it is faster (CUDA, or several CPU threads); on one
 CPU thread an explicit masked softmax measured faster (tests/benchmarks/bench_train.py). The choice
@@ -68,17 +70,30 @@ class FusedGPT(nn.Module):
         mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
         return scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
 
-    def forward(self, tokens: Int[Tensor, "batch pos"], return_resid: bool = False):
+    def _attention_at(self, q: Tensor, k: Tensor, v: Tensor, at: Tensor) -> Tensor:
+        """Causal attention for the queries at positions `at` only: q (B, h, P, dh), k and v (B, h, T, dh)."""
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, h, P, T)
+        mask = torch.arange(k.shape[-2], device=q.device)[None, :] > at[:, None]  # (P, T): keys after the query
+        return scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
+
+    def forward(self, tokens: Int[Tensor, "batch pos"], return_resid: bool = False, positions: slice | None = None):
         """Logits (B, T, V); with return_resid also the final normalised residual (B, T, d_model), the
-        bridge's `unembed.hook_in`, which the multi-token heads read."""
+        bridge's `unembed.hook_in`, which the multi-token heads read. `positions`: the logits at
+        those positions only, (B, P, V) — the last block then runs only there (its keys and values
+        still at every position), which is all a causal model's logits there depend on."""
         p, (B, T) = self.p, tokens.shape
         x = F.embedding(tokens, p["tok_embed.weight"]) + p["pos.weight"][:T]  # (B, T, d_model)
         d = x.shape[-1]
+        at = None if positions is None else torch.arange(T, device=tokens.device)[positions]  # (P,)
         for i in range(self.n_layers):
             weights, biases = self.qkv[i]
             qkv = F.linear(self._normalize(x, f"layers.{i}.ln1"), torch.cat(weights), torch.cat(biases))
             q, k, v = qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, h, T, dh) each
-            a = self._attention(q, k, v).transpose(1, 2).reshape(B, T, d)  # (B, T, d_model)
+            if at is not None and i == self.n_layers - 1:  # the last block at the asked positions only
+                x = x[:, at]  # (B, P, d_model)
+                a = self._attention_at(q[:, :, at], k, v, at).transpose(1, 2).reshape(B, len(at), d)
+            else:
+                a = self._attention(q, k, v).transpose(1, 2).reshape(B, T, d)  # (B, T, d_model)
             x = x + F.linear(a, p[f"layers.{i}.attn.o.weight"], p[f"layers.{i}.attn.o.bias"])
             if not self.attn_only:
                 h = F.linear(self._normalize(x, f"layers.{i}.ln2"), p[f"layers.{i}.mlp.fc_in.weight"],
@@ -98,3 +113,42 @@ def training_view(model):
         return FusedGPT(model)
     except (KeyError, AttributeError):  # a layout this file does not know: the (slower) bridge is still right
         return model
+
+
+def has_forward_hooks(model) -> bool:
+    """Whether a forward hook sits on the model, any of its modules, or torch's global hooks. A
+    TransformerLens hook (`model.hooks(...)`, `add_hook`, `run_with_hooks`, `run_with_cache`) is a
+    torch forward hook on a HookPoint, so this sees those too. Left out: the bridge's own wiring,
+    pre-hooks that TransformerLens's blocks install on their LayerNorms after a hooked run and keep
+    (they pass the input to the HookPoints and change nothing unless one of those is hooked)."""
+    from torch.nn.modules import module as _module
+
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return True
+    for m in model.modules():
+        hooks = [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
+        if hooks and (type(m).__name__ == "HookPoint" or any(
+                not getattr(h, "__module__", "").startswith("transformer_lens.") for h in hooks)):
+            return True
+    return False
+
+
+def logits_at(model, tokens: Int[Tensor, "batch pos"], positions: slice) -> Float[Tensor, "batch P vocab"]:
+    """The model's logits at `positions` (a slice of the sequence): through the fused forward, which
+    then runs the last block at those positions only, when nothing is hooked on the model
+    (`inference_view`); else the model's own full forward, sliced, so that its hooks apply."""
+    net = inference_view(model)
+    if isinstance(net, FusedGPT):
+        return net(tokens, positions=positions)
+    return net(tokens)[:, positions]
+
+
+def inference_view(model):
+    """The module a plain forward pass (logits only, no hook of the caller's) runs: the fused
+    forward over the model's own parameters (the bridge's logits to float rounding, ~1.35x faster
+    on a CPU at the reference size) when nothing is hooked on the model, else the model itself, so
+    that hooks a user put on it (`with model.hooks(...)`) still apply, as do an analysis's own
+    ablation and patching hooks (docs/decisions.md 49)."""
+    if not isinstance(model, nn.Module) or has_forward_hooks(model):
+        return model
+    return training_view(model)

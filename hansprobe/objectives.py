@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hansprobe.errors import ConfigError
+from hansprobe.fused import logits_at
 from hansprobe.tasks.base import Batch
 
 FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
@@ -205,7 +206,7 @@ class Objective:
     def forced_logits(self, model: Model, batch: Batch) -> Float[Tensor, "B L V"]:
         """Logits at the target positions with the objective's own input (one forward pass)."""
         with autocast(batch.prefix.device):
-            return model(self.inputs(batch))[:, self.label_slice(batch)].float()
+            return logits_at(model, self.inputs(batch), self.label_slice(batch)).float()
 
     @torch.no_grad()
     def decode(self, model: Model, batch: Batch, forced: Tensor | None = None) -> Int[Tensor, "B L"]:
@@ -229,7 +230,7 @@ class Objective:
         with autocast(batch.prefix.device):
             for _ in range(pred.shape[1] if len(active) else 0):  # at most l passes; usually 2-3
                 x = torch.cat([batch.prefix[active], pred[active, :-1]], dim=1)
-                new = model(x)[:, sl].argmax(-1)  # (b, L)
+                new = logits_at(model, x, sl).argmax(-1)  # (b, L); fused unless the model is hooked
                 changed = (new != pred[active]).any(1)
                 pred[active] = new
                 active = active[changed]

@@ -12,6 +12,15 @@ torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 
+# The longest single fixture (one report over every shipped checkpoint) goes first, then the other
+# end-to-end modules (marked slow): with several workers (pytest-xdist, `-n auto --dist loadfile`
+# in pyproject.toml) a long module that started last would run alone at the end.
+FIRST = "test_verdict_matrix.py"
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: (item.path.name != FIRST, item.get_closest_marker("slow") is None))
+
 
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory):

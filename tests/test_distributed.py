@@ -3,6 +3,7 @@ weights as 1 process with batch 2B on the same graphs (`--data-shards 2`), withi
 (the all-reduce sums in another order); only rank 0 writes; --resume works under torchrun."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from hansprobe.checkpoint import read_metrics
+from hansprobe.cli import main
 
 pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
 
@@ -25,14 +27,27 @@ def torchrun(*args):
                            "-m", "hansprobe", "train", *args], env=ENV, capture_output=True, text=True, timeout=300)
 
 
-def test_two_gloo_ranks_match_one_process_on_the_same_graphs(tmp_path):
-    two, one = tmp_path / "two", tmp_path / "one"
-    proc = torchrun(*ARGS, "--steps", "8", "--out", str(two))
+@pytest.fixture(scope="module")
+def eight_steps(tmp_path_factory):
+    """One uninterrupted 8-step torchrun run, shared: the one-process comparison and the kill test's
+    reference (read only; a test that resumes it copies it first)."""
+    out = tmp_path_factory.mktemp("torchrun") / "two"
+    return out, torchrun(*ARGS, "--steps", "8", "--out", str(out))
+
+
+def train_in_process(args) -> None:
+    """The one-process reference: `hansprobe train` in this process (conftest: one torch thread,
+    as ENV gives the ranks)."""
+    assert main(["train", *args]) == 0
+
+
+def test_two_gloo_ranks_match_one_process_on_the_same_graphs(eight_steps, tmp_path):
+    first, proc = eight_steps
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('"format": "hansprobe-checkpoint"') == 1  # rank 0 alone prints
-    proc = subprocess.run([sys.executable, "-m", "hansprobe", "train", *ARGS, "--steps", "8", "--data-shards", "2",
-                           "--out", str(one)], env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    two, one = tmp_path / "two", tmp_path / "one"
+    shutil.copytree(first, two)  # resumed below
+    train_in_process([*ARGS, "--steps", "8", "--data-shards", "2", "--out", str(one)])
     a, b = load_file(two / "model.safetensors"), load_file(one / "model.safetensors")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= TOL
@@ -49,9 +64,7 @@ def test_multi_token_under_torchrun_matches_one_process(tmp_path):
     mt = ["--objective", "multi-token", "--extra-heads", "2", "--steps", "4"]
     proc = torchrun(*ARGS, *mt, "--out", str(two))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = subprocess.run([sys.executable, "-m", "hansprobe", "train", *ARGS, *mt, "--data-shards", "2",
-                           "--out", str(one)], env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_in_process([*ARGS, *mt, "--data-shards", "2", "--out", str(one)])
     for name in ("model.safetensors", "extra_heads.safetensors"):
         a, b = load_file(two / name), load_file(one / name)
         assert a.keys() == b.keys()
@@ -99,13 +112,13 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_a_torchrun_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
+def test_a_torchrun_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_one(eight_steps, tmp_path):
     """Issue 25 defect 7: resume under torchrun, checked. Rank 0 is killed before a checkpoint write
     after step 4's checkpoint; the survivor says another rank stopped; `torchrun ... --resume` then
     ends with the same bytes as a run that was never stopped."""
-    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    (whole, proc), cut = eight_steps, tmp_path / "cut"
     args = [*ARGS, "--steps", "8"]
-    assert torchrun(*args, "--out", str(whole)).returncode == 0
+    assert proc.returncode == 0, proc.stderr[-3000:]
     killer = tmp_path / "killer.py"
     killer.write_text(KILL_RANK0_AT_WRITE)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -70,3 +70,52 @@ def test_an_unknown_layout_keeps_the_bridge():
     assert training_view(stub) is stub
     plain = torch.nn.Linear(2, 2)
     assert training_view(plain) is plain
+
+
+def test_plain_forward_passes_take_the_fused_view_unless_a_hook_is_on_the_model():
+    """Analyses' plain forward passes (Objective.forced_logits, decoding, the follow rate) run the
+    fused view; a hook on the model — a user's `model.hooks(...)`, an analysis's ablation — sends
+    them through the bridge, so the hook still applies."""
+    from hansprobe.fused import has_forward_hooks, inference_view
+
+    task = tiny_task()
+    model, obj = tiny_model(task, seed=2).eval(), get_objective("teacher-forcing")
+    batch = task.generate(16, 5)
+    assert isinstance(inference_view(model), FusedGPT) and not has_forward_hooks(model)
+    plain = obj.forced_logits(model, batch)
+    with torch.no_grad():
+        bridge = model(obj.inputs(batch))[:, obj.label_slice(batch)]
+    assert (plain - bridge).abs().max().item() < ATOL
+
+    def zero(z, hook):
+        return torch.zeros_like(z)
+
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", zero)]):
+        assert inference_view(model) is model and has_forward_hooks(model)
+        hooked = obj.forced_logits(model, batch)
+        with torch.no_grad():
+            want = model(obj.inputs(batch))[:, obj.label_slice(batch)]
+    assert torch.equal(hooked, want.float())
+    assert (hooked - plain).abs().max().item() > 1e-3  # the hook changed what the analysis measured
+    handle = model.blocks[0].mlp.register_forward_hook(lambda m, i, o: o * 0)  # a plain torch hook counts too
+    assert inference_view(model) is model
+    handle.remove()
+    assert isinstance(inference_view(model), FusedGPT)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[:3] + LAYOUTS[5:6] + LAYOUTS[-1:],
+                         ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default")
+@pytest.mark.parametrize("positions", [slice(7, 12), slice(3, 4), slice(-2, None)], ids=["label-span", "one", "tail"])
+def test_logits_at_some_positions_equal_the_full_forward_there(layout, positions, threads):
+    """The fused forward asked for some positions runs its last block there only: the same logits
+    as the whole sequence's, sliced (and as the bridge's)."""
+    from hansprobe.fused import logits_at
+
+    threads(2)
+    task = tiny_task()
+    model = tiny_model(task, seed=4, **layout).eval()
+    tokens = tokens_of(task, 16, 2)
+    with torch.no_grad():
+        want, got = model(tokens)[:, positions], logits_at(model, tokens, positions)
+    assert want.shape == got.shape
+    assert (want - got).abs().max().item() < ATOL

@@ -121,3 +121,32 @@ def test_no_module_imports_one_from_a_layer_above_it():
     upward = [(a, b) for a, deps in import_graph().items() for b in deps
               if b != "hansprobe" and rank(b) > rank(a)]
     assert upward == []
+
+
+def test_a_command_that_measures_nothing_starts_without_the_analyses(tmp_path):
+    """`hansprobe data` (and train, sweep, import) is parsed without the analysis commands and
+    imports no analysis, scipy, scikit-learn or plotly (about 2 s a process); `hansprobe.report`'s
+    names still load on first use."""
+    heavy = ("scipy", "sklearn", "plotly", "hansprobe.analyses", "hansprobe.report.run")
+    code = ("import sys\nfrom hansprobe.cli import main\n"
+            f"assert main(['data', '--degree', '2', '--path-len', '3', '--nodes', '12', '-n', '2', '--out', {str(tmp_path / 'g.txt')!r}]) == 0\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])\n"
+            "from hansprobe.report import QUESTIONS, ReportSettings\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    before, after = proc.stdout.splitlines()[-2:]
+    assert before == "[]"
+    assert "hansprobe.analyses" in after and "hansprobe.report.run" in after
+
+
+def test_the_light_parser_reads_its_commands_as_the_full_one_does():
+    from hansprobe.cli import LIGHT_COMMANDS, build_parser
+
+    lines = [["train", "--degree", "2", "--path-len", "4", "--objective", "reverse", "--steps", "5", "--out", "r"],
+             ["data", "--degree", "2", "--path-len", "3", "--nodes", "12", "-n", "4", "--out", "g.txt"],
+             ["sweep", "s.toml", "--out", "s", "--jobs", "2"], ["train", "--resume", "--out", "r"]]
+    assert {line[0] for line in lines} <= LIGHT_COMMANDS
+    full, light = build_parser(), build_parser(with_analyses=False)
+    for line in lines:
+        assert vars(light.parse_args(line)) == vars(full.parse_args(line))

@@ -66,27 +66,29 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.parametrize("nth_write", [2, 5, 6, 9])  # no resume file yet; replacing one; the weights; the last step's weights
-def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_write):
+def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_write, capsys):
     ref, args = reference
     run = tmp_path / "run"
     argv = [a if a != str(ref) else str(run) for a in args]
     proc = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, str(nth_write), *argv], env=ENV, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert list(run.glob(".*.tmp")), "the kill should leave a half-written temporary file"
-    # writes are config(1), then per checkpoint resume, model, config: the 2nd write is the first resume file
-    resume = [sys.executable, "-m", "hansprobe", "train", "--resume", "--out", str(run), "--json"]
-    proc = subprocess.run(resume, env=ENV, capture_output=True, text=True)
+    # writes are config(1), then per checkpoint resume, model, config: the 2nd write is the first resume file.
+    # The resume runs in this process (the killed one was a process of its own): it reads only the files.
+    capsys.readouterr()
+    code = main(["train", "--resume", "--out", str(run), "--json"])
+    err = capsys.readouterr().err
     if nth_write == 2:  # killed before any resume file existed: a clear error, nothing half-read
-        assert proc.returncode == 2 and "nothing to resume" in proc.stderr and "Traceback" not in proc.stderr
+        assert code == 2 and "nothing to resume" in err and "Traceback" not in err
         return
-    assert proc.returncode == 0, proc.stderr
+    assert code == 0, err
     assert not list(run.glob(".*.tmp")), "resume removes the temporaries of the killed write"
     assert weights_equal(ref, run) and digest(ref / "model.safetensors") == digest(run / "model.safetensors")
     assert eval_steps(run) == eval_steps(ref) == [2, 4, 6, 8, 10, 12]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_sigkill_at_a_random_moment_then_resume(tmp_path, seed):
+def test_sigkill_at_a_random_moment_then_resume(tmp_path, seed, capsys):
     rng = random.Random(seed)
     args = [*TRAIN, "--steps", "100", "--eval-every", "10", "--checkpoint-every", "10"]
     ref, run = tmp_path / "ref", tmp_path / "run"
@@ -100,11 +102,12 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path, seed):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = max(eval_steps(run), default=0)
-    resumed = subprocess.run([sys.executable, "-m", "hansprobe", "train", "--resume", "--out", str(run), "--json"],
-                             env=ENV, capture_output=True, text=True)
-    if not (run / "resume.safetensors").exists() or resumed.returncode == 2:
+    capsys.readouterr()
+    code = main(["train", "--resume", "--out", str(run), "--json"])  # in this process: it reads only the files
+    err = capsys.readouterr().err
+    if not (run / "resume.safetensors").exists() or code == 2:
         pytest.skip(f"killed before the first checkpoint (eval rows up to {killed_at}); nothing to resume")
-    assert resumed.returncode == 0, resumed.stderr
+    assert code == 0, err
     assert weights_equal(ref, run)
     assert eval_steps(run) == list(range(10, 101, 10)), "no duplicated or missing evaluation rows"
 

@@ -14,6 +14,7 @@ from hansprobe.cli import main
 from hansprobe.errors import ConfigError
 from hansprobe.analyses.entropy import indecipherable_verdict
 from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, write_report
+from hansprobe.storage import jsonable
 
 from helpers import TINY_REPORT, TINY_TRAIN_ARGS as TRAIN
 
@@ -355,3 +356,32 @@ def test_behaviour_entropy_and_decisions_share_one_forced_pass_and_give_what_the
     assert shared == alone
     assert ctx.cache["forced_logp"].shape == (300, batch.target.shape[1], ck.model.cfg.d_vocab)
     assert n_alone - n_shared == 3  # entropy's own forced pass, 3 chunks of 100, is the one saved
+
+
+def test_each_checkpoint_is_serialised_and_each_figure_drawn_once_however_often_the_page_is_rewritten(
+        runs, tmp_path, monkeypatch):
+    """The report so far is rewritten after every checkpoint; what a finished checkpoint contributes
+    (its JSON, its figures' HTML) is made once, so n checkpoints cost n, not n(n+1)/2 — and the
+    page's figures keep unique ids."""
+    from dataclasses import asdict
+
+    import hansprobe.report.html as html
+    from hansprobe.report.run import CheckpointReport
+
+    drawn, dicts, real_draw, real_dict = [], [], html._figure_html, CheckpointReport.to_dict
+    monkeypatch.setattr(html, "_figure_html", lambda fig, div_id: drawn.append(div_id) or real_draw(fig, div_id))
+
+    def to_dict(self):
+        dicts.append(self.name)
+        d = real_dict(self)
+        old = asdict(self)  # what the dict was before: asdict, then the figures dropped
+        old.pop("figures"), old.pop("figure_html")
+        assert json.dumps(d, sort_keys=True) == json.dumps(jsonable(old), sort_keys=True)
+        return d
+    monkeypatch.setattr(CheckpointReport, "to_dict", to_dict)
+    paths = [runs[n] for n in ("teacher-forcing", "reverse", "teacherless")]
+    write_report(tmp_path, paths, SMALL)
+    assert sorted(dicts) == sorted(p.name for p in paths)
+    assert drawn and len(drawn) == len(set(drawn))  # once each, every id its own
+    page = (tmp_path / "report.html").read_text()
+    assert all(page.count(f'id="{i}"') == 1 for i in drawn)

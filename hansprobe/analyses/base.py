@@ -32,9 +32,17 @@ def label_logprobs(model, objective, batch, batch_size: int = 1000, desc: str = 
 def decision_distribution(model, objective, batch, batch_size: int = 1000,
                           progress: bool = False) -> torch.Tensor:
     """log q(. | input) at the decision position for every graph, batched: (B, V) float32 on CPU."""
+    from hansprobe.fused import logits_at
+    from hansprobe.objectives import autocast
+
     device = next(model.parameters()).device
-    k = objective.decision_index(batch.target.shape[1])
-    out = [objective.forced_logits(model, chunk.to(device))[:, k].log_softmax(-1).cpu() for chunk in chunks(batch, batch_size, "entropy", progress)]
+    out = []
+    for chunk in chunks(batch, batch_size, "entropy", progress):
+        chunk = chunk.to(device)
+        at = objective.label_slice(chunk).start + objective.decision_index(chunk.target.shape[1])  # the decision's position
+        with autocast(device):  # a causal model: the input is cut after the one position read
+            logits = logits_at(model, objective.inputs(chunk)[:, :at + 1], slice(at, at + 1))[:, 0].float()
+        out.append(logits.log_softmax(-1).cpu())
     return torch.cat(out)
 
 

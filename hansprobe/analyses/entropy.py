@@ -222,11 +222,12 @@ def measure_entropy(model, objective: Objective, batch: Batch, batch_size: int =
     return entropy_from_logprobs(logp, objective, batch, seed, gd)
 
 
-def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch, seed: int = 0,
-                          goal_dependence: GoalDependenceResult | None = None) -> EntropyResult:
-    """The entropy result from log q(. | input) at the decision position, (B, V) on CPU. Without a
-    goal-dependence result (training dynamics) the outcome can only be decided, not learned or
-    inconclusive, never indecipherable."""
+def decision_tensors(logp: torch.Tensor, batch: Batch) -> dict:
+    """Per graph, from log q(. | input) at the decision position (B, V): the entropy (nats), the
+    candidate-renormalised log q and its entropy (also as a fraction of log d), the mass outside the
+    candidates, the information over uniform; and the counts right over the vocabulary and among
+    the candidates. The point estimates of entropy_from_logprobs, without its intervals (the
+    dynamics analysis reads these per snapshot)."""
     n, d = batch.candidates.shape
     log_d = math.log(d) if d > 1 else 0.0
     p = logp.exp()
@@ -234,16 +235,28 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
     cand_logp = logp.gather(1, batch.candidates)  # (B, D)
     cand_logq = cand_logp - cand_logp.logsumexp(-1, keepdim=True)  # renormalised over candidates
     cand_entropy = -(cand_logq.exp() * cand_logq).sum(-1)
-    outside = (1 - cand_logp.exp().sum(-1)).clamp_min(0)
     rows = torch.arange(n)
-    info = cand_logq[rows, batch.goal_arm] + log_d
-    correct = int((logp.argmax(-1) == batch.candidates[rows, batch.goal_arm]).sum())
+    return {"entropy": entropy, "candidate_logq": cand_logq, "candidate_entropy": cand_entropy,
+            "candidate_entropy_frac": cand_entropy / log_d if d > 1 else torch.zeros_like(cand_entropy),
+            "outside": (1 - cand_logp.exp().sum(-1)).clamp_min(0), "information": cand_logq[rows, batch.goal_arm] + log_d,
+            "correct": int((logp.argmax(-1) == batch.candidates[rows, batch.goal_arm]).sum()),
+            "candidate_correct": int((cand_logq.argmax(-1) == batch.goal_arm).sum())}
+
+
+def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch, seed: int = 0,
+                          goal_dependence: GoalDependenceResult | None = None) -> EntropyResult:
+    """The entropy result from log q(. | input) at the decision position, (B, V) on CPU. Without a
+    goal-dependence result (training dynamics) the outcome can only be decided, not learned or
+    inconclusive, never indecipherable."""
+    n, d = batch.candidates.shape
+    log_d = math.log(d) if d > 1 else 0.0
+    t = decision_tensors(logp, batch)
+    correct, cand_correct, cand_logq = t["correct"], t["candidate_correct"], t["candidate_logq"]
     acc_ci = wilson_ci(correct, n)
-    cand_correct = int((cand_logq.argmax(-1) == batch.goal_arm).sum())
     cand_ci = wilson_ci(cand_correct, n)
     equivalence = equivalence_test(cand_correct, n, 1 / d)
-    frac = cand_entropy / log_d if d > 1 else torch.zeros_like(cand_entropy)
-    e, ce, fr, out_, inf = (t.double().numpy() for t in (entropy, cand_entropy, frac, outside, info))
+    e, ce, fr, out_, inf = (t[k].double().numpy() for k in ("entropy", "candidate_entropy", "candidate_entropy_frac",
+                                                             "outside", "information"))
     info_ci = mean_ci(inf, seed)
     if objective.reverse:
         outcome, verdict = "not applicable", (goal_dependence.reason if goal_dependence is not None else

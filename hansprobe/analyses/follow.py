@@ -61,16 +61,18 @@ def swap_node(objective: Objective, batch: Batch, arm: torch.Tensor, i: int) -> 
 def _predict(model, inputs: torch.Tensor, positions: list[int], batch_size: int) -> torch.Tensor:
     """Greedy prediction at each of `positions` for every row of `inputs`: (len(positions), B).
     The model is causal, so the inputs are cut after the last position asked for."""
+    from hansprobe.fused import logits_at
     from hansprobe.objectives import autocast
 
     device = next(model.parameters()).device
     cut = inputs[:, :max(positions) + 1]
+    span = slice(min(positions), max(positions) + 1)
     out = []
     for start in range(0, len(cut), batch_size):
         x = cut[start:start + batch_size].to(device)
         with autocast(device):
-            logits = model(x)  # (b, T, V)
-        out.append(logits[:, positions].argmax(-1).T.cpu())  # (P, b)
+            logits = logits_at(model, x, span)  # (b, P', V): fused unless the model is hooked
+        out.append(logits[:, [q - span.start for q in positions]].argmax(-1).T.cpu())  # (P, b)
     return torch.cat(out, 1)
 
 

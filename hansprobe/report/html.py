@@ -181,7 +181,6 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
                 f"({_e(', '.join(doc['pending']))}); this page is rewritten as each one finishes.</p>"]
                if doc.get("pending") else []),
              "<h2>Verdicts</h2>", f"<div class='scroll'>{_verdict_table(doc)}</div>"]
-    fig_id = 0
     caps = captions()
     for key, heading in sections():
         names_here = []
@@ -199,12 +198,15 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
             if n is not None:
                 parts.append(f"<p class='caption'><b>{_e(n.replace('_', ' '))}.</b> {_e(caps.get(n, ''))}</p>")
             cells = []
-            for ck, c in zip(checkpoints, cks):
+            for i, (ck, c) in enumerate(zip(checkpoints, cks)):
                 fig = ck.figures.get(key, {}).get(n) if n else None
                 if fig is not None:
+                    # Drawn once per checkpoint and kept on it: the page is redrawn after every
+                    # checkpoint, and a figure's HTML depends only on the figure and its column.
+                    if (i, key, n) not in ck.figure_html:
+                        ck.figure_html[i, key, n] = _figure_html(fig, f"fig-{i}-{key}-{n}")
                     cells.append(f"<div class='cell'><div class='colhead'>{_e(c['name'])}</div>"
-                                 f"{_figure_html(fig, f'fig-{fig_id}')}</div>")
-                    fig_id += 1
+                                 f"{ck.figure_html[i, key, n]}</div>")
                 else:
                     why = c["analyses"].get(key, {}).get("skipped") or "not drawn for this checkpoint (see its verdict)"
                     cells.append(f"<div class='cell'><div class='colhead'>{_e(c['name'])}</div><p class='skip'>{_e(why)}</p></div>")

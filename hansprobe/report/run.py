@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from hansprobe.analyses import questions as _questions
@@ -40,11 +40,13 @@ class CheckpointReport:
     analyses: dict  # analysis name -> its Result.to_dict(), or {"skipped": reason}
     notes: list = field(default_factory=list)  # where two answers read together need a sentence (consistency_notes)
     figures: dict = field(default_factory=dict, repr=False)  # analysis -> {name: plotly Figure}; not serialised
+    figure_html: dict = field(default_factory=dict, repr=False)  # (column, analysis, name) -> its drawn HTML (report/html.py); not serialised
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("figures")
-        return _jsonable(d)
+        # Not dataclasses.asdict: it would deep-copy every plotly figure only to drop them (1.6 s a
+        # checkpoint); jsonable builds new dicts and lists anyway.
+        return _jsonable({f.name: getattr(self, f.name) for f in fields(self)
+                          if f.name not in ("figures", "figure_html")})
 
 
 # --- running it --------------------------------------------------------------------------------
@@ -179,15 +181,16 @@ def _built(paths, names, settings, progress, version) -> Iterator[dict]:
             print(f"report: {n_analyses() * len(paths)} analyses to run ({n_analyses()} per checkpoint)",
                   file=sys.stderr, flush=True)
         bar = progress_bar(n_analyses() * len(paths), "report", progress, unit="analysis")
-    reports = []
+    reports, dicts = [], []
     try:
         for report in _measured(paths, settings, bar):
             reports.append(report)
+            dicts.append(report.to_dict())  # once each: the report so far is rewritten after every checkpoint
             doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "hansprobe": version,
                    "settings": asdict(settings), "questions": dict(QUESTIONS),
                    "rules": {q.key: q.rule_text() for q in _questions.registered_questions()},
                    "answers": list(ANSWERS), "thresholds": _questions.thresholds(),
-                   "checkpoints": [r.to_dict() for r in reports], "pending": names[len(reports):]}
+                   "checkpoints": list(dicts), "pending": names[len(reports):]}
             yield {"json": _jsonable(doc), "checkpoints": list(reports)}
     finally:
         if bar is not None:
