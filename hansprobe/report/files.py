@@ -27,9 +27,10 @@ def publish_report(out_dir: str | Path, paths: list[str | Path], settings: Repor
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; give a directory to write report.html and report.json into")
     built = build_report(paths, settings, progress)  # checks every input before the lock is taken
+    drawn = {}  # each figure's HTML, drawn once though the page is rewritten after every checkpoint
     with run_lock(out_dir):
         for report in built:
-            _publish(out_dir, report)
+            _publish(out_dir, report, drawn)
             yield report
 
 
@@ -42,13 +43,14 @@ def write_report(out_dir: str | Path, paths: list[str | Path], settings: ReportS
     return report["json"]
 
 
-def _publish(out_dir: Path, built: dict) -> None:
+def _publish(out_dir: Path, built: dict, drawn: dict | None = None) -> None:
     from hansprobe.checkpoint import publish_together
     from hansprobe.report.html import render_html
 
     data = (json.dumps(built["json"], sort_keys=True, indent=1) + "\n").encode()
     # The page carries the hash of the JSON it was drawn from, and both are switched together.
-    page = render_html(built["json"], built["checkpoints"], json_sha256=hashlib.sha256(data).hexdigest())
+    page = render_html(built["json"], built["checkpoints"], json_sha256=hashlib.sha256(data).hexdigest(),
+                       drawn=drawn)
     publish_together(out_dir, {"report.json": data, "report.html": page.encode()})
 
 

@@ -159,10 +159,13 @@ def _config_table(doc: dict) -> str:
     return "<table><tr><th></th>" + "".join(f"<th>{_e(c['name'])}</th>" for c in cks) + "</tr>" + "\n".join(rows) + "</table>"
 
 
-def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) -> str:
+def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None, drawn: dict | None = None) -> str:
     """The report page from the report dict and the CheckpointReports (which hold the figures).
     `json_sha256` stamps the page with the hash of the report.json bytes it was drawn from, so a
-    reader can tell a page and a JSON of different runs apart (`report.read_report`)."""
+    reader can tell a page and a JSON of different runs apart (`report.read_report`). `drawn`: the
+    figures' HTML by (column, analysis, name), kept by a caller that redraws the page as
+    checkpoints finish, so that each figure is drawn once."""
+    drawn = {} if drawn is None else drawn
     from plotly.offline import get_plotlyjs
 
     cks = doc["checkpoints"]
@@ -201,12 +204,10 @@ def render_html(doc: dict, checkpoints: list, json_sha256: str | None = None) ->
             for i, (ck, c) in enumerate(zip(checkpoints, cks)):
                 fig = ck.figures.get(key, {}).get(n) if n else None
                 if fig is not None:
-                    # Drawn once per checkpoint and kept on it: the page is redrawn after every
-                    # checkpoint, and a figure's HTML depends only on the figure and its column.
-                    if (i, key, n) not in ck.figure_html:
-                        ck.figure_html[i, key, n] = _figure_html(fig, f"fig-{i}-{key}-{n}")
+                    if (i, key, n) not in drawn:  # a figure's HTML depends only on the figure and its column
+                        drawn[i, key, n] = _figure_html(fig, f"fig-{i}-{key}-{n}")
                     cells.append(f"<div class='cell'><div class='colhead'>{_e(c['name'])}</div>"
-                                 f"{ck.figure_html[i, key, n]}</div>")
+                                 f"{drawn[i, key, n]}</div>")
                 else:
                     why = c["analyses"].get(key, {}).get("skipped") or "not drawn for this checkpoint (see its verdict)"
                     cells.append(f"<div class='cell'><div class='colhead'>{_e(c['name'])}</div><p class='skip'>{_e(why)}</p></div>")

@@ -40,13 +40,11 @@ class CheckpointReport:
     analyses: dict  # analysis name -> its Result.to_dict(), or {"skipped": reason}
     notes: list = field(default_factory=list)  # where two answers read together need a sentence (consistency_notes)
     figures: dict = field(default_factory=dict, repr=False)  # analysis -> {name: plotly Figure}; not serialised
-    figure_html: dict = field(default_factory=dict, repr=False)  # (column, analysis, name) -> its drawn HTML (report/html.py); not serialised
 
     def to_dict(self) -> dict:
         # Not dataclasses.asdict: it would deep-copy every plotly figure only to drop them (1.6 s a
         # checkpoint); jsonable builds new dicts and lists anyway.
-        return _jsonable({f.name: getattr(self, f.name) for f in fields(self)
-                          if f.name not in ("figures", "figure_html")})
+        return _jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name != "figures"})
 
 
 # --- running it --------------------------------------------------------------------------------
