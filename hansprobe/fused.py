@@ -81,27 +81,55 @@ class FusedGPT(nn.Module):
         bridge's `unembed.hook_in`, which the multi-token heads read. `positions`: the logits at
         those positions only, (B, P, V) — the last block then runs only there (its keys and values
         still at every position), which is all a causal model's logits there depend on."""
-        p, (B, T) = self.p, tokens.shape
-        x = F.embedding(tokens, p["tok_embed.weight"]) + p["pos.weight"][:T]  # (B, T, d_model)
-        d = x.shape[-1]
-        at = None if positions is None else torch.arange(T, device=tokens.device)[positions]  # (P,)
+        return self.run_from(0, self.embed(tokens), return_resid, positions)
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return F.embedding(tokens, self.p["tok_embed.weight"]) + self.p["pos.weight"][:tokens.shape[1]]
+
+    def resid_pre(self, tokens: Int[Tensor, "batch pos"]) -> list[Tensor]:
+        """The residual entering each block, [n_layers] of (B, T, d_model): the bridge's
+        `blocks.{i}.hook_resid_pre`, from which `run_from` resumes."""
+        x, out = self.embed(tokens), []
         for i in range(self.n_layers):
-            weights, biases = self.qkv[i]
-            qkv = F.linear(self._normalize(x, f"layers.{i}.ln1"), torch.cat(weights), torch.cat(biases))
-            q, k, v = qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, h, T, dh) each
-            if at is not None and i == self.n_layers - 1:  # the last block at the asked positions only
-                x = x[:, at]  # (B, P, d_model)
-                a = self._attention_at(q[:, :, at], k, v, at).transpose(1, 2).reshape(B, len(at), d)
-            else:
-                a = self._attention(q, k, v).transpose(1, 2).reshape(B, T, d)  # (B, T, d_model)
-            x = x + F.linear(a, p[f"layers.{i}.attn.o.weight"], p[f"layers.{i}.attn.o.bias"])
-            if not self.attn_only:
-                h = F.linear(self._normalize(x, f"layers.{i}.ln2"), p[f"layers.{i}.mlp.fc_in.weight"],
-                             p[f"layers.{i}.mlp.fc_in.bias"])  # (B, T, d_mlp)
-                x = x + F.linear(self.act(h), p[f"layers.{i}.mlp.fc_out.weight"], p[f"layers.{i}.mlp.fc_out.bias"])
+            out.append(x)
+            x = self._block(i, x)
+        return out
+
+    def run_from(self, first: int, x: Float[Tensor, "batch pos d_model"], return_resid: bool = False,
+                 positions: slice | None = None, replace_z: dict | None = None):
+        """Blocks `first`.. on the residual `x` entering block `first`, then the unembedding (see
+        `forward`). `replace_z`: {layer: (heads, values)} sets those heads' outputs before the output
+        projection (the bridge's `hook_z`) to `values` (T, n_heads, d_head) at every graph, or to
+        zero when `values` is None: mean and zero ablation. The blocks before `first` do not see it."""
+        at = None if positions is None else torch.arange(x.shape[1], device=x.device)[positions]  # (P,)
+        for i in range(first, self.n_layers):
+            x = self._block(i, x, at if i == self.n_layers - 1 else None, (replace_z or {}).get(i))
         x = self._normalize(x, "ln_out")
-        logits = F.linear(x, p["head.weight"], p.get("head.bias"))  # (B, T, V)
+        logits = F.linear(x, self.p["head.weight"], self.p.get("head.bias"))  # (B, T, V)
         return (logits, x) if return_resid else logits
+
+    def _block(self, i: int, x: Tensor, at: Tensor | None = None, replace: tuple | None = None) -> Tensor:
+        """Block i on x (B, T, d_model); `at`: the queries at those positions only (returns (B, P, d_model))."""
+        p, (B, T, d) = self.p, x.shape
+        weights, biases = self.qkv[i]
+        qkv = F.linear(self._normalize(x, f"layers.{i}.ln1"), torch.cat(weights), torch.cat(biases))
+        q, k, v = qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, h, T, dh) each
+        if at is not None:  # the last block at the asked positions only
+            x = x[:, at]  # (B, P, d_model)
+            z = self._attention_at(q[:, :, at], k, v, at)  # (B, h, P, dh)
+        else:
+            z = self._attention(q, k, v)  # (B, h, T, dh)
+        if replace is not None:
+            heads, values = replace
+            rows = slice(0, T) if at is None else at
+            z[:, heads] = 0.0 if values is None else values[rows][:, heads].transpose(0, 1).to(z.dtype)  # (h', T', dh)
+        a = z.transpose(1, 2).reshape(B, z.shape[2], d)  # (B, T', d_model)
+        x = x + F.linear(a, p[f"layers.{i}.attn.o.weight"], p[f"layers.{i}.attn.o.bias"])
+        if not self.attn_only:
+            h = F.linear(self._normalize(x, f"layers.{i}.ln2"), p[f"layers.{i}.mlp.fc_in.weight"],
+                         p[f"layers.{i}.mlp.fc_in.bias"])  # (B, T', d_mlp)
+            x = x + F.linear(self.act(h), p[f"layers.{i}.mlp.fc_out.weight"], p[f"layers.{i}.mlp.fc_out.bias"])
+        return x
 
 
 def training_view(model):

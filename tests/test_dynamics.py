@@ -63,3 +63,21 @@ def test_later_positions_loss_falls_first_and_r1_keeps_the_supervision(tmp_path)
     assert loss[-1][1] > log_d and loss[-1][3] < 0.05 * loss[-1][1]  # r1 at or above log d; the last ~0
     assert grad[-1][1] > grad[0][1] + 0.1  # r1 carries more of the gradient once the others are fitted
     assert "supervision_by_position" in res.figures()
+
+
+def test_gradient_shares_from_the_label_positions_equal_the_whole_sequences(monkeypatch):
+    """The fused forward runs its last block at the label positions only (all the loss reads): the
+    same per-position gradient shares as the bridge's forward over the whole sequence."""
+    from hansprobe.analyses import dynamics
+    from hansprobe.objectives import get_objective
+
+    from helpers import tiny_model
+
+    task = tiny_task()
+    model, obj, b = tiny_model(task, seed=1, n_layers=2), get_objective("teacher-forcing"), task.generate(32, 3)
+    fused = dynamics.position_gradient_shares(model, obj, b)
+    monkeypatch.setattr(dynamics, "training_view", lambda m: m)  # the bridge itself, every position
+    whole = dynamics.position_gradient_shares(model, obj, b)
+    assert len(fused) == len(whole) == task.target_len and sum(fused) == pytest.approx(1.0)
+    assert fused == pytest.approx(whole, abs=1e-5)
+    assert max(fused) - min(fused) > 1e-3  # the shares differ between positions: a comparison that could fail

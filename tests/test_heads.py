@@ -89,8 +89,10 @@ def test_ablation_hooks_zero_and_mean():
     clean = forced_accuracy(model, obj, b)
     one = b[:1]
     _, mean_one = score_heads(model, obj, one, {"edge_lookup": edge_lookup})  # the mean over one graph is its own z
-    same = forced_accuracy(model, obj, one, hooks=_ablation_hooks([(0, 0), (1, 1)], "mean", mean_one))
-    assert same == forced_accuracy(model, obj, one)
+    same = forced_accuracy(model, obj, one, heads=[(0, 0), (1, 1)], mean_z=mean_one)
+    want = forced_accuracy(model, obj, one)  # the same up to float rounding (the mean is the bridge's z, the pass fused)
+    assert same["forced_accuracy"] == want["forced_accuracy"]
+    assert same["shortcut_logprob"] == pytest.approx(want["shortcut_logprob"], abs=1e-5)
     # zero-ablating every head equals a model whose attention output projections are zeroed
     heads = [(l, h) for l in range(2) for h in range(2)]
     x = obj.inputs(b)
@@ -102,6 +104,38 @@ def test_ablation_hooks_zero_and_mean():
     assert torch.allclose(ablated, model(x), atol=1e-5)
     assert len(clean["forced_accuracy"]) == task.target_len and all(0 <= a <= 1 for a in clean["forced_accuracy"])
     assert clean["per_graph"].shape == (30,) and clean["per_graph_control"].shape == (30,)  # per graph, for the paired CIs
+
+
+@pytest.mark.parametrize("layout", [{}, {"normalization": "RMS"}, {"attn_only": True}, {"n_layers": 3, "n_heads": 4}],
+                         ids=["default", "rms", "attn-only", "3x4"])
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_fused_ablation_from_the_first_ablated_block_equals_the_hooked_bridge(layout, mode):
+    """The ablations run the fused forward from the first ablated block on the cached clean residual
+    (decision 51): the same logits as the whole bridge under `hook_z` hooks, for heads in one block,
+    in several, and in the last (whose queries run at the label positions only)."""
+    from hansprobe.analyses.heads import _ablated_logits
+    from hansprobe.fused import training_view
+
+    task, obj = tiny_task(), get_objective("teacher-forcing")
+    b = task.generate(24, 5)
+    model = tiny_model(task, seed=2, **{"n_layers": 2, **layout}).eval()
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    _, mean_z = score_heads(model, obj, b, {"edge_lookup": edge_lookup})
+    x = obj.inputs(b)
+    _, cache = model.run_with_cache(x, names_filter=lambda n: n.endswith("hook_resid_pre"))
+    resids = training_view(model).resid_pre(x)
+    for l in range(L):  # the cached residuals are the bridge's
+        assert (resids[l] - cache[f"blocks.{l}.hook_resid_pre"]).abs().max().item() < 1e-5
+    noop = [("blocks.0.hook_resid_pre", lambda t, hook: t)]  # any hook on the model sends it through the bridge
+    for heads in ([(0, 0)], [(L - 1, H - 1)], [(0, 1), (L - 1, 0)], [(l, h) for l in range(1, L) for h in range(H)]):
+        with torch.no_grad():
+            fused = _ablated_logits(model, obj, b, heads, mode, mean_z, lambda: resids)
+            with model.hooks(fwd_hooks=noop):
+                hooked = _ablated_logits(model, obj, b, heads, mode, mean_z, None)
+            clean = obj.forced_logits(model, b)
+        assert fused.shape == hooked.shape == clean.shape
+        assert (fused - hooked).abs().max().item() < 1e-5, heads
+        assert (fused - clean).abs().max().item() > 1e-4  # the ablation changed something
 
 
 @pytest.fixture(scope="module")

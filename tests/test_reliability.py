@@ -2,11 +2,8 @@
 ever read, the same command gives the same bytes, analyses stream in bounded chunks."""
 import hashlib
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,31 +14,17 @@ from safetensors.torch import load_file
 from hansprobe.checkpoint import read_metrics
 from hansprobe.cli import main
 
+from helpers import cli_child, forkserver
+
 pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
 TRAIN = ["train", "--degree", "2", "--path-len", "4", "--nodes", "20", "--n-layers", "1", "--d-model", "32",
          "--n-heads", "2", "--batch-size", "16", "--eval-graphs", "32", "--seed", "5"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # same thread count as the in-process reference
 
-# Runs `hansprobe` but dies (SIGKILL) halfway through the N-th atomic file write: the temporary file
-# is half written and the rename never happens, exactly as a kill during a checkpoint write leaves it.
-KILL_IN_WRITE = """
-import os, signal, sys, tempfile
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-import hansprobe.storage as c
-n, calls, real = int(sys.argv[1]), [0], c.atomic_write_bytes
-def write(path, data):
-    calls[0] += 1
-    if calls[0] == n:
-        fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-        os.write(fd, data[: len(data) // 2])
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, data)
-c.atomic_write_bytes = write
-from hansprobe.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
+
+@pytest.fixture(scope="module")
+def fork():
+    """Killable children forked from one server that imported hansprobe once (helpers.forkserver)."""
+    return forkserver()
 
 
 def digest(path: Path) -> str:
@@ -66,12 +49,14 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.parametrize("nth_write", [2, 5, 6, 9])  # no resume file yet; replacing one; the weights; the last step's weights
-def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_write, capsys):
+def test_kill_during_a_checkpoint_write_then_resume(reference, fork, tmp_path, nth_write, capsys):
     ref, args = reference
     run = tmp_path / "run"
     argv = [a if a != str(ref) else str(run) for a in args]
-    proc = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, str(nth_write), *argv], env=ENV, capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    child = fork.Process(target=cli_child, args=(argv[:], nth_write))  # `hansprobe ARGV`, killed in that write
+    child.start()
+    child.join(300)
+    assert child.exitcode == -signal.SIGKILL, child.exitcode
     assert list(run.glob(".*.tmp")), "the kill should leave a half-written temporary file"
     # writes are config(1), then per checkpoint resume, model, config: the 2nd write is the first resume file.
     # The resume runs in this process (the killed one was a process of its own): it reads only the files.
@@ -88,19 +73,19 @@ def test_kill_during_a_checkpoint_write_then_resume(reference, tmp_path, nth_wri
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_sigkill_at_a_random_moment_then_resume(tmp_path, seed, capsys):
+def test_sigkill_at_a_random_moment_then_resume(fork, tmp_path, seed, capsys):
     rng = random.Random(seed)
     args = [*TRAIN, "--steps", "100", "--eval-every", "10", "--checkpoint-every", "10"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert main([*args, "--out", str(ref), "--json"]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "hansprobe", *args, "--out", str(run), "--json"], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = fork.Process(target=cli_child, args=([*args, "--out", str(run), "--json"],))
+    child.start()
     deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)  # wait for training to start (imports take seconds)
+    while not (run / "metrics.jsonl").exists() and child.is_alive() and time.time() < deadline:
+        time.sleep(0.02)  # wait for training to start
     time.sleep(rng.uniform(0.0, 1.0))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    child.kill()  # SIGKILL
+    child.join()
     killed_at = max(eval_steps(run), default=0)
     capsys.readouterr()
     code = main(["train", "--resume", "--out", str(run), "--json"])  # in this process: it reads only the files

@@ -370,10 +370,8 @@ def _fake_ablation(monkeypatch, effect):
     """Stand-in forced accuracy: `effect(heads) -> (shortcut accuracy, control accuracy)`."""
     from hansprobe.analyses import heads as H
 
-    monkeypatch.setattr(H, "_ablation_hooks", lambda heads, mode, mean_z: list(heads))
-
-    def fake(model, objective, batch, batch_size=1000, hooks=()):
-        sc, ctl = effect(set(map(tuple, hooks)))
+    def fake(model, objective, batch, batch_size=1000, heads=(), mode="mean", mean_z=None, resid_cache=None):
+        sc, ctl = effect(set(map(tuple, heads)))
         return {"shortcut_accuracy": sc, "control_accuracy": ctl, "shortcut_logprob": -1.0 + sc, "forced_accuracy": []}
     monkeypatch.setattr(H, "forced_accuracy", fake)
     return H

@@ -22,6 +22,7 @@ from hansprobe.analyses.follow import FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
+from hansprobe.fused import FusedGPT, inference_view, training_view
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, autocast, inner_lookup_indices
 from hansprobe.tasks.base import Batch
@@ -211,10 +212,7 @@ def score_heads(model, objective: Objective, batch: Batch, patterns: dict[str, P
 
 
 def _ablation_hooks(heads: list[tuple[int, int]], mode: str, mean_z: list[torch.Tensor]):
-    by_layer: dict[int, list[int]] = {}
-    for l, h in heads:
-        by_layer.setdefault(l, []).append(h)
-
+    """The bridge's `hook_z` hooks for a zero or mean ablation of `heads` (the hooked path of `forced_accuracy`)."""
     def make(layer, hs):
         def hook(z, hook):  # z: (B, T, H, d_head)
             z = z.clone()
@@ -222,21 +220,58 @@ def _ablation_hooks(heads: list[tuple[int, int]], mode: str, mean_z: list[torch.
             return z
         return hook
 
-    return [(f"blocks.{l}.attn.hook_z", make(l, hs)) for l, hs in by_layer.items()]
+    return [(f"blocks.{l}.attn.hook_z", make(l, hs)) for l, hs in _by_layer(heads).items()]
+
+
+def _by_layer(heads) -> dict[int, list[int]]:
+    by_layer: dict[int, list[int]] = {}
+    for l, h in heads:
+        by_layer.setdefault(int(l), []).append(int(h))
+    return by_layer
+
+
+def _ablated_logits(model, objective: Objective, chunk: Batch, heads, mode: str, mean_z, resid_pre) -> torch.Tensor:
+    """Forced logits (b, L, V) with `heads` ablated. When nothing else is hooked on the model, the
+    fused forward runs from the first ablated block on the clean residual entering it (`resid_pre()`,
+    computed once per chunk by the caller: the blocks before are unchanged by the ablation), the last
+    block at the label positions only; else the bridge with `hook_z` hooks (docs/decisions.md 51)."""
+    if not heads:
+        return objective.forced_logits(model, chunk)
+    net = inference_view(model)
+    if not isinstance(net, FusedGPT):
+        with model.hooks(fwd_hooks=_ablation_hooks(heads, mode, mean_z)):
+            return objective.forced_logits(model, chunk)
+    by_layer = _by_layer(heads)
+    replace = {l: (hs, None if mode == "zero" else mean_z[l]) for l, hs in by_layer.items()}
+    first = min(by_layer)
+    with autocast(chunk.prefix.device):
+        return net.run_from(first, resid_pre()[first], positions=objective.label_slice(chunk), replace_z=replace).float()
 
 
 @torch.no_grad()
-def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int = 1000, hooks=()) -> dict:
-    """Forced accuracy per label index (optionally under hooks), decision and shortcut accuracy, and
-    the mean log-probability of the right token at the shortcut indices (the search's tie-break)."""
+def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int = 1000, heads=(), mode: str = "mean",
+                    mean_z: list[torch.Tensor] | None = None, resid_cache: dict | None = None) -> dict:
+    """Forced accuracy per label index (optionally with `heads` zero- or mean-ablated: `mode`,
+    `mean_z` per layer (T, H, d_head)), decision and shortcut accuracy, and the mean log-probability
+    of the right token at the shortcut indices (the search's tie-break). `resid_cache`: a dict that
+    keeps the clean residuals of `batch` between calls (the many ablations of one batch)."""
     device = next(model.parameters()).device
+    heads = [tuple(h) for h in heads]
     ok, lp = [], []
-    with model.hooks(fwd_hooks=list(hooks)):
-        for chunk in batch.split(batch_size):
-            chunk = chunk.to(device)
-            logits, labels = objective.forced_logits(model, chunk), objective.labels(chunk)  # (b, L, V), (b, L)
-            ok.append((logits.argmax(-1) == labels).float().cpu())
-            lp.append(logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0].cpu())
+    for j, chunk in enumerate(batch.split(batch_size)):
+        chunk = chunk.to(device)
+
+        def resid_pre(chunk=chunk, key=(id(batch), batch_size, j)):
+            cache = resid_cache if resid_cache is not None else {}
+            if key not in cache:  # the batch is kept with its residuals, so its id is not reused meanwhile
+                with autocast(device):
+                    cache[key] = (batch, training_view(model).resid_pre(objective.inputs(chunk)))
+            return cache[key][1]
+
+        logits = _ablated_logits(model, objective, chunk, heads, mode, mean_z, resid_pre)  # (b, L, V)
+        labels = objective.labels(chunk)  # (b, L)
+        ok.append((logits.argmax(-1) == labels).float().cpu())
+        lp.append(logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0].cpu())
     ok = torch.cat(ok)  # (B, L)
     acc, logp = ok.mean(0).tolist(), torch.cat(lp).mean(0).tolist()
     length = len(acc)
@@ -280,7 +315,7 @@ def _high_scorers(scores: dict, n_layers: int, n_heads: int) -> list[tuple[int, 
 
 
 def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, base: dict, singles: dict,
-            n_layers: int, n_heads: int) -> dict:
+            n_layers: int, n_heads: int, resid_cache: dict | None = None) -> dict:
     """Greedy search, on the selection graphs, for the smallest head set (at most `max_set` heads)
     whose joint mean ablation drops shortcut accuracy by >= DROP_THRESHOLD beyond its drop at the
     control indices (`specific_drop`). Step 1 reuses the single-head ablations."""
@@ -293,7 +328,7 @@ def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, 
             if head in chosen:
                 continue
             trials[head] = singles[head] if not chosen else forced_accuracy(
-                model, objective, batch, batch_size, _ablation_hooks(chosen + [head], "mean", mean_z))
+                model, objective, batch, batch_size, chosen + [head], "mean", mean_z, resid_cache)
         best = max(trials, key=lambda h: (round(specific_drop(base, trials[h]), 3), -trials[h]["shortcut_logprob"]))
         chosen.append(best)
         stats = trials[best]
@@ -359,6 +394,7 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     ablation = batch[:ablation_graphs]  # a drop of 0.5 needs no more (the scores above use every graph)
     half = max(1, len(ablation) // 2)
     select, batch = ablation[:half], ablation[half:]  # the search chooses on one half; every reported drop is the other's
+    resid_cache: dict = {}  # the clean residuals of the two halves, shared by all their ablations
     base = forced_accuracy(model, objective, batch, batch_size)
     baseline = {k: v for k, v in base.items() if not k.startswith("per_graph")}
 
@@ -367,7 +403,7 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     def ablate(kind, label, heads, pattern=None):
         rows = {}
         for mode in ("zero", "mean"):
-            res = forced_accuracy(model, objective, batch, batch_size, _ablation_hooks(heads, mode, mean_z))
+            res = forced_accuracy(model, objective, batch, batch_size, heads, mode, mean_z, resid_cache)
             row = {"kind": kind, "label": label, "pattern": pattern, "heads": [list(h) for h in heads], "mode": mode,
                    **{k: v for k, v in res.items() if not k.startswith("per_graph")},
                    "drop": base["shortcut_accuracy"] - res["shortcut_accuracy"], "drop_ci": _drop_ci(base, res, seed),
@@ -380,11 +416,11 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     single = {(l, h): ablate("head", f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)}
     layers = {l: ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)]) for l in range(n_layers)}
     sel_base = forced_accuracy(model, objective, select, batch_size)
-    sel_singles = {(l, h): forced_accuracy(model, objective, select, batch_size, _ablation_hooks([(l, h)], "mean", mean_z))
+    sel_singles = {(l, h): forced_accuracy(model, objective, select, batch_size, [(l, h)], "mean", mean_z, resid_cache)
                    for l in range(n_layers) for h in range(n_heads)}
-    mechanism = _search(model, objective, select, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads)
+    mechanism = _search(model, objective, select, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads, resid_cache)
     tried = [tuple(h) for h in mechanism["tried"]]
-    stats = forced_accuracy(model, objective, batch, batch_size, _ablation_hooks(tried, "mean", mean_z)) if tried else base
+    stats = forced_accuracy(model, objective, batch, batch_size, tried, "mean", mean_z, resid_cache) if tried else base
     mechanism.update(
         ablation_drop=base["shortcut_accuracy"] - stats["shortcut_accuracy"],
         control_drop=base["control_accuracy"] - stats["control_accuracy"], specific_drop=specific_drop(base, stats),
