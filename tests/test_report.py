@@ -270,7 +270,7 @@ def _close(a, b, path="") -> list[str]:
 
 
 def test_checkpoints_measured_in_parallel_processes_give_the_same_report(runs, report, tmp_path):
-    """--jobs 2: two spawned workers of one thread each; the same verdicts, evidence and analyses
+    """--jobs 2: two worker processes of one thread each; the same verdicts, evidence and analyses
     (up to float rounding), in the order given."""
     from dataclasses import replace
 

@@ -203,9 +203,25 @@ def _measure_in_worker(path: str, settings: ReportSettings, threads: int) -> Che
     return measure_checkpoint(path, settings, None)
 
 
+def _worker_context():
+    """Where the start method exists (Linux, macOS), workers forked from one server process that
+    imported the analyses and TransformerLens once (~10 s a process on a small CPU machine), instead
+    of each importing them anew; the server has run no torch work, so nothing half-initialised (a
+    thread pool, CUDA) is inherited. Elsewhere, spawned processes."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # Read when the server starts (the first use in this process); a server already running keeps its own list.
+    ctx.set_forkserver_preload(["hansprobe.report.run", "hansprobe.analyses", "hansprobe.checkpoint",
+                                "transformer_lens.model_bridge"])
+    return ctx
+
+
 def _measured(paths: list[Path], settings: ReportSettings, bar):
     """Each checkpoint's report, in the order given: in this process one analysis at a time (the
-    bar ticks per analysis), or in `settings.workers()` spawned processes (it ticks per checkpoint)."""
+    bar ticks per analysis), or in `settings.workers()` worker processes (it ticks per checkpoint)."""
     jobs = settings.workers(len(paths))
     if jobs == 1:
         for p in paths:
@@ -219,7 +235,7 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
     threads = max(1, torch.get_num_threads() // jobs)
     if bar is not None:
         bar.set_postfix_str(f"{len(paths)} checkpoints, {jobs} at a time")
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=_worker_context()) as pool:
         futures = [pool.submit(_measure_in_worker, str(p), settings, threads) for p in paths]
         try:
             for p, future in zip(paths, futures):
