@@ -7,8 +7,9 @@ checkpoint and the hooked model all see one set of weights) and computes the sam
 `F.layer_norm`, one QKV matmul per layer and fused attention. Its logits agree with the bridge's
 to float rounding (tests/test_fused.py states the tolerance). The analyses' plain forward passes
 (logits only) run it too, asking only for the positions they read (`logits_at`), unless something is
-hooked on the model (`inference_view`, docs/decisions.md 49); everything that reads or changes an
-activation (caches, ablations, patching) runs the bridge.
+hooked on the model (`inference_view`, docs/decisions.md 49), and so do the heads analysis's
+ablations, from the first ablated block (`resid_pre`, `run_from`, decision 51); what reads activations
+(caches, patching) runs the bridge.
 
 Attention: `scaled_dot_product_attention` where it is faster (CUDA, or several CPU threads); on one
 CPU thread an explicit masked softmax measured faster (tests/benchmarks/bench_train.py). The choice
@@ -89,10 +90,9 @@ class FusedGPT(nn.Module):
     def resid_pre(self, tokens: Int[Tensor, "batch pos"]) -> list[Tensor]:
         """The residual entering each block, [n_layers] of (B, T, d_model): the bridge's
         `blocks.{i}.hook_resid_pre`, from which `run_from` resumes."""
-        x, out = self.embed(tokens), []
-        for i in range(self.n_layers):
-            out.append(x)
-            x = self._block(i, x)
+        out = [self.embed(tokens)]
+        for i in range(self.n_layers - 1):  # the last block's output enters no block
+            out.append(self._block(i, out[-1]))
         return out
 
     def run_from(self, first: int, x: Float[Tensor, "batch pos d_model"], return_resid: bool = False,
@@ -161,14 +161,16 @@ def has_forward_hooks(model) -> bool:
     return False
 
 
-def logits_at(model, tokens: Int[Tensor, "batch pos"], positions: slice) -> Float[Tensor, "batch P vocab"]:
+def logits_at(model, tokens: Int[Tensor, "batch pos"], positions: slice, net=None) -> Float[Tensor, "batch P vocab"]:
     """The model's logits at `positions` (a slice of the sequence): through the fused forward, which
     then runs the last block at those positions only, when nothing is hooked on the model
-    (`inference_view`); else the model's own full forward, sliced, so that its hooks apply."""
-    net = inference_view(model)
+    (`inference_view`); else the model's own full forward, sliced, so that its hooks apply. `net`:
+    the view to run instead (the dynamics' training gradients take `training_view` whatever is hooked)."""
+    net = inference_view(model) if net is None else net
     if isinstance(net, FusedGPT):
         return net(tokens, positions=positions)
-    return net(tokens)[:, positions]
+    logits = net(tokens)
+    return getattr(logits, "logits", logits)[:, positions]  # a module that returns an output object
 
 
 def inference_view(model):

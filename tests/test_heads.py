@@ -129,7 +129,7 @@ def test_fused_ablation_from_the_first_ablated_block_equals_the_hooked_bridge(la
     noop = [("blocks.0.hook_resid_pre", lambda t, hook: t)]  # any hook on the model sends it through the bridge
     for heads in ([(0, 0)], [(L - 1, H - 1)], [(0, 1), (L - 1, 0)], [(l, h) for l in range(1, L) for h in range(H)]):
         with torch.no_grad():
-            fused = _ablated_logits(model, obj, b, heads, mode, mean_z, lambda: resids)
+            fused = _ablated_logits(model, obj, b, heads, mode, mean_z, lambda net: resids)
             with model.hooks(fwd_hooks=noop):
                 hooked = _ablated_logits(model, obj, b, heads, mode, mean_z, None)
             clean = obj.forced_logits(model, b)

@@ -23,7 +23,7 @@ from hansprobe.analyses.entropy import decision_tensors
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.checkpoint import MODEL, load_safetensors, load_weights, model_from_config, read_config, read_metrics
 from hansprobe.errors import CheckpointError
-from hansprobe.fused import FusedGPT, training_view
+from hansprobe.fused import logits_at, training_view
 from hansprobe.model import resolve_device
 from hansprobe.objectives import objective_from_config
 from hansprobe.tasks.base import Batch
@@ -193,13 +193,8 @@ def position_gradient_shares(model, objective, batch: Batch) -> list[float]:
     position carries. One forward pass, one backward pass per position."""
     params = [p for p in model.parameters() if p.requires_grad]
     net = training_view(model)  # the training forward over the same parameters: these are training gradients
-    sl = objective.label_slice(batch)
-    with torch.enable_grad():
-        if isinstance(net, FusedGPT):  # its last block at the label positions only: the loss reads nothing else
-            logits = net(objective.inputs(batch), positions=sl).float()  # (B, L, V)
-        else:
-            logits = net(objective.inputs(batch))
-            logits = getattr(logits, "logits", logits)[:, sl].float()  # (B, L, V)
+    with torch.enable_grad():  # fused: the last block at the label positions only, all the loss reads
+        logits = logits_at(model, objective.inputs(batch), objective.label_slice(batch), net=net).float()  # (B, L, V)
         per_pos = F.cross_entropy(logits.transpose(1, 2), objective.labels(batch), reduction="none").mean(0)  # (L,)
         norms = []
         for i in range(len(per_pos)):

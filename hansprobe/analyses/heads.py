@@ -22,7 +22,7 @@ from hansprobe.analyses.follow import FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
-from hansprobe.fused import FusedGPT, inference_view, training_view
+from hansprobe.fused import FusedGPT, inference_view
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, autocast, inner_lookup_indices
 from hansprobe.tasks.base import Batch
@@ -232,9 +232,10 @@ def _by_layer(heads) -> dict[int, list[int]]:
 
 def _ablated_logits(model, objective: Objective, chunk: Batch, heads, mode: str, mean_z, resid_pre) -> torch.Tensor:
     """Forced logits (b, L, V) with `heads` ablated. When nothing else is hooked on the model, the
-    fused forward runs from the first ablated block on the clean residual entering it (`resid_pre()`,
-    computed once per chunk by the caller: the blocks before are unchanged by the ablation), the last
-    block at the label positions only; else the bridge with `hook_z` hooks (docs/decisions.md 51)."""
+    fused forward runs from the first ablated block on the clean residual entering it
+    (`resid_pre(net)`, kept per chunk by the caller: the blocks before are unchanged by the
+    ablation), the last block at the label positions only; else the bridge with `hook_z` hooks
+    (docs/decisions.md 51)."""
     if not heads:
         return objective.forced_logits(model, chunk)
     net = inference_view(model)
@@ -245,7 +246,7 @@ def _ablated_logits(model, objective: Objective, chunk: Batch, heads, mode: str,
     replace = {l: (hs, None if mode == "zero" else mean_z[l]) for l, hs in by_layer.items()}
     first = min(by_layer)
     with autocast(chunk.prefix.device):
-        return net.run_from(first, resid_pre()[first], positions=objective.label_slice(chunk), replace_z=replace).float()
+        return net.run_from(first, resid_pre(net)[first], positions=objective.label_slice(chunk), replace_z=replace).float()
 
 
 @torch.no_grad()
@@ -258,14 +259,14 @@ def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int =
     device = next(model.parameters()).device
     heads = [tuple(h) for h in heads]
     ok, lp = [], []
+    cache = resid_cache if resid_cache is not None else {}
     for j, chunk in enumerate(batch.split(batch_size)):
         chunk = chunk.to(device)
 
-        def resid_pre(chunk=chunk, key=(id(batch), batch_size, j)):
-            cache = resid_cache if resid_cache is not None else {}
+        def resid_pre(net, chunk=chunk, key=(id(batch), batch_size, j)):
             if key not in cache:  # the batch is kept with its residuals, so its id is not reused meanwhile
                 with autocast(device):
-                    cache[key] = (batch, training_view(model).resid_pre(objective.inputs(chunk)))
+                    cache[key] = (batch, net.resid_pre(objective.inputs(chunk)))
             return cache[key][1]
 
         logits = _ablated_logits(model, objective, chunk, heads, mode, mean_z, resid_pre)  # (b, L, V)

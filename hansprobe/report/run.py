@@ -227,7 +227,6 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
         for p in paths:
             yield measure_checkpoint(p, settings, bar)
         return
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     import torch
