@@ -77,6 +77,17 @@ class FusedGPT(nn.Module):
         mask = torch.arange(k.shape[-2], device=q.device)[None, :] > at[:, None]  # (P, T): keys after the query
         return scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
 
+    def _attention_after(self, q: Tensor, k: Tensor, v: Tensor, k_past: Tensor, v_past: Tensor) -> Tensor:
+        """Causal attention of T new positions (q, k, v: (B, h, T, dh)) that follow S earlier ones
+        (k_past, v_past: (B, h, S, dh)): one softmax over both score blocks, the earlier keys and
+        values never copied (they are most of the sequence)."""
+        T, S = q.shape[-2], k_past.shape[-2]
+        scale = 1 / math.sqrt(self.d_head)
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        w = torch.cat(((q @ k_past.transpose(-1, -2)) * scale,
+                       (q @ k.transpose(-1, -2) * scale).masked_fill(mask, float("-inf"))), -1).softmax(-1)  # (B, h, T, S+T)
+        return w[..., :S] @ v_past + w[..., S:] @ v
+
     def forward(self, tokens: Int[Tensor, "batch pos"], return_resid: bool = False, positions: slice | None = None):
         """Logits (B, T, V); with return_resid also the final normalised residual (B, T, d_model), the
         bridge's `unembed.hook_in`, which the multi-token heads read. `positions`: the logits at
@@ -108,13 +119,43 @@ class FusedGPT(nn.Module):
         logits = F.linear(x, self.p["head.weight"], self.p.get("head.bias"))  # (B, T, V)
         return (logits, x) if return_resid else logits
 
-    def _block(self, i: int, x: Tensor, at: Tensor | None = None, replace: tuple | None = None) -> Tensor:
-        """Block i on x (B, T, d_model); `at`: the queries at those positions only (returns (B, P, d_model))."""
-        p, (B, T, d) = self.p, x.shape
-        weights, biases = self.qkv[i]
+    def keys_values(self, tokens: Int[Tensor, "batch pos"]) -> list[tuple[Tensor, Tensor]]:
+        """Each block's attention keys and values at every position of `tokens`, [n_layers] of
+        ((B, h, T, dh), (B, h, T, dh)): what `extend` continues from."""
+        x, kv = self.embed(tokens), []
+        for i in range(self.n_layers - 1):
+            x = self._block(i, x, keep=kv)
+        kv.append(self._qkv(self.n_layers - 1, x)[1:])  # the last block: only its keys and values are read
+        return kv
+
+    def extend(self, kv: list[tuple[Tensor, Tensor]], tokens: Int[Tensor, "batch new"]) -> Float[Tensor, "batch new vocab"]:
+        """The logits at `tokens`' positions when they follow the S positions whose keys and values `kv`
+        holds (`keys_values`, sliced to [:, :, :S]): the same function as the whole forward at those
+        positions, since a causal model's positions read only earlier keys and values. Running only
+        the positions that changed is what makes greedy decoding and single-token swaps cheap."""
+        start = kv[0][0].shape[2]
+        x = F.embedding(tokens, self.p["tok_embed.weight"]) + self.p["pos.weight"][start:start + tokens.shape[1]]
+        for i in range(self.n_layers):
+            x = self._block(i, x, past=kv[i])
+        return F.linear(self._normalize(x, "ln_out"), self.p["head.weight"], self.p.get("head.bias"))
+
+    def _qkv(self, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        (B, T, _), (weights, biases) = x.shape, self.qkv[i]
         qkv = F.linear(self._normalize(x, f"layers.{i}.ln1"), torch.cat(weights), torch.cat(biases))
-        q, k, v = qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, h, T, dh) each
-        if at is not None:  # the last block at the asked positions only
+        return tuple(qkv.view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4))  # (B, h, T, dh) each
+
+    def _block(self, i: int, x: Tensor, at: Tensor | None = None, replace: tuple | None = None,
+               past: tuple[Tensor, Tensor] | None = None, keep: list | None = None) -> Tensor:
+        """Block i on x (B, T, d_model); `at`: the queries at those positions only (returns (B, P, d_model));
+        `past`: the keys and values of S earlier positions, x being positions S..S+T-1; `keep`: a list
+        to append this block's keys and values to."""
+        p, (B, T, d) = self.p, x.shape
+        q, k, v = self._qkv(i, x)
+        if keep is not None:
+            keep.append((k, v))
+        if past is not None:  # x continues the positions whose keys and values are `past`
+            z = self._attention_after(q, k, v, *past)  # (B, h, T, dh)
+        elif at is not None:  # the last block at the asked positions only
             x = x[:, at]  # (B, P, d_model)
             z = self._attention_at(q[:, :, at], k, v, at)  # (B, h, P, dh)
         else:

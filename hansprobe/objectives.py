@@ -16,7 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hansprobe.errors import ConfigError
-from hansprobe.fused import logits_at
+from hansprobe.fused import FusedGPT, inference_view, logits_at
 from hansprobe.tasks.base import Batch
 
 FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
@@ -217,7 +217,9 @@ class Objective:
         forward passes, which gives exactly the token-by-token result: with causal attention the
         logits at label i depend only on the tokens before it, so after k passes the first k labels
         are the greedy ones, and a row whose predictions no longer change is the greedy sequence. A
-        model that is right from the second token on converges in 2-3 passes instead of l.
+        model that is right from the second token on converges in 2-3 passes instead of l. Through
+        the fused forward the prompt (unchanged by every pass) is run once, and each pass runs only
+        the l label positions from its keys and values (`FusedGPT.extend`).
         `forced`: the argmax predictions with the true prefix (B, L), when the caller has them."""
         if self.teacherless:
             return forced if forced is not None else self.forced_logits(model, batch).argmax(-1)
@@ -226,11 +228,19 @@ class Objective:
         # decoding would feed it exactly the forced input again. Only the others need passes.
         labels = self.labels(batch)
         active = torch.nonzero((pred[:, :-1] != labels[:, :-1]).any(1)).flatten()
-        sl = self.label_slice(batch)
+        sl = self.label_slice(batch)  # P-1 .. P+l-2: the prompt's last token, then the fed-back answers
+        net = inference_view(model)
         with autocast(batch.prefix.device):
+            if isinstance(net, FusedGPT) and len(active):  # the prompt's keys and values once; each pass runs the l label positions
+                kv = net.keys_values(batch.prefix[active, :sl.start])
+                row = torch.zeros(len(pred), dtype=torch.long, device=pred.device)
+                row[active] = torch.arange(len(active), device=pred.device)  # a graph's row in kv
             for _ in range(pred.shape[1] if len(active) else 0):  # at most l passes; usually 2-3
                 x = torch.cat([batch.prefix[active], pred[active, :-1]], dim=1)
-                new = logits_at(model, x, sl).argmax(-1)  # (b, L); fused unless the model is hooked
+                if isinstance(net, FusedGPT):
+                    new = net.extend([(k[row[active]], v[row[active]]) for k, v in kv], x[:, sl.start:]).argmax(-1)
+                else:  # something is hooked on the model: its own forward, so that the hooks apply
+                    new = logits_at(model, x, sl).argmax(-1)  # (b, L)
                 changed = (new != pred[active]).any(1)
                 pred[active] = new
                 active = active[changed]

@@ -64,3 +64,17 @@ def test_the_follow_rate_needs_a_previous_answer_token_and_another_arm():
     one_arm = PathStar(1, 5, 30)
     with pytest.raises(ConfigError, match="degree >= 2"):
         measure_follow(LookupModel(one_arm), get_objective("teacher-forcing"), one_arm.generate(4, 0))
+
+
+def test_the_fused_swaps_give_the_hooked_models_predictions():
+    """Through the fused forward the swaps run position p+i-1 alone on the earlier positions' keys
+    and values; with a (no-op) hook on the model every swap is a whole pass of the bridge: the same result."""
+    from helpers import tiny_model
+
+    task, obj = PathStar(3, 5, 30), get_objective("teacher-forcing")
+    model = tiny_model(task, seed=2).eval()
+    b = task.generate(120, 1)
+    fused = measure_follow(model, obj, b, seed=3, batch_size=50)
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        hooked = measure_follow(model, obj, b, seed=3, batch_size=50)
+    assert fused.to_dict() == hooked.to_dict()

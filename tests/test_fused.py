@@ -119,3 +119,25 @@ def test_logits_at_some_positions_equal_the_full_forward_there(layout, positions
         want, got = model(tokens)[:, positions], logits_at(model, tokens, positions)
     assert want.shape == got.shape
     assert (want - got).abs().max().item() < ATOL
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[:3] + LAYOUTS[5:6] + LAYOUTS[-1:],
+                         ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default")
+@pytest.mark.parametrize("start", [1, 9, -1], ids=["after-the-first", "middle", "last-only"])
+def test_extending_the_earlier_keys_and_values_equals_the_whole_forward(layout, start, threads):
+    """`extend` from the keys and values of the positions before `start` (computed once, on other
+    later tokens) gives the bridge's logits at the later positions, with a token changed there."""
+    threads(2)
+    task = tiny_task()
+    model = tiny_model(task, seed=5, **layout).eval()
+    tokens = tokens_of(task, 16, 3)
+    net = FusedGPT(model)
+    s = start % tokens.shape[1]
+    later = tokens[:, s:].clone()
+    later[:, 0] = (later[:, 0] + 1 + torch.arange(16)) % task.n_nodes  # another node where the continuation starts
+    with torch.no_grad():
+        kv = net.keys_values(tokens)
+        got = net.extend([(k[:, :, :s], v[:, :, :s]) for k, v in kv], later)
+        want = model(torch.cat((tokens[:, :s], later), 1))[:, s:]
+    assert want.shape == got.shape
+    assert (want - got).abs().max().item() < ATOL

@@ -62,6 +62,42 @@ def test_known_answer_only_the_goal_position_restores_at_the_embeddings(trained)
     assert r.position_labels[goal] == "goal" and len(r.position_labels) == task.n_ctx
 
 
+@pytest.mark.parametrize("sweep", ["resid", "attn", "heads-by-pos"])
+def test_a_sweep_runs_only_the_cells_that_can_move_the_metric_and_equals_the_full_sweep(trained, sweep):
+    """The library's whole grid, every cell run, against the cells given to it as `index_df` (those
+    up to the metric position whose patched-in activation differs from the run's own) with the
+    unpatched values elsewhere: the same per-pair values and intervals, from fewer forward passes."""
+    import hansprobe
+    from transformer_lens import patching as tlp
+
+    from hansprobe.analyses.patching import PER_POSITION, _by_position_sweep, _kl_metric, _logit_diff_metric
+
+    model, task, obj = hansprobe.load(trained)
+    clean, corr = goal_swap_pairs(task.generate(30, 2), seed=0)
+    k = metric_index(obj, clean, corr)
+    pos = clean.prefix.shape[1] - 1 + k
+    clean_x, corr_x = obj.inputs(clean), obj.inputs(corr)
+    _, clean_cache = model.run_with_cache(clean_x)
+    corr_logits, corr_cache = model.run_with_cache(corr_x)
+    metrics = {"logit_diff": _logit_diff_metric(pos, obj.labels(clean)[:, k], obj.labels(corr)[:, k]),
+               "kl": _kl_metric(pos, corr_logits[:, pos].float().log_softmax(-1))}
+    fn = {"resid": tlp.get_act_patch_resid_pre, "attn": tlp.get_act_patch_attn_out,
+          "heads-by-pos": tlp.get_act_patch_attn_head_out_by_pos}[sweep]
+    full = fn(model, corr_x, clean_cache, metrics, reduce="none", baseline=True)  # (M, L, T[, H], B)
+    ran = []
+
+    def counted(*args, **kwargs):
+        ran.append(len(kwargs["index_df"]))
+        return fn(*args, **kwargs)
+
+    sparse = _by_position_sweep(tlp, counted, model, corr_x, clean_cache, corr_cache, metrics, PER_POSITION[sweep], pos)
+    assert sparse.values.shape == full.values.shape and sparse.axis_names == full.axis_names
+    torch.testing.assert_close(sparse.values, full.values, rtol=0, atol=1e-5)
+    for a, b in zip(sparse["logit_diff"].bootstrap_ci(seed=3), full["logit_diff"].bootstrap_ci(seed=3)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert 0 < ran[0] < full.values[0, ..., 0].numel()  # the cells before the goal and after the metric were not run
+
+
 def test_no_gap_is_reported_instead_of_noise():
     """A model that cannot see the goal (its embedding zeroed by a hook) has nothing to restore:
     the analysis says so and draws no sweep."""

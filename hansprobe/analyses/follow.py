@@ -58,22 +58,33 @@ def swap_node(objective: Objective, batch: Batch, arm: torch.Tensor, i: int) -> 
 
 
 @torch.no_grad()
-def _predict(model, inputs: torch.Tensor, positions: list[int], batch_size: int) -> torch.Tensor:
-    """Greedy prediction at each of `positions` for every row of `inputs`: (len(positions), B).
-    The model is causal, so the inputs are cut after the last position asked for."""
-    from hansprobe.fused import logits_at
+def _predict_swapped(model, inputs: torch.Tensor, swaps: dict[int, list[torch.Tensor]],
+                     batch_size: int) -> dict[int, list[torch.Tensor]]:
+    """Greedy prediction at position s with the token there set to each of `swaps[s]` (B,) in turn,
+    the earlier tokens those of `inputs`: {s: [(B,) per token]}. A causal model reads nothing after
+    s, and nothing before s changes: through the fused forward the earlier positions' keys and values
+    are computed once per chunk and each prediction runs position s alone (`FusedGPT.extend`); with
+    something hooked on the model, a whole pass per token."""
+    from hansprobe.fused import FusedGPT, inference_view, logits_at
     from hansprobe.objectives import autocast
 
     device = next(model.parameters()).device
-    cut = inputs[:, :max(positions) + 1]
-    span = slice(min(positions), max(positions) + 1)
-    out = []
-    for start in range(0, len(cut), batch_size):
-        x = cut[start:start + batch_size].to(device)
+    net = inference_view(model)
+    out = {s: [[] for _ in tokens] for s, tokens in swaps.items()}
+    for start in range(0, len(inputs), batch_size):
+        rows = slice(start, start + batch_size)
+        x = inputs[rows, :max(swaps)].to(device)
         with autocast(device):
-            logits = logits_at(model, x, span)  # (b, P', V): fused unless the model is hooked
-        out.append(logits[:, [q - span.start for q in positions]].argmax(-1).T.cpu())  # (P, b)
-    return torch.cat(out, 1)
+            kv = net.keys_values(x) if isinstance(net, FusedGPT) else None
+            for s, tokens in swaps.items():
+                for j, t in enumerate(tokens):
+                    if kv is not None:
+                        logits = net.extend([(k[:, :, :s], v[:, :, :s]) for k, v in kv], t[rows, None].to(device))[:, 0]
+                    else:
+                        y = torch.cat((x[:, :s], t[rows, None].to(device)), 1)
+                        logits = logits_at(model, y, slice(s, s + 1))[:, 0]  # (b, V)
+                    out[s][j].append(logits.argmax(-1).cpu())
+    return {s: [torch.cat(c) for c in cols] for s, cols in out.items()}
 
 
 def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000) -> FollowResult:
@@ -88,23 +99,16 @@ def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, bat
     labels, inputs = objective.labels(batch), objective.inputs(batch)
     p = batch.prefix.shape[1]
     indices = successor_indices(length)
-    swapped, control, follow_tgt, true_next = [], [], [], []
-    for i in indices:
+    swaps, follow_tgt, true_next = {}, [], []
+    no_succ = arm[:, -1] if not objective.reverse else batch.start  # a node with no successor: the control
+    for i in indices:  # r_(i-1) (at position p+i-1) swapped for w, for the control node, and left alone
         w, succ = swap_node(objective, batch, arm, i)
-        no_succ = arm[:, -1] if not objective.reverse else batch.start
-        x = inputs.clone()
-        x[:, p + i - 1] = w
-        c = inputs.clone()
-        c[:, p + i - 1] = no_succ
-        # swapped and control prefixes in one sweep, cut after position p+i-1 (the only one read)
-        both = _predict(model, torch.cat((x, c)), [p + i - 1], batch_size)[0]  # (2B,)
-        swapped.append(both[:n])
-        control.append(both[n:])
+        swaps[p + i - 1] = [w, no_succ, inputs[:, p + i - 1]]
         follow_tgt.append(succ)
         true_next.append(labels[:, i])
     q = len(indices)
-    swapped, control = torch.stack(swapped), torch.stack(control)  # (Q, B)
-    plain = _predict(model, inputs, [p + i - 1 for i in indices], batch_size)  # (Q, B): one clean pass for all i
+    predicted = _predict_swapped(model, inputs, swaps, batch_size)
+    swapped, control, plain = (torch.stack([predicted[s][j] for s in swaps]) for j in range(3))  # (Q, B) each
     follows = swapped == torch.stack(follow_tgt)  # (Q, B)
     by_pos, ctrl = {}, {}
     graph_nodes = batch.node_arm >= -1  # (B, N) labels present in the graph

@@ -27,6 +27,7 @@ from hansprobe.tasks.base import Batch, prompt_positions
 from hansprobe.tasks.base import other_arm
 
 SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
+PER_POSITION = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "heads-by-pos": "z"}  # sweep -> activation
 GAP_MIN = 0.1  # nats: the mean |clean - corrupted| logit difference must lie above this (CI) to be restorable
 
 
@@ -168,9 +169,32 @@ def _kl_metric(index_pos: int, reference_logp: torch.Tensor):
     return metric
 
 
-def _sweep(fn, model, tokens, cache, metrics, baseline_good, baseline_bad, seed):
-    """Run one transformer_lens.patching sweep with per-example values; normalise on batch means."""
-    res = fn(model, tokens, cache, metrics, reduce="none", baseline=True)
+def _by_position_sweep(tlp, fn, model, tokens, cache, own_cache, metrics, act: str, last_pos: int):
+    """A `transformer_lens.patching` sweep over (layer, pos[, head]) that runs only the cells whose patch
+    can change the metric, given to the library as its `index_df`: positions up to the metric's
+    (a causal model's logits there read nothing later) where the patched-in activation differs from
+    the run's own in some pair (an equal one is no patch). The other cells get the unpatched run's
+    values, which is what their forward passes return; the result has the full grid's shape
+    (docs/decisions.md 52)."""
+    import pandas as pd
+
+    names = [tlp.utils.get_act_name(act, layer) for layer in range(model.cfg.n_layers)]
+    # (L, T[, H]): does some pair's activation differ there? (resid/attn/mlp (B, T, d); z (B, T, H, dh))
+    differs = torch.stack([(cache[n] != own_cache[n]).any(-1).any(0) for n in names])
+    differs[:, last_pos + 1:] = False
+    axes = ["layer", "pos", "head"][: differs.ndim]  # the library's names for these sweeps' axes
+    cells = differs.nonzero()  # (n_cells, ndim)
+    res = fn(model, tokens, cache, metrics, index_axis_names=None, index_df=pd.DataFrame(cells.tolist(), columns=axes),
+             reduce="none", baseline=True)
+    base = res.baseline  # (M, B): the unpatched run's metrics
+    grid = base[(slice(None), *([None] * differs.ndim))].expand(base.shape[0], *differs.shape, base.shape[1]).clone()
+    grid[(slice(None), *cells.T)] = res.values  # (M, n_cells, B) into (M, L, T[, H], B)
+    return tlp.PatchingResult(values=grid, axis_names=axes, index_df=tlp.make_df_from_ranges(list(differs.shape), axes),
+                              metric_names=res.metric_names, reduced=False, baseline=base, has_metric_axis=True)
+
+
+def _normalised(res, baseline_good, baseline_bad, seed) -> dict:
+    """One sweep's per-example `PatchingResult`, normalised on batch means, with bootstrap CIs."""
     ld = res["logit_diff"]
     mean = ld.mean()  # (*axes)
     lo, hi = ld.bootstrap_ci(seed=seed)
@@ -238,22 +262,25 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
     )
     if measurable:
         fns = {"resid": tlp.get_act_patch_resid_pre, "attn": tlp.get_act_patch_attn_out, "mlp": tlp.get_act_patch_mlp_out}
-        runs = {"sufficiency": (corr_x, clean_cache, clean_logits, ld_clean.mean(), ld_corr.mean()),
-                "necessity": (clean_x, corr_cache, corr_logits, ld_corr.mean(), ld_clean.mean())}
+        runs = {"sufficiency": (corr_x, clean_cache, corr_cache, clean_logits, ld_clean.mean(), ld_corr.mean()),
+                "necessity": (clean_x, corr_cache, clean_cache, corr_logits, ld_corr.mean(), ld_clean.mean())}
         for direction in directions:
-            tokens, cache, ref_logits, to_val, from_val = runs[direction]
+            tokens, cache, own_cache, ref_logits, to_val, from_val = runs[direction]
             metrics = {"logit_diff": ld, "kl": _kl_metric(pos, ref_logits[:, pos].float().log_softmax(-1))}
             for s in sweeps:
                 if s == "heads":
-                    out.heads[direction] = _sweep(tlp.get_act_patch_attn_head_out_all_pos, model, tokens, cache, metrics,
-                                                  to_val, from_val, seed)
-                elif s == "heads-by-pos":
-                    out.heads_by_pos[direction] = _sweep(tlp.get_act_patch_attn_head_out_by_pos, model, tokens, cache,
-                                                         metrics, to_val, from_val, seed)
+                    res = tlp.get_act_patch_attn_head_out_all_pos(model, tokens, cache, metrics, reduce="none", baseline=True)
+                    out.heads[direction] = _normalised(res, to_val, from_val, seed)
                 elif s == "mlp" and model.cfg.attn_only:
                     continue
                 else:
-                    out.sweeps.setdefault(s, {})[direction] = _sweep(fns[s], model, tokens, cache, metrics, to_val, from_val, seed)
+                    fn = tlp.get_act_patch_attn_head_out_by_pos if s == "heads-by-pos" else fns[s]
+                    res = _by_position_sweep(tlp, fn, model, tokens, cache, own_cache, metrics, PER_POSITION[s], pos)
+                    norm = _normalised(res, to_val, from_val, seed)
+                    if s == "heads-by-pos":
+                        out.heads_by_pos[direction] = norm
+                    else:
+                        out.sweeps.setdefault(s, {})[direction] = norm
         out.top = _top_components(out)
         out.verdict = (f"clean-corrupted gap |{float(np.abs(gap_vals).mean()):.3f}| [{abs_lo:.3f}, {abs_hi:.3f}] nats per pair "
                        f"(signed {gap:.3f}): measurable; strongest: "

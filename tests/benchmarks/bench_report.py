@@ -20,8 +20,10 @@ CHILD = """
 import resource, sys, time
 t = time.perf_counter()
 from hansprobe.cli import main
+import hansprobe.analyses, hansprobe.checkpoint, transformer_lens.model_bridge  # what every report imports
+imported = time.perf_counter() - t
 code = main(sys.argv[1:])
-print("BENCH", time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, code)
+print("BENCH", time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, code, imported)
 """
 
 
@@ -53,10 +55,10 @@ def main():
                 bench = [l for l in res.stdout.splitlines() if l.startswith("BENCH")]
                 if not bench:
                     sys.exit(f"{name}: the report failed: {res.stderr.strip().splitlines()[-1:]}")
-                _, inner, peak, code = bench[0].split()
+                _, inner, peak, code, imported = bench[0].split()
                 size = (Path(out) / "report.html").stat().st_size / 2**20
             print(json.dumps({"code": name, "run": i + 1, "wall_s": round(wall, 1), "in_process_s": round(float(inner), 1),
-                              "peak_rss_mib": round(float(peak)), "exit": int(code), "html_mib": round(size, 1)}), flush=True)
+                              "import_s": round(float(imported), 1), "peak_rss_mib": round(float(peak)), "exit": int(code), "html_mib": round(size, 1)}), flush=True)
 
 
 if __name__ == "__main__":
