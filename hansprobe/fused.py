@@ -128,14 +128,21 @@ class FusedGPT(nn.Module):
         kv.append(self._qkv(self.n_layers - 1, x)[1:])  # the last block: only its keys and values are read
         return kv
 
-    def extend(self, kv: list[tuple[Tensor, Tensor]], tokens: Int[Tensor, "batch new"]) -> Float[Tensor, "batch new vocab"]:
+    def extend(self, kv: list[tuple[Tensor, Tensor]], tokens: Int[Tensor, "batch new"] | None = None, *,
+               resid: Tensor | None = None, first: int = 0, keep_resid: list | None = None) -> Float[Tensor, "batch new vocab"]:
         """The logits at `tokens`' positions when they follow the S positions whose keys and values `kv`
         holds (`keys_values`, sliced to [:, :, :S]): the same function as the whole forward at those
         positions, since a causal model's positions read only earlier keys and values. Running only
-        the positions that changed is what makes greedy decoding and single-token swaps cheap."""
+        the positions that changed is what makes greedy decoding and single-token swaps cheap.
+        `resid` (B, new, d_model) with `first`: start instead from that residual entering block
+        `first` (a patched `hook_resid_pre`); `keep_resid`: a list to append the residual entering
+        each block to."""
         start = kv[0][0].shape[2]
-        x = F.embedding(tokens, self.p["tok_embed.weight"]) + self.p["pos.weight"][start:start + tokens.shape[1]]
-        for i in range(self.n_layers):
+        x = resid if resid is not None else (
+            F.embedding(tokens, self.p["tok_embed.weight"]) + self.p["pos.weight"][start:start + tokens.shape[1]])
+        for i in range(first, self.n_layers):
+            if keep_resid is not None:
+                keep_resid.append(x)
             x = self._block(i, x, past=kv[i])
         return F.linear(self._normalize(x, "ln_out"), self.p["head.weight"], self.p.get("head.bias"))
 

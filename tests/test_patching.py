@@ -98,6 +98,22 @@ def test_a_sweep_runs_only_the_cells_that_can_move_the_metric_and_equals_the_ful
     assert 0 < ran[0] < full.values[0, ..., 0].numel()  # the cells before the goal and after the metric were not run
 
 
+def test_fused_shortcut_patching_gives_the_hooked_bridges_rates(trained):
+    """Fused, the patched position runs alone from the patched block on the clean keys and values;
+    with a (no-op) hook on the model it is the bridge with a resid_pre hook, a whole pass per layer."""
+    import hansprobe
+
+    from hansprobe.analyses.patching import shortcut_patching
+
+    model, task, obj = hansprobe.load(trained)
+    b = task.generate(60, 5)
+    fused = shortcut_patching(model, obj, b, seed=2)
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        hooked = shortcut_patching(model, obj, b, seed=2)
+    assert fused.to_dict() == hooked.to_dict()
+    assert len({r for rates in fused.move_rate.values() for r in rates}) > 1  # the rates differ across layers/indices
+
+
 def test_no_gap_is_reported_instead_of_noise():
     """A model that cannot see the goal (its embedding zeroed by a hook) has nothing to restore:
     the analysis says so and draws no sweep."""

@@ -21,6 +21,7 @@ from hansprobe.analyses.base import Result, fmt_ci, mean_ci, t_ci, wilson_ci
 from hansprobe.analyses.follow import swap_node
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
+from hansprobe.fused import FusedGPT, inference_view, logits_at
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch, prompt_positions
@@ -244,8 +245,9 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
     pos = clean.prefix.shape[1] - 1 + k
     good, bad = objective.labels(clean)[:, k], objective.labels(corrupted)[:, k]
     clean_x, corr_x = objective.inputs(clean).to(device), objective.inputs(corrupted).to(device)
-    clean_logits, clean_cache = model.run_with_cache(clean_x)
-    corr_logits, corr_cache = model.run_with_cache(corr_x)
+    # The gap first, from plain passes (fused unless hooked; the metric reads position pos only); the
+    # activation caches are built only where there is a gap to restore.
+    clean_logits, corr_logits = (logits_at(model, x, slice(0, pos + 1)) for x in (clean_x, corr_x))
     ld = _logit_diff_metric(pos, good, bad)
     ld_clean, ld_corr = ld(clean_logits).cpu().numpy(), ld(corr_logits).cpu().numpy()
     gap_vals = ld_clean - ld_corr
@@ -261,6 +263,9 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
         measurable=measurable, verdict="", position_labels=labels,
     )
     if measurable:
+        clean_logits, clean_cache = model.run_with_cache(clean_x)
+        corr_logits, corr_cache = model.run_with_cache(corr_x)
+        ld_clean, ld_corr = ld(clean_logits).cpu().numpy(), ld(corr_logits).cpu().numpy()  # the sweeps' own baselines
         fns = {"resid": tlp.get_act_patch_resid_pre, "attn": tlp.get_act_patch_attn_out, "mlp": tlp.get_act_patch_mlp_out}
         runs = {"sufficiency": (corr_x, clean_cache, corr_cache, clean_logits, ld_clean.mean(), ld_corr.mean()),
                 "necessity": (clean_x, corr_cache, clean_cache, corr_logits, ld_corr.mean(), ld_clean.mean())}
@@ -320,26 +325,38 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
     arm = batch.arms[torch.arange(n), other_arm(batch, seed)]
     x = objective.inputs(batch).to(device)
     p = batch.prefix.shape[1]
+    indices = successor_indices(length)
+    net = inference_view(model)
+    # Fused (nothing hooked on the model): only position p+i-1 differs between the patched run and the
+    # clean one, from the patched block on, so it runs alone on the clean keys and values of the
+    # positions before it (decision 52); else the bridge with a hook, a whole pass per layer.
+    kv = net.keys_values(x[:, :p + max(indices) - 1]) if isinstance(net, FusedGPT) else None
     move, move_ci = {}, {}
-    for i in successor_indices(length):
+    for i in indices:
+        pos = p + i - 1
         w, succ = swap_node(objective, batch, arm, i)
-        swapped = x.clone()
-        swapped[:, p + i - 1] = w.to(device)
-        _, cache = model.run_with_cache(swapped, names_filter=lambda name: name.endswith("hook_resid_pre"))
-        rates, cis = [], []
-        for layer in range(model.cfg.n_layers):
-            name = f"blocks.{layer}.hook_resid_pre"
+        if kv is not None:
+            past = [(k[:, :, :pos], v[:, :, :pos]) for k, v in kv]
+            swapped_resid = []  # the swapped run's residual entering each block at pos, (B, 1, d_model)
+            net.extend(past, w[:, None].to(device), keep_resid=swapped_resid)
+            predicted = [net.extend(past, resid=swapped_resid[layer], first=layer)[:, 0].argmax(-1).cpu()
+                         for layer in range(model.cfg.n_layers)]
+        else:
+            swapped = x.clone()
+            swapped[:, pos] = w.to(device)
+            _, cache = model.run_with_cache(swapped, names_filter=lambda name: name.endswith("hook_resid_pre"))
+            predicted = []
+            for layer in range(model.cfg.n_layers):
+                name = f"blocks.{layer}.hook_resid_pre"
 
-            def hook(act, hook, name=name, pos=p + i - 1):
-                act = act.clone()
-                act[:, pos] = cache[name][:, pos]
-                return act
+                def hook(act, hook, name=name, pos=pos):
+                    act = act.clone()
+                    act[:, pos] = cache[name][:, pos]
+                    return act
 
-            logits = model.run_with_hooks(x, fwd_hooks=[(name, hook)])
-            hit = int((logits[:, p + i - 1].argmax(-1).cpu() == succ).sum())
-            rates.append(hit / n)
-            cis.append(list(wilson_ci(hit, n)))
-        move[str(i)], move_ci[str(i)] = rates, cis
+                predicted.append(model.run_with_hooks(x, fwd_hooks=[(name, hook)])[:, pos].argmax(-1).cpu())
+        hits = [int((pred == succ).sum()) for pred in predicted]
+        move[str(i)], move_ci[str(i)] = [h / n for h in hits], [list(wilson_ci(h, n)) for h in hits]
     return ShortcutPatchingResult(
         move_rate=move, move_rate_ci=move_ci,
         note="share of predictions equal to the swapped-in node's successor after patching resid_pre at r_(i-1)'s "
