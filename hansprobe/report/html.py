@@ -89,27 +89,31 @@ def _e(x) -> str:
 def _figure_html(fig, div_id: str) -> str:
     """One figure laid out for a cell of at least MIN_CELL px: the title as HTML above the plot (it
     wraps instead of being cut), the legend below the plot area, each colorbar beside its own subplot,
-    the height by the number of stacked subplots."""
-    import plotly.graph_objects as go
+    the height by the number of stacked subplots. Laid out on the figure's JSON (a copy: the
+    analysis's figure stays as it was), which the analysis validated when it built the figure;
+    copying and re-validating the figure object took most of the page's drawing time."""
     import plotly.io as pio
 
-    fig = go.Figure(fig)  # a copy: the analysis's figure stays as it was
-    title = fig.layout.title.text or ""
-    rows = len([k for k in fig.layout.to_plotly_json() if k.startswith("yaxis")]) or 1
-    legend = any(getattr(t, "showlegend", None) is not False and getattr(t, "name", None) for t in fig.data)
+    d = fig.to_plotly_json()  # {"data": [...], "layout": {...}}, deep-copied by plotly
+    data, layout = d["data"], d["layout"]
+    title = (layout.pop("title", None) or {}).get("text") or ""
+    layout["title"] = {}  # drawn above the plot instead
+    rows = len([k for k in layout if k.startswith("yaxis")]) or 1
+    legend = any(t.get("showlegend") is not False and t.get("name") for t in data)
     bottom = 60 + (70 if legend else 0)
-    fig.update_layout(title=None, height=330 * rows + bottom, autosize=True, margin=dict(l=55, r=20, t=40, b=bottom),
-                      legend=dict(orientation="h", x=0, xanchor="left", y=-58 / (330 * rows - 40), yanchor="top"),
-                      font_size=11)
-    for trace in fig.data:  # a colorbar beside its own subplot, as long as that subplot is high
-        if trace.type in ("heatmap", "contour") and trace.showscale is not False:
-            xa = fig.layout["xaxis" + (trace.xaxis or "x")[1:]]
-            ya = fig.layout["yaxis" + (trace.yaxis or "y")[1:]]
-            (_, x1), (y0, y1) = xa.domain or (0, 1), ya.domain or (0, 1)
-            trace.colorbar.update(x=min(1.0, x1) + 0.01, xanchor="left", y=(y0 + y1) / 2, yanchor="middle",
-                                  len=y1 - y0, thickness=12)
-            fig.layout.margin.r = 80
-    body = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
+    layout.update(height=330 * rows + bottom, autosize=True,
+                  margin={**layout.get("margin", {}), "l": 55, "r": 20, "t": 40, "b": bottom},
+                  legend={**layout.get("legend", {}), "orientation": "h", "x": 0, "xanchor": "left",
+                          "y": -58 / (330 * rows - 40), "yanchor": "top"},
+                  font={**layout.get("font", {}), "size": 11})
+    for trace in data:  # a colorbar beside its own subplot, as long as that subplot is high
+        if trace.get("type") in ("heatmap", "contour") and trace.get("showscale") is not False:
+            (_, x1) = layout.get("xaxis" + (trace.get("xaxis") or "x")[1:], {}).get("domain") or (0, 1)
+            (y0, y1) = layout.get("yaxis" + (trace.get("yaxis") or "y")[1:], {}).get("domain") or (0, 1)
+            trace["colorbar"] = {**trace.get("colorbar", {}), "x": min(1.0, x1) + 0.01, "xanchor": "left",
+                                 "y": (y0 + y1) / 2, "yanchor": "middle", "len": y1 - y0, "thickness": 12}
+            layout["margin"]["r"] = 80
+    body = pio.to_html(d, full_html=False, include_plotlyjs=False, div_id=div_id, validate=False,
                        config={"displaylogo": False, "responsive": True})
     return (f"<div class='figtitle'>{_e(title)}</div>" if title else "") + body
 
