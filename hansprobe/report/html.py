@@ -94,6 +94,10 @@ def _figure_html(fig, div_id: str) -> str:
     copying and re-validating the figure object took most of the page's drawing time."""
     import plotly.io as pio
 
+    if not hasattr(fig, "to_plotly_json"):  # a figure given as a dict: validated here, once
+        import plotly.graph_objects as go
+
+        fig = go.Figure(fig)
     d = fig.to_plotly_json()  # {"data": [...], "layout": {...}}, deep-copied by plotly
     data, layout = d["data"], d["layout"]
     title = (layout.pop("title", None) or {}).get("text") or ""
