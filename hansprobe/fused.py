@@ -95,8 +95,14 @@ class FusedGPT(nn.Module):
         still at every position), which is all a causal model's logits there depend on."""
         return self.run_from(0, self.embed(tokens), return_resid, positions)
 
-    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        return F.embedding(tokens, self.p["tok_embed.weight"]) + self.p["pos.weight"][:tokens.shape[1]]
+    def embed(self, tokens: Int[Tensor, "batch pos"], start: int = 0) -> Float[Tensor, "batch pos d_model"]:
+        """Token plus positional embedding of `tokens` at positions start.. ."""
+        return F.embedding(tokens, self.p["tok_embed.weight"]) + self.p["pos.weight"][start:start + tokens.shape[1]]
+
+    def unembed(self, x: Float[Tensor, "batch pos d_model"]) -> tuple[Tensor, Tensor]:
+        """(logits (B, T, V), the final normalised residual) from the last block's output."""
+        x = self._normalize(x, "ln_out")
+        return F.linear(x, self.p["head.weight"], self.p.get("head.bias")), x
 
     def resid_pre(self, tokens: Int[Tensor, "batch pos"]) -> list[Tensor]:
         """The residual entering each block, [n_layers] of (B, T, d_model): the bridge's
@@ -115,8 +121,7 @@ class FusedGPT(nn.Module):
         at = None if positions is None else torch.arange(x.shape[1], device=x.device)[positions]  # (P,)
         for i in range(first, self.n_layers):
             x = self._block(i, x, at if i == self.n_layers - 1 else None, (replace_z or {}).get(i))
-        x = self._normalize(x, "ln_out")
-        logits = F.linear(x, self.p["head.weight"], self.p.get("head.bias"))  # (B, T, V)
+        logits, x = self.unembed(x)  # (B, T, V)
         return (logits, x) if return_resid else logits
 
     def keys_values(self, tokens: Int[Tensor, "batch pos"]) -> list[tuple[Tensor, Tensor]]:
@@ -129,22 +134,22 @@ class FusedGPT(nn.Module):
         return kv
 
     def extend(self, kv: list[tuple[Tensor, Tensor]], tokens: Int[Tensor, "batch new"] | None = None, *,
-               resid: Tensor | None = None, first: int = 0, keep_resid: list | None = None) -> Float[Tensor, "batch new vocab"]:
-        """The logits at `tokens`' positions when they follow the S positions whose keys and values `kv`
-        holds (`keys_values`, sliced to [:, :, :S]): the same function as the whole forward at those
-        positions, since a causal model's positions read only earlier keys and values. Running only
-        the positions that changed is what makes greedy decoding and single-token swaps cheap.
-        `resid` (B, new, d_model) with `first`: start instead from that residual entering block
-        `first` (a patched `hook_resid_pre`); `keep_resid`: a list to append the residual entering
-        each block to."""
-        start = kv[0][0].shape[2]
-        x = resid if resid is not None else (
-            F.embedding(tokens, self.p["tok_embed.weight"]) + self.p["pos.weight"][start:start + tokens.shape[1]])
+               start: int | None = None, resid: Tensor | None = None, first: int = 0,
+               keep_resid: list | None = None) -> Float[Tensor, "batch new vocab"]:
+        """The logits at `tokens`' positions when they follow positions 0..start-1, whose keys and
+        values `kv` holds (`keys_values`; `start` defaults to all of them): the same function as the
+        whole forward at those positions, since a causal model's positions read only earlier keys
+        and values. Running only the positions that changed is what makes greedy decoding and
+        single-token swaps cheap. `resid` (B, new, d_model) with `first`: start instead from that
+        residual entering block `first` (a patched `hook_resid_pre`); `keep_resid`: a list to append
+        the residual entering each block to."""
+        start = kv[0][0].shape[2] if start is None else start
+        x = resid if resid is not None else self.embed(tokens, start)
         for i in range(first, self.n_layers):
             if keep_resid is not None:
                 keep_resid.append(x)
-            x = self._block(i, x, past=kv[i])
-        return F.linear(self._normalize(x, "ln_out"), self.p["head.weight"], self.p.get("head.bias"))
+            x = self._block(i, x, past=(kv[i][0][:, :, :start], kv[i][1][:, :, :start]))
+        return self.unembed(x)[0]
 
     def _qkv(self, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         (B, T, _), (weights, biases) = x.shape, self.qkv[i]

@@ -238,7 +238,8 @@ class Objective:
             for _ in range(pred.shape[1] if len(active) else 0):  # at most l passes; usually 2-3
                 x = torch.cat([batch.prefix[active], pred[active, :-1]], dim=1)
                 if isinstance(net, FusedGPT):
-                    new = net.extend([(k[row[active]], v[row[active]]) for k, v in kv], x[:, sl.start:]).argmax(-1)
+                    rows = row[active]
+                    new = net.extend([(k[rows], v[rows]) for k, v in kv], x[:, sl.start:]).argmax(-1)
                 else:  # something is hooked on the model: its own forward, so that the hooks apply
                     new = logits_at(model, x, sl).argmax(-1)  # (b, L)
                 changed = (new != pred[active]).any(1)

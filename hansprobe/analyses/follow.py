@@ -79,7 +79,7 @@ def _predict_swapped(model, inputs: torch.Tensor, swaps: dict[int, list[torch.Te
             for s, tokens in swaps.items():
                 for j, t in enumerate(tokens):
                     if kv is not None:
-                        logits = net.extend([(k[:, :, :s], v[:, :, :s]) for k, v in kv], t[rows, None].to(device))[:, 0]
+                        logits = net.extend(kv, t[rows, None].to(device), start=s)[:, 0]
                     else:
                         y = torch.cat((x[:, :s], t[rows, None].to(device)), 1)
                         logits = logits_at(model, y, slice(s, s + 1))[:, 0]  # (b, V)

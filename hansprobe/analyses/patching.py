@@ -336,10 +336,9 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
         pos = p + i - 1
         w, succ = swap_node(objective, batch, arm, i)
         if kv is not None:
-            past = [(k[:, :, :pos], v[:, :, :pos]) for k, v in kv]
             swapped_resid = []  # the swapped run's residual entering each block at pos, (B, 1, d_model)
-            net.extend(past, w[:, None].to(device), keep_resid=swapped_resid)
-            predicted = [net.extend(past, resid=swapped_resid[layer], first=layer)[:, 0].argmax(-1).cpu()
+            net.extend(kv, w[:, None].to(device), start=pos, keep_resid=swapped_resid)
+            predicted = [net.extend(kv, start=pos, resid=swapped_resid[layer], first=layer)[:, 0].argmax(-1).cpu()
                          for layer in range(model.cfg.n_layers)]
         else:
             swapped = x.clone()
