@@ -168,58 +168,8 @@ def ntf_reference_logits(sd: dict, tokens: torch.Tensor, n_heads: int) -> torch.
     return _ln(x, sd, "final_layernorm") @ sd["embed_tokens.weight"].T
 
 
-# --- hand-built decision rules that read the graph from the input tokens ---------------------------
-def structure_from_tokens(task, tokens: torch.Tensor) -> dict:
-    """Read a path-star prompt back from input tokens (B, T): candidates (sorted children of the
-    start), the goal arm (walking up from the goal) and the goal label. Lets a hand-made model
-    answer counterfactual partners (goal swap, arm rewire) as the rule says, not by row."""
-    p, e, n = task.prefix_len, task.n_edges, task.n_nodes
-    parent, child = tokens[:, 0:3 * e:3], tokens[:, 1:3 * e:3]
-    start, goal = tokens[:, p - 3], tokens[:, p - 2]
-    big = torch.full_like(child, n)
-    candidates = torch.where(parent == start[:, None], child, big).sort(1).values[:, :task.degree]  # (B, D)
-    parent_of = torch.full((len(tokens), n + 1), n).scatter_(1, child, parent)  # (B, N+1)
-    node = goal
-    for _ in range(task.path_len - 2):
-        node = parent_of.gather(1, node[:, None])[:, 0]
-    goal_arm = (candidates == node[:, None]).float().argmax(1)
-    return {"candidates": candidates, "goal_arm": goal_arm, "goal": goal, "start": start, "edges": tokens[:, :3 * e]}
-
-
-def edge_order_noise(edges: torch.Tensor, d: int) -> torch.Tensor:
-    """(B, D) standard-normal-like values that are a fixed function of the edge list's tokens in
-    their order (not of the goal): a model's confidence tied to edge order. Relisting or rewiring
-    the edges redraws them; a goal swap leaves them as they were."""
-    pos = torch.arange(1, edges.shape[1] + 1, dtype=torch.float64)
-    u = []
-    for j in range(d):
-        x = (edges.double() * torch.sin(pos * (1.7 + j) + 0.3 * j)).sum(1)  # (B,)
-        u.append(torch.frac(torch.sin(x * 12.9898) * 43758.5453).abs())
-    u = torch.stack(u, 1).clamp(1e-6, 1 - 1e-6)
-    return (torch.erfinv(2 * u - 1) * 2 ** 0.5).float()  # (B, D)
-
-
-class RuleModel(torch.nn.Module):
-    """A hand-made model: at the decision position its logits over the candidates are
-    `rule(structure) -> (B, D)` (structure_from_tokens), `off` nats below that on every other token
-    (so mass can sit off the candidates); uniform at every other position. Forward objectives."""
-
-    def __init__(self, task, objective, rule, off: float = 30.0):
-        super().__init__()
-        self.task, self.objective, self.rule, self.off = task, objective, rule, off
-        self.dummy = torch.nn.Parameter(torch.zeros(()))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, t = tokens.shape
-        v = self.task.d_vocab
-        out = torch.zeros(b, t, v)
-        s = structure_from_tokens(self.task, tokens)
-        cand_logits = self.rule(s).float()  # (B, D)
-        row = torch.full((b, v), -self.off) + cand_logits.max(1, keepdim=True).values
-        row.scatter_(1, s["candidates"], cand_logits)
-        pos = self.task.prefix_len - 1 + self.objective.decision_index(self.task.target_len)
-        out[:, pos] = row
-        return out.log_softmax(-1)
+# --- hand-built decision rules that read the graph from the input tokens (the package's constructed models)
+from hansprobe.constructed import RuleModel, edge_order_noise, structure_from_tokens  # noqa: E402,F401
 
 
 def run_cli(argv, capsys):

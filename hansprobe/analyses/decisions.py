@@ -12,7 +12,7 @@ import torch
 
 from hansprobe.analyses.base import Result, fmt_ci, label_logprobs
 from hansprobe.analyses.entropy import entropy_from_logprobs
-from hansprobe.analyses.goal_dependence import GoalDependenceResult, _log_odds, _summarise
+from hansprobe.analyses.goal_dependence import GoalDependenceResult, _log_odds, _summarise, route_alpha
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
@@ -69,7 +69,8 @@ def measure_decisions(model, objective: Objective, batch: Batch, seed: int = 0, 
         a, b = batch.target[:, k], partner.target[:, k]
         m_c, m_p, m_0 = (_log_odds(x[:, k], a, b) for x in (logp, p_logp, placebo))
         kinds = {"goal_swap": _summarise((m_c - m_p).double().numpy(), (m_c - m_0).double().numpy(),
-                                         m_c.double().numpy(), m_p.double().numpy(), seed)}
+                                         m_c.double().numpy(), m_p.double().numpy(), seed,
+                                         route_alpha(1))}
         gd = GoalDependenceResult(objective=objective.name, n_graphs=len(batch), decision_index=k, applicable=True,
                                   reason="", kinds=kinds)
         e = entropy_from_logprobs(logp[:, k], objective, view, seed, gd)

@@ -6,9 +6,11 @@ d candidate children of the start, and report entropy, mass outside the candidat
 among the candidates and the information over uniform, each with a 95% CI, the goal dependence on
 paired counterfactuals (goal_dependence.py), and the *indecipherable* verdict of design.md:
 
-- *decided* (not indecipherable) when the goal moves the decision toward it, or the candidate
-  accuracy CI excludes 1/d (even inside the band: "weakly decided"), or the information CI lies
-  above 0.05 log d;
+- *decided* (not indecipherable) when the goal moves the decision toward it or away from it (the
+  signed goal effect of a pair kind), or the candidate accuracy lies above 1/d (even inside the
+  band: "weakly decided"), or the information over uniform lies above 0.05 log d — each route
+  tested at route_alpha, so that all of them together call a model that ignores the goal decided in
+  at most FAMILY_ALPHA of graph draws (docs/decisions.md 53; measured in docs/calibration.md);
 - else *not learned* when less than half of the mass is on the candidates ("has not learned the
   candidate set", its own outcome);
 - *indecipherable* when the candidate accuracy is shown equivalent to 1/d (two one-sided binomial
@@ -27,8 +29,9 @@ from dataclasses import dataclass, field
 import torch
 from scipy import stats
 
-from hansprobe.analyses.base import Result, decision_distribution, fmt_ci, mean_ci, wilson_ci
-from hansprobe.analyses.goal_dependence import DELTA_MIN, GoalDependenceResult, measure_goal_dependence
+from hansprobe.analyses.base import Result, decision_distribution, fmt_ci, mean_ci, t_ci, wilson_ci
+from hansprobe.analyses.goal_dependence import (DELTA_MIN, FAMILY_ALPHA, GoalDependenceResult, measure_goal_dependence,
+                                                route_alpha)
 from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
@@ -145,26 +148,41 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def decide(chance: float, log_d: float, acc: float, acc_ci, equivalence: dict, info_ci, candidate_mass: float,
-           gd: GoalDependenceResult | None) -> tuple[str, str]:
+def decide(chance: float, log_d: float, correct: int, n: int, equivalence: dict, info_ci, info_decision_lo: float,
+           candidate_mass: float, gd: GoalDependenceResult | None) -> tuple[str, str]:
     """(outcome, the clause that decided it). The order matters: a shown decision wins over a
-    missing candidate set, which wins over "at chance" (docs/concepts.md)."""
+    missing candidate set, which wins over "at chance" (docs/concepts.md).
+
+    "Decided" has several routes — each pair kind's signed goal effect (toward the goal or away from
+    it), the candidate accuracy above chance, the information over uniform above 0.05 log d — and a
+    model that ignores the goal must take none of them in more than FAMILY_ALPHA of graph draws, so
+    each is tested at route_alpha (Bonferroni; docs/decisions.md 53). An accuracy *below* chance is
+    no route: a model that ignores the goal is right in exactly 1/d of graphs in expectation, so a
+    sample below chance without a goal effect away from the goal is sampling; a model that does
+    steer away from the goal is caught by the signed goal-swap test, far more powerfully."""
+    acc = correct / n
+    acc_ci = wilson_ci(correct, n)
     band = f"[{equivalence['band'][0]:.3f}, {equivalence['band'][1]:.3f}]"
     acc_txt = f"candidate accuracy {acc:.3f} [{acc_ci[0]:.3f}, {acc_ci[1]:.3f}]"
     info_cut = INFO_FRACTION * log_d
-    moved = [k for k, v in (gd.kinds.items() if gd else []) if v["status"] == "present"]
-    if moved:
-        v = gd.kinds[moved[0]]
-        return "decided", (f"the decision follows the goal: on {moved[0].replace('_', '-')} pairs the candidate log-odds move "
-                           f"toward it by {v['delta_mean']:.3f} [{v['delta_mean_ci'][0]:.3f}, {v['delta_mean_ci'][1]:.3f}] nats "
-                           f"(signed; > {gd.delta_min})")
-    if not acc_ci[0] <= chance <= acc_ci[1]:  # a CI that excludes chance is never "equivalent" to it (design.md)
-        side = "above" if acc_ci[0] > chance else "below"
-        how = ("weakly decided: inside the band of equivalence, but distinguishable from chance" if equivalence["equivalent"]
+    alpha = route_alpha(len(gd.kinds) if gd is not None else 0)
+    level = f"each route at {alpha:.4g}, {FAMILY_ALPHA} over all"
+    for k, v in (gd.kinds.items() if gd else []):
+        if v["status"] in ("present", "opposite"):
+            way = "toward it" if v["status"] == "present" else "away from it"
+            lo, hi = v["delta_mean_decision_ci"]
+            return "decided", (f"the decision follows the goal: on {k.replace('_', '-')} pairs the candidate log-odds move "
+                               f"{way} by {v['delta_mean']:.3f} [{lo:.3f}, {hi:.3f}] nats (signed, {1 - alpha:.2%} interval "
+                               f"beyond +-{gd.delta_min}; {level})")
+    p_above = float(stats.binomtest(correct, n, chance, alternative="greater").pvalue) if n else 1.0
+    if p_above < alpha:
+        how = ("weakly decided: inside the band of equivalence, but above chance" if equivalence["equivalent"]
                else "and is not equivalent to it")
-        return "decided", f"the {acc_txt} lies {side} chance {chance:.3f}, {how} (band {band})"
-    if info_ci[0] > info_cut:
-        return "decided", f"information over uniform CI [{info_ci[0]:.3f}, {info_ci[1]:.3f}] lies above {INFO_FRACTION} log d"
+        return "decided", (f"the {acc_txt} lies above chance {chance:.3f} (one-sided binomial p = {p_above:.2g} < "
+                           f"{alpha:.4g}), {how} (band {band}; {level})")
+    if info_decision_lo > info_cut:
+        return "decided", (f"information over uniform {info_ci[0]:.3f}..{info_ci[1]:.3f} nats lies above {INFO_FRACTION} "
+                           f"log d (one-sided at {alpha:.4g}: lower end {info_decision_lo:.3f}; {level})")
     if candidate_mass < CANDIDATE_MASS_MIN:
         return "not learned", (f"{_pct(1 - candidate_mass)} of the mass is off the {round(1 / chance)} candidates: the model "
                                f"has not learned the candidate set (among them: {acc_txt}, chance {chance:.3f})")
@@ -244,10 +262,11 @@ def decision_tensors(logp: torch.Tensor, batch: Batch) -> dict:
 
 
 def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch, seed: int = 0,
-                          goal_dependence: GoalDependenceResult | None = None) -> EntropyResult:
+                          goal_dependence: GoalDependenceResult | None = None, describe: bool = True) -> EntropyResult:
     """The entropy result from log q(. | input) at the decision position, (B, V) on CPU. Without a
     goal-dependence result (training dynamics) the outcome can only be decided, not learned or
-    inconclusive, never indecipherable."""
+    inconclusive, never indecipherable. `describe=False`: no bootstrap intervals for the figures
+    no rule reads (NaN instead); the outcome is the same."""
     n, d = batch.candidates.shape
     log_d = math.log(d) if d > 1 else 0.0
     t = decision_tensors(logp, batch)
@@ -257,22 +276,27 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
     equivalence = equivalence_test(cand_correct, n, 1 / d)
     e, ce, fr, out_, inf = (t[k].double().numpy() for k in ("entropy", "candidate_entropy", "candidate_entropy_frac",
                                                              "outside", "information"))
-    info_ci = mean_ci(inf, seed)
+    # The intervals a rule reads are analytic (t for means), at the level the rule uses; the bootstrap
+    # ones below only describe, and `describe=False` leaves them out (the calibration harness).
+    info_ci = tuple(float(x) for x in t_ci(inf))
+    alpha = route_alpha(len(goal_dependence.kinds) if goal_dependence is not None else 0)
+    info_decision_lo = float(t_ci(inf, level=1 - 2 * alpha)[0])  # one-sided at alpha
     if objective.reverse:
         outcome, verdict = "not applicable", (goal_dependence.reason if goal_dependence is not None else
                                               "reversed targets: no decision is made before the answer")
     else:
-        outcome, verdict = decide(1 / d, log_d, cand_correct / n, cand_ci, equivalence, info_ci, 1 - float(out_.mean()),
-                                  goal_dependence)
+        outcome, verdict = decide(1 / d, log_d, cand_correct, n, equivalence, info_ci, info_decision_lo,
+                                  1 - float(out_.mean()), goal_dependence)
+    ci = (lambda x: mean_ci(x, seed)) if describe else (lambda x: (float("nan"), float("nan")))
     return EntropyResult(
         objective=objective.name, n_graphs=n, degree=d, chance=1 / d, log_d=log_d,
         decision_index=objective.decision_index(batch.target.shape[1]),
         decision_accuracy=correct / n, decision_accuracy_ci=acc_ci,
         candidate_accuracy=cand_correct / n, candidate_accuracy_ci=cand_ci, equivalence=equivalence,
-        entropy_nats=float(e.mean()), entropy_nats_ci=mean_ci(e, seed),
-        candidate_entropy_nats=float(ce.mean()), candidate_entropy_nats_ci=mean_ci(ce, seed),
-        candidate_entropy_frac=float(fr.mean()), candidate_entropy_frac_ci=mean_ci(fr, seed),
-        mass_outside_candidates=float(out_.mean()), mass_outside_candidates_ci=mean_ci(out_, seed),
+        entropy_nats=float(e.mean()), entropy_nats_ci=ci(e),
+        candidate_entropy_nats=float(ce.mean()), candidate_entropy_nats_ci=ci(ce),
+        candidate_entropy_frac=float(fr.mean()), candidate_entropy_frac_ci=ci(fr),
+        mass_outside_candidates=float(out_.mean()), mass_outside_candidates_ci=ci(out_),
         information_nats=float(inf.mean()), information_nats_ci=info_ci,
         indecipherable=outcome == "indecipherable", outcome=outcome, verdict=verdict,
         goal_dependence=goal_dependence.to_dict() if goal_dependence is not None else None,
@@ -326,10 +350,12 @@ INDECIPHERABLE = register_question(QuestionSpec(
     decide=lambda ctx: indecipherable_verdict(ctx.analysis("entropy")),
     rule=("yes when the accuracy among the d candidates is shown equivalent to 1/d (two one-sided tests at "
           "{equivalence_alpha}, against a band of {equivalence_band:.0%} of the way from chance to perfect or to "
-          "never; a CI that excludes 1/d is never equivalent), the goal does not move the decision, and the "
-          "information over uniform is <= {information_fraction} log d; 'not learned' when less than "
-          "{candidate_mass_min:.0%} of the mass is on the candidates."),
+          "never), the goal does not move the decision, and the information over uniform is <= "
+          "{information_fraction} log d; no (decided) when the goal moves the decision toward or away from it, or the "
+          "accuracy lies above 1/d, or the information above {information_fraction} log d, each route tested so that "
+          "together they err on a model that ignores the goal in at most {family_alpha:.0%} of graph draws; 'not "
+          "learned' when less than {candidate_mass_min:.0%} of the mass is on the candidates."),
     thresholds={"equivalence_band": EQUIVALENCE_BAND, "equivalence_alpha": EQUIVALENCE_ALPHA,
                 "information_fraction": INFO_FRACTION, "candidate_mass_min": CANDIDATE_MASS_MIN,
-                "goal_dependence_delta_min": DELTA_MIN},
+                "family_alpha": FAMILY_ALPHA},
 ))

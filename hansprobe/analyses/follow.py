@@ -16,6 +16,8 @@ from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch
 from hansprobe.tasks.base import other_arm
 
+FOLLOW_MAJORITY = 0.5  # a follow-rate CI above this: most graphs follow the swap (the lookup); below: most do not
+
 
 @dataclass
 class FollowResult(Result):

@@ -13,12 +13,13 @@ heads that attend the edge span are ablated too and reported (docs/analyses.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 
 from hansprobe.analyses.base import Result, chunks, fmt_ci, mean_ci, t_ci
-from hansprobe.analyses.follow import FollowResult, measure_follow
+from hansprobe.analyses.follow import FOLLOW_MAJORITY, FollowResult, measure_follow
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
@@ -39,11 +40,14 @@ def max_set(n_layers: int, n_heads: int) -> int:
     return max(1, int(n_layers * n_heads * MAX_SET_FRACTION))
 
 
-def control_indices(target_len: int) -> list[int]:
+def control_indices(target_len: int, follow: dict | None = None) -> list[int]:
     """Label indices the lookup does not produce, whose accuracy a specific ablation leaves: the copy
-    of the first label (the start; the goal under reversed targets) and the last (copied from the
-    prompt by a forward model)."""
-    return [0, target_len - 1]
+    of the first label (the start; the goal under reversed targets), and the last only where the
+    follow rate there shows it copied from the prompt rather than looked up (its CI below
+    FOLLOW_MAJORITY): a lookup that also makes the last token would otherwise lose half of its
+    control score to its own work."""
+    copies_last = follow is not None and follow["follow_rate_last_ci"][1] < FOLLOW_MAJORITY
+    return [0, target_len - 1] if copies_last else [0]
 
 
 
@@ -251,11 +255,13 @@ def _ablated_logits(model, objective: Objective, chunk: Batch, heads, mode: str,
 
 @torch.no_grad()
 def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int = 1000, heads=(), mode: str = "mean",
-                    mean_z: list[torch.Tensor] | None = None, resid_cache: dict | None = None) -> dict:
+                    mean_z: list[torch.Tensor] | None = None, resid_cache: dict | None = None,
+                    controls: list[int] | None = None) -> dict:
     """Forced accuracy per label index (optionally with `heads` zero- or mean-ablated: `mode`,
     `mean_z` per layer (T, H, d_head)), decision and shortcut accuracy, and the mean log-probability
     of the right token at the shortcut indices (the search's tie-break). `resid_cache`: a dict that
-    keeps the clean residuals of `batch` between calls (the many ablations of one batch)."""
+    keeps the clean residuals of `batch` between calls (the many ablations of one batch). `controls`:
+    the control indices (control_indices; default: the first alone)."""
     device = next(model.parameters()).device
     heads = [tuple(h) for h in heads]
     ok, lp = [], []
@@ -276,7 +282,7 @@ def forced_accuracy(model, objective: Objective, batch: Batch, batch_size: int =
     ok = torch.cat(ok)  # (B, L)
     acc, logp = ok.mean(0).tolist(), torch.cat(lp).mean(0).tolist()
     length = len(acc)
-    idx, ctl = inner_lookup_indices(length), control_indices(length)
+    idx, ctl = inner_lookup_indices(length), (controls if controls is not None else control_indices(length))
     return {"forced_accuracy": acc, "decision_accuracy": acc[objective.decision_index(length)],
             "shortcut_accuracy": float(np.mean([acc[i] for i in idx])) if idx else float("nan"),
             "shortcut_logprob": float(np.mean([logp[i] for i in idx])) if idx else float("nan"),
@@ -316,7 +322,7 @@ def _high_scorers(scores: dict, n_layers: int, n_heads: int) -> list[tuple[int, 
 
 
 def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, base: dict, singles: dict,
-            n_layers: int, n_heads: int, resid_cache: dict | None = None) -> dict:
+            n_layers: int, n_heads: int, resid_cache: dict | None = None, controls: list[int] | None = None) -> dict:
     """Greedy search, on the selection graphs, for the smallest head set (at most `max_set` heads)
     whose joint mean ablation drops shortcut accuracy by >= DROP_THRESHOLD beyond its drop at the
     control indices (`specific_drop`). Step 1 reuses the single-head ablations."""
@@ -329,7 +335,7 @@ def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, 
             if head in chosen:
                 continue
             trials[head] = singles[head] if not chosen else forced_accuracy(
-                model, objective, batch, batch_size, chosen + [head], "mean", mean_z, resid_cache)
+                model, objective, batch, batch_size, chosen + [head], "mean", mean_z, resid_cache, controls)
         best = max(trials, key=lambda h: (round(specific_drop(base, trials[h]), 3), -trials[h]["shortcut_logprob"]))
         chosen.append(best)
         stats = trials[best]
@@ -392,11 +398,16 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
         _check_heads(model, group)
     scores, mean_z = score_heads(model, objective, batch, {**REFERENCE_PATTERNS, **(patterns or {})}, batch_size, progress)
     everything = batch
+    follow = None
+    if everything.candidates.shape[1] >= 2 and everything.arms is not None:  # the swap takes a node of another arm
+        follow = measure_follow(model, objective, everything, seed=seed, batch_size=batch_size).to_dict()
+    controls = control_indices(batch.target.shape[1], follow)
+    forced = partial(forced_accuracy, controls=controls)
     ablation = batch[:ablation_graphs]  # a drop of 0.5 needs no more (the scores above use every graph)
     half = max(1, len(ablation) // 2)
     select, batch = ablation[:half], ablation[half:]  # the search chooses on one half; every reported drop is the other's
     resid_cache: dict = {}  # the clean residuals of the two halves, shared by all their ablations
-    base = forced_accuracy(model, objective, batch, batch_size)
+    base = forced(model, objective, batch, batch_size)
     baseline = {k: v for k, v in base.items() if not k.startswith("per_graph")}
 
     ablations, raw = [], {}
@@ -404,7 +415,7 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     def ablate(kind, label, heads, pattern=None):
         rows = {}
         for mode in ("zero", "mean"):
-            res = forced_accuracy(model, objective, batch, batch_size, heads, mode, mean_z, resid_cache)
+            res = forced(model, objective, batch, batch_size, heads, mode, mean_z, resid_cache)
             row = {"kind": kind, "label": label, "pattern": pattern, "heads": [list(h) for h in heads], "mode": mode,
                    **{k: v for k, v in res.items() if not k.startswith("per_graph")},
                    "drop": base["shortcut_accuracy"] - res["shortcut_accuracy"], "drop_ci": _drop_ci(base, res, seed),
@@ -416,19 +427,25 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
 
     single = {(l, h): ablate("head", f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)}
     layers = {l: ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)]) for l in range(n_layers)}
-    sel_base = forced_accuracy(model, objective, select, batch_size)
-    sel_singles = {(l, h): forced_accuracy(model, objective, select, batch_size, [(l, h)], "mean", mean_z, resid_cache)
+    sel_base = forced(model, objective, select, batch_size)
+    sel_singles = {(l, h): forced(model, objective, select, batch_size, [(l, h)], "mean", mean_z, resid_cache)
                    for l in range(n_layers) for h in range(n_heads)}
-    mechanism = _search(model, objective, select, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads, resid_cache)
+    mechanism = _search(model, objective, select, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads, resid_cache,
+                        controls)
     tried = [tuple(h) for h in mechanism["tried"]]
-    stats = forced_accuracy(model, objective, batch, batch_size, tried, "mean", mean_z, resid_cache) if tried else base
+    stats = forced(model, objective, batch, batch_size, tried, "mean", mean_z, resid_cache) if tried else base
     mechanism.update(
         ablation_drop=base["shortcut_accuracy"] - stats["shortcut_accuracy"],
         control_drop=base["control_accuracy"] - stats["control_accuracy"], specific_drop=specific_drop(base, stats),
         shortcut_accuracy_after=stats["shortcut_accuracy"], control_accuracy_after=stats["control_accuracy"],
         forced_accuracy_after=stats["forced_accuracy"], ablation_drop_ci=_drop_ci(base, stats, seed),
         specific_drop_ci=_drop_ci(base, stats, seed, specific=True), ablation_graphs=len(batch), selection_graphs=len(select))
-    mechanism["found"] = bool(mechanism["selected"] and mechanism["specific_drop"] >= DROP_THRESHOLD)
+    # found when the held-out specific drop clears the bar with its interval, not as a point estimate
+    # on 150 graphs; `controls` says which indices the specific drop is measured against
+    drop_lo = (mechanism["specific_drop_ci"] or [mechanism["specific_drop"]])[0]
+    mechanism["found"] = bool(mechanism["selected"] and drop_lo >= DROP_THRESHOLD)
+    mechanism["control_indices"] = controls
+    mechanism["n_heads_total"] = n_layers * n_heads
     mechanism["heads"] = mechanism["tried"] if mechanism["found"] else []
     if len(mechanism["heads"]) > 1:
         ablate("group", "search: " + "+".join(f"L{l}H{h}" for l, h in mechanism["heads"]),
@@ -468,9 +485,6 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
                 "attends_edge": (l, h) in high, "in_mechanism": (l, h) in in_set,
             })
     heads.sort(key=lambda r: -r["edge_lookup_score"])
-    follow = None
-    if everything.candidates.shape[1] >= 2 and everything.arms is not None:  # the swap takes a node of another arm
-        follow = measure_follow(model, objective, everything, seed=seed, batch_size=batch_size).to_dict()
     length = batch.target.shape[1]
     return HeadsResult(
         objective=objective.name, n_graphs=len(everything), n_layers=n_layers, n_heads=n_heads,
@@ -487,10 +501,12 @@ def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
     also = (f"; the heads that attend the edge span ({', '.join(f'L{l}H{h}' for l, h in attending['heads'])}) drop it by "
             f"{attending['ablation_drop']:.3f} together" if attending else "; no head puts >= "
             f"{SCORE_THRESHOLD} of its attention on the edge span")
+    total = mech.get("n_heads_total") or mech["max_set"]
     halves = (f"chosen on {mech['selection_graphs']} graphs, measured on {mech['ablation_graphs']} others; at most "
-              f"{mech['max_set']} heads (a quarter of them)")
-    ctl = (f"the controls (the copies at the first and last index) go from {base['control_accuracy']:.3f} to "
-           f"{mech['control_accuracy_after']:.3f}")
+              f"{mech['max_set']} of the {total} heads ({mech['max_set'] / total:.0%})")
+    which = ("the copies at the first and last index" if len(mech.get("control_indices", [0, 1])) > 1
+             else "the copy at the first index; the last is looked up too, by its follow rate")
+    ctl = f"the controls ({which}) go from {base['control_accuracy']:.3f} to {mech['control_accuracy_after']:.3f}"
     if mech["found"]:
         names = ", ".join(f"L{l}H{h}" for l, h in mech["heads"])
         reads = "; ".join(f"{k} reads {reads_text(v, mech['roles'][k])}" for k, v in mech["reads"].items())

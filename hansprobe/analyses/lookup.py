@@ -3,21 +3,23 @@ one? Its causal evidence is the heads analysis's greedy ablation search; its beh
 is the counterfactual-prefix follow rate (follow.py), which the heads analysis measures beside it."""
 from __future__ import annotations
 
+from hansprobe.analyses.follow import FOLLOW_MAJORITY
 from hansprobe.analyses.heads import DROP_THRESHOLD, MAX_SET_FRACTION
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, ci_text, register_question, verdict
 from hansprobe.objectives import Objective, as_objective, inner_lookup_indices
 
-FOLLOW_MAJORITY = 0.5  # the follow-rate CI must lie above this for the behavioural signature
 
 
 def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
     """yes when a set of at most a quarter of the heads is found whose joint ablation breaks forced
     accuracy at indices 2..l-2 beyond the controls (the heads analysis's causal search, chosen on one
-    half of the graphs and measured on the other) AND the counterfactual follow rate's CI lies above
-    1/2; no when the follow rate's CI lies below 1/2 (whatever the search found: the answer is not
-    read off the previous token) or when neither holds; inconclusive otherwise. Under reversed
-    targets r_i = parent(r_(i-1)) is the correct rule: the same question then asks about the
-    child -> parent lookup."""
+    half of the graphs and measured on the other, its drop's CI above the bar) AND the
+    counterfactual follow rate's CI lies above 1/2; no only on evidence against it: the follow
+    rate's CI lies below 1/2 (whatever the search found: the answer is not read off the previous
+    token), or forced accuracy at every index 2..l-2 lies below 1/2 (CI: there is no lookup to
+    read); inconclusive otherwise — a search that finds no small set is missing evidence, not
+    evidence of absence. Under reversed targets r_i = parent(r_(i-1)) is the correct rule: the
+    same question then asks about the child -> parent lookup."""
     objective = as_objective(objective)
     if heads is None:
         return verdict("not applicable", why_not or f"{objective.name} inputs hold no previous answer token")
@@ -36,7 +38,11 @@ def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | No
     if reverse:
         parts.append("under reversed targets this child -> parent lookup is the correct rule, not a shortcut")
     found = bool(mech["found"])
-    answer = ("yes" if found and follows else "no" if refuted or (not found and not follows) else "inconclusive")
+    cis = behaviour.get("forced_accuracy_ci")
+    unlearned = bool(cis) and all(cis[i][1] < FOLLOW_MAJORITY for i in idx)  # nothing there to read off
+    answer = "yes" if found and follows else "no" if refuted or unlearned else "inconclusive"
+    if unlearned:
+        parts.insert(0, "forced accuracy at every index 2..l-2 lies below 1/2 (CI): there is no lookup to read")
     broke = (f"ablating {'+'.join(f'L{l}H{h}' for l, h in mech['heads'])} breaks it" if found
              else "no set of heads breaks it by ablation")
     moved = ("swapping r_(i-1) redirects the answer (follow-rate CI above 1/2)" if follows
@@ -59,9 +65,11 @@ def _decide(ctx: QuestionContext) -> dict:
 
 LOOKUP = register_question(QuestionSpec(
     key="lookup", text="Later tokens read off the previous one?", needs=("behaviour", "heads"), decide=_decide, order=10,
-    rule=("yes when a set of at most {lookup_max_set_fraction:.0%} of the heads, chosen on half of the graphs, drops forced "
-          "accuracy at positions 2..l-2 on the other half by at least {lookup_drop} beyond its drop at the copies it does "
-          "not make (first and last index), and the model follows a swapped-in r_(i-1) to its successor in most graphs "
-          "(follow-rate CI above {follow_majority}); no when that CI lies below it. Attention describes where they read."),
+    rule=("yes when a set of at most {lookup_max_set_fraction:.0%} of the heads (at least one), chosen on half of the "
+          "graphs, drops forced accuracy at positions 2..l-2 on the other half by at least {lookup_drop} (CI) beyond its "
+          "drop at the copies it does not make (the first index; the last where its follow rate shows a copy), and the "
+          "model follows a swapped-in r_(i-1) to its successor in most graphs (follow-rate CI above {follow_majority}); "
+          "no only when that CI lies below it or forced accuracy at 2..l-2 lies below {follow_majority}; inconclusive "
+          "otherwise. Attention describes where they read."),
     thresholds={"follow_majority": FOLLOW_MAJORITY, "lookup_drop": DROP_THRESHOLD, "lookup_max_set_fraction": MAX_SET_FRACTION},
 ))

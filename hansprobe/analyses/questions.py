@@ -45,7 +45,9 @@ class QuestionSpec:
     formatted with `thresholds` (str.format), shown beside the question on the page and in the docs.
     thresholds: name -> value, stored in report.json's "thresholds".  combines: questions whose
     verdicts it reads (decided after them).  order: the row's place on the page (the combined
-    failure verdict leads with 0; the built-in ones use 10..40)."""
+    failure verdict leads with 0; the built-in ones use 10..40).  describes: analyses it reads
+    only for the evidence's wording (the answer is the same without them: the calibration harness
+    leaves them out)."""
 
     key: str
     text: str
@@ -55,6 +57,7 @@ class QuestionSpec:
     thresholds: dict = field(default_factory=dict)
     combines: tuple[str, ...] = ()
     order: int = 100
+    describes: tuple[str, ...] = ()
 
     def rule_text(self) -> str:
         return self.rule.format(**self.thresholds)
@@ -84,6 +87,32 @@ def decide_all(objective, analyses: dict) -> dict:
     for q in sorted(registered_questions(), key=lambda q: bool(q.combines)):
         ctx.verdicts[q.key] = q.decide(ctx)
     return {q.key: ctx.verdicts[q.key] for q in registered_questions()}
+
+
+def answer_needs(keys) -> tuple[list[str], list[str]]:
+    """(the questions to decide, the analyses their answers read) for question `keys` and every
+    question they combine, in registry order."""
+    todo, seen = list(keys), []
+    while todo:
+        k = todo.pop()
+        if k not in _QUESTIONS:
+            raise KeyError(f"no question {k!r}: the questions are {', '.join(_QUESTIONS)}")
+        if k not in seen:
+            seen.append(k)
+            todo += list(_QUESTIONS[k].combines)
+    qs = [q for q in registered_questions() if q.key in seen]
+    analyses = []
+    for q in qs:
+        analyses += [a for a in q.needs if a not in analyses]
+    return [q.key for q in qs], analyses
+
+
+def decide_some(objective, analyses: dict, keys) -> dict:
+    """The verdicts of question `keys` (and the questions they combine) from the analyses' summaries."""
+    ctx = QuestionContext(objective, analyses)
+    for q in sorted((_QUESTIONS[k] for k in keys), key=lambda q: bool(q.combines)):
+        ctx.verdicts[q.key] = q.decide(ctx)
+    return ctx.verdicts
 
 
 def thresholds() -> dict:
@@ -141,7 +170,9 @@ def ci_text(v, ci, digits=None) -> str:
     """`v [lo, hi]` with as many decimals as the interval supports: the last printed digit one order
     of magnitude below its half-width (2 to 4 decimals; 3 for a degenerate interval). report.json
     keeps full precision."""
+    if ci is None or None in ci:  # an interval left out (a summary measured without its description)
+        return f"{v:.3f}"
     if digits is None:
-        half = (ci[1] - ci[0]) / 2 if None not in ci else 0.0
+        half = (ci[1] - ci[0]) / 2
         digits = 3 if not half > 0 else max(2, min(4, 1 - math.floor(math.log10(half))))
     return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"

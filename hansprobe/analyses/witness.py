@@ -1,7 +1,9 @@
-"""The capacity witness: a checkpoint of the same task and model shape that learned the forward
-decision with another objective or prompt layout. Given to the report (`report --witness CKPT`), it
-separates "the objective fails" from "this model is too shallow" (same shape) and "trained too
-briefly" (no more steps, same batch) in the Clever-Hans failure verdict (failure.py).
+"""The capacity witness: a checkpoint of the same task, prompt layout and model shape that learned
+the forward decision with another objective. Given to the report (`report --witness CKPT`, or found
+among the checkpoints of the same report), it separates "the objective fails" from "this model is too
+shallow" in the Clever-Hans failure verdict (failure.py): this shape can learn the decision, under the
+witness's objective. Its budget (graphs seen = steps x batch x shards, learning rate and schedule) is
+compared and reported; how long *this* objective needs is the snapshots' question (failure.py).
 
 The witness is measured here, on fresh graphs of its own task (same seed as the report's), not read
 from its config: its decision accuracy among the candidates, with a Wilson interval."""
@@ -15,7 +17,8 @@ from hansprobe.analyses.behaviour import measure_behaviour
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
 
 WITNESS_MIN = 0.9  # the witness's decision accuracy CI must lie above this: it decides, forwards
-LAYOUT_KEYS = ("goal_first",)  # task fields a witness may change: a prompt layout, not the task
+LAYOUT_KEYS = ("goal_first",)  # task fields that are the prompt's layout, not the task: compared apart
+SCHEDULE_KEYS = ("lr", "warmup_steps", "min_lr_ratio", "weight_decay", "betas", "grad_clip")  # how the budget was spent
 
 
 @dataclass
@@ -26,27 +29,59 @@ class WitnessResult(Result):
     same_task: bool  # the same task, up to its prompt layout
     same_shape: bool  # the same model config
     differences: list = field(default_factory=list)  # "model.n_layers: 2 vs 4", ...
+    same_layout: bool = True  # the same prompt layout (LAYOUT_KEYS)
+    layout_differences: list = field(default_factory=list)
     steps: int | None = None
     steps_of_checkpoint: int | None = None
     batch_size: int | None = None
     batch_size_of_checkpoint: int | None = None
-    within_budget: bool = False  # no more steps and no larger batches than the checkpoint had
+    graphs_seen: int | None = None  # steps x batch_size x data_shards
+    graphs_seen_of_checkpoint: int | None = None
+    schedule_differences: list = field(default_factory=list)  # "train.lr: 0.001 here, 0.0005 in the witness", ...
+    within_budget: bool = False  # no more graphs seen than the checkpoint, with the same learning rate and schedule
     n_graphs: int = 0
     decision_accuracy: float = 0.0
     decision_accuracy_ci: tuple = (0.0, 0.0)
     exact_match: float = 0.0
     learned: bool = False  # decision accuracy CI lower end >= WITNESS_MIN, decoded forwards
-    rules_out_capacity: bool = False
-    rules_out_training_length: bool = False
+    rules_out_capacity: bool = False  # learned, same task, layout and shape
 
     def figures(self) -> dict:
         return {}
 
 
-def _differences(a: dict, b: dict, prefix: str, ignore=()) -> list[str]:
-    keys = sorted(set(a) | set(b))
+def _differences(a: dict, b: dict, prefix: str, ignore=(), only=None) -> list[str]:
+    keys = sorted(set(a) | set(b)) if only is None else list(only)
     return [f"{prefix}.{k}: {a.get(k)!r} here, {b.get(k)!r} in the witness" for k in keys
             if k not in ignore and a.get(k) != b.get(k)]
+
+
+def graphs_seen(config: dict) -> int | None:
+    """Training graphs a checkpoint saw: steps x batch_size x data_shards (None where unknown)."""
+    train = config.get("train") or {}
+    steps, bs = config.get("step"), train.get("batch_size")
+    if steps is None or bs is None:
+        return None
+    return int(steps) * int(bs) * int(train.get("data_shards") or 1)
+
+
+def layout(task: dict) -> dict:
+    """The task's prompt layout (absent keys take their defaults: the standard layout)."""
+    return {k: bool(task.get(k, False)) for k in LAYOUT_KEYS}
+
+
+def could_witness(config: dict, other: dict) -> bool:
+    """Can checkpoint `other` witness capacity for checkpoint `config` on configs alone: the same task,
+    prompt layout and model shape, another objective, decoding forwards (whether it decides is measured)."""
+    from hansprobe.errors import HansprobeError
+    from hansprobe.objectives import objective_from_config
+
+    try:
+        reverse = objective_from_config(other).reverse
+    except (HansprobeError, KeyError, TypeError):  # an objective this version does not know witnesses nothing
+        return False
+    return (other.get("task") == config.get("task") and other.get("model") == config.get("model")
+            and other.get("objective") != config.get("objective") and not reverse)
 
 
 def measure_witness(config: dict, witness_path: str | Path, n_graphs: int, seed: int, device: str = "cpu",
@@ -58,20 +93,23 @@ def measure_witness(config: dict, witness_path: str | Path, n_graphs: int, seed:
     ck = load_checkpoint(witness_path, device=device)
     w = ck.config
     task_diff = _differences(config["task"], w["task"], "task", ignore=LAYOUT_KEYS)
+    layout_diff = _differences(layout(config["task"]), layout(w["task"]), "task")
     shape_diff = _differences(config.get("model", {}), w.get("model", {}), "model")
-    steps, steps_here = w.get("step"), config.get("step")
-    bs, bs_here = (w.get("train") or {}).get("batch_size"), (config.get("train") or {}).get("batch_size")
-    within = None not in (steps, steps_here, bs, bs_here) and steps <= steps_here and bs <= bs_here
+    sched_diff = _differences(config.get("train") or {}, w.get("train") or {}, "train", only=SCHEDULE_KEYS)
+    seen, seen_here = graphs_seen(w), graphs_seen(config)
+    within = None not in (seen, seen_here) and seen <= seen_here and not sched_diff
     b = measure_behaviour(ck.model, ck.objective, ck.task.generate(n_graphs, seed), batch_size)
     forward = not ck.objective.reverse
     learned = forward and b.decision_accuracy_ci[0] >= WITNESS_MIN
-    capacity = learned and not task_diff and not shape_diff
     return WitnessResult(
         path=str(witness_path), objective=ck.objective.name, forward=forward, same_task=not task_diff,
-        same_shape=not shape_diff, differences=task_diff + shape_diff, steps=steps, steps_of_checkpoint=steps_here,
-        batch_size=bs, batch_size_of_checkpoint=bs_here, within_budget=bool(within), n_graphs=n_graphs,
+        same_shape=not shape_diff, differences=task_diff + shape_diff, same_layout=not layout_diff,
+        layout_differences=layout_diff, steps=w.get("step"), steps_of_checkpoint=config.get("step"),
+        batch_size=(w.get("train") or {}).get("batch_size"), batch_size_of_checkpoint=(config.get("train") or {}).get("batch_size"),
+        graphs_seen=seen, graphs_seen_of_checkpoint=seen_here, schedule_differences=sched_diff,
+        within_budget=bool(within), n_graphs=n_graphs,
         decision_accuracy=b.decision_accuracy, decision_accuracy_ci=b.decision_accuracy_ci, exact_match=b.exact_match,
-        learned=learned, rules_out_capacity=capacity, rules_out_training_length=capacity and bool(within))
+        learned=learned, rules_out_capacity=learned and not task_diff and not shape_diff and not layout_diff)
 
 
 def _witness_skip(ctx: AnalysisContext) -> str | None:

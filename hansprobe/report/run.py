@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from hansprobe.analyses import questions as _questions
@@ -76,8 +76,6 @@ def analysis_context(ck, batch, settings: ReportSettings):
 def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettings(), progress=None) -> CheckpointReport:
     """Every analysis on one checkpoint, then the four verdicts. `progress` is a tqdm bar to advance
     (one tick per analysis) or None."""
-    from hansprobe.analyses import registered
-    from hansprobe.analyses.registry import run_analysis
     from hansprobe.checkpoint import load_checkpoint, package_versions
 
     path = Path(path)
@@ -85,18 +83,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     obj = ck.objective
     ctx = analysis_context(ck, _graphs(settings, ck.task, settings.n_graphs), settings)
     batch, mech, pairs = ctx.batch, ctx.mechanism_batch, ctx.pairs
-    analyses, figures = {}, {}
-    for spec in registered():  # every registered analysis, in report order (analyses/registry.py)
-        reason = spec.skip(ctx)
-        if reason:
-            analyses[spec.name] = {"skipped": reason}
-        else:
-            res = run_analysis(spec, ctx)  # with its options' defaults
-            analyses[spec.name] = spec.summarise(res)
-            figures[spec.name] = res.figures()
-        if progress is not None:
-            progress.set_postfix_str(f"{path.name}: {spec.name}")
-            progress.update(1)
+    analyses, figures = run_analyses(ctx, progress=progress, label=path.name)
 
     verdicts = _questions.decide_all(obj, analyses)  # every registered question, the combined failure verdict last
     notes = consistency_notes(verdicts, analyses["entropy"], analyses["patching"])
@@ -111,6 +98,31 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     return CheckpointReport(name=path.name, path=str(path), config={k: v for k, v in cfg.items() if k != "metrics"},
                             provenance=provenance, training_curve=curve, verdicts=verdicts, analyses=analyses,
                             notes=notes, figures=figures)
+
+
+def run_analyses(ctx, names=None, progress=None, label: str = "", figures: bool = True) -> tuple[dict, dict]:
+    """(summaries, figures) of every registered analysis, in report order, or of those in `names`
+    (the others are left out): an analysis that does not apply is {"skipped": reason}. `progress`:
+    a tqdm bar ticked once per analysis."""
+    from hansprobe.analyses import registered
+    from hansprobe.analyses.registry import run_analysis
+
+    analyses, figs = {}, {}
+    for spec in registered():
+        if names is not None and spec.name not in names:
+            continue
+        reason = spec.skip(ctx)
+        if reason:
+            analyses[spec.name] = {"skipped": reason}
+        else:
+            res = run_analysis(spec, ctx)  # with its options' defaults
+            analyses[spec.name] = spec.summarise(res)
+            if figures:
+                figs[spec.name] = res.figures()
+        if progress is not None:
+            progress.set_postfix_str(f"{label}: {spec.name}")
+            progress.update(1)
+    return analyses, figs
 
 
 def n_analyses() -> int:
@@ -172,6 +184,32 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
     return _built(paths, names, settings, progress, __version__)
 
 
+def witnesses_among(paths: list[Path]) -> dict[Path, Path]:
+    """For each checkpoint, the first other checkpoint of the same report that could witness its
+    capacity on configs alone (the same task, prompt layout and model shape, another objective,
+    decoding forwards: analyses/witness.could_witness); the witness analysis measures whether it
+    decides."""
+    from hansprobe.analyses.witness import could_witness
+    from hansprobe.checkpoint import read_config
+
+    configs = {p: read_config(p) for p in paths}
+    out = {}
+    for p in paths:
+        w = next((q for q in paths if q != p and could_witness(configs[p], configs[q])), None)
+        if w is not None:
+            out[p] = w
+    return out
+
+
+def _settings_for(paths: list[Path], settings: ReportSettings) -> dict[Path, ReportSettings]:
+    """Each checkpoint's settings: the report's, with a witness found among the checkpoints where
+    none was given (--witness applies to every checkpoint)."""
+    if settings.witness is not None:
+        return {p: settings for p in paths}
+    found = witnesses_among(paths)
+    return {p: replace(settings, witness=str(found[p])) if p in found else settings for p in paths}
+
+
 def _built(paths, names, settings, progress, version) -> Iterator[dict]:
     bar = None
     if progress:  # a bar at a terminal; otherwise (nohup, CI, a log file) one plain line per analysis
@@ -223,9 +261,10 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
     """Each checkpoint's report, in the order given: in this process one analysis at a time (the
     bar ticks per analysis), or in `settings.workers()` worker processes (it ticks per checkpoint)."""
     jobs = settings.workers(len(paths))
+    each = _settings_for(paths, settings)
     if jobs == 1:
         for p in paths:
-            yield measure_checkpoint(p, settings, bar)
+            yield measure_checkpoint(p, each[p], bar)
         return
     from concurrent.futures import ProcessPoolExecutor
 
@@ -235,7 +274,7 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
     if bar is not None:
         bar.set_postfix_str(f"{len(paths)} checkpoints, {jobs} at a time")
     with ProcessPoolExecutor(jobs, mp_context=_worker_context()) as pool:
-        futures = [pool.submit(_measure_in_worker, str(p), settings, threads) for p in paths]
+        futures = [pool.submit(_measure_in_worker, str(p), each[p], threads) for p in paths]
         try:
             for p, future in zip(paths, futures):
                 report = future.result()
