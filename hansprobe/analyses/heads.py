@@ -519,7 +519,8 @@ def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
         return (f"forced accuracy at indices 2..l-2 is only {base['shortcut_accuracy']:.3f}: there is no lookup to break"
                 + also)
     tried = ", ".join(f"L{l}H{h}" for l, h in mech["tried"])
-    return (f"no set of up to {mech['max_set']} heads (greedy search: {tried}) drops forced accuracy at indices 2..l-2 by "
+    return (f"no set of at most {mech['max_set']} of the {total} heads ({mech['max_set'] / total:.0%}; greedy search: "
+            f"{tried}) drops forced accuracy at indices 2..l-2 by "
             f">= {DROP_THRESHOLD} beyond its drop at the controls (on the held-out half: {mech['ablation_drop']:.3f} at "
             f"indices 2..l-2 from {base['shortcut_accuracy']:.3f}, while {ctl})"
             + (f"; whole layers {mech['layers_that_break_it']} do" if mech["layers_that_break_it"] else "") + also)

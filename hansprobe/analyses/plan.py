@@ -21,16 +21,20 @@ def _probe_ok(s: dict, alpha: float) -> bool:
     return s["null_p"] <= alpha + 1e-12 and s["selectivity_ci"][0] >= PLAN_SELECTIVITY
 
 
-def _causal_ok(c: dict | None, position_label: str) -> bool:
-    """Patching from the goal-swap partner moves the decision back: along the probe's own directions,
-    or — at a cell other than the goal token, whose residual differs between the pair only by what
-    was computed from the goal — the whole residual there (probe directions are often not the ones
-    the model reads: docs/decisions.md 43)."""
+def _causal_ok(c: dict | None, position_label: str) -> str | None:
+    """How patching from the goal-swap partner at a cell moves the decision back: "probe" when the
+    probe's own directions restore >= CAUSAL_MIN of it (CI) and more than random directions do (the
+    probed target is used); "whole" when only the whole residual there does, at a cell other than
+    the goal token (whose residual differs between the pair by the goal itself): goal-derived content
+    there is used, but the probed target is not shown to be it; None otherwise."""
     if not c:
-        return False
+        return None
     probe, rand, whole = c["probe_directions"], c["random_directions"], c["whole_residual"]
-    along_probe = probe["ci"][0] >= CAUSAL_MIN and probe["ci"][0] > rand["ci"][1]
-    return along_probe or (position_label != "goal" and whole["ci"][0] >= CAUSAL_MIN)
+    if probe["ci"][0] >= CAUSAL_MIN and probe["ci"][0] > rand["ci"][1]:
+        return "probe"
+    if position_label != "goal" and whole["ci"][0] >= CAUSAL_MIN:
+        return "whole"
+    return None
 
 
 def _cell(s: dict, n_eval: int) -> str:
@@ -52,7 +56,9 @@ def plan_verdict(pd: dict) -> dict:
     each at PLAN_ALPHA: a fixed-sequence test) or the edge-on-path mark is read at a block input
     before the decision position with the whole search's null p <= alpha and a paired selectivity
     CI above PLAN_SELECTIVITY, AND patching the probe's directions there from a goal-swap partner
-    restores >= CAUSAL_MIN of the decision (CI; _causal_ok). at the answer position: none is, but the decision
+    restores >= CAUSAL_MIN of the decision (CI; _causal_ok: "used"), or, failing that, patching its whole
+    residual does (away from the goal token: worded "goal-derived content at X is used; the probed target
+    is not shown to be it", values.used_by). at the answer position: none is, but the decision
     follows the goal. no: the decision does not follow the goal; not applicable when the model has
     fewer blocks that write than the task needs hops (or reversed targets)."""
     if pd is None:
@@ -71,7 +77,8 @@ def plan_verdict(pd: dict) -> dict:
             break
         passed.append(k)
     readable = passed[::-1] + [k for k in edge if _probe_ok(searches[k], alpha)]
-    used = [k for k in readable if _causal_ok(causal.get(k), searches[k]["position_label"])]
+    how = {k: _causal_ok(causal.get(k), searches[k]["position_label"]) for k in readable}
+    used = [k for k in readable if how[k] == "probe"] + [k for k in readable if how[k] == "whole"]
     follows = pd["gap_ci"][0] > GAP_MIN
     gap = (f"swapping the goal moves the decision logit difference by {ci_text(pd['gap'], pd['gap_ci'], 2)} nats on "
            f"{pd['n_pairs']} pairs")
@@ -88,14 +95,22 @@ def plan_verdict(pd: dict) -> dict:
                 why = " (the decision does not follow the goal: nothing to restore)"
             notes.append(f"{_cell(searches[k], n)}, but it is not shown used{why}")
     values = {"hops": pd["hops"], "blocks": len(pd["blocks"]), "inert_blocks": pd["inert_blocks"], "follows_goal": follows,
-              "chain_found": [k.split("|")[0] for k in passed], "target": None, "layer": None, "position": None}
+              "chain_found": [k.split("|")[0] for k in passed], "target": None, "layer": None, "position": None,
+              "used_by": None}
     tail = f"{gap}; {profile}" + "".join(f"; {t}" for t in notes)
     if used:
         s = searches[used[0]]
-        summary = f"{s['target']} at '{s['position_label']}' {_where(s['layer'])}, used by the decision"
-        evidence = f"{summary} — formed before the answer: {_cell(s, n)}; {_causal_text(causal[used[0]])}; {tail}"
-        return verdict(BEFORE, evidence, summary=summary,
-                       **{**values, "target": s["target"], "layer": s["layer"], "position": s["position_label"]})
+        where = f"'{s['position_label']}' {_where(s['layer'])}"
+        if how[used[0]] == "probe":
+            summary = f"{s['target']} at {where}, used by the decision"
+            lead = f"{summary} — formed before the answer: {_cell(s, n)}"
+        else:
+            summary = f"goal-derived content at {where} is used by the decision"
+            lead = (f"{summary}; the probed {s['target']} is not shown to be it — formed before the answer: patching the "
+                    f"whole residual there restores the decision, its probe's directions do not: {_cell(s, n)}")
+        return verdict(BEFORE, f"{lead}; {_causal_text(causal[used[0]])}; {tail}", summary=summary,
+                       **{**values, "target": s["target"], "layer": s["layer"], "position": s["position_label"],
+                          "used_by": "probe directions" if how[used[0]] == "probe" else "whole residual"})
     if follows:
         at = searches.get("decision node|at")
         read_at = at if at and _probe_ok(at, PLAN_ALPHA) else None
@@ -140,8 +155,9 @@ PLAN_REPRESENTED = register_question(QuestionSpec(
     decide=lambda ctx: plan_verdict(ctx.analysis("plan_depth")),
     rule=("before the answer when a sub-goal (tested from the goal's parent up) or the goal path's edges are read by a "
           "linear probe at a block input before the decision position (whole-search null p <= {plan_alpha}, paired "
-          "selectivity CI >= {plan_selectivity:.2f}) and patching that cell (its probe directions, or its whole residual "
-          "away from the goal token) from a goal-swap partner restores >= {plan_causal_min:.2f} of the decision; at the "
+          "selectivity CI >= {plan_selectivity:.2f}) and patching that cell from a goal-swap partner restores >= "
+          "{plan_causal_min:.2f} of the decision: along the probe's directions (the target is used), or only with its whole "
+          "residual away from the goal token (goal-derived content there is used, the target not shown to be it); at the "
           "answer position when none is but the decision follows the goal; not applicable when the decision ignores the "
           "goal and the model has fewer blocks than the task needs hops."),
     thresholds={"plan_alpha": PLAN_ALPHA, "plan_selectivity": PLAN_SELECTIVITY, "plan_causal_min": CAUSAL_MIN},
