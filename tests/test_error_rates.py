@@ -153,3 +153,31 @@ def test_the_report_finds_a_witness_among_its_checkpoints():
     found = witnesses_among(paths)
     assert found[failure] == witness  # same task, layout and shape, another objective
     assert two_layer not in found and goal_first not in found  # no checkpoint of their shape and layout
+
+
+def test_the_answer_position_answer_checks_the_other_cells_where_a_probe_reads_the_sub_goal():
+    """Issue 36 part 2: "at the answer position" rested on one causal check per target, at the chosen
+    cell. Here the chosen cell is not used, but another cell where a probe reads hop 1 is, along the
+    probe's own directions: the plan is formed before the answer."""
+    row = {"target": "hop 1", "label": "hop 1", "kind": "before", "layer": 1, "chance": 0.5, "position_label": "=",
+           "accuracy": 0.95, "accuracy_ci": [0.92, 0.97], "selectivity": 0.45, "selectivity_ci": [0.4, 0.5],
+           "null_p": 0.02, "cells_searched": 12, "positions": [9]}
+
+    def patched(probe, whole=(0.0, 0.1)):
+        return {"probe_directions": {"normalized": sum(probe) / 2, "ci": list(probe)},
+                "random_directions": {"normalized": 0.0, "ci": [-0.02, 0.02]},
+                "whole_residual": {"normalized": sum(whole) / 2, "ci": list(whole)}, "layer": 1, "positions": [9],
+                "n_pairs": 250, "gap": 10.0, "gap_ci": [9.0, 11.0]}
+    other = {**patched((0.5, 0.7)), "layer": 2, "positions": [8], "position_label": "goal", "selectivity": 0.3,
+             "selectivity_ci": [0.2, 0.4]}
+    pd = {"applicable": "", "searches": {"hop 1|before": row}, "causal": {"hop 1|before": patched((-0.01, 0.01))},
+          "causal_cells": {"hop 1|before": {"passing": 3, "checked": [other]}}, "n_eval": 250, "hops": 3,
+          "blocks": [0, 1, 2, 3], "inert_blocks": [], "layers": [0, 1, 2, 3], "gap": 10.0, "gap_ci": [9.0, 11.0],
+          "n_pairs": 250, "profile": {}}
+    v = plan_verdict(pd)
+    assert v["answer"] == BEFORE and v["values"]["layer"] == 2 and v["values"]["position"] == "goal"
+    assert "a probe reads it too" in v["evidence"]
+    assert pd["searches"]["hop 1|before"]["layer"] == 1  # the analysis's summary is left as it was
+    pd["causal_cells"]["hop 1|before"]["checked"] = [{**other, "probe_directions": {"normalized": 0.0, "ci": [-0.01, 0.01]}}]
+    v = plan_verdict(pd)
+    assert v["answer"] == "at the answer position" and "checked 2 of the 4 cells" in v["evidence"]

@@ -66,7 +66,7 @@ def plan_verdict(pd: dict) -> dict:
     if pd.get("applicable"):
         reason = pd["applicable"]
         return verdict("not applicable", f"not applicable: {reason}", summary="not applicable: " + reason.split(":")[0])
-    searches, causal, n = pd["searches"], pd["causal"], pd["n_eval"]
+    searches, causal, n = dict(pd["searches"]), dict(pd["causal"]), pd["n_eval"]
     chain = [k for k in searches if k.endswith("|before") and not k.startswith("edge")]
     chain = sorted(chain, key=_hop_order)
     edge = [k for k in searches if k.startswith("edge") and k.endswith("|before")]
@@ -78,7 +78,20 @@ def plan_verdict(pd: dict) -> dict:
         passed.append(k)
     readable = passed[::-1] + [k for k in edge if _probe_ok(searches[k], alpha)]
     how = {k: _causal_ok(causal.get(k), searches[k]["position_label"]) for k in readable}
+    others = pd.get("causal_cells") or {}
+    for k in readable:  # the chosen cell is not used along its probe: is another cell where the probe reads it?
+        if how[k] != "probe":
+            cell = next((c for c in (others.get(k) or {}).get("checked", []) if _causal_ok(c, c["position_label"]) == "probe"),
+                        None)
+            if cell is not None:
+                searches[k] = {**searches[k], "layer": cell["layer"], "position_label": cell["position_label"],
+                               "selectivity": cell["selectivity"], "selectivity_ci": cell["selectivity_ci"],
+                               "other_cell": True}
+                causal = {**causal, k: cell}
+                how[k] = "probe"
     used = [k for k in readable if how[k] == "probe"] + [k for k in readable if how[k] == "whole"]
+    checked = sum(1 + len((others.get(k) or {}).get("checked", [])) for k in readable if causal.get(k))
+    passing = sum(1 + (others.get(k) or {}).get("passing", 0) for k in readable if causal.get(k))
     follows = pd["gap_ci"][0] > GAP_MIN
     gap = (f"swapping the goal moves the decision logit difference by {ci_text(pd['gap'], pd['gap_ci'], 2)} nats on "
            f"{pd['n_pairs']} pairs")
@@ -101,7 +114,12 @@ def plan_verdict(pd: dict) -> dict:
     if used:
         s = searches[used[0]]
         where = f"'{s['position_label']}' {_where(s['layer'])}"
-        if how[used[0]] == "probe":
+        if how[used[0]] == "probe" and s.get("other_cell"):
+            summary = f"{s['target']} at {where}, used by the decision"
+            lead = (f"{summary} — formed before the answer: the whole search reads it ({_cell(pd['searches'][used[0]], n)}), "
+                    f"and at this cell a probe reads it too (paired selectivity {ci_text(s['selectivity'], s['selectivity_ci'])}) "
+                    "whose directions the decision uses")
+        elif how[used[0]] == "probe":
             summary = f"{s['target']} at {where}, used by the decision"
             lead = f"{summary} — formed before the answer: {_cell(s, n)}"
         else:
@@ -122,6 +140,9 @@ def plan_verdict(pd: dict) -> dict:
             where += "; read there before the last block: " + ", ".join(
                 f"{s['target']} {_where(s['layer'])} {s['accuracy']:.2f}" for s in at_chain)
         summary = "the decision follows the goal; no sub-goal before the answer is used"
+        where += (f"; patching checked {checked} of the {passing} cells before the answer where a probe reads a sub-goal "
+                  "(the most selective first), and none restores the decision along its probe's directions"
+                  if checked else "")
         if read_at:
             values.update(target=read_at["target"], layer=read_at["layer"], position=read_at["position_label"])
         return verdict(AT, f"{summary} — computed at the answer position: {where}; {tail}", summary=summary, **values)

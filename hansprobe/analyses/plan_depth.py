@@ -41,6 +41,10 @@ from hansprobe.tasks.base import Batch, prompt_positions
 SHUFFLES = 49  # relabellings for the whole-search null: the smallest p-value is 1/50
 RIDGE_ALPHA = 10.0  # on standardised residuals; a least-squares linear probe (docs/decisions.md 43)
 INERT = 1e-6  # a block whose output moves the residual by less than this (relative) computes nothing here
+# Besides each search's chosen cell, the other cells before the answer where the probe reads the target are
+# patched too, the most selective first, at most this many per target (each costs five patched passes on
+# the pairs: the bound keeps the report's speed; the evidence says how many passed and how many were checked).
+CAUSAL_CELLS = 6
 
 
 @dataclass
@@ -171,6 +175,9 @@ class PlanDepthResult(Result):
     profile: dict = field(default_factory=dict)  # target -> {"accuracy": [layer][pos], "ci": ..., "chance": c}
     searches: dict = field(default_factory=dict)  # "target|kind" -> the selected cell with its evaluation figures
     causal: dict = field(default_factory=dict)  # "target|kind" -> patching from goal-swap partners at that cell
+    # "target|before" -> the other cells before the answer where the probe reads the target (paired selectivity CI
+    # above 0), most selective first, each with its patching; at most CAUSAL_CELLS of them, of `passing` in all
+    causal_cells: dict = field(default_factory=dict)
     applicable: str = ""  # why the question does not apply ("" when it does)
     gap: float | None = None  # decision logit difference clean - goal-swapped, mean over the evaluation pairs (nats)
     gap_ci: list | None = None
@@ -285,7 +292,29 @@ def measure_plan_depth(model, objective: Objective, batch: Batch, seed: int = 0,
             if follows and figures["selectivity_ci"][0] > 0 and layers[li] < n_layers:
                 res.causal[key] = probe_patching(model, objective, pairs, pipe, tgt, layers[li], where, n_classes,
                                                  sites, seed, batch_size)
+                if kind == "before":  # the answer "no sub-goal is used" must not rest on the chosen cell alone
+                    res.causal_cells[key] = _other_cells(
+                        {c: v for c, v in cells.items() if keep(c) and c != (li, pj) and layers[c[0]] < n_layers},
+                        lambda c: probe_patching(model, objective, pairs, fits[c][0], tgt, layers[c[0]], fits[c][1],
+                                                 n_classes, sites, seed, batch_size),
+                        lambda c: {"layer": layers[c[0]], "positions": fits[c][1],
+                                   "position_label": c[1] if isinstance(c[1], str) else all_labels[fits[c][1][0]]})
     return res
+
+
+def _other_cells(cells: dict, patch, where) -> dict:
+    """The cells (besides the chosen one) where the probe reads the target — the paired selectivity's
+    t interval on the evaluation graphs above 0 — most selective first; the first CAUSAL_CELLS of them
+    patched (`patch(cell)`), each with `where(cell)`."""
+    passing = []
+    for c, (_, e) in cells.items():
+        paired = e[0] - e[1:].mean(0)
+        lo, hi = t_ci(paired)
+        if lo > 0:
+            passing.append((float(paired.mean()), c, [float(lo), float(hi)]))
+    passing.sort(key=lambda t: -t[0])
+    checked = [{**where(c), "selectivity": sel, "selectivity_ci": ci, **patch(c)} for sel, c, ci in passing[:CAUSAL_CELLS]]
+    return {"passing": len(passing), "checked": checked}
 
 
 @torch.no_grad()
