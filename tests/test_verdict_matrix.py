@@ -17,27 +17,14 @@ from hansprobe.report import QUESTIONS
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 NA, NL = "not applicable", "not learned"
 BEFORE, AT = "before the answer", "at the answer position"  # where the plan question locates the decision
-# name (under checkpoints/) -> answers in QUESTIONS order:
-#   clever_hans_failure, lookup, indecipherable, decision_computed, plan_represented
-# The plan question is "not applicable" on the 2-layer G(2,5) models whose decision ignores the goal
-# (2 blocks for 3 backward hops), "no" on the 4-layer failures (deep enough; the decision ignores it).
-EXPECTED = {
-    "pathstar-d2-l5-n50-teacher-forcing-4layers-6000steps": ("yes", "yes", "yes", "no", "no"),  # the failure at 4 layers ...
-    "pathstar-d2-l5-n50-multi-token-4layers-6000steps": ("no", "yes", "no", "yes", AT),  # ... beside its capacity witness
-    "pathstar-d2-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", NA),  # the failure
-    "pathstar-d5-l5-n50-teacher-forcing": ("yes", "yes", "yes", "no", NA),  # the failure at d = 5
-    "controls/pathstar-d2-l5-n50-teacher-forcing-4layers": ("yes", "yes", "yes", "no", "no"),  # 4 layers: still the failure
-    "controls/pathstar-d2-l5-n50-teacher-forcing-lr5e-4": ("yes", "yes", "yes", "no", NA),  # another recipe, another layout
-    # child -> parent lookups (follow rate 1.000), the correct rule, but spread over more heads than the lookup set may
-    # hold (a quarter: 2 of 8; whole layers break it): inconclusive since issue 23 part 2 (decisions.md 40); no decision
-    "pathstar-d2-l5-n50-reverse": (NA, "inconclusive", NA, NA, NA),
-    "pathstar-d2-l5-n50-teacherless": (NA, NA, NL, "no", NA),  # not trained far enough to know the candidates
-    "controls/pathstar-d2-l3-n50-teacher-forcing": ("no", NA, "no", "yes", AT),  # plans: decides from the goal
-    # 4 layers, the goal first: the edges into the goal are marked after block 0 and the decision reads them
-    "controls/pathstar-d2-l3-n50-goal-first-4layers": ("no", NA, "no", "yes", BEFORE),
-    "controls/pathstar-d2-l5-n50-teacher-forcing-cue": ("no", "yes", "no", "no", NA),  # right, by a label cue
-    "controls/pathstar-d2-l5-n50-untrained": ("no", "no", NL, "no", NA),  # nothing learned
-}
+# name (under checkpoints/) -> answers in QUESTIONS order, from checkpoints/expected_answers.json (the calibration
+# harness reads the same table: analyses/calibration.py). Why each: docs/controls.md. The plan question is "not
+# applicable" on the 2-layer G(2,5) models whose decision ignores the goal (2 blocks for 3 backward hops), "no" on the
+# 4-layer failures (deep enough; the decision ignores it). The reverse reference's lookup is inconclusive: its child ->
+# parent lookup is spread over more heads than the lookup set may hold (decisions.md 40). The tree control has its
+# own test (tests/test_tree.py).
+_TABLE = json.loads((CHECKPOINTS / "expected_answers.json").read_text())
+EXPECTED = {name: tuple(row[k] for k in QUESTIONS) for name, row in _TABLE["expected"].items() if not name.startswith("controls/tree")}
 
 
 def test_each_question_gives_more_than_one_answer_across_the_matrix():

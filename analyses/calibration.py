@@ -1,0 +1,164 @@
+"""Measure every answer's error rate over graph draws (issue 36): the table of docs/calibration.md and
+the rates the report quotes beside each answer (hansprobe/error_rates.json).
+
+    python analyses/calibration.py                      # everything (~30 min on 2 cores), writes both files
+    python analyses/calibration.py --quick --out-json /tmp/r.json --out-md /tmp/r.md   # a reduced run
+
+Two parts, each model loaded once (hansprobe/calibrate.py):
+- constructed models of known truth (hansprobe/constructed.py): the cheap questions (indecipherable,
+  decision computed, and the Clever-Hans failure with its lookup given) on --draws independent draws
+  of graphs at each n of --ns;
+- every shipped checkpoint: the cheap questions on --checkpoint-draws draws at each n, and the
+  costly ones (lookup, plan, the failure) through the report's own analyses on --report-draws draws at
+  the report's defaults. A shipped checkpoint's "false" answers are those other than its expected
+  answer (checkpoints/expected_answers.json).
+Progress: a bar on a terminal, one line per draw otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT_QUESTIONS = ("lookup", "plan_represented", "clever_hans_failure")
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--draws", type=int, default=500, help="draws per constructed model (default 500)")
+    p.add_argument("--checkpoint-draws", type=int, default=20, help="draws per shipped checkpoint, cheap questions (20)")
+    p.add_argument("--report-draws", type=int, default=5, help="draws per shipped checkpoint, costly questions (5)")
+    p.add_argument("--ns", default="1000,2000", help="graphs per draw for the cheap questions (default 1000,2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a reduced run: 40 / 4 / 1 draws, three checkpoints")
+    p.add_argument("--only", choices=("constructed", "checkpoints"), default=None)
+    p.add_argument("--out-json", default=str(ROOT / "hansprobe" / "error_rates.json"))
+    p.add_argument("--out-md", default=str(ROOT / "docs" / "calibration.md"))
+    a = p.parse_args(argv)
+    if a.quick:
+        a.draws, a.checkpoint_draws, a.report_draws = 40, 4, 1
+    try:
+        a.ns = tuple(sorted({int(x) for x in a.ns.split(",")}))
+    except ValueError:
+        p.error(f"--ns takes comma-separated whole numbers, got {a.ns!r}")
+    if min(a.ns) < 10 or min(a.draws, a.checkpoint_draws) < 1 or a.report_draws < 0:
+        p.error("--ns values must be >= 10 and the draws >= 1")
+    return a
+
+
+def shipped(quick: bool) -> list[tuple[Path, dict]]:
+    table = json.loads((ROOT / "checkpoints" / "expected_answers.json").read_text())["expected"]
+    names = list(table)
+    if quick:
+        names = ["pathstar-d2-l5-n50-teacher-forcing", "controls/pathstar-d2-l3-n50-teacher-forcing",
+                 "controls/pathstar-d2-l5-n50-untrained"]
+    return [(ROOT / "checkpoints" / n, table[n]) for n in names if (ROOT / "checkpoints" / n / "config.json").is_file()]
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from hansprobe.calibrate import checkpoint_rates, constructed_rates
+    from hansprobe.constructed import CONSTRUCTED
+    from hansprobe.report.settings import ReportSettings
+
+    a = _parse(argv)
+    progress = True if sys.stderr.isatty() else "lines"
+    rows, cost = [], {}
+    t_all = time.perf_counter()
+    if a.only in (None, "constructed"):
+        t0 = time.perf_counter()
+        rows += constructed_rates(list(CONSTRUCTED), a.ns, a.draws, a.seed, progress)
+        cost["constructed"] = time.perf_counter() - t0
+    if a.only in (None, "checkpoints"):
+        t0 = time.perf_counter()
+        for path, expected in shipped(a.quick):
+            t1 = time.perf_counter()
+            rows += checkpoint_rates(path, expected, a.ns, a.checkpoint_draws, REPORT_QUESTIONS, a.report_draws, a.seed,
+                                     ReportSettings(), progress)
+            cost[str(path.relative_to(ROOT / "checkpoints"))] = time.perf_counter() - t1
+            print(f"calibration: {path.name} done in {cost[str(path.relative_to(ROOT / 'checkpoints'))]:.0f} s",
+                  file=sys.stderr, flush=True)
+        cost["checkpoints"] = time.perf_counter() - t0
+    cost["total"] = time.perf_counter() - t_all
+    meta = {"date": date.today().isoformat(), "seed": a.seed, "ns": list(a.ns), "draws": a.draws,
+            "checkpoint_draws": a.checkpoint_draws, "report_draws": a.report_draws, "quick": a.quick,
+            "threads": torch.get_num_threads(), "seconds": {k: round(v, 1) for k, v in cost.items()},
+            "command": "python analyses/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    from hansprobe.storage import atomic_write_bytes
+
+    atomic_write_bytes(a.out_json, (json.dumps({"format": "hansprobe-error-rates", "meta": meta,
+                                                "rows": [asdict(r) for r in rows]}, indent=1) + "\n").encode())
+    atomic_write_bytes(a.out_md, markdown(rows, meta).encode())
+    print(f"calibration: {len(rows)} rows in {cost['total']:.0f} s -> {a.out_json}, {a.out_md}", file=sys.stderr)
+    return 0
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _row(r) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items(), key=lambda kv: -kv[1]))
+    false = ("—" if not r.false_answers else
+             f"{_pct(r.false_rate)} [{_pct(r.false_rate_ci[0])}, {_pct(r.false_rate_ci[1])}] ({'/'.join(r.false_answers)})")
+    extra = "; ".join(f"{k}: {v}" for k, v in r.wording.items() if v)
+    return f"| {r.model} | {r.n_graphs} | {r.draws} | {counts}{'; ' + extra if extra else ''} | {false} |"
+
+
+def markdown(rows, meta) -> str:
+    from hansprobe.analyses.goal_dependence import FAMILY_ALPHA
+
+    by_q: dict = {}
+    for r in rows:
+        by_q.setdefault(r.question, []).append(r)
+    s = meta["seconds"]
+    lines = [
+        "# Calibration: how often each answer is given, over graph draws",
+        "",
+        f"Measured by `{meta['command'].strip()}` on {meta['date']} ({meta['threads']} CPU threads), seed {meta['seed']}:",
+        "each row asks one question of one model on independent draws of fresh graphs (hansprobe/calibrate.py) and",
+        "counts the answers. **false** is the share of draws whose answer is wrong on that model, with its exact 95%",
+        "interval (Clopper-Pearson): on a constructed model (hansprobe/constructed.py) the answers its construction",
+        "rules out; on a shipped checkpoint every answer other than its expected one (checkpoints/expected_answers.json,",
+        "docs/controls.md). The report quotes, beside each answer, the worst measured rate of that answer where it is",
+        f"false (hansprobe/error_rates.json, written with this page). The family-wise goal: a false \"decided\" or",
+        f"\"computed\" in at most {FAMILY_ALPHA:.0%} of draws on a model that ignores the goal (docs/decisions.md 53).",
+        "",
+        f"Cost: constructed models {s.get('constructed', 0):.0f} s ({meta['draws']} draws each at n = "
+        f"{', '.join(map(str, meta['ns']))}), shipped checkpoints {s.get('checkpoints', 0):.0f} s "
+        f"({meta['checkpoint_draws']} draws at each n for the cheap questions, {meta['report_draws']} at the report's "
+        f"defaults for the costly ones, each checkpoint loaded once); {s.get('total', 0):.0f} s in all.",
+        "",
+    ]
+    titles = {"indecipherable": "First decision token indecipherable?", "decision_computed": "Decision computed from the goal?",
+              "clever_hans_failure": "Clever-Hans failure?", "lookup": "Later tokens read off the previous one?",
+              "plan_represented": "Where is the first decision planned?"}
+    for q in ("clever_hans_failure", "indecipherable", "decision_computed", "lookup", "plan_represented"):
+        if q not in by_q:
+            continue
+        lines += [f"## {q}", "", f"*{titles[q]}*" + (" On constructed models the lookup part is given as *yes* (they have "
+                                                       "none to measure); the rate is that of the other two parts."
+                                                       if q == "clever_hans_failure" else ""), "",
+                  "| model | n | draws | answers | false |", "|---|---|---|---|---|"]
+        lines += [_row(r) for r in sorted(by_q[q], key=lambda r: (r.source != "constructed", r.model, r.n_graphs))]
+        lines.append("")
+    from hansprobe.constructed import CONSTRUCTED
+
+    lines += ["## The constructed models", "", "| model | d | what it is | false answers |", "|---|---|---|---|"]
+    for c in CONSTRUCTED.values():
+        false = "; ".join(f"{q}: {'/'.join(v)}" for q, v in c.false.items())
+        lines.append(f"| {c.name} | {c.degree} | {c.what}{' — ' + c.trap if c.trap else ''} | {false} |")
+    secs = {k: v for k, v in s.items() if k not in ("constructed", "checkpoints", "total")}
+    if secs:
+        lines += ["", "Per checkpoint (seconds, load included): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
