@@ -30,9 +30,11 @@ REPORT_QUESTIONS = ("lookup", "plan_represented", "clever_hans_failure")
 
 def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--draws", type=int, default=500, help="draws per constructed model (default 500)")
-    p.add_argument("--checkpoint-draws", type=int, default=20, help="draws per shipped checkpoint, cheap questions (20)")
-    p.add_argument("--report-draws", type=int, default=5, help="draws per shipped checkpoint, costly questions (5)")
+    p.add_argument("--draws", type=int, default=None, help="draws per constructed model (default 500; --quick 40)")
+    p.add_argument("--checkpoint-draws", type=int, default=None,
+                   help="draws per shipped checkpoint, cheap questions (default 20; --quick 4)")
+    p.add_argument("--report-draws", type=int, default=None,
+                   help="draws per shipped checkpoint, costly questions (default 5; --quick 1)")
     p.add_argument("--ns", default="1000,2000", help="graphs per draw for the cheap questions (default 1000,2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a reduced run: 40 / 4 / 1 draws, three checkpoints")
@@ -40,8 +42,9 @@ def _parse(argv):
     p.add_argument("--out-json", default=str(ROOT / "hansprobe" / "error_rates.json"))
     p.add_argument("--out-md", default=str(ROOT / "docs" / "calibration.md"))
     a = p.parse_args(argv)
-    if a.quick:
-        a.draws, a.checkpoint_draws, a.report_draws = 40, 4, 1
+    for name, full, quick in (("draws", 500, 40), ("checkpoint_draws", 20, 4), ("report_draws", 5, 1)):
+        if getattr(a, name) is None:  # an explicit count wins over --quick's
+            setattr(a, name, quick if a.quick else full)
     try:
         a.ns = tuple(sorted({int(x) for x in a.ns.split(",")}))
     except ValueError:

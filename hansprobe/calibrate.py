@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
-
 from hansprobe.analyses import questions as _questions
 from hansprobe.analyses.base import Result
 from hansprobe.analyses.entropy import entropy_from_logprobs, indecipherable_verdict
 from hansprobe.analyses.failure import failure_verdict
 from hansprobe.analyses.goal_dependence import (decision_verdict, goal_dependence_from_logprobs,
                                                 goal_dependence_logprobs)
+from hansprobe.error_rates import rate_ci
 from hansprobe.progress import progress_iter
 from hansprobe.report.settings import ReportSettings
 
@@ -43,14 +42,6 @@ DEFAULT_NS = (1000, 2000)  # n = 1,000 and the report's default -n
 def draw_seed(seed: int, k: int) -> int:
     """The k-th draw's graph seed: independent streams from one seed (numpy's SeedSequence)."""
     return int(np.random.SeedSequence([seed, 7, k]).generate_state(1)[0])
-
-
-def rate_ci(k: int, n: int) -> list[float]:
-    """Exact 95% interval of a rate of k in n draws (scipy.stats.binomtest, Clopper-Pearson)."""
-    if n == 0:
-        return [float("nan"), float("nan")]
-    ci = stats.binomtest(int(k), int(n)).proportion_ci(method="exact")
-    return [float(ci.low), float(ci.high)]
 
 
 @dataclass
@@ -120,7 +111,7 @@ def decision_draws(model, objective, task, ns=DEFAULT_NS, draws: int = 500, seed
     """{(n, question): [verdict per draw]} over `draws` independent draws of max(ns) graphs."""
     ns = sorted(ns)
     out: dict = {}
-    for k in progress_iter(range(draws), draws, desc, progress):
+    for k in progress_iter(range(draws), draws, desc, progress, unit="draw"):
         s = draw_seed(seed, k)
         for n, v in decision_verdicts(model, objective, task.generate(ns[-1], s), s, ns, batch_size, given).items():
             for q, verdict in v.items():
@@ -137,7 +128,7 @@ def report_draws(ck, keys, settings: ReportSettings, draws: int = 5, seed: int =
 
     decide, names = _questions.answer_needs(keys)
     out = []
-    for k in progress_iter(range(draws), draws, desc, progress):
+    for k in progress_iter(range(draws), draws, desc, progress, unit="draw"):
         s = draw_seed(seed, k)
         st = replace(settings, seed=s)
         ctx = analysis_context(ck, ck.task.generate(st.n_graphs, s), st)

@@ -455,6 +455,7 @@ def cmd_data(args) -> int:
 
 def cmd_report(args) -> int:
     from hansprobe.report import ANSWERS, QUESTIONS, publish_report
+    from hansprobe.error_rates import rate_text
 
     settings = ReportSettings(**_options_of(args, ReportSettings), n_graphs=args.n_graphs or args.default_graphs,
                               seed=args.seed, data=None if args.data is None else str(args.data),
@@ -471,6 +472,8 @@ def cmd_report(args) -> int:
             for key, text in QUESTIONS.items():
                 v = ck["verdicts"][key]
                 print(_wrap(f"  {text:<39} {v['answer'].upper():<{width}} ", v["evidence"] if args.verbose else v["summary"]))
+                if args.verbose and v.get("error_rate"):
+                    print(_wrap("    error rate: ", rate_text(v["error_rate"], v["answer"])))
             for note in ck.get("notes", []):
                 print(_wrap("  note: ", note))
             sys.stdout.flush()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from hansprobe import error_rates
 from hansprobe.analyses import questions as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
@@ -86,6 +87,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     analyses, figures = run_analyses(ctx, progress=progress, label=path.name)
 
     verdicts = _questions.decide_all(obj, analyses)  # every registered question, the combined failure verdict last
+    error_rates.attach(verdicts, len(batch))  # each answer's measured false-answer rate (docs/calibration.md)
     notes = consistency_notes(verdicts, analyses["entropy"], analyses["patching"])
     cfg = ck.config
     provenance = {
