@@ -41,6 +41,8 @@ def _parse(argv):
     p.add_argument("--only", choices=("constructed", "checkpoints"), default=None)
     p.add_argument("--out-json", default=str(ROOT / "hansprobe" / "error_rates.json"))
     p.add_argument("--out-md", default=str(ROOT / "docs" / "calibration.md"))
+    p.add_argument("--render", metavar="JSON", default=None,
+                   help="measure nothing: write --out-md again from a JSON this script wrote")
     a = p.parse_args(argv)
     for name, full, quick in (("draws", 500, 40), ("checkpoint_draws", 20, 4), ("report_draws", 5, 1)):
         if getattr(a, name) is None:  # an explicit count wins over --quick's
@@ -63,6 +65,21 @@ def shipped(quick: bool) -> list[tuple[Path, dict]]:
     return [(ROOT / "checkpoints" / n, table[n]) for n in names if (ROOT / "checkpoints" / n / "config.json").is_file()]
 
 
+MD_HEAD = "# Calibration: how often each answer is given, over graph draws"
+
+
+def _not_ours(path: str, json_file: bool) -> str | None:
+    """Why `path` may not be written: it exists and is not a file this script wrote (nothing else is replaced)."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    if not p.is_file():
+        return f"{path} exists and is not a regular file"
+    head = p.open("rb").read(4096).decode("utf-8", "replace")
+    ours = '"format": "hansprobe-error-rates"' in head if json_file else head.startswith(MD_HEAD)
+    return None if ours else f"{path} exists and was not written by this script: choose another path"
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -71,6 +88,24 @@ def main(argv=None) -> int:
     from hansprobe.report.settings import ReportSettings
 
     a = _parse(argv)
+    for path, is_json in ((a.out_md, False),) + (() if a.render else ((a.out_json, True),)):
+        why = _not_ours(path, is_json)
+        if why:
+            print(f"calibration: {why}", file=sys.stderr)
+            return 2
+    if a.render:
+        from hansprobe.calibrate import AnswerRates
+        from hansprobe.storage import atomic_write_bytes
+
+        try:
+            doc = json.loads(Path(a.render).read_text())
+            rows = [AnswerRates(**r) for r in doc["rows"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"calibration: --render {a.render}: not a file this script wrote ({e.__class__.__name__}: {e})",
+                  file=sys.stderr)
+            return 2
+        atomic_write_bytes(a.out_md, markdown(rows, doc["meta"]).encode())
+        return 0
     progress = True if sys.stderr.isatty() else "lines"
     rows, cost = [], {}
     t_all = time.perf_counter()
@@ -122,7 +157,7 @@ def markdown(rows, meta) -> str:
         by_q.setdefault(r.question, []).append(r)
     s = meta["seconds"]
     lines = [
-        "# Calibration: how often each answer is given, over graph draws",
+        MD_HEAD,
         "",
         f"Measured by `{meta['command'].strip()}` on {meta['date']} ({meta['threads']} CPU threads), seed {meta['seed']}:",
         "each row asks one question of one model on independent draws of fresh graphs (hansprobe/calibrate.py) and",
@@ -157,6 +192,13 @@ def markdown(rows, meta) -> str:
     for c in CONSTRUCTED.values():
         false = "; ".join(f"{q}: {'/'.join(v)}" for q, v in c.false.items())
         lines.append(f"| {c.name} | {c.degree} | {c.what}{' — ' + c.trap if c.trap else ''} | {false} |")
+    lines += ["", "The review's traps that do not depend on the graph draw — a witness in another prompt layout, a witness's",
+              "budget in graphs seen, a learning order without a snapshot before the lookup, a lookup *no* from missing",
+              "evidence, the last index as a control, the cap printed as 25% at fewer than four heads, the plan's *used* from",
+              "the whole residual alone and the *at the answer position* answer from one cell — are rules, each held by a test",
+              "on a constructed model or result (tests/test_error_rates.py, tests/test_witness.py); the goal-label parity",
+              "trap depends on the draw and is in the tables above (`goal-parity`: the failure's evidence no longer says",
+              "\"ignores the goal\")."]
     secs = {k: v for k, v in s.items() if k not in ("constructed", "checkpoints", "total")}
     if secs:
         lines += ["", "Per checkpoint (seconds, load included): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + "."]

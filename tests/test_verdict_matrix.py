@@ -64,3 +64,18 @@ def test_verdicts_match_the_expected_table(report, name):
     c = by_path[name]
     got = tuple(c["verdicts"][k]["answer"] for k in QUESTIONS)
     assert got == EXPECTED[name], {k: c["verdicts"][k]["evidence"] for k, g, e in zip(QUESTIONS, got, EXPECTED[name]) if g != e}
+
+
+@pytest.mark.slow
+def test_the_4_layer_failure_has_its_alternatives_ruled_out_without_being_told_its_witness(report):
+    """Issue 36 part 7: the README's report (no --witness) finds the multi-token witness among its
+    checkpoints; learning order and training length come from the failure's own snapshots."""
+    name = "pathstar-d2-l5-n50-teacher-forcing-4layers-6000steps"
+    by_path = {str(Path(c["path"]).relative_to(CHECKPOINTS)): c for c in report["checkpoints"]}
+    if name not in by_path or "pathstar-d2-l5-n50-multi-token-4layers-6000steps" not in by_path:
+        pytest.skip("the 4-layer failure and its witness are not both shipped in this clone")
+    v = by_path[name]["verdicts"]["clever_hans_failure"]
+    assert v["values"]["ruled_out"] == {"learning_order": True, "capacity": True, "training_length": True}, v["evidence"]
+    assert by_path[name]["analyses"]["witness"]["path"].endswith("multi-token-4layers-6000steps")
+    assert all(c["verdicts"]["clever_hans_failure"].get("error_rate") is not None
+               for c in report["checkpoints"] if c["verdicts"]["clever_hans_failure"]["answer"] in ("yes", "no"))
