@@ -156,6 +156,7 @@ def _add_analysis_command(p, specs) -> None:
         if spec.options:
             _add_command_options(p.add_argument_group(f"options of {spec.name}"), spec)
     p.add_argument("--out", type=Path, default=None, dest="json_out", help="also write the JSON result to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def _add_task(p, required=True):
@@ -381,12 +382,9 @@ def _checkpoint_and_graphs(args):
 
     out = getattr(args, "json_out", None)
     if out is not None:  # before minutes of measuring, not after
-        from hansprobe.errors import OutputError
+        from hansprobe.storage import check_output_file
 
-        if out.is_dir():
-            raise OutputError(f"cannot write {out}: it is a directory; give a file path")
-        if not out.parent.is_dir():
-            raise OutputError(f"cannot write {out}: its directory does not exist; create it first or choose another path")
+        check_output_file(out, args.overwrite)
     ck = load_checkpoint(args.checkpoint, device=args.device)
     batch, source = load_graphs(args, ck.task)
     return ck, batch, {"checkpoint": str(args.checkpoint), **source}
@@ -396,9 +394,9 @@ def _finish_json(args, source: dict, result: dict) -> None:
     """The command's JSON object: printed under --json, written to --out where the command has it."""
     out = {**source, **result}
     if getattr(args, "json_out", None) is not None:
-        from hansprobe.checkpoint import atomic_write_json
+        from hansprobe.storage import json_bytes, write_output_file
 
-        atomic_write_json(args.json_out, out)
+        write_output_file(args.json_out, json_bytes(out), args.overwrite)
     if args.json:
         print(json.dumps(out, sort_keys=True))
 
@@ -445,11 +443,9 @@ def cmd_data(args) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    if args.out.exists() and not args.overwrite:
-        raise ConfigError(f"{args.out} exists; pass --overwrite to replace it")
-    from hansprobe.checkpoint import atomic_write_bytes
+    from hansprobe.storage import write_output_file
 
-    atomic_write_bytes(args.out, text.encode())
+    write_output_file(args.out, text.encode(), args.overwrite)
     return 0
 
 
@@ -574,8 +570,9 @@ def cmd_import(args) -> int:
     if args.to_safetensors is not None:
         if args.fmt == "hf-gpt2":
             raise ConfigError("hf-gpt2 directories are safetensors already; --to-safetensors is for nanogpt and ntf files")
-        if args.to_safetensors.exists() and not args.overwrite:
-            raise ConfigError(f"{args.to_safetensors} exists; pass --overwrite to replace it")
+        from hansprobe.storage import check_output_file
+
+        check_output_file(args.to_safetensors, args.overwrite)
         save_state_dict_safetensors(read_state_dict(args.source), args.to_safetensors)
         print(f"wrote {args.to_safetensors}; import it from there from now on (no pickle involved)")
         return 0

@@ -61,8 +61,51 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)  # make the rename itself durable
 
 
+def json_bytes(obj) -> bytes:
+    """The project's JSON files: indented, sorted keys, no NaN."""
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
 def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def _tool_directory(directory: Path) -> bool:
+    """A checkpoint, run or report directory, or one being written (its lock file beside it)."""
+    marks = (CONFIG, METRICS, MODEL, RESUME, "report.json")
+    return (any((directory / m).exists() for m in marks)
+            or (directory.parent / f".{directory.name}.hansprobe-lock").exists())
+
+
+def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, in one line and before any work, a result file that would destroy something: a path
+    inside a checkpoint, run or report directory (its files are the tool's own, read by later
+    steps), an existing file without `overwrite`, and anything that is not a regular file or a new
+    name — a directory, a FIFO, a device, a symbolic link (replacing it by rename would destroy what
+    is there; writing through it would write somewhere else)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory; give a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path}: its directory does not exist; create it first or choose another path")
+    if _tool_directory(parent.resolve()):
+        raise OutputError(f"cannot write {path}: {parent} is a checkpoint, run or report directory, whose files hansprobe "
+                          "reads back; write the result elsewhere")
+    if os.path.lexists(path):
+        if path.is_symlink():
+            raise OutputError(f"cannot write {path}: it is a symbolic link; give the path of a regular file")
+        if not path.is_file():
+            raise OutputError(f"cannot write {path}: it is not a regular file (a FIFO or a device); give a file path, "
+                              "or print the result with --json")
+        if not overwrite:
+            raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
+def write_output_file(path: str | Path, data: bytes, overwrite: bool = False) -> None:
+    """A result file the user named: checked again (check_output_file), then written atomically."""
+    atomic_write_bytes(check_output_file(path, overwrite), data)
 
 
 @contextmanager
