@@ -25,7 +25,7 @@ from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.gpt2_reference import ACTIVATIONS
 from hansprobe.resources import FLOAT, require_memory, transformer_params
 from hansprobe.storage import (
-    CONFIG, MODEL, atomic_write_json, jsonable, load_safetensors, load_weights, new_config, save_safetensors,
+    CONFIG, MODEL, atomic_write_json, check_run_dir, jsonable, load_safetensors, load_weights, new_config, save_safetensors,
 )
 from hansprobe.validation import check_choice, check_float, check_int, check_mapping, read_text_bounded
 
@@ -385,8 +385,7 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     src, out = Path(src), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    check_run_dir(out, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
     if fmt == "hf-gpt2":
         if n_heads is not None:
             raise ConfigError("--n-heads is read from config.json for hf-gpt2; drop it")
@@ -419,7 +418,7 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
                                 "parity_tolerance": PARITY_TOL,
                                 "parity_reference": "independent plain-torch forward of the source weights (gpt2_reference)"}}
     if overwrite and out.exists():  # nothing of the replaced run may be read as this model's
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(out / MODEL, weights, {"hansprobe_imported_from": fmt})
     atomic_write_json(out / CONFIG, jsonable(config))

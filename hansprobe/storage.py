@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hansprobe.errors import CheckpointError, HansprobeError, OutputError, os_error_line
-from hansprobe.validation import check_float, check_int, check_mapping
+from hansprobe.errors import CheckpointError, ConfigError, HansprobeError, OutputError, os_error_line
+from hansprobe.validation import check_float, check_int, check_mapping, read_text_bounded
 
 CONFIG, MODEL, METRICS, RESUME = "config.json", "model.safetensors", "metrics.jsonl", "resume.safetensors"
 FORMAT = "hansprobe-checkpoint"
@@ -34,6 +34,12 @@ FORMAT_VERSION = 1
 # --- atomic files -----------------------------------------------------------------------------
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# What makes a file or directory recognisably the tool's own, so that clean-up removes nothing else: a
+# temporary file is `.NAME.hansprobe-XXXXXXXX.tmp`, a staging directory `.hansprobe-staging-<32 hex>`.
+TMP_MARK = "hansprobe-"
+_TMP_NAME = re.compile(r"\..+\.hansprobe-[A-Za-z0-9_]{8}\.tmp")
+STAGING_PREFIX = ".hansprobe-staging-"
+_STAGING_NAME = re.compile(r"\.hansprobe-staging-[0-9a-f]{32}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -43,7 +49,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory; give a file path")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TMP_MARK}", suffix=".tmp")
     except OSError as e:
         raise OutputError(os_error_line(e, path)) from None
     try:
@@ -108,13 +114,43 @@ def write_output_file(path: str | Path, data: bytes, overwrite: bool = False) ->
     atomic_write_bytes(check_output_file(path, overwrite), data)
 
 
+def check_run_dir(path: str | Path, overwrite: bool = False) -> Path:
+    """Before any work: a checkpoint's --out may be new, empty or — with `overwrite` — a checkpoint
+    directory hansprobe wrote (its config.json says so); nothing else is ever replaced. A symbolic
+    link is refused (removing "it" would remove the link or its target's files), as is a file."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ConfigError(f"--out {path} is a symbolic link; give the directory itself")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file; give a directory for the checkpoint")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"output directory {path} exists and is not empty; pass --overwrite to replace it or "
+                              "--resume to continue it")
+        if not _written_by_us(path):
+            raise ConfigError(f"--out {path} holds files hansprobe did not write (no checkpoint config.json there): "
+                              "--overwrite replaces only a checkpoint directory; choose another --out")
+    return path
+
+
+def _written_by_us(directory: Path) -> bool:
+    config = directory / CONFIG
+    if not config.is_file() or config.is_symlink():
+        return False
+    try:
+        doc = json.loads(read_text_bounded(config, "checkpoint config"))
+    except (HansprobeError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
 @contextmanager
 def run_lock(directory: str | Path):
     """Hold an exclusive lock on a run or report directory while writing it, so that two writers
     (two `train --resume`, a `train --overwrite` during a run, two reports into one --out) cannot
     interleave. `flock` on a lock file beside the directory (`.NAME.hansprobe-lock`, so that
     --overwrite can replace the directory itself); the OS releases it when the process dies."""
-    directory = Path(directory)
+    directory = Path(directory).resolve()  # one lock per directory, however it is named (a symlink, "..")
     lock = directory.parent / f".{directory.name}.hansprobe-lock"
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -135,47 +171,71 @@ def run_lock(directory: str | Path):
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> None:
-    """Temporary files of a write that was killed; they are never read, only cleaned up."""
+    """Temporary files of a write that was killed (`.NAME.hansprobe-XXXXXXXX.tmp`, regular files);
+    they are never read, only cleaned up. Nothing else is touched."""
     for tmp in Path(run_dir).glob(".*.tmp"):
-        if tmp.is_file():
+        if _TMP_NAME.fullmatch(tmp.name) and tmp.is_file() and not tmp.is_symlink():
             tmp.unlink(missing_ok=True)
 
 
-STAGING, READY = ".staging", "READY"
+READY, READY_MAGIC = "READY", "hansprobe-staging 1"
+PUBLISHED = ("report.json", "report.html")  # the only names a staging directory may switch into place
 
 
 def publish_together(out_dir: str | Path, files: dict[str, bytes]) -> None:
     """Replace several files of `out_dir` as one change (report.json with the report.html drawn from
     it). A file rename is atomic, a pair of renames is not, so this is a small journal: every file
-    is written and fsynced into `out_dir/.staging/`, then a READY marker is written, then the files
-    are renamed into place and the staging directory removed. A kill before READY leaves the old
-    files (the staging directory is deleted by the next writer); a kill after READY is finished by
-    the next writer or reader (`recover_staging`). Call under `run_lock(out_dir)`."""
+    is written and fsynced into a fresh staging directory `out_dir/.hansprobe-staging-<random>`
+    (created by mkdir, which fails rather than reuse one), then a READY marker is written, then the
+    files are renamed into place and the staging directory removed. A kill before READY leaves the
+    old files (the staging directory is deleted by the next writer); a kill after READY is finished
+    by the next writer or reader (`recover_staging`). Call under `run_lock(out_dir)`."""
+    import secrets
+
     out_dir = Path(out_dir)
+    if set(files) - set(PUBLISHED):
+        raise ValueError(f"publish_together switches only {PUBLISHED}")
     recover_staging(out_dir)
-    staging = out_dir / STAGING
+    staging = out_dir / (STAGING_PREFIX + secrets.token_hex(16))
     try:
-        staging.mkdir(parents=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
     except OSError as e:
         raise OutputError(os_error_line(e, staging, "create")) from None
     try:
         for name, data in files.items():
             atomic_write_bytes(staging / name, data)
-        atomic_write_bytes(staging / READY, "\n".join(files).encode())
+        atomic_write_bytes(staging / READY, "\n".join([READY_MAGIC, *files]).encode())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing was switched: the old files stand
         raise
     recover_staging(out_dir)
 
 
+def _our_staging(staging: Path) -> bool:
+    """A staging directory this module made: its name, a real directory, and nothing inside but the
+    files it writes (PUBLISHED, READY, its temporaries), none a link."""
+    if not (_STAGING_NAME.fullmatch(staging.name) and staging.is_dir() and not staging.is_symlink()):
+        return False
+    return all(e.is_file() and not e.is_symlink() and (e.name in PUBLISHED or e.name == READY or _TMP_NAME.fullmatch(e.name))
+               for e in staging.iterdir())
+
+
 def recover_staging(out_dir: str | Path) -> None:
-    """Finish or discard an interrupted `publish_together`, and remove stale temporary files."""
+    """Finish or discard an interrupted `publish_together`, and remove stale temporary files. Only
+    staging directories recognisably this module's are read or removed, and only the PUBLISHED
+    names they list are moved, within `out_dir`: nothing in them is trusted as a path."""
     out_dir = Path(out_dir)
-    staging = out_dir / STAGING
-    if staging.is_dir():
-        if (staging / READY).is_file():  # every file was complete: roll forward
-            for name in (staging / READY).read_text().split():
-                if (staging / name).is_file():
+    if not out_dir.is_dir():
+        return
+    for staging in sorted(out_dir.glob(STAGING_PREFIX + "*")):
+        if not _our_staging(staging):
+            continue  # not ours, or not as we leave it: left alone
+        ready = staging / READY
+        lines = ready.read_text(errors="replace").split("\n") if ready.is_file() else []
+        if lines[:1] == [READY_MAGIC]:  # every file was complete: roll forward
+            for name in lines[1:]:
+                if name in PUBLISHED and (staging / name).is_file():
                     try:
                         os.replace(staging / name, out_dir / name)
                     except OSError as e:

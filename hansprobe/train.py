@@ -23,6 +23,7 @@ from hansprobe.checkpoint import (
     MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
     read_config, read_metrics, remove_stale_temporaries, run_lock, save_model, save_resume, truncate_metrics,
 )
+from hansprobe.storage import check_run_dir
 from hansprobe import distributed
 from hansprobe.errors import CheckpointError, ConfigError, OutputError, os_error_line
 from hansprobe.fused import training_view
@@ -265,10 +266,7 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
             if train_cfg.data_shards not in (1, size):
                 raise ConfigError(f"--data-shards {train_cfg.data_shards} under torchrun with {size} processes; drop it")
             train_cfg = TrainConfig.from_dict({**asdict(train_cfg), "data_shards": size})
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ConfigError(f"--out {run_dir} is a file; give a directory for the checkpoint")
-        if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-            raise ConfigError(f"output directory {run_dir} exists and is not empty; pass --overwrite to replace it or --resume to continue it")
+        check_run_dir(run_dir, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
         config = new_config(task, objective, model_cfg.to_dict(), asdict(train_cfg), seed)
         config["device"] = str(dev)
         # Everything that can be refused (sizes, memory) is checked before the directory is touched,

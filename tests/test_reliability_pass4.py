@@ -53,3 +53,42 @@ def test_data_and_to_safetensors_take_the_same_checks(ckpt, tmp_path, capsys):
     code, _, err = run_cli(["data", "--degree", "2", "--path-len", "4", "--nodes", "20", "-n", "3",
                             "--out", str(ckpt / "graphs.txt")], capsys)
     assert code == 2 and "checkpoint, run or report directory" in err and not (ckpt / "graphs.txt").exists()
+
+
+def test_the_lock_is_on_the_directory_however_it_is_named(tmp_path):
+    """Item 3: the lock was named after the path as typed: `train --resume --out LINK` beside
+    `train --out RUN` both ran, and metrics.jsonl got 24 duplicated rows."""
+    from hansprobe.errors import CheckpointError
+    from hansprobe.storage import run_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    with run_lock(run):
+        for other in (link, tmp_path / "x" / ".." / "run"):
+            with pytest.raises(CheckpointError, match="being written by another hansprobe process"):
+                with run_lock(other):
+                    pass
+
+
+def test_overwrite_replaces_only_a_checkpoint_directory_and_never_through_a_link(ckpt, tmp_path, capsys):
+    """Item 3: `train --overwrite --out SYMLINK` gave "unexpected OSError: Cannot call rmtree on a
+    symbolic link"; and --overwrite removed any non-empty directory, a user's files included."""
+    from helpers import TINY_TRAIN
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep")
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    for out, needle in ((link, "symbolic link"), (mine, "did not write")):
+        code, _, err = run_cli([*TINY_TRAIN, "--steps", "1", "--out", str(out), "--overwrite"], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert (mine / "thesis.tex").read_text() == "keep" and link.is_symlink()
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run)  # a checkpoint this tool wrote: --overwrite replaces it
+    code, _, err = run_cli([*TINY_TRAIN, "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1", "--out", str(run),
+                            "--overwrite"], capsys)
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["step"] == 1

@@ -184,14 +184,14 @@ def test_a_kill_between_the_two_renames_is_finished_by_the_next_reader(report, t
     new_json = (r / "report.json").read_bytes().replace(b'"format"', b'"format" ', 1)
     new_html = old_html.replace(re.search(r'content="([0-9a-f]{64})"', old_html).group(1),
                                 __import__("hashlib").sha256(new_json).hexdigest())
-    # renames: 3 into .staging (json, html, READY), then json into place (4), html into place (5)
+    # renames: 3 into the staging directory (json, html, READY), then json into place (4), html into place (5)
     _die_at_replace(monkeypatch, 5)
     with pytest.raises(Killed):
         publish_together(r, {"report.json": new_json, "report.html": new_html.encode()})
     monkeypatch.undo()
     assert (r / "report.json").read_bytes() == new_json and (r / "report.html").read_text() == old_html  # torn
     read_report(r)  # finishes the switch instead of reading a torn pair
-    assert (r / "report.html").read_text() == new_html and not (r / ".staging").exists()
+    assert (r / "report.html").read_text() == new_html and not list(r.glob(".hansprobe-staging-*"))
 
 
 def test_a_failure_before_the_switch_keeps_the_old_pair_and_debris_is_removed(report, tmp_path, monkeypatch):
@@ -208,10 +208,11 @@ def test_a_failure_before_the_switch_keeps_the_old_pair_and_debris_is_removed(re
     monkeypatch.undo()
     assert {n: (r / n).read_bytes() for n in before} == before
     # what a SIGKILL at that moment leaves (no handler runs): a staging directory without READY, and the
-    # 4.9 MB temporary of an old-style page write
-    (r / ".staging").mkdir(exist_ok=True)
-    (r / ".staging" / "report.json").write_bytes(b"{}")
-    (r / ".report.html.abc123.tmp").write_bytes(b"x" * 1000)
+    # temporary of a page write
+    staging = r / (".hansprobe-staging-" + "0" * 32)
+    staging.mkdir()
+    (staging / "report.json").write_bytes(b"{}")
+    (r / ".report.html.hansprobe-abc12345.tmp").write_bytes(b"x" * 1000)
     assert read_report(r) == json.loads(before["report.json"])
     assert sorted(p.name for p in r.iterdir()) == ["report.html", "report.json"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hansprobe.errors import CheckpointError, OutputError
-from hansprobe.storage import (READY, STAGING, append_metrics, atomic_write_bytes, atomic_write_json, jsonable,
+from hansprobe.storage import (READY, READY_MAGIC, STAGING_PREFIX, append_metrics, atomic_write_bytes, atomic_write_json, jsonable,
                                load_safetensors, publish_together, read_metrics, recover_staging, run_lock,
                                save_safetensors, truncate_metrics)
 
@@ -29,23 +29,51 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_pat
         atomic_write_bytes(tmp_path, b"x")
 
 
+def _staging(out, ready=None, **files):
+    d = out / (STAGING_PREFIX + "ab" * 16)
+    d.mkdir()
+    for name, data in files.items():
+        (d / name.replace("_", ".")).write_bytes(data)
+    if ready is not None:
+        (d / READY).write_text(ready)
+    return d
+
+
 def test_publish_together_rolls_forward_after_ready_and_back_before_it(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
-    publish_together(out, {"a.json": b"1", "b.html": b"1"})
-    assert (out / "a.json").read_bytes() == b"1" and not (out / STAGING).exists()
+    publish_together(out, {"report.json": b"1", "report.html": b"1"})
+    assert (out / "report.json").read_bytes() == b"1" and not list(out.glob(STAGING_PREFIX + "*"))
     # a kill after READY: the next reader finishes the switch
-    (out / STAGING).mkdir()
-    for name in ("a.json", "b.html"):
-        (out / STAGING / name).write_bytes(b"2")
-    (out / STAGING / READY).write_text("a.json\nb.html")
+    _staging(out, "\n".join([READY_MAGIC, "report.json", "report.html"]), report_json=b"2", report_html=b"2")
     recover_staging(out)
-    assert (out / "a.json").read_bytes() == (out / "b.html").read_bytes() == b"2"
+    assert (out / "report.json").read_bytes() == (out / "report.html").read_bytes() == b"2"
     # a kill before READY: the old files stand
-    (out / STAGING).mkdir()
-    (out / STAGING / "a.json").write_bytes(b"3")
+    _staging(out, None, report_json=b"3")
     recover_staging(out)
-    assert (out / "a.json").read_bytes() == b"2" and not (out / STAGING).exists()
+    assert (out / "report.json").read_bytes() == b"2" and not list(out.glob(STAGING_PREFIX + "*"))
+
+
+def test_clean_up_removes_only_what_is_recognisably_the_tools_own(tmp_path):
+    """Issue 37 item 2: a report into D removed a user's D/.staging (with what was in it) and every
+    D/.*.tmp, and followed a planted D/.staging/READY listing ../inside.txt out of D."""
+    out = tmp_path / "D"
+    (out / ".staging" / "deep").mkdir(parents=True)
+    (out / ".staging" / "deep" / "important.txt").write_text("keep")
+    (out / ".staging" / "READY").write_text("../inside.txt")
+    (out / "inside.txt").write_text("mine")
+    (out / ".notes.tmp").write_text("keep too")
+    planted = _staging(out, "\n".join([READY_MAGIC, "../inside.txt", "report.json"]), report_json=b"{}")
+    (planted / "extra.txt").write_text("not ours")  # anything else inside: not a staging directory we left
+    publish_together(out, {"report.json": b"1", "report.html": b"1"})
+    assert (out / ".staging" / "deep" / "important.txt").read_text() == "keep" and (out / ".notes.tmp").exists()
+    assert (out / "inside.txt").read_text() == "mine" and not (tmp_path / "inside.txt").exists()
+    assert planted.is_dir() and (out / "report.json").read_bytes() == b"1"
+    (planted / "extra.txt").unlink()  # now as the tool leaves it: only PUBLISHED names move, within D
+    recover_staging(out)
+    assert not planted.exists() and (out / "inside.txt").read_text() == "mine" and (out / "report.json").read_bytes() == b"{}"
+    with pytest.raises(ValueError):
+        publish_together(out, {"../x": b"1"})
 
 
 def test_a_second_lock_on_a_directory_is_refused_until_the_first_is_released(tmp_path):

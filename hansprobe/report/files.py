@@ -61,8 +61,10 @@ def read_report(out_dir: str | Path) -> dict:
 
     from hansprobe.checkpoint import recover_staging, run_lock
 
+    from hansprobe.storage import STAGING_PREFIX
+
     out_dir = Path(out_dir)
-    if (out_dir / ".staging").exists():
+    if any(out_dir.glob(STAGING_PREFIX + "*")) or any(out_dir.glob(".*.tmp")):
         with run_lock(out_dir):
             recover_staging(out_dir)
     try:
