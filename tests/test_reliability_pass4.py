@@ -92,3 +92,103 @@ def test_overwrite_replaces_only_a_checkpoint_directory_and_never_through_a_link
                             "--overwrite"], capsys)
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["step"] == 1
+
+
+def _marked(mark: str) -> list[int]:
+    """The live processes (not zombies) whose environment holds `mark`."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if mark.encode() not in f.read():
+                    continue
+            with open(f"/proc/{d}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+        except OSError:
+            continue
+        pids.append(int(d))
+    return pids
+
+
+@pytest.mark.slow
+def test_report_workers_die_with_a_killed_report(runs, tmp_path):
+    """Item 4: `kill -9` of `report --jobs 2` left both workers, the fork server and the resource
+    tracker running for good (1.7 GB, parent pid 1)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    mark = f"HANSPROBE_TEST_MARK={uuid.uuid4().hex}"
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1], "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hansprobe", "report", str(runs["teacher-forcing"]), str(runs["reverse"]),
+                             "--jobs", "2", "-n", "20000", "--mechanism-graphs", "4000", "--out", str(tmp_path / "rep")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(_marked(mark)) < 4 and time.time() < deadline and proc.poll() is None:  # main, server, 2 workers
+            time.sleep(0.2)
+        assert proc.poll() is None, "the report ended before its workers could be seen"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 15
+        while _marked(mark) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _marked(mark)
+    finally:
+        for pid in _marked(mark):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes outlived the killed report: {left}"
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])  # the field after the state
+
+
+@pytest.mark.slow
+def test_a_dead_worker_is_one_line_naming_its_checkpoint_and_ctrl_c_ends_at_once(runs, tmp_path):
+    """Item 4: a worker killed in mid-run gave "unexpected BrokenProcessPool ... please report"; SIGINT
+    took 13-17 s."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    def start(mark):
+        env = {**os.environ, "HANSPROBE_TEST_MARK": mark, "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen([sys.executable, "-m", "hansprobe", "report", str(runs["teacher-forcing"]),
+                                 str(runs["multi-token"]), "--jobs", "2", "-n", "20000", "--mechanism-graphs", "4000",
+                                 "--out", str(tmp_path / mark)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+
+    def workers(mark, main):
+        server = [p for p in _marked(mark) if p != main and _ppid(p) == main]
+        return [p for p in _marked(mark) if _ppid(p) in server]
+
+    for action in ("kill a worker", "interrupt"):
+        mark = uuid.uuid4().hex
+        proc = start(mark)
+        try:
+            deadline = time.time() + 120
+            while len(workers(mark, proc.pid)) < 2 and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            assert proc.poll() is None, proc.stderr.read()
+            if action == "kill a worker":
+                os.kill(workers(mark, proc.pid)[0], signal.SIGKILL)
+                err = proc.communicate(timeout=60)[1]
+                assert proc.returncode == 2 and "worker process measuring" in err and "died" in err, err
+                assert len([line for line in err.splitlines() if line.startswith("hansprobe")]) == 1, err
+            else:
+                t0 = time.time()
+                proc.send_signal(signal.SIGINT)
+                proc.communicate(timeout=30)
+                assert proc.returncode == 130 and time.time() - t0 < 5
+        finally:
+            for pid in _marked(mark):
+                os.kill(pid, signal.SIGKILL)

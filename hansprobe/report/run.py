@@ -16,7 +16,7 @@ from hansprobe import error_rates
 from hansprobe.analyses import questions as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
-from hansprobe.errors import ConfigError
+from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.progress import progress_bar
 from hansprobe.report.settings import ReportSettings
 from hansprobe.tasks.registry import read_task_text
@@ -243,6 +243,38 @@ def _measure_in_worker(path: str, settings: ReportSettings, threads: int) -> Che
     return measure_checkpoint(path, settings, None)
 
 
+def _start_time(pid: int) -> str | None:
+    """A process's start time (Linux /proc), so that a reused pid is not taken for the parent."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _die_with(parent: int, started: str | None) -> None:
+    """Worker initializer: end this worker when the report's process is gone, however it ended
+    (kill -9, the OOM killer): a thread polls it every 0.2 s. The worker's own parent is the fork
+    server, not the report's process, so the kernel's parent-death signal cannot say it."""
+    import os
+    import threading
+    import time
+
+    def watch():
+        while True:
+            time.sleep(0.2)
+            try:
+                os.kill(parent, 0)
+                alive = started is None or _start_time(parent) == started
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:  # exists, owned by another user: a reused pid
+                alive = False
+            if not alive:
+                os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="hansprobe-parent-watch").start()
+
+
 def _worker_context():
     """Where the start method exists (Linux, macOS), workers forked from one server process that
     imported the analyses and TransformerLens once (~10 s a process on a small CPU machine), instead
@@ -275,16 +307,27 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
     threads = max(1, torch.get_num_threads() // jobs)
     if bar is not None:
         bar.set_postfix_str(f"{len(paths)} checkpoints, {jobs} at a time")
-    with ProcessPoolExecutor(jobs, mp_context=_worker_context()) as pool:
-        futures = [pool.submit(_measure_in_worker, str(p), each[p], threads) for p in paths]
-        try:
-            for p, future in zip(paths, futures):
+    import os
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_die_with,
+                               initargs=(os.getpid(), _start_time(os.getpid())))
+    futures = [pool.submit(_measure_in_worker, str(p), each[p], threads) for p in paths]
+    try:
+        for p, future in zip(paths, futures):
+            try:
                 report = future.result()
-                if bar is not None:
-                    bar.set_postfix_str(f"{Path(p).name}: every analysis")
-                    bar.update(n_analyses())
-                yield report
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+            except BrokenProcessPool:
+                raise CheckpointError(f"the worker process measuring {Path(p).name} died (killed, or out of memory); the "
+                                      "checkpoints before it are written; run the report again (--jobs 1 uses less "
+                                      "memory)") from None
+            if bar is not None:
+                bar.set_postfix_str(f"{Path(p).name}: every analysis")
+                bar.update(n_analyses())
+            yield report
+    except BaseException:  # Ctrl-C, an error, the consumer gone: stop now, not after the running checkpoints
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
