@@ -83,7 +83,7 @@ def _not_ours(path: str, json_file: bool) -> str | None:
 def main(argv=None) -> int:
     import torch
 
-    from hansprobe.calibrate import checkpoint_rates, constructed_rates
+    from hansprobe.calibrate import AnswerRates, checkpoint_rates, constructed_rates
     from hansprobe.constructed import CONSTRUCTED
     from hansprobe.report.settings import ReportSettings
 
@@ -123,7 +123,14 @@ def main(argv=None) -> int:
             print(f"calibration: {path.name} done in {cost[str(path.relative_to(ROOT / 'checkpoints'))]:.0f} s",
                   file=sys.stderr, flush=True)
         cost["checkpoints"] = time.perf_counter() - t0
-    cost["total"] = time.perf_counter() - t_all
+    if a.only and Path(a.out_json).is_file():  # one part measured again: the other part's rows and cost are kept
+        old = json.loads(Path(a.out_json).read_text())
+        source = "constructed" if a.only == "constructed" else "checkpoint"
+        rows = [AnswerRates(**r) for r in old["rows"] if r["source"] != source] + rows
+        kept = {k: v for k, v in old["meta"]["seconds"].items()
+                if k != "total" and (k != "constructed" if a.only == "constructed" else k == "constructed")}
+        cost = {**kept, **cost}
+    cost["total"] = cost.get("constructed", 0) + cost.get("checkpoints", 0)
     meta = {"date": date.today().isoformat(), "seed": a.seed, "ns": list(a.ns), "draws": a.draws,
             "checkpoint_draws": a.checkpoint_draws, "report_draws": a.report_draws, "quick": a.quick,
             "threads": torch.get_num_threads(), "seconds": {k: round(v, 1) for k, v in cost.items()},
