@@ -33,6 +33,7 @@ ARCHITECTURE = "hf-gpt2"
 FORMATS = ("hf-gpt2", "nanogpt", "ntf")
 PARITY_TOL = 1e-4  # max |logit difference| allowed between the source model and the hooked model
 TIED = "lm_head.weight"  # tied to transformer.wte.weight: stored once
+ARCHIVE_SLACK = 1 << 20  # bytes a torch.save zip may hold beyond twice its own size (headers, small records)
 
 
 def _offline() -> None:
@@ -56,6 +57,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         tensors, _ = load_safetensors(path)
         return tensors
+    _check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for forbidden globals, RuntimeError/EOFError for damaged files
@@ -70,7 +72,36 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj["__model_args__"] = args
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of parameter names to tensors)")
+    odd = [k for k in obj if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(f"{path} holds a key that is not a parameter name ({odd[0]!r}); give a state dict of "
+                              "named tensors")
     return {re.sub(r"^(_orig_mod\.|module\.)", "", k): v for k, v in obj.items()}  # torch.compile / DDP prefixes
+
+
+def _check_archive(path: Path) -> None:
+    """Bound what a torch.save zip may expand to before torch reads it: torch.save stores its members
+    uncompressed, so a member that is compressed and large, or declared sizes adding up to much more
+    than the file, is a file that would fill memory while it is read (a 2 MB file reached 2.1 GB in
+    a trial). Not a zip (the legacy format): nothing to bound here."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is a damaged zip archive ({e}); check the file is complete") from None
+    size = path.stat().st_size
+    packed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED and i.file_size > ARCHIVE_SLACK]
+    declared = sum(i.file_size for i in infos)
+    if packed or declared > 2 * size + ARCHIVE_SLACK:
+        what = (f"a compressed member {packed[0].filename!r} declaring {packed[0].file_size:,} bytes" if packed
+                else f"members declaring {declared:,} bytes in a file of {size:,}")
+        raise CheckpointError(f"{path} holds {what}: torch.save stores tensors uncompressed, and hansprobe does not "
+                              "expand an archive beyond its own size; re-save the state dict with torch.save or as "
+                              "safetensors")
 
 
 def save_state_dict_safetensors(tensors: dict[str, torch.Tensor], out: str | Path) -> None:

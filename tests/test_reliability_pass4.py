@@ -192,3 +192,40 @@ def test_a_dead_worker_is_one_line_naming_its_checkpoint_and_ctrl_c_ends_at_once
         finally:
             for pid in _marked(mark):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_compressed_archive_is_not_expanded_beyond_its_size(tmp_path, capsys):
+    """Item 5: a 1.9 MB nanoGPT .pt with a deflate-compressed storage reached 2.1 GB before failing,
+    by `import --format nanogpt` and by `--to-safetensors`."""
+    import zipfile
+
+    import torch
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"model": {"transformer.wte.weight": torch.zeros(4, 4)}}, plain)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():  # the weight's storage record, deflated and 64 MiB long: torch reads it whole
+            data, kind = ((b"\0" * (64 << 20), zipfile.ZIP_DEFLATED) if info.filename.endswith("/data/0")
+                          else (src.read(info), zipfile.ZIP_STORED))
+            dst.writestr(info.filename, data, compress_type=kind)
+    assert bomb.stat().st_size < 1 << 20
+    for argv in (["import", str(bomb), "--format", "nanogpt", "--degree", "2", "--path-len", "4", "--nodes", "20",
+                  "--objective", "teacher-forcing", "--out", str(tmp_path / "ck")],
+                 ["import", str(bomb), "--format", "nanogpt", "--to-safetensors", str(tmp_path / "w.safetensors")]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "compressed member" in err, err
+    from hansprobe.interop import read_state_dict
+
+    assert "transformer.wte.weight" in read_state_dict(plain)  # an ordinary torch.save file still loads
+
+
+def test_a_state_dict_key_that_is_not_a_name_is_one_line(tmp_path, capsys):
+    """Item 12: a nanoGPT .pt with an integer key gave "unexpected TypeError"."""
+    import torch
+
+    odd = tmp_path / "odd.pt"
+    torch.save({"model": {1: torch.zeros(2)}}, odd)
+    code, _, err = run_cli(["import", str(odd), "--format", "nanogpt", "--to-safetensors", str(tmp_path / "w.safetensors")],
+                           capsys)
+    assert code == 2 and "not a parameter name (1)" in err and "unexpected" not in err, err
