@@ -335,17 +335,47 @@ def append_metrics(run_dir: str | Path, row: dict) -> None:
         raise OutputError(os_error_line(e, path)) from None
 
 
+MAX_METRICS_LINE = 1 << 20  # bytes: a training row is a few hundred; a longer "line" is not one of ours
+MAX_METRICS_ROWS = 100_000  # the last rows kept: evaluations every 250 steps make a few dozen
+
+
+def _metrics_value(v) -> bool:
+    """A value a training row holds: a finite number (not a bool) or a list of them."""
+    num = (lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x))
+    return num(v) or (isinstance(v, list) and all(num(x) for x in v))
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The training log's rows, read a bounded line at a time (a huge or endless file fills no
+    memory: the last MAX_METRICS_ROWS rows are kept). A row is kept when it is an object with a
+    whole, non-negative "step", with its numeric fields only; anything else — a line torn by a kill
+    mid-append, appended bytes, a number or a list, a row without a step — is skipped."""
+    from collections import deque
+
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill mid-append
-    return rows
+    rows: deque = deque(maxlen=MAX_METRICS_ROWS)
+    try:
+        with open(path, "rb") as f:
+            while True:
+                line = f.readline(MAX_METRICS_LINE + 1)
+                if not line:
+                    break
+                if len(line) > MAX_METRICS_LINE:  # skip the rest of an overlong line, a bounded read at a time
+                    while line and not line.endswith(b"\n"):
+                        line = f.readline(MAX_METRICS_LINE + 1)
+                    continue
+                try:
+                    row = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError, RecursionError):
+                    continue
+                step = row.get("step") if isinstance(row, dict) else None
+                if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+                    rows.append({k: v for k, v in row.items() if isinstance(k, str) and _metrics_value(v)})
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    return list(rows)
 
 
 def truncate_metrics(run_dir: str | Path, last_step: int) -> None:

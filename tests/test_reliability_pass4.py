@@ -229,3 +229,40 @@ def test_a_state_dict_key_that_is_not_a_name_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(["import", str(odd), "--format", "nanogpt", "--to-safetensors", str(tmp_path / "w.safetensors")],
                            capsys)
     assert code == 2 and "not a parameter name (1)" in err and "unexpected" not in err, err
+
+
+def test_the_training_log_is_read_a_bounded_line_at_a_time(tmp_path):
+    """Item 6: a 4 GB sparse metrics.jsonl made report and dynamics fail with "ran out of memory ... use
+    fewer graphs (-n)", which names the wrong cause. Here 1 GiB of zeros: no row, little memory."""
+    import resource
+
+    from hansprobe.storage import read_metrics
+
+    with open(tmp_path / "metrics.jsonl", "wb") as f:
+        f.write(b'{"step": 5, "train_loss": 1.0}\n')
+        f.truncate(1 << 30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = read_metrics(tmp_path)
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert rows == [{"step": 5, "train_loss": 1.0}] and grew_mib < 100, grew_mib
+
+
+def test_odd_rows_in_the_training_log_are_skipped_everywhere(ckpt, tmp_path, capsys):
+    """Item 9: rows like `[1,2,3]`, `5`, an object without "step", appended binary crashed report,
+    dynamics and train --resume after every analysis had run."""
+    from helpers import TINY_TRAIN
+
+    from hansprobe.storage import read_metrics
+
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run)
+    good = read_metrics(run)
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b'[1, 2, 3]\n5\n{"train_loss": 1}\n{"step": "7"}\n{"step": 9, "exact_match": "x", "lr": 1e999}\n\xff\xfe\x00garbage\n')
+    rows = read_metrics(run)
+    assert rows[: len(good)] == good and rows[-1] == {"step": 9}  # its odd fields dropped
+    code, _, err = run_cli(["report", str(run), "-n", "20", "--mechanism-graphs", "20", "--patch-pairs", "4",
+                            "--out", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*TINY_TRAIN, "--steps", "9", "--out", str(run), "--resume"], capsys)
+    assert code == 0, err
