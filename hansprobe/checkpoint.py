@@ -21,7 +21,7 @@ from hansprobe.storage import (  # noqa: F401  (re-exported: the public names of
     recover_staging, remove_stale_temporaries, run_lock, save_model, save_resume, save_safetensors, truncate_metrics,
 )
 from hansprobe.tasks import Task, task_from_dict
-from hansprobe.validation import check_int, check_mapping, check_seed, read_text_bounded
+from hansprobe.validation import check_float, check_int, check_mapping, check_seed, read_json_bounded, read_text_bounded
 
 
 def read_config(run_dir: str | Path) -> dict:
@@ -30,10 +30,7 @@ def read_config(run_dir: str | Path) -> dict:
         raise CheckpointError(f"checkpoint directory {run_dir} does not exist")
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; {run_dir} is not a complete hansprobe checkpoint")
-    try:
-        cfg = json.loads(read_text_bounded(path, "checkpoint config", error=CheckpointError))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt") from None
+    cfg = read_json_bounded(path, "checkpoint config", error=CheckpointError, hint="; the checkpoint is corrupt")
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a hansprobe checkpoint config (no \"format\": \"{FORMAT}\")")
     for key in ("task", "objective", "model", "seed"):
@@ -58,11 +55,38 @@ def validate_config(cfg: dict) -> None:
     check_mapping("model", cfg["model"])
     architecture(cfg).check(cfg, task)
     if cfg.get("train") is not None:
-        check_mapping("train", cfg["train"])
+        _check_train(check_mapping("train", cfg["train"]))
     if cfg.get("step") is not None:
         check_int("step", cfg["step"], 0)
     if cfg.get("metrics") is not None:
         check_mapping("metrics", cfg["metrics"])
+
+
+# The training fields later steps read (the witness's budget, resume, the dynamics): each type-checked
+# where present, so that a hand-edited value is one line at load, not a crash after minutes of measuring.
+_TRAIN_INTS = {"steps": 1, "batch_size": 1, "eval_every": 1, "eval_graphs": 1, "checkpoint_every": 1, "warmup_steps": 0,
+               "data_shards": 1, "structured_samples": 1}
+_TRAIN_FLOATS = ("lr", "min_lr_ratio", "weight_decay", "grad_clip")
+
+
+def _check_train(train: dict) -> None:
+    for key, low in _TRAIN_INTS.items():
+        if key in train:
+            check_int(f"train.{key}", train[key], low)
+    for key in _TRAIN_FLOATS:
+        if key in train:
+            check_float(f"train.{key}", train[key], 0.0)
+    if "betas" in train:
+        b = train["betas"]
+        if not (isinstance(b, list) and len(b) == 2):
+            raise CheckpointError(f"train.betas must be a list of two numbers, not {b!r}")
+        for i, x in enumerate(b):
+            check_float(f"train.betas[{i}]", x, 0.0)
+    if "snapshot_at" in train:
+        if not isinstance(train["snapshot_at"], list):
+            raise CheckpointError(f"train.snapshot_at must be a list of steps, not {train['snapshot_at']!r}")
+        for i, x in enumerate(train["snapshot_at"]):
+            check_int(f"train.snapshot_at[{i}]", x, 1)
 
 
 def check_task_memory(model: ModelConfig, task: Task, device: str | torch.device = "cpu") -> None:

@@ -27,7 +27,7 @@ from hansprobe.resources import FLOAT, require_memory, transformer_params
 from hansprobe.storage import (
     CONFIG, MODEL, atomic_write_json, check_run_dir, jsonable, load_safetensors, load_weights, new_config, save_safetensors,
 )
-from hansprobe.validation import check_choice, check_float, check_int, check_mapping, read_text_bounded
+from hansprobe.validation import check_choice, check_float, check_int, check_mapping, read_json_bounded, read_text_bounded
 
 ARCHITECTURE = "hf-gpt2"
 FORMATS = ("hf-gpt2", "nanogpt", "ntf")
@@ -333,10 +333,7 @@ def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]
     path = src / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{src} has no config.json; give the directory written by GPT2LMHeadModel.save_pretrained")
-    try:
-        raw = json.loads(read_text_bounded(path, "GPT-2 config", error=CheckpointError))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); give the directory written by save_pretrained") from None
+    raw = read_json_bounded(path, "GPT-2 config", error=CheckpointError, hint="; give the directory written by save_pretrained")
     try:
         check_hf_config(raw)
     except ConfigError as e:

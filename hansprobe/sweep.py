@@ -38,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hansprobe.errors import ConfigError
-from hansprobe.validation import read_text_bounded
+from hansprobe.errors import ConfigError, HansprobeError
+from hansprobe.validation import read_json_bounded, read_text_bounded
 
 AXES = ("tasks", "objectives", "models")
 MAX_RUNS = 1000  # a larger grid is refused before anything is written unless --max-runs allows it
@@ -166,9 +166,10 @@ def expand(spec: dict) -> list[Run]:
 
 def finished(run_dir: Path, steps: int) -> bool:
     try:
-        return json.loads((run_dir / "config.json").read_text()).get("step") == steps
-    except (OSError, json.JSONDecodeError):
+        cfg = read_json_bounded(run_dir / "config.json", "checkpoint config")
+    except HansprobeError:
         return False
+    return isinstance(cfg, dict) and cfg.get("step") == steps
 
 
 def train_command(run: Run, run_dir: Path) -> list[str]:
@@ -294,8 +295,10 @@ def gather(spec: dict, out: Path) -> list[dict]:
         run_dir = out / "runs" / run.name
         row = {"run": run.name, "task": run.task, "objective": run.objective, "model": run.model, "seed": run.seed}
         try:
-            cfg = json.loads((run_dir / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            cfg = read_json_bounded(run_dir / "config.json", "checkpoint config")
+        except HansprobeError:
+            cfg = None
+        if not isinstance(cfg, dict):
             rows.append({**row, "status": "not started"})
             continue
         m, n = cfg.get("metrics") or {}, (cfg.get("metrics") or {}).get("eval_graphs")

@@ -77,3 +77,20 @@ def read_text_bounded(path, what: str, max_bytes: int = MAX_SMALL_FILE, error=Co
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"{what} {path}: byte 0x{data[e.start]:02x} at offset {e.start} is not UTF-8 text") from None
+
+
+def read_json_bounded(path, what: str, max_bytes: int = MAX_SMALL_FILE, error=ConfigError, hint: str = ""):
+    """A small JSON file, read bounded (read_text_bounded); invalid JSON, nesting deeper than the
+    parser's stack and integers longer than Python converts are one-line `error`s naming the file."""
+    import json
+
+    text = read_text_bounded(path, what, max_bytes, error)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON ({e}){hint}") from None
+    except RecursionError:
+        raise error(f"{path} nests deeper than a {what} can{hint}") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise error(f"{path} holds a value no {what} has ({str(e).split(';')[0]}){hint}") from None
+

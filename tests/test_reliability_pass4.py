@@ -266,3 +266,38 @@ def test_odd_rows_in_the_training_log_are_skipped_everywhere(ckpt, tmp_path, cap
     assert code == 0, err
     code, _, err = run_cli([*TINY_TRAIN, "--steps", "9", "--out", str(run), "--resume"], capsys)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda c: {**c, "seed": json.loads("[" * 5000 + "]" * 5000)}, "nests deeper"),
+    (None, "value no checkpoint config has"),
+    (lambda c: {**c, "train": {**c["train"], "batch_size": "big"}}, "train.batch_size"),
+    (lambda c: {**c, "train": {**c["train"], "batch_size": [1, 2]}}, "train.batch_size"),
+    (lambda c: {**c, "train": {**c["train"], "lr": "fast"}}, "train.lr"),
+])
+def test_a_damaged_config_is_one_line_when_loaded_not_a_crash_later(ckpt, tmp_path, capsys, edit, needle):
+    """Items 7 and 8: a config nested 5,000 levels deep gave "unexpected RecursionError", a 5,000-digit
+    integer "unexpected ValueError"; a wrong-typed train.batch_size passed validation and crashed
+    `analyse witness` / `report --witness` after 7 of 8 analyses."""
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run)
+    text = (run / "config.json").read_text()
+    if edit is None:
+        text = text.replace('"seed": 0', '"seed": ' + "9" * 5000)
+    else:
+        cfg = json.loads(text)
+        text = json.dumps(edit(cfg)) if needle != "nests deeper" else text.replace('"seed": 0', '"seed": ' + "[" * 5000 + "]" * 5000)
+    (run / "config.json").write_text(text)
+    code, _, err = run_cli(["eval", str(run), "-n", "10"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err and "unexpected" not in err, err
+
+
+@pytest.mark.parametrize("text,needle", [("[" * 5000 + "]" * 5000, "nests deeper"), ('{"n_layer": ' + "9" * 5000 + "}",
+                                                                                  "value no GPT-2 config has")])
+def test_a_damaged_hf_config_is_one_line(tmp_path, capsys, text, needle):
+    src = tmp_path / "hf"
+    src.mkdir()
+    (src / "config.json").write_text(text)
+    code, _, err = run_cli(["import", str(src), "--format", "hf-gpt2", "--degree", "2", "--path-len", "4", "--nodes", "20",
+                            "--objective", "teacher-forcing", "--out", str(tmp_path / "ck")], capsys)
+    assert code == 2 and needle in err and "unexpected" not in err, err
