@@ -89,13 +89,19 @@ def _steps_list(text):
 
 def _int_list(text):
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        out = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+        out = []
+    if not out:  # "," or "" is no list: it would select nothing and fail deep inside
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 0,1,2)")
+    return out
 
 
 def _str_list(text):
-    return [x.strip() for x in text.split(",") if x.strip()]
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list (e.g. goal,=,a0)")
+    return out
 
 
 def _head_group(text):

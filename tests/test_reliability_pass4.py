@@ -301,3 +301,22 @@ def test_a_damaged_hf_config_is_one_line(tmp_path, capsys, text, needle):
     code, _, err = run_cli(["import", str(src), "--format", "hf-gpt2", "--degree", "2", "--path-len", "4", "--nodes", "20",
                             "--objective", "teacher-forcing", "--out", str(tmp_path / "ck")], capsys)
     assert code == 2 and needle in err and "unexpected" not in err, err
+
+
+@pytest.mark.parametrize("flag", ["--layers", "--positions"])
+def test_an_empty_list_option_is_one_line(ckpt, capsys, flag):
+    """Item 10: `probe --layers ,` gave "unexpected RuntimeError", `--positions ,` "unexpected IndexError"."""
+    code, _, err = run_cli(["probe", str(ckpt), "-n", "20", flag, ","], capsys)
+    assert code == 2 and "comma-separated list" in err and "unexpected" not in err, err
+
+
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_a_data_file_of_too_few_graphs_is_refused_like_n(ckpt, tmp_path, capsys, n):
+    """Item 11: a 1-graph --data file gave "unexpected ValueError: torch.cat()"; 2-9 graphs gave verdicts
+    on 3 graphs, although -n 9 is refused."""
+    data = tmp_path / "g.txt"
+    code, _, _ = run_cli(["data", "--degree", "2", "--path-len", "4", "--nodes", "20", "-n", str(n), "--out", str(data)], capsys)
+    assert code == 0
+    code, _, err = run_cli(["report", str(ckpt), "--data", str(data), "--out", str(tmp_path / "rep")], capsys)
+    assert code == 2 and f"holds {n} graph" in err and "at least 10" in err, err
+    assert not (tmp_path / "rep" / "report.json").exists()

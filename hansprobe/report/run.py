@@ -18,7 +18,7 @@ from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
 from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.progress import progress_bar
-from hansprobe.report.settings import ReportSettings
+from hansprobe.report.settings import MIN_GRAPHS, ReportSettings
 from hansprobe.tasks.registry import read_task_text
 
 FORMAT = "hansprobe-report"
@@ -180,7 +180,10 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
     for p in paths:  # fail on a bad checkpoint or a --data file that does not fit before measuring anything
         task = task_from_dict(read_config(p)["task"])
         if settings.data is not None:
-            read_task_text(settings.data, task, 1)
+            held = len(read_task_text(settings.data, task, settings.n_graphs))
+            if held < MIN_GRAPHS:
+                raise ConfigError(f"--data {settings.data} holds {held} graph{'s' if held != 1 else ''}; the report needs "
+                                  f"at least {MIN_GRAPHS}, as with -n")
     if settings.witness is not None:
         read_config(settings.witness)  # a witness that is no checkpoint fails here, with the others
     return _built(paths, names, settings, progress, __version__)

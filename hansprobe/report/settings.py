@@ -8,6 +8,9 @@ from hansprobe.errors import ConfigError
 from hansprobe.options import ANALYSIS_SEED, option
 
 
+MIN_GRAPHS = 10  # the fewest graphs the report measures on, generated (-n) or read (--data) alike
+
+
 @dataclass
 class ReportSettings:
     """What the report measures on. Every checkpoint gets fresh graphs of its own task from `seed`
@@ -32,7 +35,7 @@ class ReportSettings:
                        "checkpoint, 1 on a GPU)", "count", 1)
 
     def __post_init__(self):
-        if self.n_graphs < 10 or self.mechanism_graphs < 10 or self.patch_pairs < 2:
+        if self.n_graphs < MIN_GRAPHS or self.mechanism_graphs < MIN_GRAPHS or self.patch_pairs < 2:
             raise ConfigError("the report needs at least 10 graphs (-n, --mechanism-graphs) and 2 patching pairs (--patch-pairs)")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
             raise ConfigError(f"--jobs must be a whole number >= 0 (0: as many as the cores allow), got {self.jobs!r}")
