@@ -268,3 +268,13 @@ def test_bad_nanogpt_files_are_one_line(tmp_path, capsys, case, needle):
         torch.save({"model": sd, "model_args": {"n_head": "two"}}, tmp_path / "ckpt.pt")
     code, _, err = _import(tmp_path / "ckpt.pt", "nanogpt", tmp_path, capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_dynamics_reads_an_imported_checkpoint_through_its_own_loader(hf_dir, tmp_path, capsys):
+    """Issue 37 item 13: `hansprobe dynamics` on a valid imported hf-gpt2 checkpoint said "weights do not
+    match ... 38 missing ... 28 unexpected" while report and plan_depth worked."""
+    src, _ = hf_dir
+    assert run(["import", str(src), "--format", "hf-gpt2", *TASK, "--out", str(tmp_path / "ck")], capsys)[0] == 0
+    code, out, err = run(["dynamics", str(tmp_path / "ck"), "-n", "20", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["steps"] == [0]  # the one point: the imported weights (no step recorded)

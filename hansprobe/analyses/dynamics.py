@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from hansprobe.analyses.base import Result, progress_iter, wilson_ci
 from hansprobe.analyses.entropy import decision_tensors
 from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
-from hansprobe.checkpoint import MODEL, load_safetensors, load_weights, model_from_config, read_config, read_metrics
+from hansprobe.checkpoint import (MODEL, architecture, load_safetensors, load_weights, model_from_config, read_config,
+                                  read_metrics)
 from hansprobe.errors import CheckpointError
 from hansprobe.fused import logits_at, training_view
 from hansprobe.model import resolve_device
@@ -148,9 +149,13 @@ def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", bat
     steps, forced, dec_acc, ent, info, cand, cand_ci, losses, grads = [], [], [], [], [], [], [], [], []
     grad_batch = batch[:GRAD_GRAPHS].to(dev)
     points = progress_iter(points, len(points), "dynamics", progress, unit="snapshot")
+    arch = architecture(cfg)
     for step, path in points:
         tensors, _ = load_safetensors(path)
-        load_weights(model, tensors, path)
+        if arch.name == "native":  # one model, each snapshot's weights loaded into it
+            load_weights(model, tensors, path)
+        else:  # an imported layout: its weights come through its own loader (names and conversion)
+            model = arch.load(cfg, task, tensors, path, dev)
         model.eval()
         ok, logp, nll = [], [], []
         k = objective.decision_index(task.target_len)
