@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from hansprobe.errors import HansprobeError
+from hansprobe.errors import HansprobeError, shown
 from hansprobe.options import ANALYSIS_SEED as DEFAULT_ANALYSIS_SEED, default_of, option_fields
 from hansprobe.report.settings import ReportSettings
 from hansprobe.validation import SEED_MAX
@@ -416,7 +416,7 @@ def cmd_eval(args) -> int:
     if args.json:
         return 0
     where = f"{source['data']}" if "data" in source else f"seed {source['seed']}"
-    print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}) on {res.n_graphs} graphs from {where}; 95% Wilson CIs")
+    print(f"{shown(args.checkpoint)} ({ck.objective.name}, {ck.task.describe()}) on {res.n_graphs} graphs from {shown(where)}; 95% Wilson CIs")
     print(res.text())
     return 0
 
@@ -432,7 +432,7 @@ def cmd_dynamics(args) -> int:
     if args.json:
         print(json.dumps({"run_dir": str(args.run_dir), **source, **res.to_dict()}, sort_keys=True))
         return 0
-    print(f"{args.run_dir} ({res.objective}): {len(res.steps)} snapshots measured on {res.n_graphs} graphs")
+    print(f"{shown(args.run_dir)} ({res.objective}): {len(res.steps)} snapshots measured on {res.n_graphs} graphs")
     print(res.text())
     return 0
 
@@ -469,7 +469,7 @@ def cmd_report(args) -> int:
         if args.json:
             continue
         for ck in doc["checkpoints"][printed:]:  # each checkpoint's verdicts as soon as it is measured
-            print(f"{ck['name']} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
+            print(f"{shown(ck['name'])} ({ck['config']['objective']}, {ck['provenance']['n_graphs']} graphs)")
             width = max(map(len, ANSWERS))  # one column for every checkpoint
             for key, text in QUESTIONS.items():
                 v = ck["verdicts"][key]
@@ -483,7 +483,7 @@ def cmd_report(args) -> int:
     if args.json:
         print(json.dumps(doc, sort_keys=True))
         return 0
-    print(f"wrote {args.out / 'report.html'} and {args.out / 'report.json'}")
+    print(f"wrote {shown(args.out / 'report.html')} and {shown(args.out / 'report.json')}")
     return 0  # whatever the verdicts: they are findings, not failures
 
 
@@ -522,9 +522,9 @@ def cmd_analyse(args) -> int:
     if args.json:
         return 0
     if res is None:
-        print(f"{args.checkpoint}: {spec.name} skipped: {reason}")
+        print(f"{shown(args.checkpoint)}: {spec.name} skipped: {reason}")
     else:  # the same lines as the analysis's own command, where it has one (Result.text)
-        print(f"{args.checkpoint} ({ck.objective.name}, {ck.task.describe()}): {spec.title} on {len(batch)} graphs")
+        print(f"{shown(args.checkpoint)} ({ck.objective.name}, {ck.task.describe()}): {spec.title} on {len(batch)} graphs")
         print(res.text())
     return 0
 
@@ -580,7 +580,7 @@ def cmd_import(args) -> int:
 
         check_output_file(args.to_safetensors, args.overwrite)
         save_state_dict_safetensors(read_state_dict(args.source), args.to_safetensors)
-        print(f"wrote {args.to_safetensors}; import it from there from now on (no pickle involved)")
+        print(f"wrote {shown(args.to_safetensors)}; import it from there from now on (no pickle involved)")
         return 0
     missing = [flag for flag, v in (("--objective", args.objective), ("--out", args.out)) if v is None]
     if missing:
@@ -592,7 +592,7 @@ def cmd_import(args) -> int:
         print(json.dumps(cfg, sort_keys=True))
     else:
         m = cfg["model"]
-        print(f"imported {args.source} ({args.fmt}: {m['n_layers']} layers, {m['n_heads']} heads, d_model {m['d_model']}) "
+        print(f"imported {shown(args.source)} ({args.fmt}: {m['n_layers']} layers, {m['n_heads']} heads, d_model {m['d_model']}) "
               f"as {args.out} for {task.describe()}, {args.objective}; hooked-model logits match the source within "
               f"{cfg['imported_from']['max_logit_diff']:.1e}")
     return 0
@@ -603,7 +603,7 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "dynamics": cmd_dynamics, "rep
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
+    text = shown(" ".join(str(text).split()))  # a path's ESC or non-UTF-8 bytes never reach the terminal raw
     return text if len(text) <= 600 else text[:597] + "..."
 
 

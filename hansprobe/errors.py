@@ -47,3 +47,25 @@ def os_error_line(e: OSError, path, doing: str = "write") -> str:
         what = ("its directory does not exist; create it first or choose another path" if not parent.is_dir()
                 else f"files cannot be created in {parent}; choose another path")
     return f"cannot {doing} {path}: {what}"
+
+
+def shown(text) -> str:
+    """Text as a terminal, a log line or a JSON file may carry it: control characters (an ESC that
+    would drive the terminal, a newline that would split a line) and the bytes of a file name that
+    are not UTF-8 (Python's surrogate escapes, which no UTF-8 writer accepts) written as escapes,
+    \\n, \\x1b, \\xff; everything else as it is."""
+    import unicodedata
+
+    out = []
+    for ch in str(text):
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch in "\n\r\t":
+            out.append(repr(ch)[1:-1])
+        elif unicodedata.category(ch) in ("Cc", "Cs"):
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hansprobe.errors import CheckpointError, ConfigError, HansprobeError, OutputError, os_error_line
+from hansprobe.errors import CheckpointError, ConfigError, HansprobeError, OutputError, os_error_line, shown
 from hansprobe.validation import check_float, check_int, check_mapping, read_text_bounded
 
 CONFIG, MODEL, METRICS, RESUME = "config.json", "model.safetensors", "metrics.jsonl", "resume.safetensors"
@@ -286,6 +286,15 @@ def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             )
         raise CheckpointError(f"{path} is not a complete safetensors file (truncated or corrupt); re-save it or re-train")
     try:
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:  # a name that is not UTF-8, which safe_open cannot take: the bytes, loaded by us
+            from safetensors.torch import load as load_bytes
+
+            with open(path, "rb") as f:
+                data = f.read(size + 1)
+            meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+            return load_bytes(data), meta
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -307,6 +316,11 @@ def jsonable(x):
         return None if not np.isfinite(x) else float(x)
     if isinstance(x, np.integer):
         return int(x)
+    if isinstance(x, str):
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:  # a file name's bytes that are not UTF-8: escaped, so the JSON can be written
+            return shown(x)
     return x
 
 

@@ -320,3 +320,35 @@ def test_a_data_file_of_too_few_graphs_is_refused_like_n(ckpt, tmp_path, capsys,
     code, _, err = run_cli(["report", str(ckpt), "--data", str(data), "--out", str(tmp_path / "rep")], capsys)
     assert code == 2 and f"holds {n} graph" in err and "at least 10" in err, err
     assert not (tmp_path / "rep" / "report.json").exists()
+
+
+def test_a_witness_whose_weights_do_not_load_is_refused_before_measuring(ckpt, tmp_path, capsys):
+    """Item 14: a witness with truncated weights failed after 7 analyses, and nothing was written."""
+    w = tmp_path / "w"
+    shutil.copytree(ckpt, w)
+    data = (w / "model.safetensors").read_bytes()
+    (w / "model.safetensors").write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(["report", str(ckpt), "--witness", str(w), "-n", "20", "--mechanism-graphs", "20",
+                            "--patch-pairs", "4", "--out", str(tmp_path / "rep")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "model.safetensors" in err, err
+    assert not (tmp_path / "rep").exists() or not any((tmp_path / "rep").iterdir())
+
+
+def test_paths_are_printed_escaped_and_any_name_can_be_measured(ckpt, tmp_path, capsys):
+    """Item 15: a directory name that is not UTF-8 could not be loaded (safetensors takes only UTF-8
+    paths; the report's page could not be written); ESC characters in paths reached the terminal raw;
+    a newline in a checkpoint's name split the report's header line."""
+    odd = tmp_path / os.fsdecode(b"odd\xffname")
+    esc = tmp_path / "esc\x1b[31mred\nline"
+    for d in (odd, esc):
+        shutil.copytree(ckpt, d)
+    code, out, err = run_cli(["eval", str(esc), "-n", "10"], capsys)
+    assert code == 0 and "\x1b" not in out + err and out.splitlines()[0].startswith(str(tmp_path) + "/esc\\x1b[31mred\\nline")
+    code, out, err = run_cli(["report", str(odd), str(esc), "-n", "20", "--mechanism-graphs", "20", "--patch-pairs", "4",
+                              "--out", str(tmp_path / "rep")], capsys)
+    assert code == 0, err
+    assert "\x1b" not in out + err and "odd\\xffname (" in out and "esc\\x1b[31mred\\nline (" in out
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [c["name"] for c in doc["checkpoints"]] == ["odd\\xffname", "esc\\x1b[31mred\\nline"]
+    code, _, err = run_cli(["eval", str(tmp_path / "no\x1bsuch"), "-n", "10"], capsys)
+    assert code == 2 and "\x1b" not in err and "no\\x1bsuch" in err

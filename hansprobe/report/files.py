@@ -51,7 +51,8 @@ def _publish(out_dir: Path, built: dict, drawn: dict | None = None) -> None:
     # The page carries the hash of the JSON it was drawn from, and both are switched together.
     page = render_html(built["json"], built["checkpoints"], json_sha256=hashlib.sha256(data).hexdigest(),
                        drawn=drawn)
-    publish_together(out_dir, {"report.json": data, "report.html": page.encode()})
+    # a user's text that is not UTF-8 (a surrogate escape the names did not catch) is escaped, never fatal
+    publish_together(out_dir, {"report.json": data, "report.html": page.encode("utf-8", "backslashreplace")})
 
 
 def read_report(out_dir: str | Path) -> dict:

@@ -16,7 +16,7 @@ from hansprobe import error_rates
 from hansprobe.analyses import questions as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.analyses.failure import consistency_notes
-from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.errors import CheckpointError, ConfigError, shown
 from hansprobe.progress import progress_bar
 from hansprobe.report.settings import MIN_GRAPHS, ReportSettings
 from hansprobe.tasks.registry import read_task_text
@@ -84,7 +84,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     obj = ck.objective
     ctx = analysis_context(ck, _graphs(settings, ck.task, settings.n_graphs), settings)
     batch, mech, pairs = ctx.batch, ctx.mechanism_batch, ctx.pairs
-    analyses, figures = run_analyses(ctx, progress=progress, label=path.name)
+    analyses, figures = run_analyses(ctx, progress=progress, label=shown(path.name))
 
     verdicts = _questions.decide_all(obj, analyses)  # every registered question, the combined failure verdict last
     error_rates.attach(verdicts, len(batch))  # each answer's measured false-answer rate (docs/calibration.md)
@@ -96,8 +96,8 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
         "n_graphs": len(batch), "mechanism_graphs": len(mech), "patch_pairs": len(pairs), "device": settings.device,
     }
     curve = ck.metrics
-    figures["training"] = {"training_curve": training_curve_figure(curve, path.name)} if curve else {}
-    return CheckpointReport(name=path.name, path=str(path), config={k: v for k, v in cfg.items() if k != "metrics"},
+    figures["training"] = {"training_curve": training_curve_figure(curve, shown(path.name))} if curve else {}
+    return CheckpointReport(name=shown(path.name), path=shown(path), config={k: v for k, v in cfg.items() if k != "metrics"},
                             provenance=provenance, training_curve=curve, verdicts=verdicts, analyses=analyses,
                             notes=notes, figures=figures)
 
@@ -184,8 +184,10 @@ def build_report(paths: list[str | Path], settings: ReportSettings = ReportSetti
             if held < MIN_GRAPHS:
                 raise ConfigError(f"--data {settings.data} holds {held} graph{'s' if held != 1 else ''}; the report needs "
                                   f"at least {MIN_GRAPHS}, as with -n")
-    if settings.witness is not None:
-        read_config(settings.witness)  # a witness that is no checkpoint fails here, with the others
+    if settings.witness is not None:  # a witness that is no checkpoint, or whose weights do not load, fails here
+        from hansprobe.checkpoint import load_checkpoint
+
+        load_checkpoint(settings.witness, device="cpu")
     return _built(paths, names, settings, progress, __version__)
 
 
