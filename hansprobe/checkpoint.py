@@ -28,6 +28,8 @@ def read_config(run_dir: str | Path) -> dict:
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"checkpoint directory {run_dir} does not exist")
+    if path.exists() and not path.is_file():  # a FIFO, a directory, a device: not "missing"
+        raise CheckpointError(f"{path} is not a regular file; {run_dir} is not a hansprobe checkpoint")
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; {run_dir} is not a complete hansprobe checkpoint")
     cfg = read_json_bounded(path, "checkpoint config", error=CheckpointError, hint="; the checkpoint is corrupt")
@@ -191,7 +193,24 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     tensors, _ = load_safetensors(path / MODEL)
     task = task_from_dict(cfg["task"])
     model = architecture(cfg).load(cfg, task, tensors, path / MODEL, dev)
-    return Checkpoint(model=model.eval(), task=task, objective=objective_from_config(cfg), config=cfg, path=path)
+    objective = objective_from_config(cfg)
+    _check_extra_heads(path, objective)
+    return Checkpoint(model=model.eval(), task=task, objective=objective, config=cfg, path=path)
+
+
+def _check_extra_heads(path: Path, objective: Objective) -> None:
+    """A multi-token checkpoint's extra heads file holds as many heads as its config names (the
+    analyses read the count from the config)."""
+    from hansprobe.multitoken import EXTRA_HEADS
+
+    if not objective.extra_heads or not (path / EXTRA_HEADS).is_file():
+        return
+    heads, _ = load_safetensors(path / EXTRA_HEADS)
+    w = heads.get("weight")
+    if w is None or w.dim() != 3 or w.shape[0] != objective.extra_heads:
+        found = "no weight" if w is None else f"shape {tuple(w.shape)}"
+        raise CheckpointError(f"{path / EXTRA_HEADS} holds {found}, but config.json names {objective.extra_heads} extra "
+                              "heads; the checkpoint was edited or mixed — restore it or re-train")
 
 
 def load(path: str | Path, device: str | torch.device = "cpu"):

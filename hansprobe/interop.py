@@ -56,10 +56,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a file; give the state dict file (.pt, .pth, .bin or .safetensors)")
     if path.suffix == ".safetensors":
         tensors, _ = load_safetensors(path)
+        check_finite(tensors, path)
         return tensors
     _check_archive(path)
+    import warnings
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's multi-line warnings would precede our one line
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for forbidden globals, RuntimeError/EOFError for damaged files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
@@ -76,7 +81,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if odd:
         raise CheckpointError(f"{path} holds a key that is not a parameter name ({odd[0]!r}); give a state dict of "
                               "named tensors")
+    check_finite(obj, path)
     return {re.sub(r"^(_orig_mod\.|module\.)", "", k): v for k, v in obj.items()}  # torch.compile / DDP prefixes
+
+
+def check_finite(tensors: dict, source) -> None:
+    """Every weight finite: a NaN or inf weight makes every logit of the model undefined (and a tie
+    check or the parity check would then report something else)."""
+    bad = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source} holds weights that are not finite (NaN or inf) in {', '.join(bad[:3])}"
+                              f"{' and more' if len(bad) > 3 else ''}: the model's outputs would be undefined; re-save "
+                              "a finite model")
 
 
 def _check_archive(path: Path) -> None:
@@ -344,6 +360,7 @@ def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]
                 "re-save with save_pretrained(safe_serialization=True) (hansprobe does not unpickle pytorch_model.bin)")
         raise CheckpointError(f"{src} has no model.safetensors; {hint}")
     tensors, _ = load_safetensors(src / "model.safetensors")
+    check_finite(tensors, src / "model.safetensors")
     if tensors and not any(k.startswith("transformer.") for k in tensors):  # saved from GPT2Model, not the LM head
         tensors = {f"transformer.{k}": v for k, v in tensors.items()}
     blocks = sorted({int(m.group(1)) for k in tensors if (m := re.match(r"transformer\.h\.(\d+)\.", k))})
@@ -413,6 +430,9 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     src, out = Path(src), Path(out)
+    if objective.extra_heads:
+        raise ConfigError(f"--objective {objective.name}: an imported model has no extra output heads to record; import "
+                          "it with the objective its next-token head was trained under (e.g. teacher-forcing)")
     check_run_dir(out, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
     if fmt == "hf-gpt2":
         if n_heads is not None:

@@ -106,6 +106,12 @@ def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
                               "or print the result with --json")
         if not overwrite:
             raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    try:  # the directory takes a new file (not /proc, not read-only): found now, not after minutes of work
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.{TMP_MARK}", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputError(os_error_line(e, path)) from None
     return path
 
 

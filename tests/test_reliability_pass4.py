@@ -352,3 +352,66 @@ def test_paths_are_printed_escaped_and_any_name_can_be_measured(ckpt, tmp_path, 
     assert [c["name"] for c in doc["checkpoints"]] == ["odd\\xffname", "esc\\x1b[31mred\\nline"]
     code, _, err = run_cli(["eval", str(tmp_path / "no\x1bsuch"), "-n", "10"], capsys)
     assert code == 2 and "\x1b" not in err and "no\\x1bsuch" in err
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_named_as_such(tmp_path, capsys, value):
+    """Item 16: NaN weights that were correctly tied gave "untied heads are not supported"; one inf
+    weight gave "logits differ by nan ... please report"."""
+    import torch
+
+    from helpers import nanogpt_state_dict, tiny_task
+
+    task = tiny_task()
+    sd = nanogpt_state_dict(task.d_vocab, task.n_ctx)
+    sd["transformer.wte.weight"][0, 0] = value  # lm_head is the same tensor: still tied
+    sd["transformer.h.0.attn.c_attn.weight"][1, 1] = value
+    torch.save({"model": sd, "model_args": {"n_head": 2}}, tmp_path / "ckpt.pt")
+    code, _, err = run_cli(["import", str(tmp_path / "ckpt.pt"), "--format", "nanogpt", "--degree", "2", "--path-len", "4",
+                            "--nodes", "20", "--objective", "teacher-forcing", "--out", str(tmp_path / "ck")], capsys)
+    assert code == 2 and "not finite" in err and "untied" not in err and "please report" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_pickle_refusal_is_one_line_without_torchs_warnings(tmp_path, capsys):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}))
+    code, out, err = run_cli(["import", str(tmp_path / "evil.pt"), "--format", "nanogpt", "--to-safetensors",
+                              str(tmp_path / "w.safetensors")], capsys)
+    assert code == 2 and "ran" not in out and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_minor_items_are_one_line_and_early(ckpt, runs, tmp_path, capsys):
+    """Item 17: a FIFO as config.json was reported "missing"; `import --objective multi-token` recorded k = 1
+    with no extra heads; `--out /proc/self/x.json` was refused only after measuring; an extra-heads file
+    that disagrees with the config went unnoticed."""
+    import time
+
+    fifo_ck = tmp_path / "fifo_ck"
+    fifo_ck.mkdir()
+    os.mkfifo(fifo_ck / "config.json")
+    code, _, err = run_cli(["eval", str(fifo_ck), "-n", "10"], capsys)
+    assert code == 2 and "not a regular file" in err, err
+    t0 = time.time()
+    code, _, err = run_cli(["entropy", str(ckpt), "-n", "2000", "--out", "/proc/self/x.json"], capsys)
+    assert code == 2 and "/proc/self/x.json" in err and time.time() - t0 < 5, err
+    mt = tmp_path / "mt"
+    shutil.copytree(runs["multi-token"], mt)
+    cfg = json.loads((mt / "config.json").read_text())
+    cfg["objective_options"] = {**cfg.get("objective_options", {}), "k": 3}
+    (mt / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run_cli(["eval", str(mt), "-n", "10"], capsys)
+    assert code == 2 and "extra_heads.safetensors" in err and "3 extra" in err, err
+    from helpers import nanogpt_state_dict, tiny_task
+
+    import torch
+
+    task = tiny_task()
+    torch.save({"model": nanogpt_state_dict(task.d_vocab, task.n_ctx), "model_args": {"n_head": 2}}, tmp_path / "c.pt")
+    code, _, err = run_cli(["import", str(tmp_path / "c.pt"), "--format", "nanogpt", "--degree", "2", "--path-len", "4",
+                            "--nodes", "20", "--objective", "multi-token", "--out", str(tmp_path / "imp")], capsys)
+    assert code == 2 and "no extra output heads" in err and not (tmp_path / "imp").exists(), err
