@@ -93,19 +93,19 @@ def test_a_reduced_calibration_run_holds_the_family_wise_goal_on_the_nulls(tmp_p
     interval's lower end at or below it; the rule before issue 36 gave ~5-10%), the small goal signals
     are decided in every draw, and the shipped failure answers failure yes."""
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "analyses" / "calibration.py"), "--quick", "--draws", "30",
+    proc = subprocess.run([sys.executable, str(ROOT / "analyses" / "calibration.py"), "--quick", "--draws", "20",
                            "--checkpoint-draws", "2", "--out-json", str(out_json), "--out-md", str(out_md)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out_json.read_text())["rows"]
     nulls = [r for r in rows if r["question"] == "indecipherable" and r["model"].startswith("null")]
-    assert nulls and all(r["draws"] == 30 for r in nulls)
+    assert nulls and all(r["draws"] == 20 for r in nulls)
     k, n = sum(r["counts"].get("no", 0) for r in nulls), sum(r["draws"] for r in nulls)
     assert rate_ci(k, n)[0] <= FAMILY_ALPHA, (k, n)
     for name in ("signal-0.05", "signal-0.2"):
         r = next(r for r in rows if r["model"] == name and r["question"] == "indecipherable" and r["n_graphs"] == 2000)
-        assert r["counts"] == {"no": 30}, r
+        assert r["counts"] == {"no": 20}, r
     tf = next(r for r in rows if r["model"] == "pathstar-d2-l5-n50-teacher-forcing" and r["question"] == "clever_hans_failure")
     assert tf["counts"] == {"yes": 1}
     md = out_md.read_text()
-    assert "## indecipherable" in md and "| null-uniform | 2000 | 30 |" in md
+    assert "## indecipherable" in md and "| null-uniform | 2000 | 20 |" in md

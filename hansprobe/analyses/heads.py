@@ -322,7 +322,8 @@ def _high_scorers(scores: dict, n_layers: int, n_heads: int) -> list[tuple[int, 
 
 
 def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, base: dict, singles: dict,
-            n_layers: int, n_heads: int, resid_cache: dict | None = None, controls: list[int] | None = None) -> dict:
+            n_layers: int, n_heads: int, resid_cache: dict | None = None, controls: list[int] | None = None,
+            seed: int = 0) -> dict:
     """Greedy search, on the selection graphs, for the smallest head set (at most `max_set` heads)
     whose joint mean ablation drops shortcut accuracy by >= DROP_THRESHOLD beyond its drop at the
     control indices (`specific_drop`). Step 1 reuses the single-head ablations."""
@@ -342,10 +343,16 @@ def _search(model, objective: Objective, batch: Batch, batch_size: int, mean_z, 
         steps.append({"add": list(best), "shortcut_accuracy": stats["shortcut_accuracy"],
                       "control_accuracy": stats["control_accuracy"], "drop": base["shortcut_accuracy"] - stats["shortcut_accuracy"],
                       "specific_drop": specific_drop(base, stats), "shortcut_logprob": stats["shortcut_logprob"]})
-        if specific_drop(base, stats) >= DROP_THRESHOLD:
+        # stop once the drop clears the bar with its interval (the bar "found" is held to on the other
+        # half), not as a point estimate: a set just over it here would fall under it there half the time
+        ci = _drop_ci(base, stats, seed, specific=True)
+        steps[-1]["specific_drop_ci"] = ci
+        if (ci[0] if ci else specific_drop(base, stats)) >= DROP_THRESHOLD:
             break
+    last = steps[-1] if steps else {}
     return {"tried": [list(h) for h in chosen], "search": steps, "max_set": cap,
-            "selected": bool(steps) and steps[-1]["specific_drop"] >= DROP_THRESHOLD}
+            "selected": bool(steps) and (last["specific_drop_ci"][0] if last.get("specific_drop_ci")
+                                         else last["specific_drop"]) >= DROP_THRESHOLD}
 
 
 READ_COMPONENTS = ("parent", "child", "separator")  # of the looked-up edge
@@ -431,7 +438,7 @@ def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1
     sel_singles = {(l, h): forced(model, objective, select, batch_size, [(l, h)], "mean", mean_z, resid_cache)
                    for l in range(n_layers) for h in range(n_heads)}
     mechanism = _search(model, objective, select, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads, resid_cache,
-                        controls)
+                        controls, seed)
     tried = [tuple(h) for h in mechanism["tried"]]
     stats = forced(model, objective, batch, batch_size, tried, "mean", mean_z, resid_cache) if tried else base
     mechanism.update(
