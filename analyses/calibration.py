@@ -107,8 +107,7 @@ def main(argv=None) -> int:
         atomic_write_bytes(a.out_md, markdown(rows, doc["meta"]).encode())
         return 0
     progress = True if sys.stderr.isatty() else "lines"
-    rows, cost = [], {}
-    t_all = time.perf_counter()
+    rows, cost, earlier = [], {}, []
     if a.only in (None, "constructed"):
         t0 = time.perf_counter()
         rows += constructed_rates(list(CONSTRUCTED), a.ns, a.draws, a.seed, progress)
@@ -130,11 +129,13 @@ def main(argv=None) -> int:
         kept = {k: v for k, v in old["meta"]["seconds"].items()
                 if k != "total" and (k != "constructed" if a.only == "constructed" else k == "constructed")}
         cost = {**kept, **cost}
+        earlier = old["meta"].get("commands") or [old["meta"]["command"]]
     cost["total"] = cost.get("constructed", 0) + cost.get("checkpoints", 0)
     meta = {"date": date.today().isoformat(), "seed": a.seed, "ns": list(a.ns), "draws": a.draws,
             "checkpoint_draws": a.checkpoint_draws, "report_draws": a.report_draws, "quick": a.quick,
             "threads": torch.get_num_threads(), "seconds": {k: round(v, 1) for k, v in cost.items()},
             "command": "python analyses/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    meta["commands"] = earlier + [meta["command"]]  # the runs this table's rows come from, in order
     from hansprobe.storage import atomic_write_bytes
 
     atomic_write_bytes(a.out_json, (json.dumps({"format": "hansprobe-error-rates", "meta": meta,
@@ -166,7 +167,8 @@ def markdown(rows, meta) -> str:
     lines = [
         MD_HEAD,
         "",
-        f"Measured by `{meta['command'].strip()}` on {meta['date']} ({meta['threads']} CPU threads), seed {meta['seed']}:",
+        f"Measured by {' then '.join(f'`{c.strip()}`' for c in meta.get('commands') or [meta['command']])} on {meta['date']} "
+        f"({meta['threads']} CPU threads), seed {meta['seed']}:",
         "each row asks one question of one model on independent draws of fresh graphs (hansprobe/calibrate.py) and",
         "counts the answers. **false** is the share of draws whose answer is wrong on that model, with its exact 95%",
         "interval (Clopper-Pearson): on a constructed model (hansprobe/constructed.py) the answers its construction",
