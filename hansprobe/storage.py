@@ -93,6 +93,8 @@ def check_output_file(path: str | Path, overwrite: bool = False) -> Path:
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory; give a file path")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"cannot write {path}: {parent} is not a directory; choose another path")
     if not parent.is_dir():
         raise OutputError(f"cannot write {path}: its directory does not exist; create it first or choose another path")
     if _tool_directory(parent.resolve()):

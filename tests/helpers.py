@@ -235,7 +235,8 @@ def cli_child(argv: list[str], kill_at_write: int | None = None) -> None:
         def write(path, data):
             calls[0] += 1
             if calls[0] == kill_at_write:
-                fd, _ = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
+                fd, _ = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.{storage.TMP_MARK}",
+                                         suffix=".tmp")  # named as the writer names its temporaries
                 os.write(fd, data[: len(data) // 2])
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(path, data)

@@ -87,25 +87,39 @@ def test_the_shipped_rates_cover_every_question_and_the_page_shows_them():
 
 
 @pytest.mark.slow
-def test_a_reduced_calibration_run_holds_the_family_wise_goal_on_the_nulls(tmp_path):
-    """analyses/calibration.py --quick (fewer draws, three shipped checkpoints): over every null
-    constructed model at n >= 1,000 the pooled false "decided" rate is consistent with 1% (the exact
-    interval's lower end at or below it; the rule before issue 36 gave ~5-10%), the small goal signals
-    are decided in every draw, and the shipped failure answers failure yes."""
-    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
-    proc = subprocess.run([sys.executable, str(ROOT / "analyses" / "calibration.py"), "--quick", "--draws", "20",
-                           "--checkpoint-draws", "2", "--out-json", str(out_json), "--out-md", str(out_md)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out_json.read_text())["rows"]
-    nulls = [r for r in rows if r["question"] == "indecipherable" and r["model"].startswith("null")]
-    assert nulls and all(r["draws"] == 20 for r in nulls)
-    k, n = sum(r["counts"].get("no", 0) for r in nulls), sum(r["draws"] for r in nulls)
+def test_a_reduced_calibration_holds_the_family_wise_goal_on_the_nulls(tmp_path):
+    """A reduced calibration (20 draws): over every null constructed model at n = 1,000 and 2,000 the
+    pooled false "decided" rate is consistent with 1% (the exact interval's lower end at or below it;
+    the rule before issue 36 called such models decided in about one draw in ten), the small goal
+    signals are decided in every draw, and the shipped failure answers failure yes. Then
+    analyses/calibration.py end to end on one draw: the table and the rates file, written and rendered."""
+    from hansprobe.calibrate import checkpoint_rates, constructed_rates
+
+    nulls = [n for n in CONSTRUCTED if n.startswith("null")]
+    rows = constructed_rates(nulls + ["signal-0.05", "signal-0.2"], (1000, 2000), draws=20, seed=1)
+    null_rows = [r for r in rows if r.question == "indecipherable" and r.model in nulls]
+    assert len(null_rows) == 2 * len(nulls) and all(r.draws == 20 for r in null_rows)
+    k, n = sum(r.counts.get("no", 0) for r in null_rows), sum(r.draws for r in null_rows)
     assert rate_ci(k, n)[0] <= FAMILY_ALPHA, (k, n)
-    for name in ("signal-0.05", "signal-0.2"):
-        r = next(r for r in rows if r["model"] == name and r["question"] == "indecipherable" and r["n_graphs"] == 2000)
-        assert r["counts"] == {"no": 20}, r
-    tf = next(r for r in rows if r["model"] == "pathstar-d2-l5-n50-teacher-forcing" and r["question"] == "clever_hans_failure")
-    assert tf["counts"] == {"yes": 1}
+    assert all(r.counts.get("yes", 0) == 0 for r in rows if r.question == "decision_computed" and r.model in nulls)
+    for r in rows:
+        if r.model.startswith("signal") and r.question == "indecipherable" and r.n_graphs == 2000:
+            assert r.counts == {"no": 20}, r
+    tf = ROOT / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing"
+    if (tf / "config.json").is_file():
+        from hansprobe.report.settings import ReportSettings
+
+        got = checkpoint_rates(tf, {"clever_hans_failure": "yes", "indecipherable": "yes"}, (1000,), 1,
+                               ("clever_hans_failure",), 1, seed=1, settings=ReportSettings(mechanism_graphs=300))
+        assert {r.question: r.counts for r in got}["clever_hans_failure"] == {"yes": 1}
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    script = [sys.executable, str(ROOT / "analyses" / "calibration.py")]
+    proc = subprocess.run([*script, "--only", "constructed", "--draws", "1", "--out-json", str(out_json), "--out-md",
+                           str(out_md)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads(out_json.read_text())["rows"]) == 2 * len(CONSTRUCTED) * 3
     md = out_md.read_text()
-    assert "## indecipherable" in md and "| null-uniform | 2000 | 20 |" in md
+    assert "## indecipherable" in md and "| null-uniform | 2000 | 1 |" in md
+    out_md.unlink()
+    assert subprocess.run([*script, "--render", str(out_json), "--out-md", str(out_md)]).returncode == 0
+    assert out_md.read_text() == md

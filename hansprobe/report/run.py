@@ -199,9 +199,14 @@ def witnesses_among(paths: list[Path]) -> dict[Path, Path]:
     from hansprobe.analyses.witness import could_witness
     from hansprobe.checkpoint import read_config
 
+    from hansprobe.objectives import objective_from_config
+
     configs = {p: read_config(p) for p in paths}
     out = {}
     for p in paths:
+        obj = objective_from_config(configs[p])
+        if obj.reverse or obj.teacherless:  # no failure verdict to inform: no witness to measure
+            continue
         w = next((q for q in paths if q != p and could_witness(configs[p], configs[q])), None)
         if w is not None:
             out[p] = w
