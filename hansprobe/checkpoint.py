@@ -26,6 +26,8 @@ from hansprobe.validation import check_float, check_int, check_mapping, check_se
 
 def read_config(run_dir: str | Path) -> dict:
     path = Path(run_dir) / CONFIG
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir} is not a directory; give a checkpoint directory (config.json, model.safetensors)")
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"checkpoint directory {run_dir} does not exist")
     if path.exists() and not path.is_file():  # a FIFO, a directory, a device: not "missing"
