@@ -60,7 +60,7 @@ h1{font-size:1.5em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}h3{margin-to
 table{border-collapse:collapse;margin:0.6em 0}td,th{border:1px solid #ccc;padding:0.4em 0.6em;vertical-align:top;text-align:left}
 th{background:#f4f4f4}.ans{font-weight:bold;padding:0.1em 0.5em;border-radius:0.3em;display:inline-block}
 .yes{background:#dbeafe;color:#1e3a8a}.no{background:#e5e7eb;color:#374151}.inconclusive{background:#fdf6b2;color:#723b13}
-.na{background:#eee;color:#555}.rate{font-size:0.8em;color:#555;margin:0.3em 0 0}.evidence{font-size:0.88em;margin:0.3em 0 0;font-weight:normal}.caption{color:#444;font-size:0.92em;max-width:70em}
+.na{background:#eee;color:#555}.evidence{font-size:0.88em;margin:0.3em 0 0;font-weight:normal}.caption{color:#444;font-size:0.92em;max-width:70em}
 .pending{background:#fdf6b2;padding:0.5em;border-radius:0.3em}.row{display:grid;gap:0.8em;grid-template-columns:repeat(auto-fill,minmax(min(100%,480px),1fr))}
 @media (max-width:600px){body{margin:0.4em}h1{font-size:1.2em}}
 table.verdicts td,table.verdicts th{min-width:14em}.figtitle{font-size:0.9em;font-weight:600;padding:0.3em 0.4em 0}.scroll{overflow-x:auto;max-width:100%}.cell{min-width:0;border:1px solid #eee}.skip{color:#777;font-style:italic;padding:1em}
@@ -132,10 +132,11 @@ def _verdict_table(doc: dict) -> str:
         for c in cks:
             v = c["verdicts"][key]
             summary = v.get("summary") or ""
-            rate = rate_text(v.get("error_rate"), v["answer"])
+            r = v.get("error_rate")
+            rate = (f"<details><summary>error {100 * r['rate']:.1f}%</summary><p class='evidence'>"
+                    f"{_e(rate_text(r, v['answer']))}</p></details>" if r else "")  # the rate in view, its source a click away
             cells.append(f"<td><span class='ans {ANSWER_CLASS.get(v['answer'], 'na')}'>{_e(v['answer'])}</span>"
-                         f"<span class='short'>{_e(summary)}</span>"
-                         + (f"<p class='rate'>{_e(rate)}</p>" if rate else "") +
+                         f"<span class='short'>{_e(summary)}</span>{rate}"
                          f"<details><summary>evidence</summary><p class='evidence'>{_e(v['evidence'])}</p></details></td>")
         rule = doc.get("rules", {}).get(key, "")
         lead = " class='lead'" if key == "clever_hans_failure" else ""
