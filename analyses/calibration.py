@@ -94,7 +94,6 @@ def main(argv=None) -> int:
             print(f"calibration: {why}", file=sys.stderr)
             return 2
     if a.render:
-        from hansprobe.calibrate import AnswerRates
         from hansprobe.storage import atomic_write_bytes
 
         try:
@@ -174,7 +173,7 @@ def markdown(rows, meta) -> str:
         "interval (Clopper-Pearson): on a constructed model (hansprobe/constructed.py) the answers its construction",
         "rules out; on a shipped checkpoint every answer other than its expected one (checkpoints/expected_answers.json,",
         "docs/controls.md). The report quotes, beside each answer, the worst measured rate of that answer where it is",
-        f"false (hansprobe/error_rates.json, written with this page). The family-wise goal: a false \"decided\" or",
+        "false (hansprobe/error_rates.json, written with this page). The family-wise goal: a false \"decided\" or",
         f"\"computed\" in at most {FAMILY_ALPHA:.0%} of draws on a model that ignores the goal (docs/decisions.md 53).",
         "",
         f"Cost: constructed models {s.get('constructed', 0):.0f} s ({meta['draws']} draws each at n = "

@@ -73,10 +73,6 @@ class AnswerRates(Result):
                    false_answers=list(false), false_count=k, false_rate=k / len(answers) if answers else float("nan"),
                    false_rate_ci=rate_ci(k, len(answers)), seconds=seconds, source=source, wording=wording or {})
 
-    def rate(self, answer: str) -> tuple[float, list[float]]:
-        k = self.counts.get(answer, 0)
-        return k / self.draws, rate_ci(k, self.draws)
-
 
 def _rows(logps: dict | None, n: int) -> dict | None:
     if logps is None:

@@ -4,7 +4,6 @@ files themselves are read and written by `hansprobe.storage` (re-exported here).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from hansprobe.storage import (  # noqa: F401  (re-exported: the public names of
     recover_staging, remove_stale_temporaries, run_lock, save_model, save_resume, save_safetensors, truncate_metrics,
 )
 from hansprobe.tasks import Task, task_from_dict
-from hansprobe.validation import check_float, check_int, check_mapping, check_seed, read_json_bounded, read_text_bounded
+from hansprobe.validation import check_float, check_int, check_mapping, check_seed, read_json_bounded
 
 
 def read_config(run_dir: str | Path) -> dict:

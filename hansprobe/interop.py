@@ -27,7 +27,7 @@ from hansprobe.resources import FLOAT, require_memory, transformer_params
 from hansprobe.storage import (
     CONFIG, MODEL, atomic_write_json, check_run_dir, jsonable, load_safetensors, load_weights, new_config, save_safetensors,
 )
-from hansprobe.validation import check_choice, check_float, check_int, check_mapping, read_json_bounded, read_text_bounded
+from hansprobe.validation import check_choice, check_float, check_int, check_mapping, read_json_bounded
 
 ARCHITECTURE = "hf-gpt2"
 FORMATS = ("hf-gpt2", "nanogpt", "ntf")

@@ -30,7 +30,7 @@ import torch
 from scipy import stats
 
 from hansprobe.analyses.base import Result, decision_distribution, fmt_ci, mean_ci, t_ci, wilson_ci
-from hansprobe.analyses.goal_dependence import (DELTA_MIN, FAMILY_ALPHA, GoalDependenceResult, measure_goal_dependence,
+from hansprobe.analyses.goal_dependence import (FAMILY_ALPHA, GoalDependenceResult, measure_goal_dependence,
                                                 route_alpha)
 from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
