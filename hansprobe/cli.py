@@ -237,6 +237,8 @@ def build_parser(parser_class=_Parser, with_analyses: bool = True) -> argparse.A
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu; CUDA trains under bf16 autocast)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--until", type=int, default=None, metavar="STEP",
+                   help="stop after this step with a complete checkpoint, the schedule unchanged (continue with --resume)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="no progress bar; print the final config as JSON")
 
@@ -348,11 +350,12 @@ def cmd_train(args) -> int:
     from hansprobe.train import train
 
     if args.resume:
-        cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=_progress(args))
+        cfg = train(args.out, resume=True, steps=args.steps, device=args.device, progress=_progress(args),
+                    until=args.until)
     else:
         task, objective, model_cfg, train_cfg = _train_setup(args)
         cfg = train(args.out, task, objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
-                    overwrite=args.overwrite, progress=_progress(args))
+                    overwrite=args.overwrite, progress=_progress(args), until=args.until)
     from hansprobe.distributed import world
 
     if world()[0] != 0:  # under torchrun only rank 0 speaks

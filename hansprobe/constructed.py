@@ -108,6 +108,21 @@ def goal_parity(nats: float, d: int = 2) -> Callable[[dict], Tensor]:
     return lambda s: _arm(s["goal_arm"], d, nats) * (1 - 2 * (s["goal"] % 2)).float()[:, None]
 
 
+def wrong_favourite(p_right: float = 0.3, p_favourite: float = 0.4, d: int = 5) -> Callable[[dict], Tensor]:
+    """p_right on the goal's arm (above 1/d) and p_favourite on the next arm (more than on the goal's),
+    the rest spread evenly: greedy decoding is always wrong, yet samples find the goal's arm more
+    often than a uniform guesser (inference-time search's "yes", analyses/inference.py)."""
+    rest = (1 - p_right - p_favourite) / (d - 2)
+
+    def rule(s):
+        probs = torch.full((len(s["goal_arm"]), d), rest)
+        probs[torch.arange(len(probs)), s["goal_arm"]] = p_right
+        probs[torch.arange(len(probs)), (s["goal_arm"] + 1) % d] = p_favourite
+        return probs.log()
+
+    return rule
+
+
 NULL = {"indecipherable": ("no", "not learned"), "decision_computed": ("yes",),
         "clever_hans_failure": ("no",)}  # ignores the goal: "decided" or "computed" would be false
 SIGNAL = {"indecipherable": ("yes",), "decision_computed": ("no",),

@@ -84,9 +84,13 @@ class FusedGPT(nn.Module):
         T, S = q.shape[-2], k_past.shape[-2]
         scale = 1 / math.sqrt(self.d_head)
         mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-        w = torch.cat(((q @ k_past.transpose(-1, -2)) * scale,
-                       (q @ k.transpose(-1, -2) * scale).masked_fill(mask, float("-inf"))), -1).softmax(-1)  # (B, h, T, S+T)
-        return w[..., :S] @ v_past + w[..., S:] @ v
+        (B, h, _, dh), G = q.shape, k_past.shape[0]
+        r = B // G  # rows that continue each earlier sequence (graph-major): its keys are read, not copied, r times
+        past = (q.view(G, r, h, T, dh).transpose(1, 2).reshape(G, h, r * T, dh) @ k_past.transpose(-1, -2))  # (G, h, rT, S)
+        past = past.view(G, h, r, T, S).transpose(1, 2).reshape(B, h, T, S)
+        w = torch.cat((past * scale, (q @ k.transpose(-1, -2) * scale).masked_fill(mask, float("-inf"))), -1).softmax(-1)
+        read = w[..., :S].reshape(G, r, h, T, S).transpose(1, 2).reshape(G, h, r * T, S) @ v_past  # (G, h, rT, dh)
+        return read.view(G, h, r, T, dh).transpose(1, 2).reshape(B, h, T, dh) + w[..., S:] @ v
 
     def forward(self, tokens: Int[Tensor, "batch pos"], return_resid: bool = False, positions: slice | None = None):
         """Logits (B, T, V); with return_resid also the final normalised residual (B, T, d_model), the
@@ -140,7 +144,8 @@ class FusedGPT(nn.Module):
         values `kv` holds (`keys_values`; `start` defaults to all of them): the same function as the
         whole forward at those positions, since a causal model's positions read only earlier keys
         and values. Running only the positions that changed is what makes greedy decoding and
-        single-token swaps cheap. `resid` (B, new, d_model) with `first`: start instead from that
+        single-token swaps cheap. `kv` may hold G sequences for B = r x G rows of `tokens` (graph-major:
+        rows g*r .. g*r+r-1 continue sequence g), read without copying them. `resid` (B, new, d_model) with `first`: start instead from that
         residual entering block `first` (a patched `hook_resid_pre`); `keep_resid`: a list to append
         the residual entering each block to."""
         start = kv[0][0].shape[2] if start is None else start

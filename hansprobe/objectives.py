@@ -20,6 +20,7 @@ from hansprobe.fused import FusedGPT, inference_view, logits_at
 from hansprobe.tasks.base import Batch
 
 FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
+SCORED = ("all", "decision")  # which labels the loss scores
 OPTIONS = {"p": "partial fills: chance that each answer-slot input is `$` in training",
            "k": "extra output heads predicting r_(i+1) .. r_(i+k)"}
 
@@ -33,6 +34,9 @@ class ObjectiveSpec:
     slot, in training and evaluation), "mixed" (each slot `$` with probability option p in training,
     the true prefix in evaluation).  options: the options it takes with their defaults (keys from
     OPTIONS: "p" for a mixed fill, "k" for extra heads).  aliases: other names `get_objective` accepts.
+    scored: which labels the loss scores: "all", or "decision": the decision token and the first
+    label (the start, copied from the query: it carries nothing about the plan, and without it the
+    objective's own greedy decoding would feed the decision a wrong start); docs/decisions.md 58.
     """
 
     name: str
@@ -41,8 +45,11 @@ class ObjectiveSpec:
     fill: str = "truth"
     options: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    scored: str = "all"
 
     def __post_init__(self):
+        if self.scored not in SCORED:
+            raise ConfigError(f"objective {self.name!r}: scored must be one of {', '.join(SCORED)}, got {self.scored!r}")
         if self.fill not in FILLS:
             raise ConfigError(f"objective {self.name!r}: fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
         unknown = set(self.options) - set(OPTIONS)
@@ -88,6 +95,10 @@ for _spec in (
     ObjectiveSpec("partial-teacherless", "each answer slot `$` with probability p in training", fill="mixed",
                   options={"p": 0.5}),
     ObjectiveSpec("multi-token", "teacher forcing plus k extra heads predicting the next k tokens", options={"k": 1}),
+    # The supervision teacher forcing leaves once the lookup fits the later tokens: r1 alone (the
+    # argument's |C|^l search; issue 38 part 3, docs/study-supervision.md).
+    ObjectiveSpec("decision-only", "teacher forcing with the loss on the decision token only (and the start)",
+                  scored="decision"),
 ):
     register_objective(_spec)
 OBJECTIVES = objective_names()  # the built-in ones (a toy registered later is in objective_names())
@@ -178,6 +189,12 @@ class Objective:
         """Where the decision token (the start's child on the goal arm) sits among the labels."""
         return target_len - 2 if self.reverse else 1
 
+    def scored_indices(self, target_len: int) -> list[int]:
+        """The label indices the training loss scores: all of them, or the start and the decision."""
+        if self.spec.scored == "decision":
+            return sorted({0, self.decision_index(target_len)})
+        return list(range(target_len))
+
     def label_slice(self, batch: Batch) -> slice:
         """Input positions whose next-token logits are scored: P-1 .. P+l-2."""
         p = batch.prefix.shape[1]
@@ -197,10 +214,14 @@ class Objective:
         return torch.cat([batch.prefix, fill], dim=1)
 
     def loss(self, logits: Float[Tensor, "B T V"], batch: Batch) -> Tensor:
-        """Cross-entropy on the l target positions only."""
+        """Cross-entropy on the target positions the objective scores (all l of them for most)."""
         logits = getattr(logits, "logits", logits)  # a module that returns an output object (the bridge's own)
         scored = logits[:, self.label_slice(batch)].float()  # (B, L, V)
-        return F.cross_entropy(scored.reshape(-1, scored.shape[-1]), self.labels(batch).reshape(-1))
+        labels = self.labels(batch)
+        if self.spec.scored != "all":
+            keep = self.scored_indices(labels.shape[1])
+            scored, labels = scored[:, keep], labels[:, keep]  # (B, S, V), (B, S)
+        return F.cross_entropy(scored.reshape(-1, scored.shape[-1]), labels.reshape(-1))
 
     @torch.no_grad()
     def forced_logits(self, model: Model, batch: Batch) -> Float[Tensor, "B L V"]:

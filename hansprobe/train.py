@@ -196,11 +196,14 @@ def check_task_options(task: Task, cfg: TrainConfig) -> None:
 def train(out: str | Path, task: Task | None = None, objective: Objective | str | None = None,
           model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, seed: int = 0,
           device: str = "cpu", resume: bool = False, overwrite: bool = False,
-          progress: bool | str | None = None, steps: int | None = None, evaluate=None) -> dict:
+          progress: bool | str | None = None, steps: int | None = None, evaluate=None,
+          until: int | None = None) -> dict:
     """Train into the checkpoint directory `out` and return its config (with final metrics).
 
     With `resume=True` the run continues from `out`'s resume file under its stored config; `steps`
-    may then extend the horizon (the cosine schedule is recomputed from the resumed step on). The
+    may then extend the horizon (the cosine schedule is recomputed from the resumed step on).
+    `until`: stop after this step with a complete checkpoint, the horizon unchanged, so that a long
+    run goes in chunks (`--resume --until`) and ends bit-identical to an uninterrupted one (CPU). The
     directory is locked while the run writes it (`checkpoint.run_lock`). progress: True a bar, False
     nothing, "lines" one plain line per evaluation on stderr, None a bar when stderr is a terminal.
 
@@ -208,10 +211,12 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
     the held-out graphs; default `objective.evaluate` (exact match, decision and per-position
     accuracy). The trainer imports no analysis: a caller passes one here if it wants more."""
     rank, size, _ = distributed.world()
+    if until is not None:
+        check_int("until", until, 1)
     try:
         with run_lock(out) if rank == 0 else nullcontext():  # under torchrun, rank 0 is the only writer
             return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite,
-                          progress if rank == 0 else False, steps, evaluate)
+                          progress if rank == 0 else False, steps, evaluate, until)
     except RuntimeError as e:
         if size > 1:  # a collective failed: another rank stopped (killed, out of memory, its own error)
             raise collective_failure(e, Path(out), size) from None
@@ -231,7 +236,8 @@ def collective_failure(error: Exception, run_dir: Path, size: int) -> Checkpoint
            else "start the run again"))
 
 
-def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps, evaluate) -> dict:
+def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps, evaluate,
+           until) -> dict:
     run_dir = Path(out)
     dev = distributed.start(resolve_device(device))
     rank, size, _ = distributed.world()
@@ -284,7 +290,7 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
             atomic_write_json(run_dir / "config.json", config)
 
     try:
-        return _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate)
+        return _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate, until)
     except OutputError as e:  # a full disk or a vanished directory: the last complete checkpoint is intact
         last = _last_step(run_dir)
         raise OutputError(f"{e}; {run_dir} keeps its last complete checkpoint (step {last})"
@@ -308,7 +314,7 @@ def _check_training_memory(model_cfg: ModelConfig, task: Task, train_cfg: "Train
                    f"{task.describe()} graphs", "lower --batch-size, or choose a smaller model or task", dev)
 
 
-def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate) -> dict:
+def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate, until) -> dict:
     model.train()
     rank, size, _ = distributed.world()
     writer = rank == 0  # under torchrun only rank 0 evaluates and writes
@@ -341,10 +347,11 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
     lines = progress == "lines"  # not a terminal (nohup, CI, Slurm): one plain line per evaluation instead of a bar
     bar = progress_bar(train_cfg.steps, "train", False if lines else progress, unit="step", initial=step, leave=True)
     t_start, step_start = time.perf_counter(), step
+    stop = train_cfg.steps if until is None else min(until, train_cfg.steps)  # this call's last step
     if lines:
-        print(f"train: {run_dir}: steps {step + 1}..{train_cfg.steps} of {task.describe()}, {objective.name}; a line "
+        print(f"train: {run_dir}: steps {step + 1}..{stop} (of {train_cfg.steps}) of {task.describe()}, {objective.name}; a line "
               f"every {train_cfg.eval_every} steps", file=sys.stderr, flush=True)
-    while step < train_cfg.steps:
+    while step < stop:
         batch = training_batch(task, train_cfg, seed, step, rank if size > 1 else None).to(dev)
         masks = None
         if objective.fill == "mixed":
@@ -375,7 +382,7 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
             loss_sum, loss_n = 0.0, 0
             if lines:
                 done = time.perf_counter() - t_start
-                eta = done / (step - step_start) * (train_cfg.steps - step)
+                eta = done / (step - step_start) * (stop - step)
                 print(f"train: step {step}/{train_cfg.steps} loss {row['train_loss']:.4f} exact match "
                       f"{row.get('exact_match', float('nan')):.3f} decision acc {row.get('decision_accuracy', float('nan')):.3f} "
                       f"({row['elapsed_s']:.0f} s elapsed, ~{eta:.0f} s left)", file=sys.stderr, flush=True)
@@ -384,7 +391,7 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
                           f"decision acc {row.get('decision_accuracy', float('nan')):.3f}")
         if step in train_cfg.snapshot_at:
             save_model(run_dir / "snapshots", model, {"step": str(step)}, name=f"step-{step:06d}.safetensors")
-        if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
+        if step % train_cfg.checkpoint_every == 0 or step == stop:
             config["step"] = step
             save_resume(run_dir, model, opt, step, {"loss_sum": loss_sum, "loss_n": loss_n}, heads)
             save_model(run_dir, model, {"step": str(step)}, name=MODEL)

@@ -132,3 +132,27 @@ def test_decoding_skips_the_rows_right_on_the_true_prefix_and_still_equals_token
     assert torch.equal(pred, slow)
     assert torch.equal(pred[::2], obj.labels(batch)[::2])
     assert all((rows % 2 == 1).all() for rows in fed[1:])  # after the forced pass, only the odd rows
+
+
+def test_decision_only_scores_the_start_and_the_decision_and_nothing_else():
+    """The loss of `decision-only` moves with the logits of r0 and r1 only: a wrong answer at any
+    later label costs nothing, where teacher forcing pays for it."""
+    b = tiny_task(path_len=5).generate(16, 3)
+    only, tf = get_objective("decision-only"), get_objective("teacher-forcing")
+    assert only.scored_indices(5) == [0, 1] and tf.scored_indices(5) == list(range(5))
+    full = torch.cat([b.prefix, b.target], 1)[:, 1:].clone()
+    right = OracleModel(full, b.task.d_vocab, 0.9)(only.inputs(b))
+    wrong_later = full.clone()
+    wrong_later[:, b.prefix.shape[1] + 2] = b.task.pipe  # label 3 (r3) answered wrong
+    later = OracleModel(wrong_later, b.task.d_vocab, 0.9)(only.inputs(b))
+    assert torch.allclose(only.loss(right, b), only.loss(later, b)) and tf.loss(later, b) > tf.loss(right, b) + 0.1
+    wrong_decision = full.clone()
+    wrong_decision[:, b.prefix.shape[1]] = b.task.pipe  # label 1 (the decision) answered wrong
+    assert only.loss(OracleModel(wrong_decision, b.task.d_vocab, 0.9)(only.inputs(b)), b) > only.loss(right, b) + 0.1
+
+
+def test_an_objective_spec_refuses_an_unknown_scored_set():
+    from hansprobe.objectives import ObjectiveSpec
+
+    with pytest.raises(ConfigError, match="scored must be one of all, decision"):
+        ObjectiveSpec("toy", "a toy", scored="r2")

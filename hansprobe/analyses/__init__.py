@@ -10,7 +10,7 @@ from hansprobe.analyses.heads import HeadsResult, measure_heads
 from hansprobe.analyses.patching import measure_patching
 from hansprobe.analyses.patterns import REFERENCE_PATTERNS
 from hansprobe.analyses.probes import measure_probes
-from hansprobe.analyses import decisions, failure, lookup, plan, plan_depth, witness  # noqa: F401  (register questions, the witness, trees' decisions)
+from hansprobe.analyses import compounding, decisions, failure, inference, lookup, plan, plan_depth, witness  # noqa: F401  (register questions, the witness, trees' decisions, compounding, search)
 from hansprobe.analyses.questions import QuestionContext, QuestionSpec, register_question, registered_questions
 from hansprobe.analyses.registry import ANALYSES, AnalysisContext, AnalysisSpec, register_analysis, registered
 

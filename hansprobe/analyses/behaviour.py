@@ -58,12 +58,16 @@ class BehaviourResult(Result):
 
 @torch.no_grad()
 def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int = 1000,
-                      progress: bool = False, forced_logp: torch.Tensor | None = None) -> BehaviourResult:
+                      progress: bool = False, forced_logp: torch.Tensor | None = None,
+                      correct: tuple[torch.Tensor, torch.Tensor] | None = None) -> BehaviourResult:
     """Run forced and free decoding over `batch` in chunks of `batch_size` graphs. `forced_logp`:
-    the batch's forced label log-probs (B, L, V), when the caller has them (the report's one pass)."""
-    guesses = None if forced_logp is None else forced_logp.argmax(-1)
-    forced_ok, free_ok = objective.correctness(model, batch, chunks=chunks(batch, batch_size, "behaviour", progress),
-                                               guesses=guesses)  # (B, L)
+    the batch's forced label log-probs (B, L, V), when the caller has them (the report's one pass);
+    `correct`: (forced, free) correctness (B, L) when the caller has decoded already."""
+    if correct is None:
+        guesses = None if forced_logp is None else forced_logp.argmax(-1)
+        correct = objective.correctness(model, batch, chunks=chunks(batch, batch_size, "behaviour", progress),
+                                        guesses=guesses)
+    forced_ok, free_ok = correct  # (B, L) each
     n, length = free_ok.shape
     k = objective.decision_index(length)
 
@@ -87,7 +91,7 @@ def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int
 register_analysis(AnalysisSpec(
     name="behaviour", title="Behaviour", order=10,
     measure=lambda ctx: measure_behaviour(ctx.model, ctx.objective, ctx.batch, ctx.batch_size, progress=ctx.progress,
-                                          forced_logp=ctx.forced_logprobs()),
+                                          correct=ctx.correctness()),
     captions={
         'per_position_accuracy': 'Accuracy at each answer position, free decoding vs forced inputs (95% Wilson CIs). Look for: under the Clever-Hans shortcut forced accuracy is ~1 from position 2 on, while free decoding is only as good as the decision token.',
     },

@@ -17,7 +17,8 @@ from typing import Any, Callable
 from hansprobe.storage import jsonable
 
 # "before the answer" / "at the answer position": where the plan question locates the decision (analyses/plan.py)
-ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned", "before the answer", "at the answer position")
+ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned", "before the answer", "at the answer position",
+           "not needed")  # "not needed": inference-time search where greedy decoding already decides (analyses/inference.py)
 
 
 @dataclass

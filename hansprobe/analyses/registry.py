@@ -57,6 +57,19 @@ class AnalysisContext:
                                                            progress=self.progress)
         return self.cache["forced_logp"]
 
+    def correctness(self):
+        """(forced, free): per graph and label position whether the forced-input argmax and the
+        objective's greedy decoding are right, (B, L) bool on CPU (`Objective.correctness`): one
+        decoding of `batch` that behaviour and compounding share."""
+        if "correctness" not in self.cache:
+            from hansprobe.analyses.base import chunks
+
+            logp = self.forced_logprobs()
+            self.cache["correctness"] = self.objective.correctness(
+                self.model, self.batch, chunks=chunks(self.batch, self.batch_size, "decoding", self.progress),
+                guesses=None if logp is None else logp.argmax(-1))
+        return self.cache["correctness"]
+
 
 def _always(ctx: AnalysisContext) -> str | None:
     return None

@@ -1,0 +1,223 @@
+"""Inference-time search: can a better decoder recover the decision that greedy decoding misses?
+
+The argument under study says no: when q(r1 | p) carries no information about the goal, no amount of
+search over q finds the goal's arm more often than a guesser would. This analysis decodes the
+mechanism graphs with greedy decoding, beam search (widths 2, d and 2d, ranked by sequence
+log-likelihood), temperature sampling (T = 0.7 and 1.0) with a majority vote over k samples,
+likelihood-ranked best-of-k, and oracle-verified pass@k (a sample counts when it is right: the
+upper bound of any verifier). Each row is compared with a guesser uniform over the d candidates given
+the same budget: 1/d for one answer, 1 - (1 - 1/d)^k for k verified tries.
+
+A row's `accuracy` is the decision's: the chosen answer's decision token is right (pass@k: at least
+one of the k samples' is). `exact_match` beside it asks the whole path (pass@k: at least one sample
+is the true path, the issue's oracle). `beats_uniform` is true only when the decision accuracy's
+exact lower bound at the family-wise level lies above the guesser's: the strategies share
+FAMILY_ALPHA by Bonferroni (docs/decisions.md 59), so the answer "yes" is wrong at most that often
+on a model whose decision ignores the goal, whichever strategy would have said it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from scipy import stats
+
+from hansprobe.analyses.base import Result
+from hansprobe.analyses.goal_dependence import FAMILY_ALPHA
+from hansprobe.analyses.questions import QuestionContext, QuestionSpec, ci_text, register_question, verdict
+from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.objectives import Objective
+from hansprobe.search import beam_search, majority, most_likely, sample
+from hansprobe.tasks.base import Batch
+
+TEMPERATURES = (0.7, 1.0)
+VOTES = (1, 4, 16)  # samples per majority vote
+BEST_OF = (4, 16)  # samples ranked by likelihood
+PASS_AT = (1, 2, 4, 8)  # oracle-verified tries (drawn at T = 1)
+ROWS_PER_CHUNK = 4096  # decoded answers held at once (graphs x samples or beams)
+
+
+@dataclass
+class InferenceResult(Result):
+    objective: str
+    n_graphs: int
+    degree: int
+    family_alpha: float
+    ci_level: float  # the level of every accuracy_ci: 1 - 2 * family_alpha / len(rows) (two-sided exact)
+    rows: list[dict] = field(default_factory=list)  # strategy, family, k, temperature, width, accuracy(+_ci), exact_match(+_ci), uniform_accuracy, beats_uniform, p_value
+    seed: int = 0
+
+    def summary(self) -> dict:
+        return self.to_dict()
+
+    def figures(self) -> dict:
+        import plotly.graph_objects as go
+
+        passes = [r for r in self.rows if r["family"] == "pass@k"]
+        fig = go.Figure()
+        ks = [r["k"] for r in passes]
+        fig.add_scatter(x=ks, y=[r["accuracy"] for r in passes], mode="lines+markers", name="pass@k (decision; oracle-verified)",
+                        error_y=dict(type="data", symmetric=False,
+                                     array=[r["accuracy_ci"][1] - r["accuracy"] for r in passes],
+                                     arrayminus=[r["accuracy"] - r["accuracy_ci"][0] for r in passes]))
+        fig.add_scatter(x=ks, y=[r["exact_match"] for r in passes], mode="lines+markers", name="pass@k (true path)")
+        fig.add_scatter(x=ks, y=[r["uniform_accuracy"] for r in passes], mode="lines", line_dash="dot",
+                        name=f"uniform guesser over {self.degree} candidates")
+        greedy = self.rows[0]
+        fig.add_hline(y=greedy["accuracy"], line_dash="dash", annotation_text=f"greedy {greedy['accuracy']:.2f}")
+        fig.update_layout(xaxis_type="log", xaxis_tickvals=ks, yaxis_range=[0, 1.05], xaxis_title="k (samples, T = 1)",
+                          yaxis_title="share of graphs solved",
+                          title=(f"Inference-time search ({self.objective}, {self.n_graphs} graphs; CIs at "
+                                 f"{self.ci_level:.2%}, family-wise over {len(self.rows)} strategies)"))
+        return {"pass_at_k": fig}
+
+    def text(self) -> str:
+        lines = ["  strategy                 decision accuracy              exact match   uniform  beats"]
+        for r in self.rows:
+            lines.append(f"  {r['strategy']:<24} {ci_text(r['accuracy'], r['accuracy_ci'], 3):<30} {r['exact_match']:>11.3f}"
+                         f"  {r['uniform_accuracy']:>7.3f}  {'yes' if r['beats_uniform'] else 'no'}")
+        return "\n".join(lines + [f"  CIs exact at {self.ci_level:.2%} (family-wise alpha {self.family_alpha} over "
+                                  f"{len(self.rows)} strategies)"])
+
+
+def _chunks(batch: Batch, per_graph: int):
+    size = max(1, ROWS_PER_CHUNK // per_graph)
+    return batch.split(size)
+
+
+@torch.no_grad()
+def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy: bool = True) -> dict[str, torch.Tensor]:
+    """strategy name -> (B, L) chosen answers, or (B, k, L) for pass@k's tries, in label order, on CPU
+    (greedy decoding too unless `greedy` is False)."""
+    device = next(model.parameters()).device
+    d = batch.task.degree if hasattr(batch.task, "degree") else int(batch.candidates.shape[1])
+    widths = sorted({2, d, 2 * d})
+    n = max(max(VOTES), max(BEST_OF), max(PASS_AT))
+    gen = torch.Generator().manual_seed(int(seed))
+    out: dict[str, list] = {}
+    for chunk in _chunks(batch, n * len(TEMPERATURES) + sum(widths)):
+        chunk = chunk.to(device)
+        got = {"greedy": objective.decode(model, chunk)} if greedy else {}
+        for w in widths:
+            got[f"beam {w}"] = beam_search(model, objective, chunk, w)
+        for t, s in zip(TEMPERATURES, sample(model, objective, chunk, n, TEMPERATURES, gen)):
+            for k in VOTES:
+                got[f"vote of {k} at T={t}"] = majority(s.tokens[:, :k])
+            for k in BEST_OF:
+                got[f"best of {k} at T={t}"] = most_likely(s, k)
+            if t == 1.0:
+                for k in PASS_AT:
+                    got[f"pass@{k}"] = s.tokens[:, :k]
+        for name, v in got.items():
+            out.setdefault(name, []).append(v.cpu())
+    return {name: torch.cat(v) for name, v in out.items()}
+
+
+def _family(name: str) -> dict:
+    if name == "greedy":
+        return {"family": "greedy", "k": 1, "temperature": None, "width": None}
+    if name.startswith("beam"):
+        return {"family": "beam", "k": 1, "temperature": None, "width": int(name.split()[1])}
+    if name.startswith("pass@"):
+        return {"family": "pass@k", "k": int(name[5:]), "temperature": 1.0, "width": None}
+    k, t = name.split(" at T=")
+    return {"family": "vote" if k.startswith("vote") else "best-of", "k": int(k.split()[-1]), "temperature": float(t),
+            "width": None}
+
+
+def measure_inference(model, objective: Objective, batch: Batch, seed: int = 0,
+                      greedy_ok: torch.Tensor | None = None) -> InferenceResult:
+    """Every strategy's decision accuracy and exact match on `batch`, against the uniform guesser.
+    greedy_ok: per graph and label, whether greedy decoding is right (B, L) bool, when the caller has
+    decoded `batch` already (the report's shared pass)."""
+    answers = decode_all(model, objective, batch, seed, greedy=greedy_ok is None)
+    labels = objective.labels(batch).cpu()  # (B, L)
+    k_dec = objective.decision_index(labels.shape[1])
+    if greedy_ok is not None:
+        answers = {"greedy": torch.where(greedy_ok, labels, -1), **answers}  # a wrong token as -1: only rightness is read
+    d = int(batch.candidates.shape[1])
+    n = len(labels)
+    m = len(answers)
+    level = 1 - 2 * FAMILY_ALPHA / m
+    rows = []
+    for name, a in answers.items():
+        fam = _family(name)
+        if a.dim() == 3:  # pass@k: any of the k tries
+            dec = (a[:, :, k_dec] == labels[:, None, k_dec]).any(1)
+            exact = (a == labels[:, None]).all(-1).any(1)
+            uniform = 1 - (1 - 1 / d) ** fam["k"]
+        else:
+            dec, exact, uniform = a[:, k_dec] == labels[:, k_dec], (a == labels).all(-1), 1 / d
+        c, e = int(dec.sum()), int(exact.sum())
+        test = stats.binomtest(c, n, uniform, alternative="greater")
+        ci = stats.binomtest(c, n).proportion_ci(confidence_level=level, method="exact")  # two-sided: its lower end is the one-sided bound at alpha / m
+        eci = stats.binomtest(e, n).proportion_ci(confidence_level=level, method="exact")
+        rows.append({"strategy": name, **fam, "accuracy": c / n, "accuracy_ci": [float(ci.low), float(ci.high)],
+                     "exact_match": e / n, "exact_match_ci": [float(eci.low), float(eci.high)],
+                     "uniform_accuracy": uniform, "beats_uniform": bool(ci.low > uniform), "p_value": float(test.pvalue)})
+    return InferenceResult(objective=objective.name, n_graphs=n, degree=d, family_alpha=FAMILY_ALPHA, ci_level=level,
+                           rows=rows, seed=seed)
+
+
+def _skip(ctx) -> str | None:
+    if getattr(ctx.batch, "candidates", None) is None:
+        return f"{ctx.task.describe()} has no candidate set to search over"
+    return None
+
+
+register_analysis(AnalysisSpec(
+    name="inference", title="Inference-time search", order=22, skip=_skip,
+    measure=lambda ctx: measure_inference(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.seed,
+                                          greedy_ok=ctx.correctness()[1][:len(ctx.mechanism_batch)]),
+    captions={
+        "pass_at_k": "Share of graphs where at least one of k samples (T = 1) has the right decision (and is the true "
+                     "path), beside a guesser uniform over the d candidates with k tries. Look for: a model whose "
+                     "decision ignores the goal follows the uniform curve, so no verifier could do better than "
+                     "guessing; a planner is at 1 from k = 1.",
+    },
+))
+
+
+# --- the question ------------------------------------------------------------------------------------
+def search_verdict(inference: dict | None, why_not: str | None = None) -> dict:
+    """not needed when greedy decoding beats the uniform guesser; yes when another strategy does
+    (the one of largest accuracy named, with its gain over greedy); no when none does; all at the
+    family-wise level."""
+    if inference is None:
+        return verdict("not applicable", why_not or "inference-time search was not measured")
+    rows = inference["rows"]
+    greedy = rows[0]
+    winners = [r for r in rows[1:] if r["beats_uniform"]]
+    level = f"{inference['ci_level']:.2%} CIs, family-wise alpha {inference['family_alpha']} over {len(rows)} strategies"
+    g = f"greedy {ci_text(greedy['accuracy'], greedy['accuracy_ci'], 3)} against 1/d = {greedy['uniform_accuracy']:.3f}"
+    if greedy["beats_uniform"]:
+        best = max(rows, key=lambda r: r["accuracy"])
+        return verdict("not needed", f"greedy decoding already decides above the uniform guesser — {g}; best "
+                       f"{best['strategy']} {best['accuracy']:.3f} ({level})", best=best["strategy"],
+                       greedy_accuracy=greedy["accuracy"])
+    if winners:
+        best = max(winners, key=lambda r: r["accuracy"] - r["uniform_accuracy"])
+        gain = best["accuracy"] - greedy["accuracy"]
+        return verdict("yes", f"{best['strategy']} recovers the decision: {ci_text(best['accuracy'], best['accuracy_ci'], 3)} "
+                       f"against a uniform guesser's {best['uniform_accuracy']:.3f} with the same budget, {gain:+.3f} over "
+                       f"greedy — {g}; {len(winners)} of {len(rows) - 1} strategies beat it ({level})",
+                       best=best["strategy"], gain_over_greedy=gain, beating=[r["strategy"] for r in winners])
+    top = max(rows, key=lambda r: r["accuracy"] - r["uniform_accuracy"])
+    return verdict("no", f"no strategy beats a guesser uniform over the candidates — {g}; closest {top['strategy']} "
+                   f"{ci_text(top['accuracy'], top['accuracy_ci'], 3)} against {top['uniform_accuracy']:.3f} ({level})",
+                   closest=top["strategy"])
+
+
+def _decide(ctx: QuestionContext) -> dict:
+    return search_verdict(ctx.analysis("inference"), ctx.skipped("inference"))
+
+
+SEARCH = register_question(QuestionSpec(
+    key="search_recovers", text="Can inference-time search recover the decision?", needs=("inference",), decide=_decide,
+    order=25,
+    rule=("not needed when greedy decoding's decision accuracy lies above a guesser uniform over the d candidates; yes "
+          "when another strategy's does (beam 2/d/2d, a vote of 1/4/16 samples at T = 0.7 or 1, likelihood-ranked best "
+          "of 4/16, oracle-verified pass@1..8 against 1 - (1 - 1/d)^k); no when none does. Every lower bound is exact "
+          "at the family-wise level alpha = {search_family_alpha} shared by Bonferroni over the strategies."),
+    thresholds={"search_family_alpha": FAMILY_ALPHA},
+))
