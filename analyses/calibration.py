@@ -25,7 +25,8 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT_QUESTIONS = ("lookup", "plan_represented", "clever_hans_failure")
+REPORT_QUESTIONS = ("lookup", "plan_represented", "clever_hans_failure", "search_recovers")
+PARTS = {"constructed": "constructed", "checkpoints": "checkpoint", "search": "search"}  # --only -> the rows' source
 
 
 def _parse(argv):
@@ -38,13 +39,16 @@ def _parse(argv):
     p.add_argument("--ns", default="1000,2000", help="graphs per draw for the cheap questions (default 1000,2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a reduced run: 40 / 4 / 1 draws, three checkpoints")
-    p.add_argument("--only", choices=("constructed", "checkpoints"), default=None)
+    p.add_argument("--search-draws", type=int, default=None,
+                   help="draws per constructed model for inference-time search (default 100; --quick 10)")
+    p.add_argument("--only", choices=("constructed", "checkpoints", "search"), default=None)
     p.add_argument("--out-json", default=str(ROOT / "hansprobe" / "error_rates.json"))
     p.add_argument("--out-md", default=str(ROOT / "docs" / "calibration.md"))
     p.add_argument("--render", metavar="JSON", default=None,
                    help="measure nothing: write --out-md again from a JSON this script wrote")
     a = p.parse_args(argv)
-    for name, full, quick in (("draws", 500, 40), ("checkpoint_draws", 20, 4), ("report_draws", 5, 1)):
+    for name, full, quick in (("draws", 500, 40), ("checkpoint_draws", 20, 4), ("report_draws", 5, 1),
+                              ("search_draws", 100, 10)):
         if getattr(a, name) is None:  # an explicit count wins over --quick's
             setattr(a, name, quick if a.quick else full)
     try:
@@ -83,8 +87,8 @@ def _not_ours(path: str, json_file: bool) -> str | None:
 def main(argv=None) -> int:
     import torch
 
-    from hansprobe.calibrate import AnswerRates, checkpoint_rates, constructed_rates
-    from hansprobe.constructed import CONSTRUCTED
+    from hansprobe.calibrate import AnswerRates, checkpoint_rates, constructed_rates, search_rates
+    from hansprobe.constructed import CONSTRUCTED, SEARCH_CONSTRUCTED
     from hansprobe.report.settings import ReportSettings
 
     a = _parse(argv)
@@ -111,6 +115,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows += constructed_rates(list(CONSTRUCTED), a.ns, a.draws, a.seed, progress)
         cost["constructed"] = time.perf_counter() - t0
+    if a.only in (None, "search"):
+        t0 = time.perf_counter()
+        rows += search_rates(list(SEARCH_CONSTRUCTED), draws=a.search_draws, seed=a.seed, progress=progress)
+        cost["search"] = time.perf_counter() - t0
     if a.only in (None, "checkpoints"):
         t0 = time.perf_counter()
         for path, expected in shipped(a.quick):
@@ -121,16 +129,18 @@ def main(argv=None) -> int:
             print(f"calibration: {path.name} done in {cost[str(path.relative_to(ROOT / 'checkpoints'))]:.0f} s",
                   file=sys.stderr, flush=True)
         cost["checkpoints"] = time.perf_counter() - t0
-    if a.only and Path(a.out_json).is_file():  # one part measured again: the other part's rows and cost are kept
+    if a.only and Path(a.out_json).is_file():  # one part measured again: the other parts' rows and cost are kept
         old = json.loads(Path(a.out_json).read_text())
-        source = "constructed" if a.only == "constructed" else "checkpoint"
+        source = PARTS[a.only]
         rows = [AnswerRates(**r) for r in old["rows"] if r["source"] != source] + rows
-        kept = {k: v for k, v in old["meta"]["seconds"].items()
-                if k != "total" and (k != "constructed" if a.only == "constructed" else k == "constructed")}
+        # a checkpoint's cost is keyed by its name; the other parts by their own
+        mine = (lambda k: k not in ("constructed", "search")) if a.only == "checkpoints" else (lambda k: k == a.only)
+        kept = {k: v for k, v in old["meta"]["seconds"].items() if k != "total" and not mine(k)}
         cost = {**kept, **cost}
         earlier = old["meta"].get("commands") or [old["meta"]["command"]]
-    cost["total"] = cost.get("constructed", 0) + cost.get("checkpoints", 0)
+    cost["total"] = cost.get("constructed", 0) + cost.get("checkpoints", 0) + cost.get("search", 0)
     meta = {"date": date.today().isoformat(), "seed": a.seed, "ns": list(a.ns), "draws": a.draws,
+            "search_draws": a.search_draws,
             "checkpoint_draws": a.checkpoint_draws, "report_draws": a.report_draws, "quick": a.quick,
             "threads": torch.get_num_threads(), "seconds": {k: round(v, 1) for k, v in cost.items()},
             "command": "python analyses/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])}
@@ -184,22 +194,31 @@ def markdown(rows, meta) -> str:
     ]
     titles = {"indecipherable": "First decision token indecipherable?", "decision_computed": "Decision computed from the goal?",
               "clever_hans_failure": "Clever-Hans failure?", "lookup": "Later tokens read off the previous one?",
-              "plan_represented": "Where is the first decision planned?"}
-    for q in ("clever_hans_failure", "indecipherable", "decision_computed", "lookup", "plan_represented"):
+              "plan_represented": "Where is the first decision planned?",
+              "search_recovers": "Can inference-time search recover the decision?"}
+    for q in ("clever_hans_failure", "indecipherable", "decision_computed", "lookup", "plan_represented", "search_recovers"):
         if q not in by_q:
             continue
         lines += [f"## {q}", "", f"*{titles[q]}*" + (" On constructed models the lookup part is given as *yes* (they have "
                                                        "none to measure); the rate is that of the other two parts."
                                                        if q == "clever_hans_failure" else ""), "",
                   "| model | n | draws | answers | false |", "|---|---|---|---|---|"]
-        lines += [_row(r) for r in sorted(by_q[q], key=lambda r: (r.source != "constructed", r.model, r.n_graphs))]
+        if q == "search_recovers":
+            lines += [f"Constructed models: {meta.get('search_draws', '?')} draws of n graphs each (the report's "
+                      f"--mechanism-graphs), every strategy of analyses/inference.py per draw; {s.get('search', 0):.0f} s in "
+                      "all. *not needed* and *yes* are false where the decision ignores the goal.", ""]
+        lines += [_row(r) for r in sorted(by_q[q], key=lambda r: (r.source == "checkpoint", r.model, r.n_graphs))]
         lines.append("")
-    from hansprobe.constructed import CONSTRUCTED
+    from hansprobe.constructed import CONSTRUCTED, SEARCH_CONSTRUCTED
 
     lines += ["## The constructed models", "", "| model | d | what it is | false answers |", "|---|---|---|---|"]
     for c in CONSTRUCTED.values():
         false = "; ".join(f"{q}: {'/'.join(v)}" for q, v in c.false.items())
         lines.append(f"| {c.name} | {c.degree} | {c.what}{' — ' + c.trap if c.trap else ''} | {false} |")
+    for c in SEARCH_CONSTRUCTED.values():
+        if c.name not in CONSTRUCTED:
+            lines.append(f"| {c.name} | {c.degree} | {c.what} | "
+                         + "; ".join(f"{q}: {'/'.join(v)}" for q, v in c.false.items()) + " |")
     lines += ["", "The review's traps that do not depend on the graph draw — a witness in another prompt layout, a witness's",
               "budget in graphs seen, a learning order without a snapshot before the lookup, a lookup *no* from missing",
               "evidence, the last index as a control, the cap printed as 25% at fewer than four heads, the plan's *used* from",
@@ -207,7 +226,7 @@ def markdown(rows, meta) -> str:
               "on a constructed model or result (tests/test_error_rates.py, tests/test_witness.py); the goal-label parity",
               "trap depends on the draw and is in the tables above (`goal-parity`: the failure's evidence no longer says",
               "\"ignores the goal\")."]
-    secs = {k: v for k, v in s.items() if k not in ("constructed", "checkpoints", "total")}
+    secs = {k: v for k, v in s.items() if k not in ("constructed", "checkpoints", "search", "total")}
     if secs:
         lines += ["", "Per checkpoint (seconds, load included): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()) + "."]
     return "\n".join(lines) + "\n"

@@ -138,6 +138,13 @@ def goal_dependence_lines(e: dict) -> list[str]:
     return lines
 
 
+def compounding_line(c: dict) -> str:
+    """The compounding analysis's one sentence (CompoundingResult.line) from its summary."""
+    from hansprobe.analyses.compounding import CompoundingResult
+
+    return CompoundingResult(**c).line()
+
+
 def card(path: Path, n: int, seed: int) -> list[str]:
     ck = load_checkpoint(path)
     cfg, task, obj = ck.config, ck.task, ck.objective
@@ -173,6 +180,16 @@ def card(path: Path, n: int, seed: int) -> list[str]:
         lines.append(f"| {name} | {ci(b['exact_match'], b['exact_match_ci'])} | {ci(b['decision_accuracy'], b['decision_accuracy_ci'])} "
                      f"({b['chance']:.2f}) | {', '.join(f'{x:.3f}' for x in b['forced_accuracy'])} | "
                      f"{', '.join(f'{x:.3f}' for x in b['free_accuracy'])} |")
+    comp, inf = a.get("compounding", {}), a.get("inference", {})
+    if "skipped" not in comp:
+        lines += ["", f"Error compounding ({src}, greedy decoding): {compounding_line(comp)}."]
+    if inf and "skipped" not in inf:
+        g = inf["rows"][0]
+        best = max(inf["rows"], key=lambda r: r["accuracy"] - r["uniform_accuracy"])
+        lines += ["", f"Inference-time search (the first {inf['n_graphs']} graphs; CIs at {inf['ci_level']:.2%}, family-wise "
+                  f"over {len(inf['rows'])} strategies): greedy {ci(g['accuracy'], g['accuracy_ci'])} against a uniform "
+                  f"guesser's {g['uniform_accuracy']:.3f}; furthest above its guesser: {best['strategy']} "
+                  f"{ci(best['accuracy'], best['accuracy_ci'])} against {best['uniform_accuracy']:.3f}."]
     lines += ["", f"First decision token (label index {obj.decision_index(task.target_len)}), 95% CIs:", "",
               "| measured on | accuracy among the candidates | H over candidates / log d | mass outside candidates | "
               "information over uniform (nats) | outcome |", "|---|---|---|---|---|---|"]

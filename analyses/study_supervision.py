@@ -51,23 +51,34 @@ def star(l: int) -> list[str]:
     return ["--task", "pathstar", "--degree", "2", "--path-len", str(l), "--nodes", "50"]
 
 
+def _hops(l: int, obj: str, seed: int) -> tuple[str, dict]:
+    return f"hops-l{l}-{obj}-s{seed}", dict(
+        group="hops", l=l, objective=obj, seed=seed, steps=HORIZON, stop_when_learned=True,
+        args=[*star(l), "--objective", obj, *MODEL, "--steps", str(HORIZON), "--eval-every", "100",
+              "--checkpoint-every", "100", "--seed", str(seed)])
+
+
+def _teacherless(seed: int) -> tuple[str, dict]:
+    return f"teacherless-l5-s{seed}", dict(
+        group="teacherless", l=5, objective="teacherless", seed=seed, steps=TEACHERLESS_STEPS, stop_when_learned=False,
+        args=[*star(5), "--objective", "teacherless", *MODEL, "--steps", str(TEACHERLESS_STEPS), "--eval-every", "250",
+              "--checkpoint-every", "250", "--snapshot-at", "100,250,500,1000,1500,2000,3000,4000,5000,6000",
+              "--seed", str(seed)])
+
+
+# Teacher forcing at l = 5 is not run again: the depth study trained it at this shape for 6,000 steps
+# in 3 seeds, at chance throughout (docs/study-depth.md). The budget orders the rest: the objective the
+# question is about (decision-only) in both seeds, the positive control, then teacher forcing.
+HOPS_ORDER = ([("decision-only", l, 0) for l in LENGTHS] + [("reverse", l, 0) for l in LENGTHS]
+              + [("teacher-forcing", l, 0) for l in (3, 4, 6)] + [("decision-only", l, 1) for l in LENGTHS]
+              + [("reverse", l, 1) for l in LENGTHS] + [("teacher-forcing", l, 1) for l in (3, 4, 6)])
+
+
 def runs() -> dict[str, dict]:
-    """name -> {group, l, objective, seed, args, steps, stop_when_learned}, in the order they run:
-    seed 0 of every cell before seed 1, short paths first (cheap and most informative first)."""
-    out = {}
-    for seed in SEEDS:
-        for l in LENGTHS:
-            for obj in HOPS_OBJECTIVES:
-                out[f"hops-l{l}-{obj}-s{seed}"] = dict(
-                    group="hops", l=l, objective=obj, seed=seed, steps=HORIZON, stop_when_learned=True,
-                    args=[*star(l), "--objective", obj, *MODEL, "--steps", str(HORIZON), "--eval-every", "100",
-                          "--checkpoint-every", "100", "--seed", str(seed)])
-        out[f"teacherless-l5-s{seed}"] = dict(
-            group="teacherless", l=5, objective="teacherless", seed=seed, steps=TEACHERLESS_STEPS,
-            stop_when_learned=False,
-            args=[*star(5), "--objective", "teacherless", *MODEL, "--steps", str(TEACHERLESS_STEPS),
-                  "--eval-every", "250", "--checkpoint-every", "250",
-                  "--snapshot-at", "100,250,500,1000,1500,2000,3000,4000,5000,6000", "--seed", str(seed)])
+    """name -> {group, l, objective, seed, args, steps, stop_when_learned}, in the order they run
+    (HOPS_ORDER; the teacherless group runs beside it in its own process)."""
+    out = dict(_hops(l, obj, seed) for obj, l, seed in HOPS_ORDER)
+    out.update(_teacherless(seed) for seed in SEEDS)
     return out
 
 
@@ -114,6 +125,18 @@ def state(root: Path, name: str, spec: dict) -> dict:
             "train_s": points[-1]["elapsed_s"] if points else None, "command": ["hansprobe", "train", *spec["args"]]}
 
 
+def dynamics(run: Path) -> dict | None:
+    """The per-position loss over the run's snapshots (`hansprobe dynamics`), once it is finished."""
+    proc = subprocess.run([sys.executable, "-m", "hansprobe", "dynamics", str(run), "-n", "500", "--json"], env=ENV,
+                          capture_output=True, text=True)
+    if proc.returncode:
+        print(f"study: dynamics of {run} failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    d = json.loads(proc.stdout)
+    return {k: d.get(k) for k in ("steps", "loss_by_position", "grad_share", "forced_accuracy", "decision_accuracy",
+                                  "n_graphs")}
+
+
 def gather(root: Path) -> dict:
     """Merge what the run directories hold into the results file (runs absent here keep their record)."""
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
@@ -122,6 +145,8 @@ def gather(root: Path) -> dict:
         if (root / name / "metrics.jsonl").is_file():
             new = state(root, name, spec)
             if new["steps_trained"] >= recs.get(name, {}).get("steps_trained", 0):
+                if spec["group"] == "teacherless" and new["done"]:
+                    new["dynamics"] = recs.get(name, {}).get("dynamics") or dynamics(root / name)
                 recs[name] = new
     result = {"settings": {"horizon": HORIZON, "chunk": CHUNK, "learned": f"exact 95% CI lower end >= {LEARNED_LO}",
                            "model": MODEL, "teacherless_steps": TEACHERLESS_STEPS, "eval_graphs": 1000},
@@ -158,6 +183,95 @@ def run(root: Path, group: str | None, minutes: float) -> None:
         print(f"study: {name}: done (learned at {st['learned_at']})", file=sys.stderr, flush=True)
 
 
+DOC = HERE.parent / "docs" / "study-supervision.md"
+BEGIN, END = "<!-- study:begin (analyses/study_supervision.py render) -->", "<!-- study:end -->"
+
+
+def _reached(rec: dict) -> str:
+    last = rec["curve"][-1] if rec["curve"] else None
+    if last is None:
+        return "not started"
+    where = f"{last['decision_accuracy']:.3f} [{last['ci'][0]:.3f}, {last['ci'][1]:.3f}] at step {last['step']}"
+    if rec["learned_at"] is not None:
+        return f"**{rec['learned_at']:,}** ({where})"
+    return (f"not within {rec['steps']:,} ({where})" if rec["steps_trained"] >= rec["steps"]
+            else f"not yet: {rec['steps_trained']:,} of {rec['steps']:,} trained ({where})")
+
+
+def tables(result: dict) -> list[str]:
+    """The study's tables in markdown, from the results file."""
+    recs = result["runs"]
+    lines = ["Steps to learn r1 (first evaluation whose decision accuracy has an exact 95% CI lower end >= 0.9; "
+             "1,000 held-out graphs every 100 steps) per seed, with the accuracy at the last evaluation; "
+             "training time on one thread (under load from the other runs):", "",
+             "| l (hops) | objective | " + " | ".join(f"seed {s}" for s in SEEDS) + " | training time |",
+             "|---|---|" + "---|" * len(SEEDS) + "---|"]
+    for l in LENGTHS:
+        for obj in HOPS_OBJECTIVES:
+            cells, secs = [], 0.0
+            for seed in SEEDS:
+                rec = recs.get(f"hops-l{l}-{obj}-s{seed}")
+                if obj == "teacher-forcing" and l == 5:
+                    cells.append("not run: 0.47-0.52 at every evaluation to 6,000 steps (study-depth.md)" if seed == 0 else "")
+                    continue
+                cells.append(_reached(rec) if rec else "not started")
+                secs += (rec or {}).get("train_s") or 0.0
+            lines.append(f"| {l} ({l - 2}) | {obj} | " + " | ".join(cells) + f" | {secs / 60:.0f} min |")
+    lines += ["", "Teacherless at 4 layers on G(2,5) (decision accuracy over the vocabulary, free decoding, 1,000 "
+              "held-out graphs; forced accuracy per label r0..r4; training loss):", "",
+              "| seed | step | decision accuracy | forced accuracy r0..r4 | training loss |", "|---|---|---|---|---|"]
+    for seed in SEEDS:
+        rec = recs.get(f"teacherless-l5-s{seed}")
+        for p in (rec or {}).get("curve", [])[3::4] if rec else []:  # every 1,000 steps
+            lines.append(f"| {seed} | {p['step']:,} | {p['decision_accuracy']:.3f} [{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] | "
+                         + ", ".join(f"{x:.2f}" for x in p["forced_accuracy"]) + f" | {p['train_loss']:.3f} |")
+        if rec and rec.get("dynamics"):
+            d = rec["dynamics"]
+            lines += ["", f"Seed {seed}, per-position training loss at each snapshot (nats; `hansprobe dynamics`, "
+                      f"{d['n_graphs']} graphs):", "", "| step | " + " | ".join(f"loss r{i}" for i in range(5)) + " |",
+                      "|---|" + "---|" * 5]
+            lines += [f"| {st:,} | " + " | ".join(f"{x:.3f}" for x in row) + " |"
+                      for st, row in zip(d["steps"], d["loss_by_position"])]
+            lines.append("")
+    spent = sum((r.get("train_s") or 0.0) for r in recs.values())
+    lines += ["", f"CPU time spent so far: {spent / 3600:.1f} hours of the 10-hour budget (one thread per run)."]
+    return lines
+
+
+def figure(result: dict):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for obj in HOPS_OBJECTIVES:
+        xs, ys, text, sym = [], [], [], []
+        for l in LENGTHS:
+            for seed in SEEDS:
+                rec = result["runs"].get(f"hops-l{l}-{obj}-s{seed}")
+                if not rec or not (rec["done"] or rec["learned_at"]):
+                    continue
+                xs.append(l - 2 + 0.06 * (seed - 0.5))
+                ys.append(rec["learned_at"] or rec["steps"])
+                sym.append("circle" if rec["learned_at"] else "triangle-up-open")
+                text.append(f"l = {l}, seed {seed}: " + ("learned" if rec["learned_at"] else "not within the horizon"))
+        fig.add_scatter(x=xs, y=ys, mode="markers+lines", name=obj, text=text, marker=dict(symbol=sym, size=10))
+    fig.add_hline(y=HORIZON, line_dash="dot", annotation_text=f"horizon {HORIZON:,} steps (open: not learned by then)")
+    fig.update_layout(yaxis_type="log", xaxis_title="backward hops from the goal to r1 (l - 2)", yaxis_title="steps to learn r1",
+                      xaxis_tickvals=[l - 2 for l in LENGTHS],
+                      title="Steps to learn the decision against the path's hops (G(2, l), 4 layers, d_model 128)")
+    return fig
+
+
+def render(result: dict) -> None:
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOC} lacks the markers {BEGIN} ... {END}")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(head + BEGIN + "\n" + "\n".join(tables(result)) + "\n" + END + tail)
+    figure(result).write_html(FIGURE, include_plotlyjs="cdn")
+    print(f"wrote {DOC} and {FIGURE}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("run", "gather", "render"))
@@ -170,8 +284,6 @@ def main():
     elif args.action == "gather":
         gather(args.root)
     else:
-        from study_supervision_render import render
-
         render(json.loads(RESULTS.read_text()))
 
 

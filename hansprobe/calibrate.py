@@ -159,6 +159,32 @@ def constructed_rates(names, ns=DEFAULT_NS, draws: int = 500, seed: int = 0, pro
     return rows
 
 
+SEARCH_GRAPHS = ReportSettings().mechanism_graphs  # the graphs the report's inference-time search decodes
+
+
+def search_rates(names, n: int = SEARCH_GRAPHS, draws: int = 200, seed: int = 0,
+                 progress: bool | str = False) -> list[AnswerRates]:
+    """"Can inference-time search recover the decision?" on constructed models (SEARCH_CONSTRUCTED),
+    on `draws` independent draws of n graphs each."""
+    from hansprobe.analyses.inference import measure_inference, search_verdict
+    from hansprobe.constructed import SEARCH_CONSTRUCTED
+    from hansprobe.objectives import get_objective
+
+    tf = get_objective("teacher-forcing")
+    rows = []
+    for name in names:
+        c = SEARCH_CONSTRUCTED[name]
+        model, task, t0 = c.model(tf), c.task(), time.perf_counter()
+        answers = []
+        for k in progress_iter(range(draws), draws, name, progress, unit="draw"):
+            s = draw_seed(seed, k)
+            r = measure_inference(model, tf, task.generate(n, s), seed=s)
+            answers.append(search_verdict(r.summary())["answer"])
+        rows.append(AnswerRates.from_answers(name, "search_recovers", n, answers, c.false["search_recovers"],
+                                             (time.perf_counter() - t0) / draws, "search"))
+    return rows
+
+
 def checkpoint_rates(path: str | Path, expected: dict | None, ns=DEFAULT_NS, draws: int = 20, report_questions=(),
                      report_draws_: int = 5, seed: int = 0, settings: ReportSettings = ReportSettings(),
                      progress: bool | str = False) -> list[AnswerRates]:

@@ -11,7 +11,7 @@ label's parity). Each says which answers to each cheap question would be false o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -176,4 +176,18 @@ CONSTRUCTED = {c.name: c for c in [
     Constructed("goal-parity", lambda d: goal_parity(0.2, d),
                 "0.2 nats toward the goal for even goal labels, away for odd ones: the goal moves it, not toward it",
                 {"decision_computed": ("yes",)}, trap="issue 36 item 5: 'ignores the goal' when the goal moves it"),
+]}
+
+
+# --- inference-time search (analyses/inference.py): which answers are false on which model ---------
+NO_SEARCH = {"search_recovers": ("yes", "not needed")}  # the decision ignores the goal: nothing beats a guesser
+SEARCH_CONSTRUCTED = {c.name: c for c in [
+    replace(CONSTRUCTED["null-uniform"], false=NO_SEARCH),
+    replace(CONSTRUCTED["null-uniform-d5"], false=NO_SEARCH),
+    replace(CONSTRUCTED["null-lowest-label"], false=NO_SEARCH),
+    replace(CONSTRUCTED["null-edge-noise-8"], false=NO_SEARCH),
+    replace(CONSTRUCTED["planner"], false={"search_recovers": ("no", "yes")}),
+    Constructed("wrong-favourite-d5", lambda d: wrong_favourite(0.3, 0.4, d),
+                "0.3 on the goal's arm, 0.4 on the next arm, 0.1 on each other: greedy always wrong, samples right "
+                "more often than a guess", {"search_recovers": ("no", "not needed")}, degree=5),
 ]}
