@@ -97,7 +97,7 @@ LAYERS = [  # lowest first (docs/api.md); a module may import only from its own 
      "hansprobe.error_rates"],
     ["hansprobe.tasks"],
     ["hansprobe.objectives", "hansprobe.model", "hansprobe.multitoken", "hansprobe.fused", "hansprobe.distributed",
-     "hansprobe.constructed"],
+     "hansprobe.constructed", "hansprobe.search"],
     ["hansprobe.storage"],
     ["hansprobe.gpt2_reference", "hansprobe.interop"],
     ["hansprobe.checkpoint"],

@@ -125,7 +125,8 @@ def test_a_task_and_an_analysis_registered_in_a_test_run_through_the_cli(registe
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     c = doc["checkpoints"][0]
     assert c["config"]["task"]["name"] == "fork" and set(c["verdicts"]) == {
-        "clever_hans_failure", "lookup", "indecipherable", "decision_computed", "plan_represented", "logits_tame"}
+        "clever_hans_failure", "lookup", "indecipherable", "search_recovers", "decision_computed", "plan_represented",
+        "logits_tame"}
     assert c["analyses"]["logit_norm"]["mean_logit_norm"] > 0  # the registered analysis ran and was stored
     toy = c["verdicts"]["logits_tame"]  # the registered question was decided, from the registered analysis
     assert toy["answer"] == ("yes" if c["analyses"]["logit_norm"]["mean_logit_norm"] < NORM_MAX else "no")

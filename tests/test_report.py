@@ -51,7 +51,12 @@ def test_report_json_has_the_documented_schema(report, runs):
             assert v["answer"] in ANSWERS and v["evidence"] and set(v) == {"answer", "summary", "evidence", "values", "error_rate"}
             assert 0 < len(v["summary"].split()) <= 16 and v["summary"].rstrip(" …") in v["evidence"] or \
                 v["summary"].startswith("the signature")  # the clause that decided, from the evidence
-        assert set(c["analyses"]) == {"behaviour", "entropy", "decisions", "heads", "plan_depth", "patching", "dynamics", "witness"}
+        assert set(c["analyses"]) == {"behaviour", "compounding", "entropy", "inference", "decisions", "heads", "plan_depth",
+                                      "patching", "dynamics", "witness"}
+        # the JSON contract other tools read (issue 38)
+        assert "first_error_at_decision_share" in c["analyses"]["compounding"]
+        assert all({"accuracy", "accuracy_ci", "uniform_accuracy", "beats_uniform"} <= set(r)
+                   for r in c["analyses"]["inference"]["rows"])
         if c["config"]["objective"] in ("reverse", "teacherless"):  # no failure verdict: no witness is looked for
             assert c["analyses"]["witness"] == {"skipped": "no capacity witness was given (report --witness CKPT)"}
         else:  # a witness found among the report's checkpoints: same task, layout and shape, another objective
