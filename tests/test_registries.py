@@ -207,3 +207,47 @@ def main_help(capsys) -> str:
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     return capsys.readouterr().out
+
+
+def test_every_registry_refuses_a_duplicate_name_unless_asked_to_replace():
+    """A second registration under a taken name used to replace the first silently (issue 39 part 4)."""
+    from hansprobe.analyses.registry import ANALYSES
+    from hansprobe.analyses.questions import _QUESTIONS
+    from hansprobe.errors import ConfigError, TaskError
+    from hansprobe.objectives import ObjectiveSpec, _REGISTRY, register_objective
+
+    spec = ANALYSES["behaviour"]
+    with pytest.raises(ConfigError, match="analysis 'behaviour' is already registered; pass replace=True"):
+        register_analysis(spec)
+    assert register_analysis(spec, replace=True) is spec and ANALYSES["behaviour"] is spec
+    q = _QUESTIONS["lookup"]
+    with pytest.raises(ConfigError, match="question 'lookup' is already registered"):
+        register_question(q)
+    assert register_question(q, replace=True) is q
+    with pytest.raises(TaskError, match="task 'pathstar' is already registered"):
+        register_task(TASKS["pathstar"])
+    assert register_task(TASKS["pathstar"], replace=True) is TASKS["pathstar"]
+    with pytest.raises(ConfigError, match="objective 'reverse' is already registered"):
+        register_objective(ObjectiveSpec("reverse", "again", reversed=True))
+    assert _REGISTRY["reverse"].description != "again"
+
+
+def test_every_measure_function_takes_seed_and_batch_size_by_keyword_only():
+    """A positional call could swap them silently where the functions disagreed on their order."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import hansprobe.analyses as pkg
+
+    seen = 0
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"hansprobe.analyses.{info.name}")
+        for name, fn in inspect.getmembers(mod, inspect.isfunction):
+            if not name.startswith("measure_") or fn.__module__ != mod.__name__:
+                continue
+            for p in ("seed", "batch_size"):
+                if p in inspect.signature(fn).parameters:
+                    seen += 1
+                    assert inspect.signature(fn).parameters[p].kind is inspect.Parameter.KEYWORD_ONLY, (name, p)
+    assert seen >= 15

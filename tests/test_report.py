@@ -368,8 +368,8 @@ def test_behaviour_entropy_and_decisions_share_one_forced_pass_and_give_what_the
         ctx = analysis_context(ck, batch, ReportSettings(n_graphs=300, batch_size=100))
         shared = {n: run_analysis(ANALYSES[n], ctx).to_dict() for n in ("behaviour", "entropy")}
         n_shared, passes[:] = len(passes), []
-        alone = {"behaviour": measure_behaviour(ck.model, ck.objective, batch, 100).to_dict(),
-                 "entropy": measure_entropy(ck.model, ck.objective, batch, 100, seed=ctx.seed).to_dict()}
+        alone = {"behaviour": measure_behaviour(ck.model, ck.objective, batch, batch_size=100).to_dict(),
+                 "entropy": measure_entropy(ck.model, ck.objective, batch, batch_size=100, seed=ctx.seed).to_dict()}
         n_alone = len(passes)
     finally:
         handle.remove()

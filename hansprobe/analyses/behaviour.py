@@ -57,7 +57,7 @@ class BehaviourResult(Result):
 
 
 @torch.no_grad()
-def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int = 1000,
+def measure_behaviour(model, objective: Objective, batch: Batch, *, batch_size: int = 1000,
                       progress: bool = False, forced_logp: torch.Tensor | None = None,
                       correct: tuple[torch.Tensor, torch.Tensor] | None = None) -> BehaviourResult:
     """Run forced and free decoding over `batch` in chunks of `batch_size` graphs. `forced_logp`:
@@ -90,7 +90,7 @@ def measure_behaviour(model, objective: Objective, batch: Batch, batch_size: int
 
 register_analysis(AnalysisSpec(
     name="behaviour", title="Behaviour", order=10,
-    measure=lambda ctx: measure_behaviour(ctx.model, ctx.objective, ctx.batch, ctx.batch_size, progress=ctx.progress,
+    measure=lambda ctx: measure_behaviour(ctx.model, ctx.objective, ctx.batch, batch_size=ctx.batch_size, progress=ctx.progress,
                                           correct=ctx.correctness()),
     captions={
         'per_position_accuracy': 'Accuracy at each answer position, free decoding vs forced inputs (95% Wilson CIs). Look for: under the Clever-Hans shortcut forced accuracy is ~1 from position 2 on, while free decoding is only as good as the decision token.',

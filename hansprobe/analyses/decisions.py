@@ -53,7 +53,7 @@ class DecisionsResult(Result):
         return {"decisions_by_index": fig}
 
 
-def measure_decisions(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000,
+def measure_decisions(model, objective: Objective, batch: Batch, *, seed: int = 0, batch_size: int = 1000,
                       forced_logp: torch.Tensor | None = None) -> DecisionsResult:
     """`forced_logp`: the batch's forced label log-probs (B, L, V), when the caller has them."""
     from hansprobe.tasks.tree import decision_view, goal_swap_at
@@ -93,7 +93,7 @@ def _decisions_skip(ctx: AnalysisContext) -> str | None:
 
 register_analysis(AnalysisSpec(
     name="decisions", title="Every decision of the path", order=25, skip=_decisions_skip,
-    measure=lambda ctx: measure_decisions(ctx.model, ctx.objective, ctx.batch, ctx.seed, ctx.batch_size,
+    measure=lambda ctx: measure_decisions(ctx.model, ctx.objective, ctx.batch, seed=ctx.seed, batch_size=ctx.batch_size,
                                           forced_logp=ctx.forced_logprobs()),
     captions={"decisions_by_index": "Accuracy among the candidates at each decision of a tree path (label k among the "
                                     "children of r_(k-1)), with the indecipherable outcome of each. Look for: later "

@@ -133,7 +133,7 @@ def snapshot_paths(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 @torch.no_grad()
-def measure_dynamics(run_dir: str | Path, batch: Batch, device: str = "cpu", batch_size: int = 1000,
+def measure_dynamics(run_dir: str | Path, batch: Batch, *, device: str = "cpu", batch_size: int = 1000,
                      progress: bool = False) -> DynamicsResult:
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)

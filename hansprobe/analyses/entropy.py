@@ -227,7 +227,7 @@ def _preference(top: torch.Tensor, batch: Batch) -> dict:
     return out
 
 
-def measure_entropy(model, objective: Objective, batch: Batch, batch_size: int = 1000, seed: int = 0,
+def measure_entropy(model, objective: Objective, batch: Batch, *, batch_size: int = 1000, seed: int = 0,
                     progress: bool = False, forced_logp: torch.Tensor | None = None) -> EntropyResult:
     """Decision-token entropy, information over uniform and goal dependence; `seed` seeds the
     bootstrap CIs and the counterfactual partners. `forced_logp`: the batch's forced label
@@ -236,7 +236,7 @@ def measure_entropy(model, objective: Objective, batch: Batch, batch_size: int =
         logp = decision_distribution(model, objective, batch, batch_size, progress)
     else:
         logp = forced_logp[:, objective.decision_index(batch.target.shape[1])]
-    gd = measure_goal_dependence(model, objective, batch, seed, batch_size, clean_logp=logp)  # reuses the clean pass
+    gd = measure_goal_dependence(model, objective, batch, seed=seed, batch_size=batch_size, clean_logp=logp)  # reuses the clean pass
     return entropy_from_logprobs(logp, objective, batch, seed, gd)
 
 
@@ -307,7 +307,7 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
 
 register_analysis(AnalysisSpec(
     name="entropy", title="First decision token", order=20,
-    measure=lambda ctx: measure_entropy(ctx.model, ctx.objective, ctx.batch, ctx.batch_size, seed=ctx.seed,
+    measure=lambda ctx: measure_entropy(ctx.model, ctx.objective, ctx.batch, batch_size=ctx.batch_size, seed=ctx.seed,
                                         progress=ctx.progress, forced_logp=ctx.forced_logprobs()),
     command="entropy", command_help="first-token entropy vs uniform, information over uniform, indecipherable verdict",
     captions={

@@ -89,7 +89,7 @@ def _predict_swapped(model, inputs: torch.Tensor, swaps: dict[int, list[torch.Te
     return {s: [torch.cat(c) for c in cols] for s, cols in out.items()}
 
 
-def measure_follow(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000) -> FollowResult:
+def measure_follow(model, objective: Objective, batch: Batch, *, seed: int = 0, batch_size: int = 1000) -> FollowResult:
     if objective.teacherless:
         raise ConfigError(f"the follow rate needs teacher-forced inputs; objective {objective.name!r} has none")
     n, d = batch.candidates.shape

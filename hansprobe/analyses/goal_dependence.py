@@ -178,7 +178,7 @@ def goal_dependence_from_logprobs(objective: Objective, batch: Batch, logps: dic
     return GoalDependenceResult(**base, applicable=True, reason="", kinds=kinds, per_pair_delta=per_pair)
 
 
-def measure_goal_dependence(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 1000,
+def measure_goal_dependence(model, objective: Objective, batch: Batch, *, seed: int = 0, batch_size: int = 1000,
                             clean_logp: torch.Tensor | None = None) -> GoalDependenceResult:
     """Δ of the candidate log-odds at the decision position on goal-swap and arm-rewire pairs.
     `clean_logp`: the batch's own decision log-probs (`decision_distribution`), when the caller has

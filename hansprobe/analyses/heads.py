@@ -388,7 +388,7 @@ def reads_text(reads: dict, roles: dict | None = None, top: int = 3) -> str:
     return text
 
 
-def measure_heads(model, objective: Objective, batch: Batch, batch_size: int = 1000, seed: int = 0,
+def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int = 1000, seed: int = 0,
                   patterns: dict[str, PatternFn] | None = None, extra_groups: list[list[tuple[int, int]]] = (),
                   progress: bool = False, ablation_graphs: int = ABLATION_GRAPHS) -> HeadsResult:
     """Find the lookup mechanism by ablation (greedy search; single heads, layers, groups), describe
@@ -543,7 +543,7 @@ def _heads_skip(ctx: AnalysisContext) -> str | None:
 
 register_analysis(AnalysisSpec(
     name="heads", title="Heads: attention lookups and ablations", order=30, skip=_heads_skip,
-    measure=lambda ctx: measure_heads(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.batch_size, seed=ctx.seed,
+    measure=lambda ctx: measure_heads(ctx.model, ctx.objective, ctx.mechanism_batch, batch_size=ctx.batch_size, seed=ctx.seed,
                                       extra_groups=ctx.options["ablate"], progress=ctx.progress),
     command="heads", command_help="edge-lookup head scores, head/group/layer ablations and the counterfactual follow rate",
     options=(CommandOption("--ablate", "also ablate this group of heads jointly (repeatable), e.g. --ablate 1.0,1.2",

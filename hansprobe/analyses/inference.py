@@ -125,7 +125,7 @@ def _family(name: str) -> dict:
             "width": None}
 
 
-def measure_inference(model, objective: Objective, batch: Batch, seed: int = 0,
+def measure_inference(model, objective: Objective, batch: Batch, *, seed: int = 0,
                       greedy_ok: torch.Tensor | None = None) -> InferenceResult:
     """Every strategy's decision accuracy and exact match on `batch`, against the uniform guesser.
     greedy_ok: per graph and label, whether greedy decoding is right (B, L) bool, when the caller has
@@ -167,7 +167,7 @@ def _skip(ctx) -> str | None:
 
 register_analysis(AnalysisSpec(
     name="inference", title="Inference-time search", order=22, skip=_skip,
-    measure=lambda ctx: measure_inference(ctx.model, ctx.objective, ctx.mechanism_batch, ctx.seed,
+    measure=lambda ctx: measure_inference(ctx.model, ctx.objective, ctx.mechanism_batch, seed=ctx.seed,
                                           greedy_ok=ctx.correctness()[1][:len(ctx.mechanism_batch)]),
     captions={
         "pass_at_k": "Share of graphs where at least one of k samples (T = 1) has the right decision (and is the true "

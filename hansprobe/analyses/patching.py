@@ -210,7 +210,7 @@ DIRECTIONS = {"sufficiency": ("sufficiency",), "necessity": ("necessity",), "bot
 
 
 @torch.no_grad()
-def measure_patching(model, objective: Objective, batch: Batch, sweeps=("resid",), directions=("sufficiency",),
+def measure_patching(model, objective: Objective, batch: Batch, *, sweeps=("resid",), directions=("sufficiency",),
                      seed: int = 0, progress: bool = False) -> PatchingResultSummary:
     """`sufficiency`: clean activations patched into the corrupted run (does this component carry the
     answer?); `necessity`: corrupted activations patched into the clean run (is it needed?)."""

@@ -207,7 +207,7 @@ class PlanDepthResult(Result):
         return figs
 
 
-def measure_plan_depth(model, objective: Objective, batch: Batch, seed: int = 0, batch_size: int = 500,
+def measure_plan_depth(model, objective: Objective, batch: Batch, *, seed: int = 0, batch_size: int = 500,
                        shuffles: int = SHUFFLES) -> PlanDepthResult:
     """Probe every target at every cell (module docstring), run each search (per target: before the
     decision position, and at it) with its whole-search null, and the causal check at each search's

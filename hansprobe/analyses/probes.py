@@ -159,7 +159,7 @@ def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
 
 
-def measure_probes(model, objective: Objective, batch: Batch, target: str | TargetFn = "goal_arm", layers=None,
+def measure_probes(model, objective: Objective, batch: Batch, target: str | TargetFn = "goal_arm", *, layers=None,
                    positions=None, batch_size: int = 500, seed: int = 0, n_splits: int = 5, untrained_model=None,
                    causal: bool = True, progress: bool = False, controls_at: str = "all") -> ProbeResult:
     """Probe every layer x position cell. controls_at: "all" fits the token control and the untrained
@@ -267,8 +267,8 @@ def _best_cells(pick, grids: dict, acts: Activations, batch: Batch, pos_labels, 
 # and `hansprobe analyse probes`, on all the context's graphs (-n), folds seeded as before (0).
 register_analysis(AnalysisSpec(
     name="probes", title="Linear probes", order=45, in_report=False,
-    measure=lambda ctx: measure_probes(ctx.model, ctx.objective, ctx.batch, ctx.options["target"], ctx.options["layers"],
-                                       ctx.options["positions"], batch_size=ctx.batch_size,
+    measure=lambda ctx: measure_probes(ctx.model, ctx.objective, ctx.batch, ctx.options["target"], layers=ctx.options["layers"],
+                                       positions=ctx.options["positions"], batch_size=ctx.batch_size, seed=ctx.seed,
                                        untrained_model=ctx.untrained_model(), progress=ctx.progress),
     command="probe", command_help="linear probes on the residual stream, with controls and a causal follow-up",
     options=(CommandOption("--target", "what to decode", default="goal_arm", choices=tuple(TARGETS)),

@@ -67,8 +67,12 @@ class QuestionSpec:
 _QUESTIONS: dict[str, QuestionSpec] = {}
 
 
-def register_question(spec: QuestionSpec) -> QuestionSpec:
-    """Add a question to the report (idempotent by key)."""
+def register_question(spec: QuestionSpec, replace: bool = False) -> QuestionSpec:
+    """Add a question to the report. A key already registered is refused unless `replace`."""
+    if spec.key in _QUESTIONS and not replace:
+        from hansprobe.errors import ConfigError
+
+        raise ConfigError(f"question {spec.key!r} is already registered; pass replace=True to redefine it")
     _QUESTIONS[spec.key] = spec
     return spec
 

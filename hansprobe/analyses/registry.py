@@ -106,8 +106,11 @@ class AnalysisSpec:
 ANALYSES: dict[str, AnalysisSpec] = {}
 
 
-def register_analysis(spec: AnalysisSpec) -> AnalysisSpec:
-    """Add an analysis to the report (idempotent by name)."""
+def register_analysis(spec: AnalysisSpec, replace: bool = False) -> AnalysisSpec:
+    """Add an analysis to the report. A name already registered is refused unless `replace`: two
+    analyses under one name would overwrite each other's report.json entry."""
+    if spec.name in ANALYSES and not replace:
+        raise ConfigError(f"analysis {spec.name!r} is already registered; pass replace=True to redefine it")
     ANALYSES[spec.name] = spec
     return spec
 

@@ -84,7 +84,7 @@ def could_witness(config: dict, other: dict) -> bool:
             and other.get("objective") != config.get("objective") and not reverse)
 
 
-def measure_witness(config: dict, witness_path: str | Path, n_graphs: int, seed: int, device: str = "cpu",
+def measure_witness(config: dict, witness_path: str | Path, *, n_graphs: int, seed: int, device: str = "cpu",
                     batch_size: int = 1000) -> WitnessResult:
     """Compare the checkpoint's `config` with the witness at `witness_path` and measure the witness's
     decision on `n_graphs` fresh graphs of its own task from `seed`."""
@@ -98,7 +98,7 @@ def measure_witness(config: dict, witness_path: str | Path, n_graphs: int, seed:
     sched_diff = _differences(config.get("train") or {}, w.get("train") or {}, "train", only=SCHEDULE_KEYS)
     seen, seen_here = graphs_seen(w), graphs_seen(config)
     within = None not in (seen, seen_here) and seen <= seen_here and not sched_diff
-    b = measure_behaviour(ck.model, ck.objective, ck.task.generate(n_graphs, seed), batch_size)
+    b = measure_behaviour(ck.model, ck.objective, ck.task.generate(n_graphs, seed), batch_size=batch_size)
     forward = not ck.objective.reverse
     learned = forward and b.decision_accuracy_ci[0] >= WITNESS_MIN
     return WitnessResult(
@@ -118,5 +118,6 @@ def _witness_skip(ctx: AnalysisContext) -> str | None:
 
 register_analysis(AnalysisSpec(
     name="witness", title="Capacity witness", order=65, skip=_witness_skip,
-    measure=lambda ctx: measure_witness(ctx.config, ctx.witness, len(ctx.batch), ctx.seed, ctx.device, ctx.batch_size),
+    measure=lambda ctx: measure_witness(ctx.config, ctx.witness, n_graphs=len(ctx.batch), seed=ctx.seed, device=ctx.device,
+                                          batch_size=ctx.batch_size),
 ))

@@ -76,8 +76,11 @@ GOAL_FIRST = TaskArg("--goal-first", "goal_first", required=False, action="store
 TASKS: dict[str, TaskSpec] = {}
 
 
-def register_task(spec: TaskSpec) -> TaskSpec:
-    """Make a task known to the CLI, the checkpoint loader and the report (idempotent by name)."""
+def register_task(spec: TaskSpec, replace: bool = False) -> TaskSpec:
+    """Make a task known to the CLI, the checkpoint loader and the report. A name already registered
+    is refused unless `replace` (a silent replacement would change what a saved checkpoint loads as)."""
+    if spec.name in TASKS and not replace:
+        raise TaskError(f"task {spec.name!r} is already registered; pass replace=True to redefine it")
     TASKS[spec.name] = spec
     return spec
 
