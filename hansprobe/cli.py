@@ -209,6 +209,8 @@ LIGHT_COMMANDS = frozenset({"train", "data", "sweep", "import"})
 
 
 def build_parser(parser_class=_Parser, with_analyses: bool = True) -> argparse.ArgumentParser:
+    """The whole command line: one builder per command (`with_analyses`: also the analysis commands,
+    which import the analyses; a command that measures nothing is parsed without them)."""
     parser = parser_class(prog="hansprobe", description="Measure the Clever-Hans shortcut of next-token training on lookahead tasks.")
     from hansprobe import __version__
 
@@ -216,9 +218,20 @@ def build_parser(parser_class=_Parser, with_analyses: bool = True) -> argparse.A
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an unexpected error (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
+    _train_parser(sub)
+    _measure_parsers(sub)
+    if with_analyses:
+        _analysis_parsers(sub)
+    _report_parser(sub)
+    _import_parser(sub)
+    _sweep_parser(sub)
+    _data_parser(sub)
+    return parser
 
+
+def _train_parser(sub) -> None:
     from hansprobe.model import ModelConfig
-    from hansprobe.objectives import OPTIONS, objective_names, get_objective
+    from hansprobe.objectives import OPTIONS, get_objective, objective_names
     from hansprobe.train import TrainConfig
 
     specs = [get_objective(n).spec for n in objective_names()]
@@ -242,39 +255,48 @@ def build_parser(parser_class=_Parser, with_analyses: bool = True) -> argparse.A
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--json", action="store_true", help="no progress bar; print the final config as JSON")
 
+
+def _measure_parsers(sub) -> None:
     p = sub.add_parser("eval", help="exact match, decision and per-position accuracy (free and forced)")
     p.add_argument("checkpoint", type=Path)
     _add_graphs(p, "eval")
-
     p = sub.add_parser("dynamics", help="learning order: per-position forced accuracy and decision entropy over training")
     p.add_argument("run_dir", type=Path)
     _add_graphs(p, "dynamics")
 
-    if with_analyses:
-        from hansprobe.analyses.registry import ANALYSES
 
-        p = sub.add_parser("analyse", help="run one registered analysis on a checkpoint (the report's, or one you "
-                                           "registered) and print its summary")
-        p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
-        _add_analysis_command(p, sorted(ANALYSES.values(), key=lambda s: s.name))
-        for spec in sorted((s for s in ANALYSES.values() if s.command), key=lambda s: s.command):
-            p = sub.add_parser(spec.command, help=f"{spec.command_help} (= analyse {spec.name})")
-            _add_analysis_command(p, [spec])
-            p.set_defaults(name=spec.name)
+def _analysis_parsers(sub) -> None:
+    from hansprobe.analyses.registry import ANALYSES
 
-    p = sub.add_parser("report", help="every analysis, four verdicts, report.html + report.json (checkpoints side by side)")
+    p = sub.add_parser("analyse", help="run one registered analysis on a checkpoint (the report's, or one you "
+                                       "registered) and print its summary")
+    p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
+    _add_analysis_command(p, sorted(ANALYSES.values(), key=lambda s: s.name))
+    for spec in sorted((s for s in ANALYSES.values() if s.command), key=lambda s: s.command):
+        p = sub.add_parser(spec.command, help=f"{spec.command_help} (= analyse {spec.name})")
+        _add_analysis_command(p, [spec])
+        p.set_defaults(name=spec.name)
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help="every analysis, the verdicts, report.html + report.json (checkpoints side by side)")
     p.add_argument("checkpoints", type=Path, nargs="+", metavar="CKPT")
     _add_graphs(p, "report")
     p.add_argument("--out", type=Path, required=True, help="directory to write report.html and report.json into")
     _add_options(p.add_argument_group("report"), ReportSettings)
     p.add_argument("--verbose", action="store_true", help="print each verdict's full evidence, not only the clause that decided")
 
+
+def _import_parser(sub) -> None:
+    from hansprobe.interop import FORMATS
+    from hansprobe.objectives import get_objective, objective_names
+
     p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
     p.add_argument("source", type=Path, help="hf-gpt2: a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
-    p.add_argument("--format", required=True, choices=["hf-gpt2", "nanogpt", "ntf"], dest="fmt")
+    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     _add_task(p, required=False)
     p.add_argument("--objective", default=None, help="what it was trained with: " + " | ".join(
-        s.name for s in specs if not s.options))
+        n for n in objective_names() if not get_objective(n).spec.options))
     p.add_argument("--n-heads", type=_positive(), default=None, help="attention heads (NTF files do not store it; nanoGPT ckpt.pt does)")
     p.add_argument("--out", type=Path, default=None, help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
@@ -282,6 +304,8 @@ def build_parser(parser_class=_Parser, with_analyses: bool = True) -> argparse.A
                    help="instead: convert the pickled state dict to a safetensors file once, and stop")
     p.add_argument("--json", action="store_true", help="print the new checkpoint's config as JSON")
 
+
+def _sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="a grid of training runs from a TOML spec: run here, or emit Slurm scripts; gather a table")
     p.add_argument("spec", type=Path, help="the sweep spec (docs/sweeps.md)")
     p.add_argument("--out", type=Path, required=True, help="sweep directory (runs/ inside; finished runs are skipped)")
@@ -292,13 +316,14 @@ def build_parser(parser_class=_Parser, with_analyses: bool = True) -> argparse.A
                    help="allow a grid of more than 1000 runs (the sweep refuses a larger one before writing anything)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
 
+
+def _data_parser(sub) -> None:
     p = sub.add_parser("data", help="write seeded graphs of a task as NTF text lines")
     _add_task(p)
     p.add_argument("-n", "--n-graphs", type=_positive(), default=1000)
     p.add_argument("--seed", type=_seed, default=DEFAULT_ANALYSIS_SEED)
     p.add_argument("--out", type=Path, help="file to write (default stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    return parser
 
 
 # --- commands ---------------------------------------------------------------------------------

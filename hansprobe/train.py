@@ -314,23 +314,49 @@ def _check_training_memory(model_cfg: ModelConfig, task: Task, train_cfg: "Train
                    f"{task.describe()} graphs", "lower --batch-size, or choose a smaller model or task", dev)
 
 
-def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate, until) -> dict:
-    model.train()
-    rank, size, _ = distributed.world()
-    writer = rank == 0  # under torchrun only rank 0 evaluates and writes
+def _start_state(run_dir, model, task, objective, train_cfg, seed, dev, resume: bool, writer: bool):
+    """(extra heads or None, the optimizer, the step, the running loss sum and count): fresh, or as the
+    resume file left them (then the metrics past that step are dropped)."""
     heads = None
     if objective.extra_heads:
         heads = ExtraHeads(objective.extra_heads, model.cfg.d_model, task.d_vocab, derived_seed(seed, HEADS_STREAM)).to(dev)
     opt = make_optimizer(model, train_cfg, heads)
-    step, loss_sum, loss_n = 0, 0.0, 0
-    if resume:
-        if writer:
-            remove_stale_temporaries(run_dir)
-        step, extra = load_resume(run_dir, model, opt, heads)
-        distributed.barrier()  # every rank has read the resume file before rank 0 rewrites anything
-        if writer:
-            truncate_metrics(run_dir, step)
-        loss_sum, loss_n = float(extra.get("loss_sum", 0.0)), int(extra.get("loss_n", 0))
+    if not resume:
+        return heads, opt, 0, 0.0, 0
+    if writer:
+        remove_stale_temporaries(run_dir)
+    step, extra = load_resume(run_dir, model, opt, heads)
+    distributed.barrier()  # every rank has read the resume file before rank 0 rewrites anything
+    if writer:
+        truncate_metrics(run_dir, step)
+    return heads, opt, step, float(extra.get("loss_sum", 0.0)), int(extra.get("loss_n", 0))
+
+
+def _show_row(row: dict, steps: int, eta: float, lines: bool, bar) -> None:
+    """One evaluation row for the user: a plain line on stderr when it is not a terminal, else above the bar."""
+    em, dec = row.get("exact_match", float("nan")), row.get("decision_accuracy", float("nan"))
+    if lines:
+        print(f"train: step {row['step']}/{steps} loss {row['train_loss']:.4f} exact match {em:.3f} decision acc "
+              f"{dec:.3f} ({row['elapsed_s']:.0f} s elapsed, ~{eta:.0f} s left)", file=sys.stderr, flush=True)
+    if not bar.disable:
+        bar.write(f"step {row['step']}: loss {row['train_loss']:.4f}  exact match {em:.3f}  decision acc {dec:.3f}")
+
+
+def _write_checkpoint(run_dir: Path, config: dict, model, heads, step: int) -> None:
+    """The weights (and extra heads) of `step`, then config.json naming that step: the config last,
+    so a kill in between leaves the previous complete checkpoint (the resume file is written before)."""
+    config["step"] = step
+    save_model(run_dir, model, {"step": str(step)}, name=MODEL)
+    if heads is not None:
+        save_model(run_dir, heads, {"step": str(step)}, name=EXTRA_HEADS)
+    atomic_write_json(run_dir / "config.json", config)
+
+
+def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume, progress, evaluate, until) -> dict:
+    model.train()
+    rank, size, _ = distributed.world()
+    writer = rank == 0  # under torchrun only rank 0 evaluates and writes
+    heads, opt, step, loss_sum, loss_n = _start_state(run_dir, model, task, objective, train_cfg, seed, dev, resume, writer)
     eval_batch = task.generate(train_cfg.eval_graphs, derived_seed(seed, EVAL_STREAM))
     if train_cfg.snapshot_at and writer:
         (run_dir / "snapshots").mkdir(exist_ok=True)
@@ -380,24 +406,13 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
             append_metrics(run_dir, row)
             config["metrics"] = {k: v for k, v in row.items() if k != "elapsed_s"}
             loss_sum, loss_n = 0.0, 0
-            if lines:
-                done = time.perf_counter() - t_start
-                eta = done / (step - step_start) * (stop - step)
-                print(f"train: step {step}/{train_cfg.steps} loss {row['train_loss']:.4f} exact match "
-                      f"{row.get('exact_match', float('nan')):.3f} decision acc {row.get('decision_accuracy', float('nan')):.3f} "
-                      f"({row['elapsed_s']:.0f} s elapsed, ~{eta:.0f} s left)", file=sys.stderr, flush=True)
-            if not bar.disable:
-                bar.write(f"step {step}: loss {row['train_loss']:.4f}  exact match {row.get('exact_match', float('nan')):.3f}  "
-                          f"decision acc {row.get('decision_accuracy', float('nan')):.3f}")
+            eta = (time.perf_counter() - t_start) / (step - step_start) * (stop - step)
+            _show_row(row, train_cfg.steps, eta, lines, bar)
         if step in train_cfg.snapshot_at:
             save_model(run_dir / "snapshots", model, {"step": str(step)}, name=f"step-{step:06d}.safetensors")
         if step % train_cfg.checkpoint_every == 0 or step == stop:
-            config["step"] = step
             save_resume(run_dir, model, opt, step, {"loss_sum": loss_sum, "loss_n": loss_n}, heads)
-            save_model(run_dir, model, {"step": str(step)}, name=MODEL)
-            if heads is not None:
-                save_model(run_dir, heads, {"step": str(step)}, name=EXTRA_HEADS)
-            atomic_write_json(run_dir / "config.json", config)
+            _write_checkpoint(run_dir, config, model, heads, step)
     if writer and config.get("step") != step:
         # Resumed from a resume file newer than the last complete checkpoint: a kill came after the
         # resume file and before the weights or config of that step (the resume file is written first).
@@ -405,11 +420,7 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
         rows = read_metrics(run_dir)
         if rows and rows[-1].get("step") == step:
             config["metrics"] = {k: v for k, v in rows[-1].items() if k != "elapsed_s"}
-        config["step"] = step
-        save_model(run_dir, model, {"step": str(step)}, name=MODEL)
-        if heads is not None:
-            save_model(run_dir, heads, {"step": str(step)}, name=EXTRA_HEADS)
-        atomic_write_json(run_dir / "config.json", config)
+        _write_checkpoint(run_dir, config, model, heads, step)
     bar.close()
     model.eval()
     return config
