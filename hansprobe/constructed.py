@@ -175,7 +175,7 @@ CONSTRUCTED = {c.name: c for c in [
                 AWAY, trap="an accuracy below chance that is a decision"),
     Constructed("goal-parity", lambda d: goal_parity(0.2, d),
                 "0.2 nats toward the goal for even goal labels, away for odd ones: the goal moves it, not toward it",
-                {"decision_computed": ("yes",)}, trap="issue 36 item 5: 'ignores the goal' when the goal moves it"),
+                {"decision_computed": ("yes",)}, trap="'ignores the goal' said of a decision the goal moves"),
 ]}
 
 

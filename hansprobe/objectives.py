@@ -96,7 +96,7 @@ for _spec in (
                   options={"p": 0.5}),
     ObjectiveSpec("multi-token", "teacher forcing plus k extra heads predicting the next k tokens", options={"k": 1}),
     # The supervision teacher forcing leaves once the lookup fits the later tokens: r1 alone (the
-    # argument's |C|^l search; issue 38 part 3, docs/study-supervision.md).
+    # argument's |C|^l search; docs/study-supervision.md).
     ObjectiveSpec("decision-only", "teacher forcing with the loss on the decision token only (and the start)",
                   scored="decision"),
 ):

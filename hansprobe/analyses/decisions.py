@@ -1,4 +1,4 @@
-"""Every decision of a tree path (issue 23 part 6): on T(b, h >= 3) the answer makes h - 1 choices
+"""Every decision of a tree path: on T(b, h >= 3) the answer makes h - 1 choices
 (label k among the children of r_(k-1)), and the report's entropy analysis measures only the first.
 Here each decision index k gets its own candidates, candidate accuracy against chance, information
 over uniform, goal dependence on goal-swap pairs at that level (the goal moved under another child

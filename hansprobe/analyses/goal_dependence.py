@@ -21,7 +21,7 @@ direction (|Δ| beyond what the same-size change of anything else does: see `_mo
 it. The mean |Δ| and a placebo (the edges relisted in another order, which changes many positions
 and not the answer) are description only: a placebo that relists every edge is a far larger
 perturbation than a goal swap (one token) or a rewire (two), so comparing |Δ| with it hid real but
-small goal effects under edge-order noise (issue 23, part 1).
+small goal effects under edge-order noise.
 """
 from __future__ import annotations
 

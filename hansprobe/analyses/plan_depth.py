@@ -1,5 +1,5 @@
 """Where the decision is planned, if anywhere: a depth profile of linear probes, with the null of the
-whole search and a causal check (issue 23 part 4; docs/decisions.md 43).
+whole search and a causal check (docs/decisions.md 43).
 
 Targets (from the structure metadata): the sub-goal chain, hop j = the node j edges above the goal
 on the goal path (j = 1 .. h, h = l - 2 on path-star; hop h *is* the decision node r1), each an

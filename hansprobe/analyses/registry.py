@@ -2,7 +2,7 @@
 report.json under its name, and draws its figures on the page under its title with its captions.
 An analysis is one module that registers an `AnalysisSpec` (docs/add-an-analysis.md).
 
-The report's verdicts are the report's own rules over several analyses (report.py); a new
+The report's verdicts are the questions' rules over several analyses (analyses/questions.py); a new
 analysis adds evidence to report.json and the page without changing them.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """What the report measures on (`hansprobe report` builds its options from these fields). Kept apart
-from report.py so that the command line reads the defaults without importing the analyses."""
+from the measuring code (report/run.py) so that the command line reads the defaults without importing
+the analyses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
