@@ -239,10 +239,9 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a hooked transformer on a task under an objective")
     _add_task(p, required=False)
     p.add_argument("--objective", default="teacher-forcing", help=" | ".join(objective_names()))
-    p.add_argument("--teacherless-p", type=float, default=None, metavar="P",
-                   help=f"{OPTIONS['p']}; taken by {', '.join(takes['p'])}")
-    p.add_argument("--extra-heads", type=int, default=None, metavar="K",
-                   help=f"{OPTIONS['k']}; taken by {', '.join(takes['k'])}")
+    for key, opt in OPTIONS.items():  # each objective option once, as its spec declares it
+        p.add_argument(opt.flag, type=opt.type, default=None, metavar=opt.metavar, dest=f"objective_{key}",
+                       help=f"{opt.help}; taken by {', '.join(takes[key])}")
     _add_options(p.add_argument_group("model"), ModelConfig)
     t = p.add_argument_group("training")
     _add_options(t, TrainConfig, steps=None)  # None: 3000, or with --resume the run's own horizon
@@ -345,13 +344,13 @@ def _train_setup(args):
     """(task, objective, model config, train config) of a new run from its parsed arguments, with
     every check that can be made before training (the one-line errors train would give)."""
     from hansprobe.model import ModelConfig
-    from hansprobe.objectives import get_objective
+    from hansprobe.objectives import OPTIONS, get_objective
     from hansprobe.train import TrainConfig, check_task_options
 
     task = _task(args)  # a one-line error names the task arguments that are missing
     model_cfg = ModelConfig(**_options_of(args, ModelConfig))
     train_cfg = TrainConfig(**{**_options_of(args, TrainConfig), "steps": args.steps or TrainConfig.steps})
-    options = {k: v for k, v in (("p", args.teacherless_p), ("k", args.extra_heads)) if v is not None}
+    options = {k: getattr(args, f"objective_{k}") for k in OPTIONS if getattr(args, f"objective_{k}") is not None}
     objective = get_objective(args.objective, options)
     check_task_options(task, train_cfg)
     return task, objective, model_cfg, train_cfg

@@ -21,8 +21,24 @@ from hansprobe.tasks.base import Batch
 
 FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
 SCORED = ("all", "decision")  # which labels the loss scores
-OPTIONS = {"p": "partial fills: chance that each answer-slot input is `$` in training",
-           "k": "extra output heads predicting r_(i+1) .. r_(i+k)"}
+
+
+@dataclass(frozen=True)
+class ObjectiveOption:
+    """An option an objective may take (ObjectiveSpec.options names it by key): its command-line flag,
+    type and help, so that `hansprobe train` and a sweep spec read them from here."""
+
+    flag: str
+    type: type
+    metavar: str
+    help: str
+
+    def __str__(self) -> str:  # what older callers printed: the help text
+        return self.help
+
+
+OPTIONS = {"p": ObjectiveOption("--teacherless-p", float, "P", "partial fills: chance that each answer-slot input is `$` in training"),
+           "k": ObjectiveOption("--extra-heads", int, "K", "extra output heads predicting r_(i+1) .. r_(i+k)")}
 
 
 @dataclass(frozen=True)
