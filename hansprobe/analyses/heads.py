@@ -388,6 +388,32 @@ def reads_text(reads: dict, roles: dict | None = None, top: int = 3) -> str:
     return text
 
 
+class _Ablations:
+    """Head ablations measured on the held-out graphs, each in both modes (zero and mean), every
+    one kept as a row of the result; `raw` keeps the full measurement per (heads, mode)."""
+
+    def __init__(self, model, objective, held_out: Batch, batch_size: int, mean_z, resid_cache: dict, forced, seed: int):
+        self.model, self.objective, self.held_out, self.batch_size = model, objective, held_out, batch_size
+        self.mean_z, self.resid_cache, self.forced, self.seed = mean_z, resid_cache, forced, seed
+        self.base = forced(model, objective, held_out, batch_size)
+        self.rows: list[dict] = []
+        self.raw: dict = {}
+
+    def __call__(self, kind: str, label: str, heads, pattern=None) -> dict:
+        out = {}
+        for mode in ("zero", "mean"):
+            res = self.forced(self.model, self.objective, self.held_out, self.batch_size, heads, mode, self.mean_z,
+                              self.resid_cache)
+            row = {"kind": kind, "label": label, "pattern": pattern, "heads": [list(h) for h in heads], "mode": mode,
+                   **{k: v for k, v in res.items() if not k.startswith("per_graph")},
+                   "drop": self.base["shortcut_accuracy"] - res["shortcut_accuracy"],
+                   "drop_ci": _drop_ci(self.base, res, self.seed), "specific_drop": specific_drop(self.base, res)}
+            self.rows.append(row)
+            out[mode] = row
+            self.raw[(tuple(map(tuple, heads)), mode)] = res
+        return out
+
+
 def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int = 1000, seed: int = 0,
                   patterns: dict[str, PatternFn] | None = None, extra_groups: list[list[tuple[int, int]]] = (),
                   progress: bool = False, ablation_graphs: int = ABLATION_GRAPHS) -> HeadsResult:
@@ -395,70 +421,26 @@ def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int 
     it with attention scores on the reference patterns (plus `patterns`, user functions of (batch,
     objective) -> {component: (B, Q, T) bool}) and measure the follow rate. `extra_groups` are
     further head groups to ablate jointly."""
-    if objective.teacherless:
-        raise ConfigError(f"head scores need teacher-forced inputs (r_(i-1) at the query); objective {objective.name!r} has none")
-    if len(batch.task.lookup_indices) < 2:  # an inner lookup index besides the last (the goal, also in the prompt)
-        raise ConfigError(f"no lookup to find in {batch.task.describe()}: " + (batch.task.no_lookup_reason or
-                          "it declares no label index that is read off the previous one"))
+    _check_heads_request(model, objective, batch, extra_groups)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    for group in extra_groups:
-        _check_heads(model, group)
     scores, mean_z = score_heads(model, objective, batch, {**REFERENCE_PATTERNS, **(patterns or {})}, batch_size, progress)
-    everything = batch
     follow = None
-    if everything.candidates.shape[1] >= 2 and everything.arms is not None:  # the swap takes a node of another arm
-        follow = measure_follow(model, objective, everything, seed=seed, batch_size=batch_size).to_dict()
+    if batch.candidates.shape[1] >= 2 and batch.arms is not None:  # the swap takes a node of another arm
+        follow = measure_follow(model, objective, batch, seed=seed, batch_size=batch_size).to_dict()
     controls = control_indices(batch.target.shape[1], follow)
     forced = partial(forced_accuracy, controls=controls)
     ablation = batch[:ablation_graphs]  # a drop of 0.5 needs no more (the scores above use every graph)
     half = max(1, len(ablation) // 2)
-    select, batch = ablation[:half], ablation[half:]  # the search chooses on one half; every reported drop is the other's
+    selection, held_out = ablation[:half], ablation[half:]  # the search chooses on one half; every reported drop is the other's
     resid_cache: dict = {}  # the clean residuals of the two halves, shared by all their ablations
-    base = forced(model, objective, batch, batch_size)
-    baseline = {k: v for k, v in base.items() if not k.startswith("per_graph")}
-
-    ablations, raw = [], {}
-
-    def ablate(kind, label, heads, pattern=None):
-        rows = {}
-        for mode in ("zero", "mean"):
-            res = forced(model, objective, batch, batch_size, heads, mode, mean_z, resid_cache)
-            row = {"kind": kind, "label": label, "pattern": pattern, "heads": [list(h) for h in heads], "mode": mode,
-                   **{k: v for k, v in res.items() if not k.startswith("per_graph")},
-                   "drop": base["shortcut_accuracy"] - res["shortcut_accuracy"], "drop_ci": _drop_ci(base, res, seed),
-                   "specific_drop": specific_drop(base, res)}
-            ablations.append(row)
-            rows[mode] = row
-            raw[(tuple(map(tuple, heads)), mode)] = res
-        return rows
-
+    ablate = _Ablations(model, objective, held_out, batch_size, mean_z, resid_cache, forced, seed)
     single = {(l, h): ablate("head", f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)}
     layers = {l: ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)]) for l in range(n_layers)}
-    sel_base = forced(model, objective, select, batch_size)
-    sel_singles = {(l, h): forced(model, objective, select, batch_size, [(l, h)], "mean", mean_z, resid_cache)
-                   for l in range(n_layers) for h in range(n_heads)}
-    mechanism = _search(model, objective, select, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads, resid_cache,
-                        controls, seed)
-    tried = [tuple(h) for h in mechanism["tried"]]
-    stats = forced(model, objective, batch, batch_size, tried, "mean", mean_z, resid_cache) if tried else base
-    mechanism.update(
-        ablation_drop=base["shortcut_accuracy"] - stats["shortcut_accuracy"],
-        control_drop=base["control_accuracy"] - stats["control_accuracy"], specific_drop=specific_drop(base, stats),
-        shortcut_accuracy_after=stats["shortcut_accuracy"], control_accuracy_after=stats["control_accuracy"],
-        forced_accuracy_after=stats["forced_accuracy"], ablation_drop_ci=_drop_ci(base, stats, seed),
-        specific_drop_ci=_drop_ci(base, stats, seed, specific=True), ablation_graphs=len(batch), selection_graphs=len(select))
-    # found when the held-out specific drop clears the bar with its interval, not as a point estimate
-    # on 150 graphs; `controls` says which indices the specific drop is measured against
-    drop_lo = (mechanism["specific_drop_ci"] or [mechanism["specific_drop"]])[0]
-    mechanism["found"] = bool(mechanism["selected"] and drop_lo >= DROP_THRESHOLD)
-    mechanism["control_indices"] = controls
-    mechanism["n_heads_total"] = n_layers * n_heads
-    mechanism["heads"] = mechanism["tried"] if mechanism["found"] else []
+    mechanism = _find_mechanism(model, objective, selection, ablate, batch_size, mean_z, resid_cache, forced, controls, seed)
     if len(mechanism["heads"]) > 1:
         ablate("group", "search: " + "+".join(f"L{l}H{h}" for l, h in mechanism["heads"]),
                [tuple(h) for h in mechanism["heads"]], "search")
-    breaking = [l for l in range(n_layers) if layers[l]["mean"]["drop"] >= DROP_THRESHOLD]
-    mechanism["layers_that_break_it"] = breaking
+    mechanism["layers_that_break_it"] = [l for l in range(n_layers) if layers[l]["mean"]["drop"] >= DROP_THRESHOLD]
     edge_pattern = "child_parent_lookup" if objective.reverse else "edge_lookup"
     mechanism["edge_pattern"] = edge_pattern
     mechanism["reads"] = {f"L{l}H{h}": describe_reads(scores, edge_pattern, l, h) for l, h in mechanism["heads"]}
@@ -473,13 +455,67 @@ def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int 
                                     "shortcut_accuracy_after": rows["mean"]["shortcut_accuracy"]}
     for group in extra_groups:
         ablate("group", "+".join(f"L{l}H{h}" for l, h in group), list(group), "user")
+    length = held_out.target.shape[1]
+    return HeadsResult(
+        objective=objective.name, n_graphs=len(batch), n_layers=n_layers, n_heads=n_heads,
+        query_label_indices=inner_lookup_indices(length), last_label_index=length - 1, patterns=scores,
+        baseline={k: v for k, v in ablate.base.items() if not k.startswith("per_graph")},
+        ablations=ablate.rows, heads=_head_rows(scores, single, mechanism, pattern_groups, edge_pattern, n_layers, n_heads),
+        mechanism=mechanism, pattern_groups=pattern_groups, follow=follow,
+        thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD,
+                    "max_set": max_set(n_layers, n_heads), "max_set_fraction": MAX_SET_FRACTION},
+        verdict=_verdict(mechanism, pattern_groups, ablate.base, edge_pattern),
+    )
 
+
+def _check_heads_request(model, objective: Objective, batch: Batch, extra_groups) -> None:
+    if objective.teacherless:
+        raise ConfigError(f"head scores need teacher-forced inputs (r_(i-1) at the query); objective {objective.name!r} has none")
+    if len(batch.task.lookup_indices) < 2:  # an inner lookup index besides the last (the goal, also in the prompt)
+        raise ConfigError(f"no lookup to find in {batch.task.describe()}: " + (batch.task.no_lookup_reason or
+                          "it declares no label index that is read off the previous one"))
+    for group in extra_groups:
+        _check_heads(model, group)
+
+
+def _find_mechanism(model, objective, selection: Batch, ablate: _Ablations, batch_size, mean_z, resid_cache, forced,
+                    controls, seed) -> dict:
+    """The greedy search for the smallest head set, chosen on `selection`, its drops measured on the
+    held-out graphs (`ablate.held_out`)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    sel_base = forced(model, objective, selection, batch_size)
+    sel_singles = {(l, h): forced(model, objective, selection, batch_size, [(l, h)], "mean", mean_z, resid_cache)
+                   for l in range(n_layers) for h in range(n_heads)}
+    mechanism = _search(model, objective, selection, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads,
+                        resid_cache, controls, seed)
+    base, held_out = ablate.base, ablate.held_out
+    tried = [tuple(h) for h in mechanism["tried"]]
+    stats = forced(model, objective, held_out, batch_size, tried, "mean", mean_z, resid_cache) if tried else base
+    mechanism.update(
+        ablation_drop=base["shortcut_accuracy"] - stats["shortcut_accuracy"],
+        control_drop=base["control_accuracy"] - stats["control_accuracy"], specific_drop=specific_drop(base, stats),
+        shortcut_accuracy_after=stats["shortcut_accuracy"], control_accuracy_after=stats["control_accuracy"],
+        forced_accuracy_after=stats["forced_accuracy"], ablation_drop_ci=_drop_ci(base, stats, seed),
+        specific_drop_ci=_drop_ci(base, stats, seed, specific=True), ablation_graphs=len(held_out),
+        selection_graphs=len(selection))
+    # found when the held-out specific drop clears the bar with its interval, not as a point estimate
+    # on 150 graphs; `controls` says which indices the specific drop is measured against
+    drop_lo = (mechanism["specific_drop_ci"] or [mechanism["specific_drop"]])[0]
+    mechanism["found"] = bool(mechanism["selected"] and drop_lo >= DROP_THRESHOLD)
+    mechanism["control_indices"] = controls
+    mechanism["n_heads_total"] = n_layers * n_heads
+    mechanism["heads"] = mechanism["tried"] if mechanism["found"] else []
+    return mechanism
+
+
+def _head_rows(scores, single, mechanism, pattern_groups, edge_pattern, n_layers, n_heads) -> list[dict]:
+    """One row per head: its attention scores, what it reads, its ablation drops; highest edge score first."""
     in_set = set(map(tuple, mechanism["heads"]))
     high = set(map(tuple, pattern_groups.get(edge_pattern, {}).get("heads", [])))
+    comps = scores["edge_lookup"]
     heads = []
     for l in range(n_layers):
         for h in range(n_heads):
-            comps = scores["edge_lookup"]
             heads.append({
                 "layer": l, "head": h,
                 "edge_lookup_score": comps["span"]["score"][l][h], "edge_lookup_ci": comps["span"]["ci"][l][h],
@@ -492,15 +528,7 @@ def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int 
                 "attends_edge": (l, h) in high, "in_mechanism": (l, h) in in_set,
             })
     heads.sort(key=lambda r: -r["edge_lookup_score"])
-    length = batch.target.shape[1]
-    return HeadsResult(
-        objective=objective.name, n_graphs=len(everything), n_layers=n_layers, n_heads=n_heads,
-        query_label_indices=inner_lookup_indices(length), last_label_index=length - 1, patterns=scores, baseline=baseline,
-        ablations=ablations, heads=heads, mechanism=mechanism, pattern_groups=pattern_groups, follow=follow,
-        thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD,
-                    "max_set": max_set(n_layers, n_heads), "max_set_fraction": MAX_SET_FRACTION},
-        verdict=_verdict(mechanism, pattern_groups, base, edge_pattern),
-    )
+    return heads
 
 
 def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
