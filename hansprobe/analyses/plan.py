@@ -66,9 +66,38 @@ def plan_verdict(pd: dict) -> dict:
     if pd.get("applicable"):
         reason = pd["applicable"]
         return verdict("not applicable", f"not applicable: {reason}", summary="not applicable: " + reason.split(":")[0])
-    searches, causal, n = dict(pd["searches"]), dict(pd["causal"]), pd["n_eval"]
-    chain = [k for k in searches if k.endswith("|before") and not k.startswith("edge")]
-    chain = sorted(chain, key=_hop_order)
+    r = _readable(pd)
+    n = pd["n_eval"]
+    follows = pd["gap_ci"][0] > GAP_MIN
+    gap = (f"swapping the goal moves the decision logit difference by {ci_text(pd['gap'], pd['gap_ci'], 2)} nats on "
+           f"{pd['n_pairs']} pairs")
+    notes = [f"{_cell(r['searches'][k], n)}, but it is not shown used{_why_unused(pd, r, k)}"
+             for k in r["readable"] if k not in r["used"]]
+    values = {"hops": pd["hops"], "blocks": len(pd["blocks"]), "inert_blocks": pd["inert_blocks"], "follows_goal": follows,
+              "chain_found": [k.split("|")[0] for k in r["passed"]], "target": None, "layer": None, "position": None,
+              "used_by": None}
+    tail = f"{gap}; {_profile_text(pd)}" + "".join(f"; {t}" for t in notes)
+    if r["used"]:
+        return _before_verdict(pd, r, values, tail)
+    if follows:
+        return _at_verdict(pd, r, values, tail)
+    blocks = len(pd["blocks"])
+    if blocks < pd["hops"]:  # too shallow to be expected to plan: the one n/a with values (how many blocks and hops)
+        summary = f"{blocks} block{'s' if blocks != 1 else ''} for {pd['hops']} hops; the decision ignores the goal"
+        return verdict("not applicable", f"{summary} — not applicable: {blocks} block{'s' if blocks != 1 else ''} write to "
+                       f"the residual stream and the task needs {pd['hops']} backward hops from the goal (probing work "
+                       f"finds one per layer), and the decision does not follow the goal; {tail}", summary=summary, **values)
+    summary = "the decision ignores the goal; no sub-goal is used before the answer"
+    return verdict("no", f"{summary} — {tail}", summary=summary, **values)
+
+
+def _readable(pd: dict) -> dict:
+    """The chain's targets read before the answer (fixed sequence from the goal's parent up; the edge
+    mark apart), how each is used (probe directions, whole residual, or not shown), falling back to
+    another checked cell where the chosen one is not used along its probe; and how many cells were
+    checked and passed. The searches and causal checks returned are the ones the verdict cites."""
+    searches, causal = dict(pd["searches"]), dict(pd["causal"])
+    chain = sorted((k for k in searches if k.endswith("|before") and not k.startswith("edge")), key=_hop_order)
     edge = [k for k in searches if k.startswith("edge") and k.endswith("|before")]
     alpha = PLAN_ALPHA / 2 if edge else PLAN_ALPHA  # two families where the edges follow the goal
     passed = []
@@ -89,71 +118,62 @@ def plan_verdict(pd: dict) -> dict:
                                "other_cell": True}
                 causal = {**causal, k: cell}
                 how[k] = "probe"
-    used = [k for k in readable if how[k] == "probe"] + [k for k in readable if how[k] == "whole"]
-    checked = sum(1 + len((others.get(k) or {}).get("checked", [])) for k in readable if causal.get(k))
-    passing = sum(1 + (others.get(k) or {}).get("passing", 0) for k in readable if causal.get(k))
-    follows = pd["gap_ci"][0] > GAP_MIN
-    gap = (f"swapping the goal moves the decision logit difference by {ci_text(pd['gap'], pd['gap_ci'], 2)} nats on "
-           f"{pd['n_pairs']} pairs")
-    profile = _profile_text(pd)
-    notes = []
-    for k in readable:
-        if k not in used:
-            c = causal.get(k)
-            if c:
-                why = f": {_causal_text(c)}"
-            elif searches[k]["layer"] > max(pd["blocks"]):
-                why = " (the final residual at a prompt position feeds only the extra heads)"
-            else:
-                why = " (the decision does not follow the goal: nothing to restore)"
-            notes.append(f"{_cell(searches[k], n)}, but it is not shown used{why}")
-    values = {"hops": pd["hops"], "blocks": len(pd["blocks"]), "inert_blocks": pd["inert_blocks"], "follows_goal": follows,
-              "chain_found": [k.split("|")[0] for k in passed], "target": None, "layer": None, "position": None,
-              "used_by": None}
-    tail = f"{gap}; {profile}" + "".join(f"; {t}" for t in notes)
-    if used:
-        s = searches[used[0]]
-        where = f"'{s['position_label']}' {_where(s['layer'])}"
-        if how[used[0]] == "probe" and s.get("other_cell"):
-            summary = f"{s['target']} at {where}, used by the decision"
-            lead = (f"{summary} — formed before the answer: the whole search reads it ({_cell(pd['searches'][used[0]], n)}), "
-                    f"and at this cell a probe reads it too (paired selectivity {ci_text(s['selectivity'], s['selectivity_ci'])}) "
-                    "whose directions the decision uses")
-        elif how[used[0]] == "probe":
-            summary = f"{s['target']} at {where}, used by the decision"
-            lead = f"{summary} — formed before the answer: {_cell(s, n)}"
-        else:
-            summary = f"goal-derived content at {where} is used by the decision"
-            lead = (f"{summary}; the probed {s['target']} is not shown to be it — formed before the answer: patching the "
-                    f"whole residual there restores the decision, its probe's directions do not: {_cell(s, n)}")
-        return verdict(BEFORE, f"{lead}; {_causal_text(causal[used[0]])}; {tail}", summary=summary,
-                       **{**values, "target": s["target"], "layer": s["layer"], "position": s["position_label"],
-                          "used_by": "probe directions" if how[used[0]] == "probe" else "whole residual"})
-    if follows:
-        at = searches.get("decision node|at")
-        read_at = at if at and _probe_ok(at, PLAN_ALPHA) else None
-        where = (f"the decision node is read at the answer position from {_where(at['layer'])} ({_cell(at, n)})" if read_at
-                 else "no block input holds the decision node: the last block computes it at the answer position")
-        at_chain = [searches[k] for k in sorted((k for k in searches if k.endswith("|at")), key=_hop_order)
-                    if _probe_ok(searches[k], PLAN_ALPHA) and not k.startswith("decision")]
-        if at_chain:
-            where += "; read there before the last block: " + ", ".join(
-                f"{s['target']} {_where(s['layer'])} {s['accuracy']:.2f}" for s in at_chain)
-        summary = "the decision follows the goal; no sub-goal before the answer is used"
-        where += (f"; patching checked {checked} of the {passing} cells before the answer where a probe reads a sub-goal "
-                  "(the most selective first), and none restores the decision along its probe's directions"
-                  if checked else "")
-        if read_at:
-            values.update(target=read_at["target"], layer=read_at["layer"], position=read_at["position_label"])
-        return verdict(AT, f"{summary} — computed at the answer position: {where}; {tail}", summary=summary, **values)
-    blocks = len(pd["blocks"])
-    if blocks < pd["hops"]:  # too shallow to be expected to plan: the one n/a with values (how many blocks and hops)
-        summary = f"{blocks} block{'s' if blocks != 1 else ''} for {pd['hops']} hops; the decision ignores the goal"
-        return verdict("not applicable", f"{summary} — not applicable: {blocks} block{'s' if blocks != 1 else ''} write to "
-                       f"the residual stream and the task needs {pd['hops']} backward hops from the goal (probing work "
-                       f"finds one per layer), and the decision does not follow the goal; {tail}", summary=summary, **values)
-    summary = "the decision ignores the goal; no sub-goal is used before the answer"
-    return verdict("no", f"{summary} — {tail}", summary=summary, **values)
+    return {"searches": searches, "causal": causal, "passed": passed, "readable": readable, "how": how,
+            "used": [k for k in readable if how[k] == "probe"] + [k for k in readable if how[k] == "whole"],
+            "checked": sum(1 + len((others.get(k) or {}).get("checked", [])) for k in readable if causal.get(k)),
+            "passing": sum(1 + (others.get(k) or {}).get("passing", 0) for k in readable if causal.get(k))}
+
+
+def _why_unused(pd: dict, r: dict, k: str) -> str:
+    c = r["causal"].get(k)
+    if c:
+        return f": {_causal_text(c)}"
+    if r["searches"][k]["layer"] > max(pd["blocks"]):
+        return " (the final residual at a prompt position feeds only the extra heads)"
+    return " (the decision does not follow the goal: nothing to restore)"
+
+
+def _before_verdict(pd: dict, r: dict, values: dict, tail: str) -> dict:
+    """formed before the answer: the first used target, along its probe's directions or its whole residual."""
+    n, first = pd["n_eval"], r["used"][0]
+    s, how = r["searches"][first], r["how"][first]
+    where = f"'{s['position_label']}' {_where(s['layer'])}"
+    if how == "probe" and s.get("other_cell"):
+        summary = f"{s['target']} at {where}, used by the decision"
+        lead = (f"{summary} — formed before the answer: the whole search reads it ({_cell(pd['searches'][first], n)}), "
+                f"and at this cell a probe reads it too (paired selectivity {ci_text(s['selectivity'], s['selectivity_ci'])}) "
+                "whose directions the decision uses")
+    elif how == "probe":
+        summary = f"{s['target']} at {where}, used by the decision"
+        lead = f"{summary} — formed before the answer: {_cell(s, n)}"
+    else:
+        summary = f"goal-derived content at {where} is used by the decision"
+        lead = (f"{summary}; the probed {s['target']} is not shown to be it — formed before the answer: patching the "
+                f"whole residual there restores the decision, its probe's directions do not: {_cell(s, n)}")
+    return verdict(BEFORE, f"{lead}; {_causal_text(r['causal'][first])}; {tail}", summary=summary,
+                   **{**values, "target": s["target"], "layer": s["layer"], "position": s["position_label"],
+                      "used_by": "probe directions" if how == "probe" else "whole residual"})
+
+
+def _at_verdict(pd: dict, r: dict, values: dict, tail: str) -> dict:
+    """at the answer position: the decision follows the goal, no sub-goal before the answer is used."""
+    n, searches = pd["n_eval"], r["searches"]
+    at = searches.get("decision node|at")
+    read_at = at if at and _probe_ok(at, PLAN_ALPHA) else None
+    where = (f"the decision node is read at the answer position from {_where(at['layer'])} ({_cell(at, n)})" if read_at
+             else "no block input holds the decision node: the last block computes it at the answer position")
+    at_chain = [searches[k] for k in sorted((k for k in searches if k.endswith("|at")), key=_hop_order)
+                if _probe_ok(searches[k], PLAN_ALPHA) and not k.startswith("decision")]
+    if at_chain:
+        where += "; read there before the last block: " + ", ".join(
+            f"{s['target']} {_where(s['layer'])} {s['accuracy']:.2f}" for s in at_chain)
+    summary = "the decision follows the goal; no sub-goal before the answer is used"
+    where += (f"; patching checked {r['checked']} of the {r['passing']} cells before the answer where a probe reads a "
+              "sub-goal (the most selective first), and none restores the decision along its probe's directions"
+              if r["checked"] else "")
+    if read_at:
+        values = {**values, "target": read_at["target"], "layer": read_at["layer"], "position": read_at["position_label"]}
+    return verdict(AT, f"{summary} — computed at the answer position: {where}; {tail}", summary=summary, **values)
 
 
 def _hop_order(key: str) -> int:
