@@ -250,56 +250,94 @@ def measure_plan_depth(model, objective: Objective, batch: Batch, *, seed: int =
     roles = {"each edge's parent token": batch.edge_parent_pos[0].tolist(),
              "each edge's child token": batch.edge_child_pos[0].tolist(),
              "each edge's separator": batch.edge_sep_pos[0].tolist()}
+    ctx = _Cells(model, objective, acts, layers, positions, all_labels, p_dec, (train, sel, ev), n_classes, roles)
     for tgt in targets(batch):
-        labs, cands = _labellings(tgt, perms)
-        acc = np.full((len(layers), len(positions)), np.nan)
-        lo, hi = acc.copy(), acc.copy()
-        cells, fits = {}, {}  # (li, pj or role) -> (sel (K+1, n), ev (K+1, n)); the fitted true probes
-        for li, layer in enumerate(layers):
-            if tgt.candidates is None:  # the edge target: one probe per token role, rows pooled over edges
-                for role, where in roles.items():
-                    cols = [positions.index(p) for p in where]
-                    s, e, pipe = _fit_cell(acts[:, layer][:, cols], tgt, labs, cands, (train, sel, ev), n_classes)
-                    cells[(li, role)], fits[(li, role)] = (s, e), (pipe, where)
-                continue
-            for pj, p in enumerate(positions):
-                if layer == n_layers and p >= p_dec:
-                    continue  # the final output at the decision position is the answer itself
-                s, e, pipe = _fit_cell(acts[:, layer, pj], tgt, labs, cands, (train, sel, ev), n_classes)
-                cells[(li, pj)], fits[(li, pj)] = (s, e), (pipe, [p])
-                acc[li, pj] = e[0].mean()
-                lo[li, pj], hi[li, pj] = wilson_ci(int(round(e[0].sum())), len(ev))
-        res.profile[tgt.name] = {"label": tgt.label, "chance": tgt.chance, "accuracy": acc.tolist(),
-                                 "ci": np.stack([lo, hi], -1).tolist()}
-        if tgt.candidates is None:
-            res.profile[tgt.name]["by_role"] = {role: [float(cells[(li, role)][1][0].mean()) for li in range(len(layers))]
-                                                for role in roles}
-        kinds = {"before": lambda c: isinstance(c[1], str) or positions[c[1]] < p_dec,
-                 "at": lambda c: not isinstance(c[1], str) and positions[c[1]] == p_dec}
-        for kind, keep in kinds.items():
-            chosen = _search({c: v for c, v in cells.items() if keep(c)})
-            if chosen is None:
-                continue
-            (li, pj), figures = chosen
-            pipe, where = fits[(li, pj)]
-            key = f"{tgt.name}|{kind}"
-            res.searches[key] = {"target": tgt.name, "label": tgt.label, "kind": kind, "layer": layers[li],
-                                 "positions": where, "position_label": pj if isinstance(pj, str) else all_labels[where[0]],
-                                 "chance": tgt.chance, **figures}
-            # Causal check where a plan could be claimed: the probe reads more than its relabelled
-            # copies (CI), the goal moves the decision, and the cell feeds the decision (the final
-            # output at a prompt position feeds only the extra heads).
-            if follows and figures["selectivity_ci"][0] > 0 and layers[li] < n_layers:
-                res.causal[key] = probe_patching(model, objective, pairs, pipe, tgt, layers[li], where, n_classes,
-                                                 sites, seed, batch_size)
-                if kind == "before":  # the answer "no sub-goal is used" must not rest on the chosen cell alone
-                    res.causal_cells[key] = _other_cells(
-                        {c: v for c, v in cells.items() if keep(c) and c != (li, pj) and layers[c[0]] < n_layers},
-                        lambda c: probe_patching(model, objective, pairs, fits[c][0], tgt, layers[c[0]], fits[c][1],
-                                                 n_classes, sites, seed, batch_size),
-                        lambda c: {"layer": layers[c[0]], "positions": fits[c][1],
-                                   "position_label": c[1] if isinstance(c[1], str) else all_labels[fits[c][1][0]]})
+        cells, fits = _probe_target(res, ctx, tgt, perms)
+        for kind in ("before", "at"):
+            _search_target(res, ctx, tgt, kind, cells, fits, pairs, follows, sites, seed, batch_size)
     return res
+
+
+@dataclass
+class _Cells:
+    """What probing a target at every cell needs: the residuals at the block inputs and positions,
+    the split of the graphs (train, selection, evaluation) and where each edge role sits."""
+
+    model: object
+    objective: Objective
+    acts: torch.Tensor  # (B, n_layers+1, n_pos, d_model)
+    layers: list  # the block inputs probed (and the final output where extra heads read it)
+    positions: list  # absolute positions from the goal to the decision
+    all_labels: list  # every position's label
+    p_dec: int  # the decision position
+    split: tuple  # (train, selection, evaluation) graph indices
+    n_classes: int
+    roles: dict  # edge role -> positions (the edge target: one probe per role)
+
+    def before(self, c) -> bool:
+        return isinstance(c[1], str) or self.positions[c[1]] < self.p_dec
+
+
+def _probe_target(res: PlanDepthResult, ctx: _Cells, tgt, perms) -> tuple[dict, dict]:
+    """Fit `tgt`'s probe (and its relabelled copies) at every cell; write its profile into `res`.
+    Returns (cells: (layer index, position index or role) -> (selection, evaluation) scores,
+    fits: the same keys -> (the true probe, its positions))."""
+    labs, cands = _labellings(tgt, perms)
+    n_layers, positions, (train, sel, ev) = ctx.model.cfg.n_layers, ctx.positions, ctx.split
+    acc = np.full((len(ctx.layers), len(positions)), np.nan)
+    lo, hi = acc.copy(), acc.copy()
+    cells, fits = {}, {}  # (li, pj or role) -> (sel (K+1, n), ev (K+1, n)); the fitted true probes
+    for li, layer in enumerate(ctx.layers):
+        if tgt.candidates is None:  # the edge target: one probe per token role, rows pooled over edges
+            for role, where in ctx.roles.items():
+                cols = [positions.index(p) for p in where]
+                s, e, pipe = _fit_cell(ctx.acts[:, layer][:, cols], tgt, labs, cands, ctx.split, ctx.n_classes)
+                cells[(li, role)], fits[(li, role)] = (s, e), (pipe, where)
+            continue
+        for pj, p in enumerate(positions):
+            if layer == n_layers and p >= ctx.p_dec:
+                continue  # the final output at the decision position is the answer itself
+            s, e, pipe = _fit_cell(ctx.acts[:, layer, pj], tgt, labs, cands, ctx.split, ctx.n_classes)
+            cells[(li, pj)], fits[(li, pj)] = (s, e), (pipe, [p])
+            acc[li, pj] = e[0].mean()
+            lo[li, pj], hi[li, pj] = wilson_ci(int(round(e[0].sum())), len(ev))
+    res.profile[tgt.name] = {"label": tgt.label, "chance": tgt.chance, "accuracy": acc.tolist(),
+                             "ci": np.stack([lo, hi], -1).tolist()}
+    if tgt.candidates is None:
+        res.profile[tgt.name]["by_role"] = {role: [float(cells[(li, role)][1][0].mean()) for li in range(len(ctx.layers))]
+                                            for role in ctx.roles}
+    return cells, fits
+
+
+def _search_target(res: PlanDepthResult, ctx: _Cells, tgt, kind: str, cells: dict, fits: dict, pairs, follows: bool,
+                   sites: dict, seed: int, batch_size: int) -> None:
+    """`tgt`'s search among the cells before the decision position ("before") or at it ("at"), and the
+    causal check at its chosen cell (and, before the answer, at the other readable cells)."""
+    keep = ctx.before if kind == "before" else (lambda c: not ctx.before(c))
+    chosen = _search({c: v for c, v in cells.items() if keep(c)})
+    if chosen is None:
+        return
+    n_layers, layers, model, objective = ctx.model.cfg.n_layers, ctx.layers, ctx.model, ctx.objective
+    (li, pj), figures = chosen
+    pipe, where = fits[(li, pj)]
+    key = f"{tgt.name}|{kind}"
+    res.searches[key] = {"target": tgt.name, "label": tgt.label, "kind": kind, "layer": layers[li],
+                         "positions": where, "position_label": pj if isinstance(pj, str) else ctx.all_labels[where[0]],
+                         "chance": tgt.chance, **figures}
+    # Causal check where a plan could be claimed: the probe reads more than its relabelled copies
+    # (CI), the goal moves the decision, and the cell feeds the decision (the final output at a
+    # prompt position feeds only the extra heads).
+    if not (follows and figures["selectivity_ci"][0] > 0 and layers[li] < n_layers):
+        return
+    res.causal[key] = probe_patching(model, objective, pairs, pipe, tgt, layers[li], where, ctx.n_classes, sites, seed,
+                                     batch_size)
+    if kind == "before":  # the answer "no sub-goal is used" must not rest on the chosen cell alone
+        res.causal_cells[key] = _other_cells(
+            {c: v for c, v in cells.items() if keep(c) and c != (li, pj) and layers[c[0]] < n_layers},
+            lambda c: probe_patching(model, objective, pairs, fits[c][0], tgt, layers[c[0]], fits[c][1],
+                                     ctx.n_classes, sites, seed, batch_size),
+            lambda c: {"layer": layers[c[0]], "positions": fits[c][1],
+                       "position_label": c[1] if isinstance(c[1], str) else ctx.all_labels[fits[c][1][0]]})
 
 
 def _other_cells(cells: dict, patch, where) -> dict:
