@@ -195,10 +195,12 @@ def _add_graphs(p, command: str):
     g.add_argument("-n", "--n-graphs", type=_positive(), default=None,
                    help=f"fresh graphs to generate (default {DEFAULT_GRAPHS[command]}); with --data: read only the first N")
     p.set_defaults(default_graphs=DEFAULT_GRAPHS[command])
-    g.add_argument("--seed", type=_seed, default=DEFAULT_ANALYSIS_SEED, help=f"graph seed (default {DEFAULT_ANALYSIS_SEED}; training never uses it)")
+    # the defaults are the report's own (ReportSettings), so every measuring command agrees with it
+    g.add_argument("--seed", type=_seed, default=ReportSettings.seed, help=f"graph seed (default {ReportSettings.seed}; training never uses it)")
     g.add_argument("--data", type=Path, help="read graphs from an NTF text file instead (e.g. ../shared/data/ntf/...); -n limits how many")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    g.add_argument("--batch-size", type=_positive(), default=1000, help="graphs per forward pass (default 1000)")
+    g.add_argument("--device", default=ReportSettings.device, help=f"cpu, cuda, cuda:N or auto (default {ReportSettings.device})")
+    g.add_argument("--batch-size", type=_positive(), default=ReportSettings.batch_size,
+                   help=f"graphs per forward pass (default {ReportSettings.batch_size})")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
