@@ -34,6 +34,7 @@ from hansprobe.options import option
 from hansprobe.progress import progress_bar
 from hansprobe.resources import FLOAT, forward_bytes, require_memory, transformer_params
 from hansprobe.tasks import Task
+from hansprobe.tasks.base import GoalVariants
 from hansprobe.validation import check_float, check_int, check_mapping, check_seed
 
 
@@ -178,7 +179,7 @@ def training_batch(task: Task, cfg: TrainConfig, seed: int, step: int, shard: in
     batch = task.generate(cfg.batch_size // k, derived_seed(seed, *stream))
     if k == 1:
         return batch
-    if not hasattr(task, "goal_variants"):
+    if not isinstance(task, GoalVariants):
         raise ConfigError(f"--structured-samples needs a task with goal variants; {task.describe()} has none")
     return task.goal_variants(batch, k, derived_seed(seed, GOALS_STREAM, *stream[1:]))
 
@@ -188,7 +189,7 @@ def check_task_options(task: Task, cfg: TrainConfig) -> None:
     has goals) before anything is written: a refused run leaves nothing behind."""
     k = cfg.structured_samples
     if k > 1:
-        if not hasattr(task, "goal_variants"):
+        if not isinstance(task, GoalVariants):
             raise ConfigError(f"--structured-samples needs a task with goal variants; {task.describe()} has none")
         task.goal_variants(task.generate(1, 0), k, 0)  # raises the task's own one-line error
 

@@ -251,3 +251,18 @@ def test_every_measure_function_takes_seed_and_batch_size_by_keyword_only():
                     seen += 1
                     assert inspect.signature(fn).parameters[p].kind is inspect.Parameter.KEYWORD_ONLY, (name, p)
     assert seen >= 15
+
+
+def test_a_task_class_that_lacks_a_member_every_task_gives_is_refused_when_it_registers():
+    from hansprobe.errors import TaskError
+
+    @dataclass(frozen=True)
+    class Half:
+        name = "half"
+        n_nodes: int = 10
+
+        def generate(self, n, seed): ...
+
+    with pytest.raises(TaskError, match=r"task 'half': Half lacks d_vocab, .*chance.*placebo.* \(docs/add-a-task.md\)"):
+        register_task(TaskSpec(name="half", cls=Half, args=(), help="a half task"))
+    assert "half" not in TASKS

@@ -90,7 +90,7 @@ def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy:
     """strategy name -> (B, L) chosen answers, or (B, k, L) for pass@k's tries, in label order, on CPU
     (greedy decoding too unless `greedy` is False)."""
     device = next(model.parameters()).device
-    d = batch.task.degree if hasattr(batch.task, "degree") else int(batch.candidates.shape[1])
+    d = int(batch.candidates.shape[1])  # the candidates of the first decision
     widths = sorted({2, d, 2 * d})
     n = max(max(VOTES), max(BEST_OF), max(PASS_AT))
     gen = torch.Generator().manual_seed(int(seed))

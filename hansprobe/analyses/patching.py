@@ -24,8 +24,7 @@ from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, inference_view, logits_at
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, successor_indices
-from hansprobe.tasks.base import Batch, prompt_positions
-from hansprobe.tasks.base import other_arm
+from hansprobe.tasks.base import Batch, TokenNames, other_arm, prompt_positions
 
 SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
 PER_POSITION = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "heads-by-pos": "z"}  # sweep -> activation
@@ -57,7 +56,7 @@ def position_labels(batch: Batch) -> list[str]:
     """A name for every input position: u{i} v{i} and the separator of edge i, start, goal, `=`, the
     answer slots a{j}; any other prompt token by its text (e.g. `/` in a goal-first prompt)."""
     p = batch.prefix.shape[1]
-    names = [batch.task.token_str(t) if hasattr(batch.task, "token_str") else "?" for t in batch.prefix[0].tolist()]
+    names = [batch.task.token_str(t) if isinstance(batch.task, TokenNames) else "?" for t in batch.prefix[0].tolist()]
     for i, (u, v, sep) in enumerate(zip(batch.edge_parent_pos[0].tolist(), batch.edge_child_pos[0].tolist(),
                                         batch.edge_sep_pos[0].tolist())):
         names[u], names[v] = f"u{i}", f"v{i}"

@@ -17,7 +17,11 @@ from hansprobe.errors import TaskError
 
 @runtime_checkable
 class Task(Protocol):
+    """What every task gives (docs/add-a-task.md has what each member means; `register_task` refuses
+    a class that lacks one). Capabilities only some tasks have are protocols of their own below."""
+
     name: str
+    n_nodes: int
 
     @property
     def d_vocab(self) -> int: ...
@@ -31,9 +35,59 @@ class Task(Protocol):
     @property
     def n_ctx(self) -> int: ...
 
+    @property
+    def n_edges(self) -> int: ...
+
+    @property
+    def chance(self) -> float: ...
+
+    @property
+    def bytes_per_graph(self) -> int: ...
+
+    @property
+    def decision_indices(self) -> list[int]: ...
+
+    @property
+    def lookup_indices(self) -> list[int]: ...
+
+    @property
+    def no_lookup_reason(self) -> str: ...
+
+    @property
+    def counterfactuals(self) -> dict: ...
+
     def generate(self, n: int, seed: int) -> "Batch": ...
 
+    def placebo(self, batch: "Batch", seed: int) -> "Batch": ...
+
+    def describe(self) -> str: ...
+
     def to_dict(self) -> dict: ...
+
+
+TASK_MEMBERS = ("name", "n_nodes", "d_vocab", "prefix_len", "target_len", "n_ctx", "n_edges", "chance", "bytes_per_graph",
+                "decision_indices", "lookup_indices", "no_lookup_reason", "counterfactuals", "generate", "placebo",
+                "describe", "to_dict")
+
+
+@runtime_checkable
+class GoalVariants(Protocol):
+    """A task that can give the same graphs with other goals (training's --structured-samples)."""
+
+    def goal_variants(self, batch: "Batch", k: int, seed: int) -> "Batch": ...
+
+
+@runtime_checkable
+class TokenNames(Protocol):
+    """A task whose tokens have names for figures (patching's position labels)."""
+
+    def token_str(self, token: int) -> str: ...
+
+
+def missing_members(cls: type) -> list[str]:
+    """The Task members `cls` lacks (a dataclass field counts, with or without a default)."""
+    fields_ = getattr(cls, "__dataclass_fields__", {})
+    return [m for m in TASK_MEMBERS if not hasattr(cls, m) and m not in fields_]
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hansprobe.errors import TaskError
+from hansprobe.tasks.base import missing_members
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ def register_task(spec: TaskSpec, replace: bool = False) -> TaskSpec:
     is refused unless `replace` (a silent replacement would change what a saved checkpoint loads as)."""
     if spec.name in TASKS and not replace:
         raise TaskError(f"task {spec.name!r} is already registered; pass replace=True to redefine it")
+    missing = missing_members(spec.cls)
+    if missing:
+        raise TaskError(f"task {spec.name!r}: {spec.cls.__name__} lacks {', '.join(missing)}, which every task gives "
+                        "(docs/add-a-task.md)")
     TASKS[spec.name] = spec
     return spec
 
