@@ -177,7 +177,7 @@ def markdown(rows, meta) -> str:
         MD_HEAD,
         "",
         f"Measured by {' then '.join(f'`{c.strip()}`' for c in meta.get('commands') or [meta['command']])} on {meta['date']} "
-        f"({meta['threads']} CPU threads), seed {meta['seed']}:",
+        f"({meta['threads']} CPU thread{'s' if meta['threads'] != 1 else ''} in the last of them), seed {meta['seed']}:",
         "each row asks one question of one model on independent draws of fresh graphs (hansprobe/calibrate.py) and",
         "counts the answers. **false** is the share of draws whose answer is wrong on that model, with its exact 95%",
         "interval (Clopper-Pearson): on a constructed model (hansprobe/constructed.py) the answers its construction",
@@ -189,7 +189,8 @@ def markdown(rows, meta) -> str:
         f"Cost: constructed models {s.get('constructed', 0):.0f} s ({meta['draws']} draws each at n = "
         f"{', '.join(map(str, meta['ns']))}), shipped checkpoints {s.get('checkpoints', 0):.0f} s "
         f"({meta['checkpoint_draws']} draws at each n for the cheap questions, {meta['report_draws']} at the report's "
-        f"defaults for the costly ones, each checkpoint loaded once); {s.get('total', 0):.0f} s in all.",
+        f"defaults for the costly ones, each checkpoint loaded once), inference-time search {s.get('search', 0):.0f} s "
+        f"({meta.get('search_draws', '?')} draws each); {s.get('total', 0):.0f} s in all.",
         "",
     ]
     titles = {"indecipherable": "First decision token indecipherable?", "decision_computed": "Decision computed from the goal?",
@@ -201,12 +202,13 @@ def markdown(rows, meta) -> str:
             continue
         lines += [f"## {q}", "", f"*{titles[q]}*" + (" On constructed models the lookup part is given as *yes* (they have "
                                                        "none to measure); the rate is that of the other two parts."
-                                                       if q == "clever_hans_failure" else ""), "",
-                  "| model | n | draws | answers | false |", "|---|---|---|---|---|"]
+                                                       if q == "clever_hans_failure" else ""), ""]
         if q == "search_recovers":
             lines += [f"Constructed models: {meta.get('search_draws', '?')} draws of n graphs each (the report's "
                       f"--mechanism-graphs), every strategy of analyses/inference.py per draw; {s.get('search', 0):.0f} s in "
-                      "all. *not needed* and *yes* are false where the decision ignores the goal.", ""]
+                      "all. *not needed* and *yes* are false where the decision ignores the goal; *no* and *not needed* "
+                      "on the wrong-favourite model; *no* and *yes* on the planner.", ""]
+        lines += ["| model | n | draws | answers | false |", "|---|---|---|---|---|"]
         lines += [_row(r) for r in sorted(by_q[q], key=lambda r: (r.source == "checkpoint", r.model, r.n_graphs))]
         lines.append("")
     from hansprobe.constructed import CONSTRUCTED, SEARCH_CONSTRUCTED

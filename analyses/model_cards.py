@@ -20,6 +20,7 @@ import torch
 from hansprobe.analyses import measure_behaviour, measure_entropy
 from hansprobe.checkpoint import load_checkpoint
 from hansprobe.report import QUESTIONS, ReportSettings, measure_checkpoint
+from hansprobe.storage import atomic_write_bytes
 from hansprobe.tasks import read_ntf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,7 +263,7 @@ def replace_cards(args) -> None:
         secs = time.perf_counter() - t
         text = text.rstrip("\n") + f"\n_`{name}` re-measured alone (`--only`) in {secs:.0f} s._\n"
         print(f"re-measured {name} in {secs:.0f} s", flush=True)
-    args.out.write_text(text)
+    atomic_write_bytes(args.out, text.encode())
     print(f"wrote {args.out}")
 
 
@@ -292,7 +293,7 @@ def main():
         out += card(path, args.n_graphs, args.seed)
         print(f"measured {path.name}", flush=True)
     out.append(f"_Measured in {time.perf_counter() - t:.0f} s._")
-    args.out.write_text("\n".join(out) + "\n")
+    atomic_write_bytes(args.out, ("\n".join(out) + "\n").encode())  # a killed run leaves the old cards whole
     print(f"wrote {args.out}")
 
 
