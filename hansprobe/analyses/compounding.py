@@ -72,7 +72,7 @@ class CompoundingResult(Result):
             return f"no wrong answer in {self.n_graphs} graphs: nothing to compound"
         at = self.label_names[self.decision_index]
         return (f"{self.first_error_at_decision_share:.0%} of the {self.wrong} wrong answers first err at the decision "
-                f"token {at} (CI {self.first_error_at_decision_ci[0]:.2f}-{self.first_error_at_decision_ci[1]:.2f}); "
+                f"token {at} (CI {self.first_error_at_decision_ci[0]:.3f}-{self.first_error_at_decision_ci[1]:.3f}); "
                 f"forced error after it at most {max(self.forced_error[self.decision_index + 1:] or [0.0]):.3f}; exact "
                 f"match {self.exact_match:.3f} against {self.independent_exact_match:.3f} from independent errors")
 

@@ -191,10 +191,10 @@ def search_verdict(inference: dict | None, why_not: str | None = None) -> dict:
     level = f"{inference['ci_level']:.2%} CIs, family-wise alpha {inference['family_alpha']} over {len(rows)} strategies"
     g = f"greedy {ci_text(greedy['accuracy'], greedy['accuracy_ci'], 3)} against 1/d = {greedy['uniform_accuracy']:.3f}"
     if greedy["beats_uniform"]:
-        best = max(rows, key=lambda r: r["accuracy"])
-        return verdict("not needed", f"greedy decoding already decides above the uniform guesser — {g}; best "
-                       f"{best['strategy']} {best['accuracy']:.3f} ({level})", best=best["strategy"],
-                       greedy_accuracy=greedy["accuracy"])
+        best = max(rows, key=lambda r: r["accuracy"] - r["uniform_accuracy"])  # a pass@k is measured against its own guesser
+        return verdict("not needed", f"greedy decoding already decides above the uniform guesser — {g}; furthest above "
+                       f"its guesser: {best['strategy']} {best['accuracy']:.3f} against {best['uniform_accuracy']:.3f} "
+                       f"({level})", best=best["strategy"], greedy_accuracy=greedy["accuracy"])
     if winners:
         best = max(winners, key=lambda r: r["accuracy"] - r["uniform_accuracy"])
         gain = best["accuracy"] - greedy["accuracy"]
