@@ -14,7 +14,8 @@ from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_p
 from hansprobe.analyses.base import wilson_ci
 from hansprobe.objectives import get_objective
 from hansprobe.analyses.entropy import indecipherable_verdict
-from hansprobe.analyses.failure import consistency_notes, failure_verdict
+from hansprobe.analyses.failure import failure_verdict
+from hansprobe.analyses.questions import notes_for
 from hansprobe.analyses.goal_dependence import decision_verdict
 from hansprobe.analyses.lookup import lookup_verdict
 from hansprobe.tasks import PathStar, format_ntf_lines, parse_ntf_lines
@@ -150,7 +151,7 @@ def test_a_biased_but_real_goal_signal_is_not_indecipherable_and_is_computed():
     assert dec["answer"] == "yes"
     verdicts = {"plan_represented": {"answer": "no"}, "lookup": {"answer": "yes"}, "indecipherable": {"answer": "no"},
                 "decision_computed": dec}
-    assert any("label preference" in n for n in consistency_notes(verdicts, r.summary(), None))
+    assert any("label preference" in n for n in notes_for(TF, {"entropy": r.summary(), "patching": None}, verdicts))
 
 
 def test_a_goal_ignoring_preference_is_absent_on_both_pair_kinds():

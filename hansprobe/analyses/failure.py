@@ -2,7 +2,7 @@
 failure? And the notes for answers that read as contradicting each other."""
 from __future__ import annotations
 
-from hansprobe.analyses.questions import QuestionContext, QuestionSpec, register_question, verdict
+from hansprobe.analyses.questions import NoteSpec, QuestionContext, QuestionSpec, register_note, register_question, verdict
 from hansprobe.analyses.witness import WITNESS_MIN
 from hansprobe.objectives import Objective, as_objective, inner_lookup_indices
 
@@ -171,24 +171,42 @@ CLEVER_HANS_FAILURE = register_question(QuestionSpec(
 ))
 
 
-def consistency_notes(verdicts: dict, entropy: dict, patching: dict | None) -> list[str]:
-    """Where two answers could be read as contradicting each other, say what they mean together."""
-    a = {k: v["answer"] for k, v in verdicts.items()}
-    notes = []
-    if a["plan_represented"] in ("before the answer", "at the answer position") and a["decision_computed"] == "no":
-        notes.append("The plan-depth check finds the decision following the goal on goal swaps, but the counterfactual "
-                     "pairs do not call it computed from the goal: read both answers' evidence.")
-    if a["lookup"] == "yes" and a["decision_computed"] == "yes":
-        notes.append("Later tokens are read off the previous one AND the decision is computed from the goal: the lookup is "
-                     "the correct conditional here (a planning model has it too), not a failure.")
-    if a["decision_computed"] == "yes" and entropy.get("information_nats_ci") and entropy["information_nats_ci"][1] <= 0:
-        notes.append("The goal moves the decision although the information over uniform is <= 0: a real goal signal "
-                     "under a label preference that costs more log score than it gains.")
-    swap = ((entropy.get("goal_dependence") or {}).get("kinds") or {}).get("goal_swap", {}).get("status")
-    if a["decision_computed"] == "no" and patching and patching.get("measurable") and swap == "present":
-        notes.append("Activation patching finds a goal-token effect to restore, but the counterfactual pairs say the "
-                     "decision does not follow the goal through the graph; the patching maps that label effect.")
-    if a["indecipherable"] == "yes" and entropy.get("candidate_entropy_frac", 1) < 0.9:
-        notes.append("The first decision is at chance but not uniform: the model guesses with a preference that is "
-                     "not tied to the goal (see what it follows in the evidence).")
-    return notes
+def _answer(ctx: QuestionContext, key: str) -> str:
+    return ctx.verdicts[key]["answer"]
+
+
+def _entropy(ctx: QuestionContext) -> dict:
+    return ctx.analyses.get("entropy") or {}
+
+
+def _patching_maps_a_label_effect(ctx: QuestionContext) -> bool:
+    patching = ctx.analysis("patching")
+    swap = ((_entropy(ctx).get("goal_dependence") or {}).get("kinds") or {}).get("goal_swap", {}).get("status")
+    return _answer(ctx, "decision_computed") == "no" and bool(patching and patching.get("measurable")) and swap == "present"
+
+
+# Where two answers could be read as contradicting each other, the report says what they mean together.
+for _note in (
+    NoteSpec("plan_without_computed", ("plan_represented", "decision_computed"),
+             lambda c: _answer(c, "plan_represented") in ("before the answer", "at the answer position")
+             and _answer(c, "decision_computed") == "no",
+             "The plan-depth check finds the decision following the goal on goal swaps, but the counterfactual "
+             "pairs do not call it computed from the goal: read both answers' evidence."),
+    NoteSpec("lookup_and_computed", ("lookup", "decision_computed"),
+             lambda c: _answer(c, "lookup") == "yes" and _answer(c, "decision_computed") == "yes",
+             "Later tokens are read off the previous one AND the decision is computed from the goal: the lookup is "
+             "the correct conditional here (a planning model has it too), not a failure."),
+    NoteSpec("computed_without_information", ("decision_computed", "entropy"),
+             lambda c: _answer(c, "decision_computed") == "yes" and bool(_entropy(c).get("information_nats_ci"))
+             and _entropy(c)["information_nats_ci"][1] <= 0,
+             "The goal moves the decision although the information over uniform is <= 0: a real goal signal "
+             "under a label preference that costs more log score than it gains."),
+    NoteSpec("patching_label_effect", ("decision_computed", "entropy", "patching"), _patching_maps_a_label_effect,
+             "Activation patching finds a goal-token effect to restore, but the counterfactual pairs say the "
+             "decision does not follow the goal through the graph; the patching maps that label effect."),
+    NoteSpec("chance_not_uniform", ("indecipherable", "entropy"),
+             lambda c: _answer(c, "indecipherable") == "yes" and _entropy(c).get("candidate_entropy_frac", 1) < 0.9,
+             "The first decision is at chance but not uniform: the model guesses with a preference that is "
+             "not tied to the goal (see what it follows in the evidence)."),
+):
+    register_note(_note)

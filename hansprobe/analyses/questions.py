@@ -147,6 +147,38 @@ class _QuestionTexts(Mapping):
 QUESTIONS = _QuestionTexts()
 
 
+# --- notes on answers read together ---------------------------------------------------------------
+@dataclass(frozen=True)
+class NoteSpec:
+    """A sentence the report adds under a checkpoint where two answers could be read as contradicting
+    each other. key: its name.  reads: the questions and analyses `applies` looks at (docs).
+    applies(ctx) -> bool, on the verdicts decided and the analyses' summaries.  text: the sentence."""
+
+    key: str
+    reads: tuple[str, ...]
+    applies: Callable[[QuestionContext], bool]
+    text: str
+
+
+_NOTES: dict[str, NoteSpec] = {}
+
+
+def register_note(spec: NoteSpec, replace: bool = False) -> NoteSpec:
+    """Add a note to the report. A key already registered is refused unless `replace`."""
+    if spec.key in _NOTES and not replace:
+        from hansprobe.errors import ConfigError
+
+        raise ConfigError(f"note {spec.key!r} is already registered; pass replace=True to redefine it")
+    _NOTES[spec.key] = spec
+    return spec
+
+
+def notes_for(objective, analyses: dict, verdicts: dict) -> list[str]:
+    """The registered notes that apply to these verdicts and analyses, in registration order."""
+    ctx = QuestionContext(objective, analyses, verdicts)
+    return [n.text for n in _NOTES.values() if n.applies(ctx)]
+
+
 # --- what every rule writes -----------------------------------------------------------------------
 SUMMARY_WORDS = 15  # the page's and the terminal's short form: the clause that decided, at most this many words
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from hansprobe import error_rates
 from hansprobe.analyses import questions as _questions
 from hansprobe.storage import jsonable as _jsonable
-from hansprobe.analyses.failure import consistency_notes
 from hansprobe.errors import CheckpointError, ConfigError, shown
 from hansprobe.progress import progress_bar
 from hansprobe.report.settings import MIN_GRAPHS, ReportSettings
@@ -39,7 +38,7 @@ class CheckpointReport:
     training_curve: list
     verdicts: dict  # question key -> {"answer", "summary", "evidence", "values"}
     analyses: dict  # analysis name -> its Result.to_dict(), or {"skipped": reason}
-    notes: list = field(default_factory=list)  # where two answers read together need a sentence (consistency_notes)
+    notes: list = field(default_factory=list)  # where two answers read together need a sentence (questions.register_note)
     figures: dict = field(default_factory=dict, repr=False)  # analysis -> {name: plotly Figure}; not serialised
 
     def to_dict(self) -> dict:
@@ -88,7 +87,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
 
     verdicts = _questions.decide_all(obj, analyses)  # every registered question, the combined failure verdict last
     error_rates.attach(verdicts, len(batch))  # each answer's measured false-answer rate (docs/calibration.md)
-    notes = consistency_notes(verdicts, analyses["entropy"], analyses["patching"])
+    notes = _questions.notes_for(obj, analyses, verdicts)  # registered beside the questions (analyses/failure.py)
     cfg = ck.config
     provenance = {
         "trained_with": cfg.get("versions", {}), "measured_with": package_versions(), "training_seed": cfg.get("seed"),
