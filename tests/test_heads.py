@@ -158,6 +158,12 @@ def test_measure_heads_end_to_end_on_a_tiny_trained_model(trained):
     # the mechanism is what the causal search found: its joint ablation reaches the threshold
     m = r.mechanism
     assert {tuple(h) for h in m["heads"]} == {(h["layer"], h["head"]) for h in r.heads if h["in_mechanism"]}
+    # the typed contract between the measurement and the lookup question says exactly what is written
+    from hansprobe.analyses.heads import Ablation, HeadRow, Mechanism
+
+    assert set(m) == set(Mechanism.__annotations__)
+    assert all(set(a) == set(Ablation.__annotations__) for a in r.ablations)
+    assert all(set(h) == set(HeadRow.__annotations__) for h in r.heads)
     if m["found"]:
         assert m["ablation_drop"] >= r.thresholds["drop"] and set(m["reads"]) == {f"L{l}H{h}" for l, h in m["heads"]}
     else:

@@ -13,6 +13,7 @@ heads that attend the edge span are ablated too and reported (docs/analyses.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 from functools import partial
 
 import numpy as np
@@ -51,6 +52,70 @@ def control_indices(target_len: int, follow: dict | None = None) -> list[int]:
 
 
 
+class Ablation(TypedDict):
+    """One ablation, measured on the held-out graphs (HeadsResult.ablations; the lookup question reads them)."""
+
+    kind: str  # "head", "layer" or "group"
+    label: str
+    pattern: str | None  # the pattern whose high scorers the group is, "search", "user" or None
+    heads: list[list[int]]  # [[layer, head], ...]
+    mode: str  # "zero" or "mean"
+    forced_accuracy: list[float]  # per label index, after the ablation
+    decision_accuracy: float
+    shortcut_accuracy: float  # forced accuracy at indices 2..l-2
+    shortcut_logprob: float  # mean log-probability of the true token there
+    control_accuracy: float  # at the control indices
+    drop: float  # shortcut accuracy without ablation minus with it
+    drop_ci: list[float] | None
+    specific_drop: float  # the drop beyond the drop at the control indices
+
+
+class Mechanism(TypedDict):
+    """The causal search's result (HeadsResult.mechanism): what the lookup verdict reads."""
+
+    tried: list[list[int]]  # the set the greedy search ended with
+    search: list[dict]  # its steps, on the selection graphs
+    max_set: int  # the most heads the set may hold
+    selected: bool  # the search's own stop: its specific drop cleared the bar on the selection graphs
+    found: bool  # the held-out specific drop's CI lower end clears DROP_THRESHOLD too
+    heads: list[list[int]]  # `tried` when found, else []
+    ablation_drop: float  # held out: shortcut accuracy without minus with the set ablated
+    ablation_drop_ci: list[float] | None
+    specific_drop: float  # held out: the drop beyond the drop at the control indices
+    specific_drop_ci: list[float] | None
+    control_drop: float
+    shortcut_accuracy_after: float
+    control_accuracy_after: float
+    forced_accuracy_after: list[float]
+    ablation_graphs: int  # the held-out graphs
+    selection_graphs: int  # the graphs the search chose on
+    control_indices: list[int]
+    n_heads_total: int
+    layers_that_break_it: list[int]  # whole layers whose mean ablation drops it by the bar
+    edge_pattern: str  # "edge_lookup", or "child_parent_lookup" under reversed targets
+    reads: dict  # "LxHy" -> where its attention goes at the shortcut queries, in words
+    roles: dict  # "LxHy" -> the prompt roles it attends
+
+
+class HeadRow(TypedDict):
+    """One head (HeadsResult.heads), highest edge-lookup score first."""
+
+    layer: int
+    head: int
+    edge_lookup_score: float
+    edge_lookup_ci: list[float]
+    edge_lookup_last: float
+    edge_lookup_components: dict  # "parent" / "child" / "separator" -> score
+    child_parent_score: float
+    other_patterns: dict
+    reads: str
+    prompt_roles: str
+    ablation_drop: float  # mean ablation, held out
+    ablation_drop_zero: float
+    attends_edge: bool  # among the edge pattern's high scorers
+    in_mechanism: bool
+
+
 @dataclass
 class HeadsResult(Result):
     objective: str
@@ -61,9 +126,9 @@ class HeadsResult(Result):
     last_label_index: int  # l-1, scored apart ("score_last")
     patterns: dict  # pattern -> component -> {"score": [L][H], "ci": [L][H][2], "uniform", "score_last": [L][H]}
     baseline: dict  # forced_accuracy per index, decision_accuracy, shortcut_accuracy, shortcut_logprob
-    ablations: list  # {"kind", "pattern", "heads", "mode", "forced_accuracy", "decision_accuracy", "shortcut_accuracy", "drop"}
-    heads: list  # one per layer/head, see measure_heads
-    mechanism: dict  # the causal search: {"found", "heads", "ablation_drop", "search", "smallest_layer", "reads", ...}
+    ablations: list[Ablation]
+    heads: list[HeadRow]
+    mechanism: Mechanism
     pattern_groups: dict  # pattern -> {"heads", "ablation_drop", "ablation_drop_zero"} for every lookup pattern with high scorers
     follow: dict | None
     thresholds: dict = field(default_factory=dict)
