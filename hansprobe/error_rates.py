@@ -48,7 +48,7 @@ def answer_rate(question: str, answer: str, n: int) -> dict | None:
     worst = max(rows, key=lambda r: (r["counts"].get(answer, 0) / r["draws"], -r["draws"]))
     k = worst["counts"].get(answer, 0)
     return {"rate": k / worst["draws"], "ci": rate_ci(k, worst["draws"]), "n": near, "draws": worst["draws"],
-            "model": worst["model"], "models": len(rows), "table": f"{TABLE}#{question.replace('_', '-')}"}
+            "model": worst["model"], "models": len(rows), "table": f"{TABLE}#{question}"}
 
 
 def rate_text(rate: dict | None, answer: str) -> str:
