@@ -203,7 +203,7 @@ def tables(result: dict) -> list[str]:
     recs = result["runs"]
     lines = ["Steps to learn r1 (first evaluation whose decision accuracy has an exact 95% CI lower end >= 0.9; "
              "1,000 held-out graphs every 100 steps) per seed, with the accuracy at the last evaluation; "
-             "training time on one thread (under load from the other runs):", "",
+             "wall time of training on one thread (shared cores, pauses included):", "",
              "| l (hops) | objective | " + " | ".join(f"seed {s}" for s in SEEDS) + " | training time |",
              "|---|---|" + "---|" * len(SEEDS) + "---|"]
     for l in LENGTHS:
@@ -234,7 +234,9 @@ def tables(result: dict) -> list[str]:
                       for st, row in zip(d["steps"], d["loss_by_position"])]
             lines.append("")
     spent = sum((r.get("train_s") or 0.0) for r in recs.values())
-    lines += ["", f"CPU time spent so far: {spent / 3600:.1f} hours of the 10-hour budget (one thread per run)."]
+    lines += ["", f"Spent so far: {spent / 3600:.1f} hours of the runs' wall time (one thread each), counted against the "
+              "10 CPU-hour budget. It overstates their CPU time: it includes the time the runs shared the 2 cores with "
+              "other work and the time they were paused (SIGSTOP) while the test suite ran."]
     return lines
 
 
