@@ -67,14 +67,19 @@ class QuestionSpec:
 _QUESTIONS: dict[str, QuestionSpec] = {}
 
 
-def register_question(spec: QuestionSpec, replace: bool = False) -> QuestionSpec:
-    """Add a question to the report. A key already registered is refused unless `replace`."""
-    if spec.key in _QUESTIONS and not replace:
+def _add(registry: dict, what: str, spec, replace: bool):
+    """Put `spec` under its key, refusing a key already taken unless `replace`."""
+    if spec.key in registry and not replace:
         from hansprobe.errors import ConfigError
 
-        raise ConfigError(f"question {spec.key!r} is already registered; pass replace=True to redefine it")
-    _QUESTIONS[spec.key] = spec
+        raise ConfigError(f"{what} {spec.key!r} is already registered; pass replace=True to redefine it")
+    registry[spec.key] = spec
     return spec
+
+
+def register_question(spec: QuestionSpec, replace: bool = False) -> QuestionSpec:
+    """Add a question to the report. A key already registered is refused unless `replace`."""
+    return _add(_QUESTIONS, "question", spec, replace)
 
 
 def unregister_question(key: str) -> None:
@@ -165,12 +170,7 @@ _NOTES: dict[str, NoteSpec] = {}
 
 def register_note(spec: NoteSpec, replace: bool = False) -> NoteSpec:
     """Add a note to the report. A key already registered is refused unless `replace`."""
-    if spec.key in _NOTES and not replace:
-        from hansprobe.errors import ConfigError
-
-        raise ConfigError(f"note {spec.key!r} is already registered; pass replace=True to redefine it")
-    _NOTES[spec.key] = spec
-    return spec
+    return _add(_NOTES, "note", spec, replace)
 
 
 def notes_for(objective, analyses: dict, verdicts: dict) -> list[str]:
