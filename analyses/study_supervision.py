@@ -34,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from scipy import stats
+from hansprobe.error_rates import rate_ci
+from hansprobe.storage import atomic_write_bytes
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "study_supervision_results.json"
@@ -82,11 +83,6 @@ def runs() -> dict[str, dict]:
     return out
 
 
-def exact_ci(k: int, n: int) -> tuple[float, float]:
-    ci = stats.binomtest(k, n).proportion_ci(method="exact")
-    return float(ci.low), float(ci.high)
-
-
 def read_rows(run: Path) -> list[dict]:
     try:
         return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -100,7 +96,7 @@ def curve(rows: list[dict]) -> list[dict]:
     for r in rows:
         n = int(r["eval_graphs"])
         k = round(r["decision_accuracy"] * n)
-        lo, hi = exact_ci(k, n)
+        lo, hi = rate_ci(k, n)  # exact (Clopper-Pearson) 95%
         out.append({"step": r["step"], "decision_accuracy": r["decision_accuracy"], "ci": [lo, hi], "n": n,
                     "exact_match": r.get("exact_match"), "forced_accuracy": r.get("forced_accuracy"),
                     "train_loss": r.get("train_loss"), "elapsed_s": r.get("elapsed_s")})
@@ -151,9 +147,7 @@ def gather(root: Path) -> dict:
     result = {"settings": {"horizon": HORIZON, "chunk": CHUNK, "learned": f"exact 95% CI lower end >= {LEARNED_LO}",
                            "model": MODEL, "teacherless_steps": TEACHERLESS_STEPS, "eval_graphs": 1000},
               "runs": {n: recs[n] for n in runs() if n in recs}}
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(RESULTS)
+    atomic_write_bytes(RESULTS, (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 
@@ -269,7 +263,7 @@ def render(result: dict) -> None:
         raise SystemExit(f"{DOC} lacks the markers {BEGIN} ... {END}")
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    DOC.write_text(head + BEGIN + "\n" + "\n".join(tables(result)) + "\n" + END + tail)
+    atomic_write_bytes(DOC, (head + BEGIN + "\n" + "\n".join(tables(result)) + "\n" + END + tail).encode())
     figure(result).write_html(FIGURE, include_plotlyjs="cdn")
     print(f"wrote {DOC} and {FIGURE}", file=sys.stderr)
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from scipy import stats
-
 from hansprobe.analyses.base import Result, fmt_ci, wilson_ci
 from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.error_rates import rate_ci
 from hansprobe.objectives import Objective
 
 
@@ -99,8 +98,7 @@ def measure_compounding(objective: Objective, forced_ok: torch.Tensor, free_ok: 
     share = ci = None
     if wrong:
         share = counts[k] / wrong
-        e = stats.binomtest(counts[k], wrong).proportion_ci(method="exact")
-        ci = (float(e.low), float(e.high))
+        ci = tuple(rate_ci(counts[k], wrong))  # exact (Clopper-Pearson) 95%
     forced_err = [1 - float(c.float().mean()) for c in forced_ok.T]
     free_err = [1 - float(c.float().mean()) for c in free_ok.T]
     independent = float(torch.tensor([1 - e for e in forced_err], dtype=torch.float64).prod())

@@ -80,9 +80,16 @@ class InferenceResult(Result):
                                   f"{len(self.rows)} strategies)"])
 
 
-def _chunks(batch: Batch, per_graph: int):
-    size = max(1, ROWS_PER_CHUNK // per_graph)
-    return batch.split(size)
+def strategies(d: int) -> list[dict]:
+    """Every strategy in row order, with what it is (the row's fields): greedy, beams of widths 2, d
+    and 2d, then per temperature the votes and likelihood-ranked best-of-k, then pass@k at T = 1."""
+    rows = [dict(strategy="greedy", family="greedy", k=1, temperature=None, width=None)]
+    rows += [dict(strategy=f"beam {w}", family="beam", k=1, temperature=None, width=w) for w in sorted({2, d, 2 * d})]
+    for t in TEMPERATURES:
+        rows += [dict(strategy=f"vote of {k} at T={t}", family="vote", k=k, temperature=t, width=None) for k in VOTES]
+        rows += [dict(strategy=f"best of {k} at T={t}", family="best-of", k=k, temperature=t, width=None) for k in BEST_OF]
+    rows += [dict(strategy=f"pass@{k}", family="pass@k", k=k, temperature=1.0, width=None) for k in PASS_AT]
+    return rows
 
 
 @torch.no_grad()
@@ -90,39 +97,28 @@ def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy:
     """strategy name -> (B, L) chosen answers, or (B, k, L) for pass@k's tries, in label order, on CPU
     (greedy decoding too unless `greedy` is False)."""
     device = next(model.parameters()).device
-    d = int(batch.candidates.shape[1])  # the candidates of the first decision
-    widths = sorted({2, d, 2 * d})
+    todo = [s for s in strategies(int(batch.candidates.shape[1])) if greedy or s["family"] != "greedy"]
     n = max(max(VOTES), max(BEST_OF), max(PASS_AT))
+    per_graph = n * len(TEMPERATURES) + sum(s["width"] for s in todo if s["family"] == "beam")  # rows held per graph
     gen = torch.Generator().manual_seed(int(seed))
     out: dict[str, list] = {}
-    for chunk in _chunks(batch, n * len(TEMPERATURES) + sum(widths)):
+    for chunk in batch.split(max(1, ROWS_PER_CHUNK // per_graph)):
         chunk = chunk.to(device)
-        got = {"greedy": objective.decode(model, chunk)} if greedy else {}
-        for w in widths:
-            got[f"beam {w}"] = beam_search(model, objective, chunk, w)
-        for t, s in zip(TEMPERATURES, sample(model, objective, chunk, n, TEMPERATURES, gen)):
-            for k in VOTES:
-                got[f"vote of {k} at T={t}"] = majority(s.tokens[:, :k])
-            for k in BEST_OF:
-                got[f"best of {k} at T={t}"] = most_likely(s, k)
-            if t == 1.0:
-                for k in PASS_AT:
-                    got[f"pass@{k}"] = s.tokens[:, :k]
-        for name, v in got.items():
-            out.setdefault(name, []).append(v.cpu())
+        drawn = dict(zip(TEMPERATURES, sample(model, objective, chunk, n, TEMPERATURES, gen)))
+        for s in todo:
+            fam, k = s["family"], s["k"]
+            if fam == "greedy":
+                got = objective.decode(model, chunk)
+            elif fam == "beam":
+                got = beam_search(model, objective, chunk, s["width"])
+            elif fam == "vote":
+                got = majority(drawn[s["temperature"]].tokens[:, :k])
+            elif fam == "best-of":
+                got = most_likely(drawn[s["temperature"]], k)
+            else:  # pass@k: the first k tries
+                got = drawn[s["temperature"]].tokens[:, :k]
+            out.setdefault(s["strategy"], []).append(got.cpu())
     return {name: torch.cat(v) for name, v in out.items()}
-
-
-def _family(name: str) -> dict:
-    if name == "greedy":
-        return {"family": "greedy", "k": 1, "temperature": None, "width": None}
-    if name.startswith("beam"):
-        return {"family": "beam", "k": 1, "temperature": None, "width": int(name.split()[1])}
-    if name.startswith("pass@"):
-        return {"family": "pass@k", "k": int(name[5:]), "temperature": 1.0, "width": None}
-    k, t = name.split(" at T=")
-    return {"family": "vote" if k.startswith("vote") else "best-of", "k": int(k.split()[-1]), "temperature": float(t),
-            "width": None}
 
 
 def measure_inference(model, objective: Objective, batch: Batch, *, seed: int = 0,
@@ -137,12 +133,12 @@ def measure_inference(model, objective: Objective, batch: Batch, *, seed: int = 
         answers = {"greedy": torch.where(greedy_ok, labels, -1), **answers}  # a wrong token as -1: only rightness is read
     d = int(batch.candidates.shape[1])
     n = len(labels)
-    m = len(answers)
-    level = 1 - 2 * FAMILY_ALPHA / m
+    todo = strategies(d)
+    level = 1 - 2 * FAMILY_ALPHA / len(todo)
     rows = []
-    for name, a in answers.items():
-        fam = _family(name)
-        if a.dim() == 3:  # pass@k: any of the k tries
+    for fam in todo:
+        a = answers[fam["strategy"]]
+        if fam["family"] == "pass@k":  # any of the k tries, (B, k, L)
             dec = (a[:, :, k_dec] == labels[:, None, k_dec]).any(1)
             exact = (a == labels[:, None]).all(-1).any(1)
             uniform = 1 - (1 - 1 / d) ** fam["k"]
@@ -152,7 +148,7 @@ def measure_inference(model, objective: Objective, batch: Batch, *, seed: int = 
         test = stats.binomtest(c, n, uniform, alternative="greater")
         ci = stats.binomtest(c, n).proportion_ci(confidence_level=level, method="exact")  # two-sided: its lower end is the one-sided bound at alpha / m
         eci = stats.binomtest(e, n).proportion_ci(confidence_level=level, method="exact")
-        rows.append({"strategy": name, **fam, "accuracy": c / n, "accuracy_ci": [float(ci.low), float(ci.high)],
+        rows.append({**fam, "accuracy": c / n, "accuracy_ci": [float(ci.low), float(ci.high)],
                      "exact_match": e / n, "exact_match_ci": [float(eci.low), float(eci.high)],
                      "uniform_accuracy": uniform, "beats_uniform": bool(ci.low > uniform), "p_value": float(test.pvalue)})
     return InferenceResult(objective=objective.name, n_graphs=n, degree=d, family_alpha=FAMILY_ALPHA, ci_level=level,
