@@ -167,7 +167,7 @@ def _row(r) -> str:
 
 
 def markdown(rows, meta) -> str:
-    from hansprobe.analyses.goal_dependence import FAMILY_ALPHA
+    from hansprobe.measurements.goal_dependence import FAMILY_ALPHA
 
     by_q: dict = {}
     for r in rows:
@@ -205,7 +205,7 @@ def markdown(rows, meta) -> str:
                                                        if q == "clever_hans_failure" else ""), ""]
         if q == "search_recovers":
             lines += [f"Constructed models: {meta.get('search_draws', '?')} draws of n graphs each (the report's "
-                      f"--mechanism-graphs), every strategy of analyses/inference.py per draw; {s.get('search', 0):.0f} s in "
+                      f"--mechanism-graphs), every strategy of hansprobe/measurements/inference.py per draw; {s.get('search', 0):.0f} s in "
                       "all. *not needed* and *yes* are false where the decision ignores the goal; *no* and *not needed* "
                       "on the wrong-favourite model; *no* and *yes* on the planner.", ""]
         lines += ["| model | n | draws | answers | false |", "|---|---|---|---|---|"]

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 import hansprobe
-from hansprobe.analyses import measure_entropy
+from hansprobe.measurements import measure_entropy
 
 
 def main():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hansprobe.analyses import measure_behaviour, measure_entropy
+from hansprobe.measurements import measure_behaviour, measure_entropy
 from hansprobe.checkpoint import load_checkpoint
 from hansprobe.report import QUESTIONS, ReportSettings, measure_checkpoint
 from hansprobe.storage import atomic_write_bytes
@@ -141,7 +141,7 @@ def goal_dependence_lines(e: dict) -> list[str]:
 
 def compounding_line(c: dict) -> str:
     """The compounding analysis's one sentence (CompoundingResult.line) from its summary."""
-    from hansprobe.analyses.compounding import CompoundingResult
+    from hansprobe.measurements.compounding import CompoundingResult
 
     return CompoundingResult(**c).line()
 

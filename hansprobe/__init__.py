@@ -18,7 +18,7 @@ _LAZY = {
     "build_model": "hansprobe.model",
     "TrainConfig": "hansprobe.train",
     "train": "hansprobe.train",
-    "measure_behaviour": "hansprobe.analyses",
+    "measure_behaviour": "hansprobe.measurements",
     "HansprobeError": "hansprobe.errors",
 }
 

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hansprobe.analyses import questions as _questions
-from hansprobe.analyses.base import Result
-from hansprobe.analyses.entropy import entropy_from_logprobs, indecipherable_verdict
-from hansprobe.analyses.failure import failure_verdict
-from hansprobe.analyses.goal_dependence import (decision_verdict, goal_dependence_from_logprobs,
-                                                goal_dependence_logprobs)
+from hansprobe.questions import registry as _questions
+from hansprobe.mechanics.results import Result
+from hansprobe.measurements.entropy import entropy_from_logprobs
+from hansprobe.questions.indecipherable import indecipherable_verdict
+from hansprobe.questions.failure import failure_verdict
+from hansprobe.questions.decision_computed import decision_verdict
+from hansprobe.measurements.goal_dependence import goal_dependence_from_logprobs, goal_dependence_logprobs
 from hansprobe.error_rates import rate_ci
 from hansprobe.progress import progress_iter
 from hansprobe.report.settings import ReportSettings
@@ -86,7 +87,7 @@ def decision_verdicts(model, objective, batch, seed: int, ns, batch_size: int = 
     """{n: {question: verdict}} for the cheap questions on the first n graphs of `batch`, from one set
     of forward passes. `given`: verdicts of other questions to combine with them (a constructed
     model's lookup, known by construction), adding the Clever-Hans failure."""
-    from hansprobe.analyses.base import decision_distribution
+    from hansprobe.mechanics.forward import decision_distribution
 
     clean = decision_distribution(model, objective, batch, batch_size)
     logps = goal_dependence_logprobs(model, objective, batch, seed, batch_size, clean_logp=clean)
@@ -166,7 +167,8 @@ def search_rates(names, n: int = SEARCH_GRAPHS, draws: int = 200, seed: int = 0,
                  progress: bool | str = False) -> list[AnswerRates]:
     """"Can inference-time search recover the decision?" on constructed models (SEARCH_CONSTRUCTED),
     on `draws` independent draws of n graphs each."""
-    from hansprobe.analyses.inference import measure_inference, search_verdict
+    from hansprobe.measurements.inference import measure_inference
+    from hansprobe.questions.search_recovers import search_verdict
     from hansprobe.constructed import SEARCH_CONSTRUCTED
     from hansprobe.objectives import get_objective
 

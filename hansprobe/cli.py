@@ -267,11 +267,11 @@ def _measure_parsers(sub) -> None:
 
 
 def _analysis_parsers(sub) -> None:
-    from hansprobe.analyses.registry import ANALYSES
+    from hansprobe.measurements.registry import ANALYSES
 
     p = sub.add_parser("analyse", help="run one registered analysis on a checkpoint (the report's, or one you "
                                        "registered) and print its summary")
-    p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.analyses.registry)")
+    p.add_argument("name", choices=sorted(ANALYSES), help="the analysis (hansprobe.measurements.registry)")
     _add_analysis_command(p, sorted(ANALYSES.values(), key=lambda s: s.name))
     for spec in sorted((s for s in ANALYSES.values() if s.command), key=lambda s: s.command):
         p = sub.add_parser(spec.command, help=f"{spec.command_help} (= analyse {spec.name})")
@@ -437,7 +437,7 @@ def _finish_json(args, source: dict, result: dict) -> None:
 
 
 def cmd_eval(args) -> int:
-    from hansprobe.analyses import measure_behaviour
+    from hansprobe.measurements import measure_behaviour
 
     ck, batch, source = _checkpoint_and_graphs(args)
     res = measure_behaviour(ck.model, ck.objective, batch, batch_size=args.batch_size, progress=_progress(args))
@@ -451,7 +451,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_dynamics(args) -> int:
-    from hansprobe.analyses import measure_dynamics
+    from hansprobe.measurements import measure_dynamics
     from hansprobe.checkpoint import read_config
     from hansprobe.tasks import task_from_dict
 
@@ -533,7 +533,7 @@ def cmd_analyse(args) -> int:
     `patch`, `entropy`): its summary as JSON (--json, --out) or its Result's own lines."""
     from dataclasses import replace
 
-    from hansprobe.analyses.registry import ANALYSES, option_values, run_analysis
+    from hansprobe.measurements.registry import ANALYSES, option_values, run_analysis
     from hansprobe.report.run import analysis_context
     from hansprobe.storage import jsonable
 
@@ -578,7 +578,7 @@ def cmd_sweep(args) -> int:
                           (lambda line: print(line, file=sys.stderr, flush=True)))
         failed = [line for line in lines if ": FAILED" in line]
     rows = gather(spec, args.out)
-    from hansprobe.analyses.base import fmt_ci as _fmt_ci
+    from hansprobe.mechanics.results import fmt_ci as _fmt_ci
 
     if args.json:
         print(json.dumps(rows, sort_keys=True))

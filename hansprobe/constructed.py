@@ -111,7 +111,7 @@ def goal_parity(nats: float, d: int = 2) -> Callable[[dict], Tensor]:
 def wrong_favourite(p_right: float = 0.3, p_favourite: float = 0.4, d: int = 5) -> Callable[[dict], Tensor]:
     """p_right on the goal's arm (above 1/d) and p_favourite on the next arm (more than on the goal's),
     the rest spread evenly: greedy decoding is always wrong, yet samples find the goal's arm more
-    often than a uniform guesser (inference-time search's "yes", analyses/inference.py)."""
+    often than a uniform guesser (inference-time search's "yes", hansprobe/measurements/inference.py)."""
     rest = (1 - p_right - p_favourite) / (d - 2)
 
     def rule(s):
@@ -179,7 +179,7 @@ CONSTRUCTED = {c.name: c for c in [
 ]}
 
 
-# --- inference-time search (analyses/inference.py): which answers are false on which model ---------
+# --- inference-time search (hansprobe/measurements/inference.py): which answers are false on which model ---------
 NO_SEARCH = {"search_recovers": ("yes", "not needed")}  # the decision ignores the goal: nothing beats a guesser
 SEARCH_CONSTRUCTED = {c.name: c for c in [
     replace(CONSTRUCTED["null-uniform"], false=NO_SEARCH),

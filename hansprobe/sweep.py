@@ -288,7 +288,7 @@ def gather(spec: dict, out: Path) -> list[dict]:
     as such. Writes OUT/sweep.csv, OUT/sweep.json and OUT/sweep.html."""
     import csv
 
-    from hansprobe.analyses.base import wilson_ci
+    from hansprobe.mechanics.results import wilson_ci
 
     rows = []
     for run in expand(spec):

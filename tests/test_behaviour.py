@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from hansprobe.analyses import measure_behaviour
+from hansprobe.measurements import measure_behaviour
 from hansprobe.objectives import get_objective
 
 from helpers import OracleModel, match_rows, tiny_task

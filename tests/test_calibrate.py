@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hansprobe import error_rates
-from hansprobe.analyses.entropy import measure_entropy
-from hansprobe.analyses.goal_dependence import FAMILY_ALPHA
+from hansprobe.measurements.entropy import measure_entropy
+from hansprobe.measurements.goal_dependence import FAMILY_ALPHA
 from hansprobe.calibrate import AnswerRates, decision_draws, decision_verdicts, draw_seed
 from hansprobe.constructed import CONSTRUCTED
 from hansprobe.error_rates import rate_ci

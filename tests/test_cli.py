@@ -209,7 +209,7 @@ def test_a_result_prints_itself_alike_from_its_command_and_from_analyse(ckpt, co
 def test_analysis_commands_are_aliases_of_analyse_with_the_options_on_their_spec(ckpt, alias, name, extra, capsys, tmp_path):
     """Issue 27: heads / patch / probe / entropy are `analyse NAME`, their options declared on the
     AnalysisSpec: the same JSON from both, the option reaching the analysis, --out the same file."""
-    from hansprobe.analyses.registry import ANALYSES
+    from hansprobe.measurements.registry import ANALYSES
 
     common = [str(ckpt), "-n", "40", "--json", *extra]
     code, own, _ = run_cli([alias, *common, "--out", str(tmp_path / "a.json")], capsys)
@@ -232,7 +232,7 @@ def test_an_option_of_another_analysis_is_a_one_line_error(ckpt, capsys):
 
 
 def test_the_report_runs_each_analysis_with_its_options_defaults():
-    from hansprobe.analyses.registry import ANALYSES, AnalysisContext, run_analysis
+    from hansprobe.measurements.registry import ANALYSES, AnalysisContext, run_analysis
 
     seen = {}
     for spec in ANALYSES.values():

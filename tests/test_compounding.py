@@ -1,11 +1,11 @@
-"""Error compounding (analyses/compounding.py): where wrong answers first go wrong, against what
+"""Error compounding (hansprobe/measurements/compounding.py): where wrong answers first go wrong, against what
 independent per-position errors would give, on hand-made correctness and on a shipped failure."""
 from pathlib import Path
 
 import pytest
 import torch
 
-from hansprobe.analyses.compounding import measure_compounding
+from hansprobe.measurements.compounding import measure_compounding
 from hansprobe.objectives import get_objective
 
 TF = get_objective("teacher-forcing")

@@ -1,6 +1,6 @@
 import pytest
 
-from hansprobe.analyses import measure_dynamics
+from hansprobe.measurements import measure_dynamics
 from hansprobe.errors import CheckpointError
 from hansprobe.train import train
 
@@ -68,7 +68,7 @@ def test_later_positions_loss_falls_first_and_r1_keeps_the_supervision(tmp_path)
 def test_gradient_shares_from_the_label_positions_equal_the_whole_sequences(monkeypatch):
     """The fused forward runs its last block at the label positions only (all the loss reads): the
     same per-position gradient shares as the bridge's forward over the whole sequence."""
-    from hansprobe.analyses import dynamics
+    from hansprobe.measurements import dynamics
     from hansprobe.objectives import get_objective
 
     from helpers import tiny_model

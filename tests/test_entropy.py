@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hansprobe.analyses import measure_entropy
+from hansprobe.measurements import measure_entropy
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
 

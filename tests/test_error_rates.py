@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
-from hansprobe.analyses.entropy import decide, equivalence_test, indecipherable_verdict
-from hansprobe.analyses.failure import failure_verdict
-from hansprobe.analyses.goal_dependence import (FAMILY_ALPHA, decision_verdict, measure_goal_dependence,
-                                                route_alpha)
-from hansprobe.analyses.heads import control_indices, max_set
-from hansprobe.analyses.lookup import lookup_verdict
-from hansprobe.analyses.plan import BEFORE, plan_verdict
+from hansprobe.measurements.entropy import decide, equivalence_test
+from hansprobe.questions.indecipherable import indecipherable_verdict
+from hansprobe.questions.failure import failure_verdict
+from hansprobe.measurements.goal_dependence import FAMILY_ALPHA, measure_goal_dependence, route_alpha
+from hansprobe.questions.decision_computed import decision_verdict
+from hansprobe.measurements.heads import control_indices, max_set
+from hansprobe.questions.lookup import lookup_verdict
+from hansprobe.questions.plan import BEFORE, plan_verdict
 from hansprobe.calibrate import decision_verdicts
 from hansprobe.constructed import CONSTRUCTED, RuleModel
 from hansprobe.objectives import get_objective
@@ -107,7 +108,7 @@ def test_the_last_index_is_a_control_only_where_it_is_copied():
 
 
 def test_the_cap_is_printed_as_what_it_is():
-    from hansprobe.analyses.heads import _verdict
+    from hansprobe.measurements.heads import _verdict
 
     base = {"shortcut_accuracy": 1.0, "control_accuracy": 1.0}
     mech = {"found": False, "tried": [[0, 0]], "max_set": max_set(1, 2), "n_heads_total": 2, "selection_graphs": 150,

@@ -1,10 +1,10 @@
-"""The counterfactual-prefix follow rate (analyses/follow.py) on hand-made models whose rule is
+"""The counterfactual-prefix follow rate (hansprobe/mechanics/follow.py) on hand-made models whose rule is
 known: one that reads each answer token off the previous one through the edge list (the shortcut:
 it follows every swap) and one that answers the true path whatever the prefix (it follows none)."""
 import pytest
 import torch
 
-from hansprobe.analyses.follow import measure_follow
+from hansprobe.mechanics.follow import measure_follow
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar

@@ -1,10 +1,10 @@
-"""Goal dependence (analyses/goal_dependence.py) on hand-made models whose use of the goal is known:
+"""Goal dependence (hansprobe/measurements/goal_dependence.py) on hand-made models whose use of the goal is known:
 the signed change of the candidate log-odds when the goal moves decides present / opposite / absent
 (decision 38); reversed targets make nothing to move. The verdict built on it: tests/test_verdicts.py."""
 import pytest
 import torch
 
-from hansprobe.analyses.goal_dependence import DELTA_MIN, measure_goal_dependence
+from hansprobe.measurements.goal_dependence import DELTA_MIN, measure_goal_dependence
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
 

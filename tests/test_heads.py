@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from hansprobe.analyses.follow import measure_follow
-from hansprobe.analyses.heads import _ablation_hooks, forced_accuracy, measure_heads, score_heads, score_patterns
-from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
+from hansprobe.mechanics.follow import measure_follow
+from hansprobe.measurements.heads import _ablation_hooks, forced_accuracy, measure_heads, score_heads, score_patterns
+from hansprobe.mechanics.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
@@ -113,7 +113,7 @@ def test_fused_ablation_from_the_first_ablated_block_equals_the_hooked_bridge(la
     """The ablations run the fused forward from the first ablated block on the cached clean residual
     (decision 51): the same logits as the whole bridge under `hook_z` hooks, for heads in one block,
     in several, and in the last (whose queries run at the label positions only)."""
-    from hansprobe.analyses.heads import _ablated_logits
+    from hansprobe.measurements.heads import _ablated_logits
     from hansprobe.fused import training_view
 
     task, obj = tiny_task(), get_objective("teacher-forcing")
@@ -159,7 +159,7 @@ def test_measure_heads_end_to_end_on_a_tiny_trained_model(trained):
     m = r.mechanism
     assert {tuple(h) for h in m["heads"]} == {(h["layer"], h["head"]) for h in r.heads if h["in_mechanism"]}
     # the typed contract between the measurement and the lookup question says exactly what is written
-    from hansprobe.analyses.heads import Ablation, HeadRow, Mechanism
+    from hansprobe.measurements.heads import Ablation, HeadRow, Mechanism
 
     assert set(m) == set(Mechanism.__annotations__)
     assert all(set(a) == set(Ablation.__annotations__) for a in r.ablations)

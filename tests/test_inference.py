@@ -1,4 +1,4 @@
-"""Inference-time search (analyses/inference.py, hansprobe/search.py): the three answers on
+"""Inference-time search (hansprobe/measurements/inference.py, hansprobe/search.py): the three answers on
 constructed models of known truth, the decoders against brute force, and the fused path against
 the model's own forward."""
 import itertools
@@ -6,7 +6,8 @@ import itertools
 import pytest
 import torch
 
-from hansprobe.analyses.inference import measure_inference, search_verdict
+from hansprobe.measurements.inference import measure_inference
+from hansprobe.questions.search_recovers import search_verdict
 from hansprobe.constructed import RuleModel, goal_signal, wrong_favourite
 from hansprobe.objectives import get_objective
 from hansprobe.search import _Scorer, beam_search, majority, most_likely, sample, Samples

@@ -78,7 +78,8 @@ def test_no_import_circles_even_through_lazy_imports():
 
 def test_the_trainer_imports_no_analysis():
     graph = import_graph()
-    assert not {d for d in graph["hansprobe.train"] if d.startswith("hansprobe.analyses")}
+    assert not {d for d in graph["hansprobe.train"] if d.startswith(("hansprobe.mechanics", "hansprobe.measurements",
+                                                                      "hansprobe.questions"))}
 
 
 def test_every_module_imports_on_its_own_in_a_fresh_process():
@@ -102,7 +103,9 @@ LAYERS = [  # lowest first (docs/api.md); a module may import only from its own 
     ["hansprobe.gpt2_reference", "hansprobe.interop"],
     ["hansprobe.checkpoint"],
     ["hansprobe.train"],
-    ["hansprobe.analyses"],
+    ["hansprobe.mechanics"],
+    ["hansprobe.measurements"],
+    ["hansprobe.questions"],
     ["hansprobe.report", "hansprobe.sweep", "hansprobe.calibrate"],
     ["hansprobe.cli", "hansprobe.__main__", "hansprobe"],
 ]
@@ -129,7 +132,7 @@ def test_a_command_that_measures_nothing_starts_without_the_analyses(tmp_path):
     """`hansprobe data` (and train, sweep, import) is parsed without the analysis commands and
     imports no analysis, scipy, scikit-learn or plotly (about 2 s a process); `hansprobe.report`'s
     names still load on first use."""
-    heavy = ("scipy", "sklearn", "plotly", "hansprobe.analyses", "hansprobe.report.run")
+    heavy = ("scipy", "sklearn", "plotly", "hansprobe.measurements", "hansprobe.questions", "hansprobe.report.run")
     code = ("import sys\nfrom hansprobe.cli import main\n"
             f"assert main(['data', '--degree', '2', '--path-len', '3', '--nodes', '12', '-n', '2', '--out', {str(tmp_path / 'g.txt')!r}]) == 0\n"
             f"print([m for m in {heavy!r} if m in sys.modules])\n"
@@ -139,7 +142,7 @@ def test_a_command_that_measures_nothing_starts_without_the_analyses(tmp_path):
     assert proc.returncode == 0, proc.stderr
     before, after = proc.stdout.splitlines()[-2:]
     assert before == "[]"
-    assert "hansprobe.analyses" in after and "hansprobe.report.run" in after
+    assert {"hansprobe.measurements", "hansprobe.questions", "hansprobe.report.run"} <= set(eval(after))
 
 
 def test_the_light_parser_reads_its_commands_as_the_full_one_does():

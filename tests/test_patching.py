@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hansprobe.analyses.patching import edge_order_pairs, goal_swap_pairs, measure_patching, metric_index
+from hansprobe.measurements.patching import edge_order_pairs, goal_swap_pairs, measure_patching, metric_index
 from hansprobe.cli import main
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import get_objective
@@ -70,7 +70,7 @@ def test_a_sweep_runs_only_the_cells_that_can_move_the_metric_and_equals_the_ful
     import hansprobe
     from transformer_lens import patching as tlp
 
-    from hansprobe.analyses.patching import PER_POSITION, _by_position_sweep, _kl_metric, _logit_diff_metric
+    from hansprobe.measurements.patching import PER_POSITION, _by_position_sweep, _kl_metric, _logit_diff_metric
 
     model, task, obj = hansprobe.load(trained)
     clean, corr = goal_swap_pairs(task.generate(30, 2), seed=0)
@@ -103,7 +103,7 @@ def test_fused_shortcut_patching_gives_the_hooked_bridges_rates(trained):
     with a (no-op) hook on the model it is the bridge with a resid_pre hook, a whole pass per layer."""
     import hansprobe
 
-    from hansprobe.analyses.patching import shortcut_patching
+    from hansprobe.measurements.patching import shortcut_patching
 
     model, task, obj = hansprobe.load(trained)
     b = task.generate(60, 5)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hansprobe.analyses.plan import AT, BEFORE, CAUSAL_MIN, PLAN_SELECTIVITY, plan_verdict
-from hansprobe.analyses.plan_depth import _search, measure_plan_depth, targets
+from hansprobe.questions.plan import AT, BEFORE, CAUSAL_MIN, PLAN_SELECTIVITY, plan_verdict
+from hansprobe.measurements.plan_depth import _search, measure_plan_depth, targets
 from hansprobe.model import build_model
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
@@ -182,3 +182,14 @@ def test_the_shipped_planners_are_located_and_the_shipped_failure_is_not():
         got[name] = plan_verdict(r.to_dict())["answer"]
     assert got == {"controls/pathstar-d2-l3-n50-goal-first-4layers": BEFORE, "controls/pathstar-d2-l3-n50-teacher-forcing": AT,
                    "pathstar-d2-l5-n50-teacher-forcing": "not applicable"}
+
+
+def test_the_plan_rule_applies_the_thresholds_it_is_handed():
+    s = {"hop 1|before": _search_row("hop 1", "before", 1, "=", sel=(0.2, 0.3))}
+    pd = _profile(s, {"hop 1|before": _causal(0.6, (0.5, 0.7))})
+    from hansprobe.questions.registry import registered_thresholds
+
+    t = registered_thresholds("plan_represented")
+    assert plan_verdict(pd)["answer"] == plan_verdict(pd, t)["answer"] == BEFORE
+    assert plan_verdict(pd, {**t, "plan_selectivity": 0.25})["answer"] != BEFORE  # the selectivity CI 0.2 no longer clears it
+    assert plan_verdict(pd, {**t, "plan_causal_min": 0.55})["answer"] != BEFORE  # nor the restored share 0.5

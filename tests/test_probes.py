@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import KFold, cross_val_predict
 
-from hansprobe.analyses.probes import make_probe, measure_probes, probe_accuracy
+from hansprobe.measurements.probes import make_probe, measure_probes, probe_accuracy
 from hansprobe.cli import main
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import get_objective
@@ -120,8 +120,8 @@ def test_the_best_cells_are_chosen_on_the_selection_half_and_include_the_decisio
     """Issue 13, defect 7: the old search skipped a0 and picked the cell by its own reported
     accuracy - shuffled (biased high). Here the evaluation grid and the selection grid disagree: the
     choice must follow the selection grid, and the reported figures the evaluation grid."""
-    from hansprobe.analyses.activations import Activations
-    from hansprobe.analyses.probes import _best_cells, split_halves
+    from hansprobe.mechanics.activations import Activations
+    from hansprobe.measurements.probes import _best_cells, split_halves
     from hansprobe.objectives import get_objective
 
     sel_idx, ev_idx = split_halves(101, seed=3)

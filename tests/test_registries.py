@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass
 import pytest
 import torch
 
-from hansprobe.analyses import AnalysisSpec, QuestionSpec, Result, register_analysis, register_question
-from hansprobe.analyses.questions import verdict, unregister_question
-from hansprobe.analyses.registry import unregister_analysis
+from hansprobe.measurements import AnalysisSpec, register_analysis
+from hansprobe.questions import QuestionSpec, register_question
+from hansprobe.mechanics.results import Result
+from hansprobe.questions.registry import verdict, unregister_question
+from hansprobe.measurements.registry import unregister_analysis
 from hansprobe.cli import main
 from hansprobe.tasks import TASKS, Batch, TaskArg, TaskSpec, format_ntf_lines, register_task
 from hansprobe.tasks.base import EdgeListTokens
@@ -211,8 +213,8 @@ def main_help(capsys) -> str:
 
 def test_every_registry_refuses_a_duplicate_name_unless_asked_to_replace():
     """A second registration under a taken name used to replace the first silently (issue 39 part 4)."""
-    from hansprobe.analyses.registry import ANALYSES
-    from hansprobe.analyses.questions import _QUESTIONS
+    from hansprobe.measurements.registry import ANALYSES
+    from hansprobe.questions.registry import _QUESTIONS
     from hansprobe.errors import ConfigError, TaskError
     from hansprobe.objectives import ObjectiveSpec, _REGISTRY, register_objective
 
@@ -238,11 +240,13 @@ def test_every_measure_function_takes_seed_and_batch_size_by_keyword_only():
     import inspect
     import pkgutil
 
-    import hansprobe.analyses as pkg
+    import hansprobe.measurements
+    import hansprobe.mechanics
 
     seen = 0
-    for info in pkgutil.iter_modules(pkg.__path__):
-        mod = importlib.import_module(f"hansprobe.analyses.{info.name}")
+    modules = [importlib.import_module(f"{pkg.__name__}.{info.name}")
+               for pkg in (hansprobe.measurements, hansprobe.mechanics) for info in pkgutil.iter_modules(pkg.__path__)]
+    for mod in modules:
         for name, fn in inspect.getmembers(mod, inspect.isfunction):
             if not name.startswith("measure_") or fn.__module__ != mod.__name__:
                 continue

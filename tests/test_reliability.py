@@ -121,9 +121,9 @@ def test_analyses_with_the_same_seed_give_identical_json(reference, command, cap
 @pytest.mark.parametrize("analysis", ["behaviour", "entropy", "heads", "follow"])
 def test_analyses_stream_in_bounded_chunks(reference, analysis):
     import hansprobe
-    from hansprobe.analyses import measure_behaviour, measure_entropy
-    from hansprobe.analyses.follow import measure_follow
-    from hansprobe.analyses.heads import measure_heads
+    from hansprobe.measurements import measure_behaviour, measure_entropy
+    from hansprobe.mechanics.follow import measure_follow
+    from hansprobe.measurements.heads import measure_heads
 
     model, task, obj = hansprobe.load(reference[0])
     seen = []

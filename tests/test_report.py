@@ -12,7 +12,7 @@ import pytest
 
 from hansprobe.cli import main
 from hansprobe.errors import ConfigError
-from hansprobe.analyses.entropy import indecipherable_verdict
+from hansprobe.questions.indecipherable import indecipherable_verdict
 from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, write_report
 from hansprobe.storage import jsonable
 
@@ -36,6 +36,27 @@ def test_indecipherable_verdict_is_the_entropy_analysis_outcome():
 
 
 # --- the report on real (tiny) checkpoints -------------------------------------------------------
+def test_every_built_in_threshold_a_measurement_applies_is_recorded_by_it(report):
+    """Each `applied_by` path exists in the summaries of a real report and holds the registered value (a
+    question whose measurement applied another one is refused: test_questions.py)."""
+    from hansprobe.questions import registered_questions
+
+    _, doc = report
+    checked = 0
+    for q in registered_questions():
+        for name, path in q.applied_by.items():
+            analysis, *keys = path.split(".")
+            for c in doc["checkpoints"]:
+                value = c["analyses"].get(analysis)
+                if value is None or "skipped" in value:
+                    continue
+                for k in keys:
+                    value = value[k]
+                assert value == q.thresholds[name], (q.key, name)
+                checked += 1
+    assert checked >= 10
+
+
 def test_report_json_has_the_documented_schema(report, runs):
     out, doc = report
     on_disk = json.loads((out / "report.json").read_text())
@@ -355,8 +376,8 @@ def test_analyse_on_the_command_line_gives_the_reports_own_numbers(runs, report,
 def test_behaviour_entropy_and_decisions_share_one_forced_pass_and_give_what_they_give_alone(ckpt):
     """The report's context runs the forced pass once (AnalysisContext.forced_logprobs); behaviour
     and entropy measured through it equal the analyses run alone, with one pass fewer each."""
-    from hansprobe.analyses import ANALYSES, measure_behaviour, measure_entropy
-    from hansprobe.analyses.registry import run_analysis
+    from hansprobe.measurements import ANALYSES, measure_behaviour, measure_entropy
+    from hansprobe.measurements.registry import run_analysis
     from hansprobe.checkpoint import load_checkpoint
     from hansprobe.report.run import analysis_context
 

@@ -1,4 +1,4 @@
-"""Steering along a probe (analyses/steering.py): the site reruns only the blocks after the probe's
+"""Steering along a probe (hansprobe/mechanics/steering.py): the site reruns only the blocks after the probe's
 layer and must give what the full hooked forward gives with the same edit; the analysis-level use
 (steer / ablate against random directions) is checked in test_probes.py."""
 import numpy as np
@@ -14,8 +14,8 @@ from helpers import tiny_model, tiny_task
 def test_steering_reruns_only_the_later_blocks_and_gets_the_hooked_result(layer):
     """The steering site keeps the residual at the probe's layer and reruns the blocks after it; an
     edit there must give what the full hooked forward gives with the same edit at that hook."""
-    from hansprobe.analyses.activations import resid_hook
-    from hansprobe.analyses.steering import _Site
+    from hansprobe.mechanics.activations import resid_hook
+    from hansprobe.mechanics.steering import _Site
 
     task = tiny_task()
     model, obj = tiny_model(task, seed=4, n_layers=2), get_objective("teacher-forcing")

@@ -206,7 +206,7 @@ class SecondDecisionModel(torch.nn.Module):
 
 
 def test_every_decision_of_a_tree_is_measured_and_a_later_one_can_be_decided_alone():
-    from hansprobe.analyses.decisions import measure_decisions
+    from hansprobe.measurements.decisions import measure_decisions
     from hansprobe.tasks.tree import decision_view, goal_swap_at
 
     task = Tree(2, 3, 20)
@@ -238,8 +238,8 @@ def test_the_shipped_tree_control_learns_the_decision_nearer_the_goal_and_not_th
     chance; its snapshots show label 2 learned during training and label 1 never, with the gradient
     going to label 1 afterwards (docs/study-objectives.md)."""
     import hansprobe
-    from hansprobe.analyses.decisions import measure_decisions
-    from hansprobe.analyses.dynamics import measure_dynamics
+    from hansprobe.measurements.decisions import measure_decisions
+    from hansprobe.measurements.dynamics import measure_dynamics
 
     model, task, obj = hansprobe.load(TREE_CONTROL)
     batch = task.generate(600, 1234)

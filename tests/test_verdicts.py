@@ -6,18 +6,18 @@ import math
 import pytest
 import torch
 
-from hansprobe.analyses.entropy import decide, equivalence_test, measure_entropy
-from hansprobe.analyses.goal_dependence import measure_goal_dependence
-from hansprobe.analyses.heads import score_patterns
+from hansprobe.measurements.entropy import decide, equivalence_test, measure_entropy
+from hansprobe.measurements.goal_dependence import measure_goal_dependence
+from hansprobe.measurements.heads import score_patterns
 from hansprobe.objectives import inner_lookup_indices
-from hansprobe.analyses.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
-from hansprobe.analyses.base import wilson_ci
+from hansprobe.mechanics.patterns import REFERENCE_PATTERNS, edge_lookup, query_positions
+from hansprobe.mechanics.results import wilson_ci
 from hansprobe.objectives import get_objective
-from hansprobe.analyses.entropy import indecipherable_verdict
-from hansprobe.analyses.failure import failure_verdict
-from hansprobe.analyses.questions import notes_for
-from hansprobe.analyses.goal_dependence import decision_verdict
-from hansprobe.analyses.lookup import lookup_verdict
+from hansprobe.questions.indecipherable import indecipherable_verdict
+from hansprobe.questions.failure import failure_verdict
+from hansprobe.questions.registry import notes_for
+from hansprobe.questions.decision_computed import decision_verdict
+from hansprobe.questions.lookup import lookup_verdict
 from hansprobe.tasks import PathStar, format_ntf_lines, parse_ntf_lines
 from hansprobe.tasks.pathstar import arm_rewire, goal_swap
 
@@ -119,7 +119,7 @@ def test_the_band_is_the_same_fraction_of_the_range_at_every_d(d):
     from chance to never (below). The old band, 1/d +- 20% of 1/d, was 0.2 of that range at d = 2
     and 0.022 of it at d = 10. At the band's edge, equivalence cannot be shown however many graphs;
     well inside it, it can."""
-    from hansprobe.analyses.entropy import EQUIVALENCE_BAND, equivalence_band
+    from hansprobe.measurements.entropy import EQUIVALENCE_BAND, equivalence_band
 
     c = 1 / d
     lo, hi = equivalence_band(c)
@@ -334,7 +334,7 @@ def test_the_causal_search_finds_a_lookup_that_the_attention_gate_missed():
     ablation to drop >= 0.5: here it named two heads whose joint ablation drops far less, so the old
     report answered "inconclusive" although the model follows every swapped r_(i-1)."""
     import hansprobe
-    from hansprobe.analyses.heads import DROP_THRESHOLD, SCORE_THRESHOLD, UNIFORM_MULTIPLE, measure_heads
+    from hansprobe.measurements.heads import DROP_THRESHOLD, SCORE_THRESHOLD, UNIFORM_MULTIPLE, measure_heads
 
     if not (RECIPE2 / "config.json").is_file():
         pytest.skip(f"{RECIPE2} is not shipped in this clone")
@@ -370,7 +370,7 @@ def test_partial_teacherless_is_not_taken_for_teacherless_by_the_failure_verdict
 # --- issue 23 part 2: a lookup set that is specific ---------------------------------------------------
 def _fake_ablation(monkeypatch, effect):
     """Stand-in forced accuracy: `effect(heads) -> (shortcut accuracy, control accuracy)`."""
-    from hansprobe.analyses import heads as H
+    from hansprobe.measurements import heads as H
 
     def fake(model, objective, batch, batch_size=1000, heads=(), mode="mean", mean_z=None, resid_cache=None, controls=None):
         sc, ctl = effect(set(map(tuple, heads)))
@@ -414,8 +414,8 @@ def test_a_follow_rate_below_half_answers_no_whatever_the_search_found():
 def test_a_head_reading_the_next_edges_parent_is_named_so():
     """On the Next-Token-Failures model a found head read 0.95 "elsewhere". The context pattern names
     where: here a head that attends the parent token of the edge listed after the looked-up one."""
-    from hansprobe.analyses.heads import describe_reads
-    from hansprobe.analyses.patterns import context
+    from hansprobe.measurements.heads import describe_reads
+    from hansprobe.mechanics.patterns import context
 
     task = PathStar(2, 5, 30)
     b = task.generate(100, 0)

@@ -1,12 +1,12 @@
 """The failure verdict says what it ruled out (issue 23, part 5): the learning order (snapshots),
-capacity and training length (a capacity witness: analyses/witness.py). Without them a yes is the
+capacity and training length (a capacity witness: hansprobe/measurements/witness.py). Without them a yes is the
 signature, its cause not separated from those, in the evidence and in `values.ruled_out`."""
 from pathlib import Path
 
 import pytest
 
-from hansprobe.analyses.failure import failure_verdict
-from hansprobe.analyses.witness import measure_witness
+from hansprobe.questions.failure import failure_verdict
+from hansprobe.measurements.witness import measure_witness
 from hansprobe.checkpoint import read_config
 
 from helpers import run_cli
@@ -32,7 +32,7 @@ def _dynamics(above=(), steps=(100, 500, 900), lookup_at=500):
 def test_at_chance_throughout_is_tested_over_all_snapshots_together():
     """8 snapshots at 1,000 graphs: one at 0.539 (a 95% CI that excludes 1/2 alone) is no rise once the
     snapshots are tested together (Bonferroni); 0.56 is."""
-    from hansprobe.analyses.dynamics import DynamicsResult
+    from hansprobe.measurements.dynamics import DynamicsResult
 
     def dyn(accs):
         n = len(accs)

@@ -14,14 +14,14 @@ TRAINING_CAPTION = {"training_curve": "Training loss and held-out accuracy logge
 
 def sections() -> list[tuple[str, str]]:
     """(analysis key in the report, heading): every registered analysis, then the training curve."""
-    from hansprobe.analyses import registered
+    from hansprobe.measurements import registered
 
     return [(spec.name, spec.title) for spec in registered()] + [("training", "Training curve")]
 
 
 def captions() -> dict[str, str]:
     """Figure name -> what to look for, from every registered analysis."""
-    from hansprobe.analyses import registered
+    from hansprobe.measurements import registered
 
     out = dict(TRAINING_CAPTION)
     for spec in registered():

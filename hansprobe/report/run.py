@@ -3,7 +3,7 @@ processes), every registered question answered with its evidence, and the report
 checkpoint (`build_report`, a generator). Writing it: report/files.py; drawing it: report/html.py.
 
 The report only composes: each question, its rule and its thresholds live beside the analysis that
-answers it (hansprobe/analyses/questions.py, docs/add-a-question.md).
+answers it (hansprobe/questions/registry.py, docs/add-a-question.md).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from hansprobe import error_rates
-from hansprobe.analyses import questions as _questions
+from hansprobe.questions import registry as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.errors import CheckpointError, ConfigError, shown
 from hansprobe.progress import progress_bar
@@ -23,7 +23,7 @@ from hansprobe.tasks.registry import read_task_text
 FORMAT = "hansprobe-report"
 FORMAT_VERSION = 2  # 2: five questions (clever_hans_failure, lookup, ...), "not learned", notes
 
-# The questions live beside the analyses that answer them (hansprobe/analyses/questions.py); these
+# The questions live beside the analyses that answer them (hansprobe/questions/registry.py); these
 # are live views of that registry, in page order: the combined failure verdict first.
 QUESTIONS = _questions.QUESTIONS
 ANSWERS = _questions.ANSWERS
@@ -62,7 +62,7 @@ def analysis_context(ck, batch, settings: ReportSettings):
     """The one AnalysisContext of a loaded checkpoint and its graphs, for the report and for
     `hansprobe analyse NAME` alike: the costly mechanism analyses take the first
     settings.mechanism_graphs of the same graphs, patching the first settings.patch_pairs."""
-    from hansprobe.analyses import AnalysisContext
+    from hansprobe.measurements import AnalysisContext
     from hansprobe.checkpoint import model_from_config
 
     device = str(next(ck.model.parameters()).device)
@@ -87,7 +87,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
 
     verdicts = _questions.decide_all(obj, analyses)  # every registered question, the combined failure verdict last
     error_rates.attach(verdicts, len(batch))  # each answer's measured false-answer rate (docs/calibration.md)
-    notes = _questions.notes_for(obj, analyses, verdicts)  # registered beside the questions (analyses/failure.py)
+    notes = _questions.notes_for(obj, analyses, verdicts)  # registered beside the questions (hansprobe/questions/failure.py)
     cfg = ck.config
     provenance = {
         "trained_with": cfg.get("versions", {}), "measured_with": package_versions(), "training_seed": cfg.get("seed"),
@@ -105,8 +105,8 @@ def run_analyses(ctx, names=None, progress=None, label: str = "", figures: bool 
     """(summaries, figures) of every registered analysis, in report order, or of those in `names`
     (the others are left out): an analysis that does not apply is {"skipped": reason}. `progress`:
     a tqdm bar ticked once per analysis."""
-    from hansprobe.analyses import registered
-    from hansprobe.analyses.registry import run_analysis
+    from hansprobe.measurements import registered
+    from hansprobe.measurements.registry import run_analysis
 
     analyses, figs = {}, {}
     for spec in registered():
@@ -128,7 +128,7 @@ def run_analyses(ctx, names=None, progress=None, label: str = "", figures: bool 
 
 def n_analyses() -> int:
     """Progress ticks per checkpoint: one per registered analysis."""
-    from hansprobe.analyses import registered
+    from hansprobe.measurements import registered
 
     return len(registered())
 
@@ -195,7 +195,7 @@ def witnesses_among(paths: list[Path]) -> dict[Path, Path]:
     capacity on configs alone (the same task, prompt layout and model shape, another objective,
     decoding forwards: analyses/witness.could_witness); the witness analysis measures whether it
     decides."""
-    from hansprobe.analyses.witness import could_witness
+    from hansprobe.measurements.witness import could_witness
     from hansprobe.checkpoint import read_config
 
     from hansprobe.objectives import objective_from_config
@@ -295,7 +295,7 @@ def _worker_context():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     # Read when the server starts (the first use in this process); a server already running keeps its own list.
-    ctx.set_forkserver_preload(["hansprobe.report.run", "hansprobe.analyses", "hansprobe.checkpoint",
+    ctx.set_forkserver_preload(["hansprobe.report.run", "hansprobe.measurements", "hansprobe.questions", "hansprobe.checkpoint",
                                 "transformer_lens.model_bridge"])
     return ctx
 

@@ -27,7 +27,7 @@ class ReportSettings:
     device: str = "cpu"
     witness: str | None = option("a capacity witness: a checkpoint of the same task and model shape that decides "
                                  "forwards (another objective or prompt layout); the failure verdict then says whether "
-                                 "capacity and training length are ruled out (analyses/witness.py)", "text", None,
+                                 "capacity and training length are ruled out (hansprobe/measurements/witness.py)", "text", None,
                                  metavar="CKPT")
     # 1 (the default) measures them one after another in this process: on 2 cores two one-thread
     # processes measured no faster than one two-thread one (docs/decisions.md 44).

@@ -17,8 +17,8 @@ from pathlib import Path
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from hansprobe.analyses import registered
-from hansprobe.analyses.registry import run_analysis
+from hansprobe.measurements import registered
+from hansprobe.measurements.registry import run_analysis
 from hansprobe.checkpoint import load_checkpoint
 from hansprobe.report.run import ReportSettings, _graphs, analysis_context
 

@@ -14,8 +14,8 @@ CHILD = """
 import json, resource, sys, time, torch
 torch.set_num_threads(1)
 import hansprobe
-from hansprobe.analyses import measure_behaviour, measure_entropy
-from hansprobe.analyses.heads import measure_heads
+from hansprobe.measurements import measure_behaviour, measure_entropy
+from hansprobe.measurements.heads import measure_heads
 ckpt, analysis, n, bs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 model, task, obj = hansprobe.load(ckpt)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hansprobe.analyses.base import Result, wilson_ci
+from hansprobe.mechanics.results import Result, wilson_ci
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch

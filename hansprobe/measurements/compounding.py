@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from hansprobe.analyses.base import Result, fmt_ci, wilson_ci
-from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result, fmt_ci, wilson_ci
+from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.error_rates import rate_ci
 from hansprobe.objectives import Objective
 
@@ -46,7 +46,6 @@ class CompoundingResult(Result):
         return self.to_dict()
 
     def figures(self) -> dict:
-        import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
         fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14, subplot_titles=(

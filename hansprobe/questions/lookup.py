@@ -3,14 +3,18 @@ one? Its causal evidence is the heads analysis's greedy ablation search; its beh
 is the counterfactual-prefix follow rate (follow.py), which the heads analysis measures beside it."""
 from __future__ import annotations
 
-from hansprobe.analyses.follow import FOLLOW_MAJORITY
-from hansprobe.analyses.heads import DROP_THRESHOLD, MAX_SET_FRACTION
-from hansprobe.analyses.questions import QuestionContext, QuestionSpec, ci_text, register_question, verdict
+from collections.abc import Mapping
+
+from hansprobe.mechanics.follow import FOLLOW_MAJORITY
+from hansprobe.measurements.heads import DROP_THRESHOLD, MAX_SET_FRACTION
+from hansprobe.questions.registry import (QuestionContext, QuestionSpec, ci_text, register_question, registered_thresholds,
+                                          verdict)
 from hansprobe.objectives import Objective, as_objective, inner_lookup_indices
 
 
 
-def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | None, why_not: str | None = None) -> dict:
+def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | None, why_not: str | None = None,
+                   thresholds: Mapping | None = None) -> dict:
     """yes when a set of at most a quarter of the heads is found whose joint ablation breaks forced
     accuracy at indices 2..l-2 beyond the controls (the heads analysis's causal search, chosen on one
     half of the graphs and measured on the other, its drop's CI above the bar) AND the
@@ -19,7 +23,9 @@ def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | No
     token), or forced accuracy at every index 2..l-2 lies below 1/2 (CI: there is no lookup to
     read); inconclusive otherwise — a search that finds no small set is missing evidence, not
     evidence of absence. Under reversed targets r_i = parent(r_(i-1)) is the correct rule: the
-    same question then asks about the child -> parent lookup."""
+    same question then asks about the child -> parent lookup. `thresholds`: the question's (its
+    registration's when None)."""
+    majority = (thresholds if thresholds is not None else registered_thresholds("lookup"))["follow_majority"]
     objective = as_objective(objective)
     if heads is None:
         return verdict("not applicable", why_not or f"{objective.name} inputs hold no previous answer token")
@@ -28,8 +34,8 @@ def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | No
     forced = "; ".join(f"r{i} {ci_text(behaviour['forced_accuracy'][i], behaviour['forced_accuracy_ci'][i])}" for i in idx)
     mech = heads["mechanism"]
     follow = heads.get("follow")
-    follows = follow is not None and follow["follow_rate_ci"][0] > FOLLOW_MAJORITY
-    refuted = follow is not None and follow["follow_rate_ci"][1] < FOLLOW_MAJORITY
+    follows = follow is not None and follow["follow_rate_ci"][0] > majority
+    refuted = follow is not None and follow["follow_rate_ci"][1] < majority
     parts = [f"forced accuracy {forced}"]
     if follow is not None:
         parts.append(f"swapping r_(i-1) for another arm's node makes it answer that node's {'parent' if reverse else 'child'} "
@@ -39,7 +45,7 @@ def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | No
         parts.append("under reversed targets this child -> parent lookup is the correct rule, not a shortcut")
     found = bool(mech["found"])
     cis = behaviour.get("forced_accuracy_ci")
-    unlearned = bool(cis) and all(cis[i][1] < FOLLOW_MAJORITY for i in idx)  # nothing there to read off
+    unlearned = bool(cis) and all(cis[i][1] < majority for i in idx)  # nothing there to read off
     answer = "yes" if found and follows else "no" if refuted or unlearned else "inconclusive"
     if unlearned:
         parts.insert(0, "forced accuracy at every index 2..l-2 lies below 1/2 (CI): there is no lookup to read")
@@ -60,7 +66,7 @@ def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | No
 
 
 def _decide(ctx: QuestionContext) -> dict:
-    return lookup_verdict(ctx.objective, ctx.analysis("behaviour"), ctx.analysis("heads"), ctx.skipped("heads"))
+    return lookup_verdict(ctx.objective, ctx.analysis("behaviour"), ctx.analysis("heads"), ctx.skipped("heads"), ctx.thresholds)
 
 
 LOOKUP = register_question(QuestionSpec(
@@ -72,4 +78,6 @@ LOOKUP = register_question(QuestionSpec(
           "no only when that CI lies below it or forced accuracy at 2..l-2 lies below {follow_majority}; inconclusive "
           "otherwise. Attention describes where they read."),
     thresholds={"follow_majority": FOLLOW_MAJORITY, "lookup_drop": DROP_THRESHOLD, "lookup_max_set_fraction": MAX_SET_FRACTION},
+    applied_by={"follow_majority": "heads.thresholds.follow_majority", "lookup_drop": "heads.thresholds.drop",
+                "lookup_max_set_fraction": "heads.thresholds.max_set_fraction"},
 ))

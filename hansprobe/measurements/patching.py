@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import Result, fmt_ci, mean_ci, t_ci, wilson_ci
-from hansprobe.analyses.follow import swap_node
-from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result, fmt_ci, mean_ci, t_ci, wilson_ci
+from hansprobe.mechanics.follow import swap_node
+from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, inference_view, logits_at
 from hansprobe.options import CommandOption

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 import torch
 from scipy import stats
 
-from hansprobe.analyses.base import Result, decision_distribution, fmt_ci, mean_ci, t_ci, wilson_ci
-from hansprobe.analyses.goal_dependence import (FAMILY_ALPHA, GoalDependenceResult, measure_goal_dependence,
-                                                route_alpha)
-from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
-from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result, fmt_ci, mean_ci, t_ci, wilson_ci
+from hansprobe.mechanics.forward import decision_distribution
+from hansprobe.measurements.goal_dependence import FAMILY_ALPHA, GoalDependenceResult, measure_goal_dependence, route_alpha
+from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
@@ -77,6 +76,7 @@ class EntropyResult(Result):
     preference: dict = field(default_factory=dict)  # what a non-uniform guess follows: rate, CI
     per_example_candidate_entropy_frac: list[float] = field(default_factory=list, repr=False)
     per_example_entropy_nats: list[float] = field(default_factory=list, repr=False)
+    thresholds: dict = field(default_factory=dict)  # the bars the outcome was decided at (decide's constants)
 
     def summary(self) -> dict:
         """The figures without the per-example lists (what the CLI prints as JSON)."""
@@ -302,6 +302,9 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
         goal_dependence=goal_dependence.to_dict() if goal_dependence is not None else None,
         preference=_preference(cand_logq.argmax(-1), batch),
         per_example_candidate_entropy_frac=fr.tolist(), per_example_entropy_nats=e.tolist(),
+        thresholds={"equivalence_band": EQUIVALENCE_BAND, "equivalence_alpha": EQUIVALENCE_ALPHA,
+                    "information_fraction": INFO_FRACTION, "candidate_mass_min": CANDIDATE_MASS_MIN,
+                    "family_alpha": FAMILY_ALPHA},
     )
 
 
@@ -314,48 +317,4 @@ register_analysis(AnalysisSpec(
         'decision_entropy_histogram': 'Per-graph entropy of the decision token, renormalised over the d candidates, as a fraction of log d. Look for: a pile at 1 = a uniform guess (indecipherable); a pile at 0 = a decision.',
         'goal_dependence': "Per pair: the change of the candidate log-odds at the decision position when only the goal's place moves (goal swap; arm rewire: same tokens and goal label, reached through another first node). Look for: a pile at 0 = the decision ignores the goal; far from 0 = it follows the goal.",
     },
-))
-
-
-# --- the question this analysis answers -----------------------------------------------------------
-INDECIPHERABLE_ANSWER = {"indecipherable": "yes", "decided": "no", "not learned": "not learned",
-                         "inconclusive": "inconclusive", "not applicable": "not applicable"}
-
-
-def indecipherable_verdict(entropy: dict) -> dict:
-    """The entropy analysis's outcome (design.md's rule): the clause that decided it first, then the figures."""
-    e = entropy
-    answer = INDECIPHERABLE_ANSWER[e["outcome"]]
-    parts = [e["verdict"]]
-    if answer == "not applicable":  # a question without an object carries no values (docs/report.md); the numbers stay in analyses.entropy
-        return verdict(answer, e["verdict"])
-    parts += [f"decision accuracy over the whole vocabulary {ci_text(e['decision_accuracy'], e['decision_accuracy_ci'])}",
-              f"information over uniform {ci_text(e['information_nats'], e['information_nats_ci'])} nats",
-              f"candidate entropy {ci_text(e['candidate_entropy_frac'], e['candidate_entropy_frac_ci'])} x log d",
-              f"mass outside the candidates {e['mass_outside_candidates']:.3f}"]
-    follows = [f"{k} {ci_text(v['rate'], v['ci'])}" for k, v in e.get("preference", {}).items() if v["follows"]]
-    if follows:
-        parts.append("the top candidate is the " + "; ".join(follows) + f" (chance {e['chance']:.3f})")
-    return verdict(answer, "; ".join(parts), outcome=e["outcome"], candidate_accuracy=e["candidate_accuracy"],
-                   candidate_accuracy_ci=e["candidate_accuracy_ci"], decision_accuracy=e["decision_accuracy"],
-                   decision_accuracy_ci=e["decision_accuracy_ci"], chance=e["chance"], equivalence=e["equivalence"],
-                   information_nats=e["information_nats"], information_nats_ci=e["information_nats_ci"],
-                   candidate_entropy_frac=e["candidate_entropy_frac"],
-                   mass_outside_candidates=e["mass_outside_candidates"],
-                   follows=[k for k, v in e.get("preference", {}).items() if v["follows"]])
-
-
-INDECIPHERABLE = register_question(QuestionSpec(
-    key="indecipherable", text="First decision token indecipherable?", needs=("entropy",), order=20,
-    decide=lambda ctx: indecipherable_verdict(ctx.analysis("entropy")),
-    rule=("yes when the accuracy among the d candidates is shown equivalent to 1/d (two one-sided tests at "
-          "{equivalence_alpha}, against a band of {equivalence_band:.0%} of the way from chance to perfect or to "
-          "never), the goal does not move the decision, and the information over uniform is <= "
-          "{information_fraction} log d; no (decided) when the goal moves the decision toward or away from it, or the "
-          "accuracy lies above 1/d, or the information above {information_fraction} log d, each route tested so that "
-          "together they err on a model that ignores the goal in at most {family_alpha:.0%} of graph draws; 'not "
-          "learned' when less than {candidate_mass_min:.0%} of the mass is on the candidates."),
-    thresholds={"equivalence_band": EQUIVALENCE_BAND, "equivalence_alpha": EQUIVALENCE_ALPHA,
-                "information_fraction": INFO_FRACTION, "candidate_mass_min": CANDIDATE_MASS_MIN,
-                "family_alpha": FAMILY_ALPHA},
 ))

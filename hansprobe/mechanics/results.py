@@ -1,49 +1,16 @@
-"""The one shape of every analysis: model + task batch in, a Result out that serialises to JSON
-and draws its plotly figures. The report and the CLI only compose these."""
+"""The one shape of every measurement: model + task batch in, a Result out that serialises to JSON
+and draws its plotly figures (the report and the CLI only compose these); and the intervals every
+measurement reports (scipy.stats)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
-
-from hansprobe.progress import progress_iter  # noqa: F401  (the analyses import it from here)
 from scipy import stats
 
 from hansprobe.storage import jsonable
-
-
-def chunks(batch, size: int, desc: str, progress: bool | str = False):
-    """Consecutive sub-batches for batched forward passes, with progress when asked (progress_iter)."""
-    return progress_iter(batch.split(size), -(-len(batch) // size), desc, progress)
-
-
-@torch.no_grad()
-def label_logprobs(model, objective, batch, batch_size: int = 1000, desc: str = "forced pass",
-                   progress: bool | str = False) -> torch.Tensor:
-    """log q(. | forced input) at every label position for every graph, batched: (B, L, V) on CPU."""
-    device = next(model.parameters()).device
-    return torch.cat([objective.forced_logits(model, c.to(device)).log_softmax(-1).cpu()
-                      for c in chunks(batch, batch_size, desc, progress)])
-
-
-@torch.no_grad()
-def decision_distribution(model, objective, batch, batch_size: int = 1000,
-                          progress: bool = False) -> torch.Tensor:
-    """log q(. | input) at the decision position for every graph, batched: (B, V) float32 on CPU."""
-    from hansprobe.fused import logits_at
-    from hansprobe.objectives import autocast
-
-    device = next(model.parameters()).device
-    out = []
-    for chunk in chunks(batch, batch_size, "entropy", progress):
-        chunk = chunk.to(device)
-        at = objective.label_slice(chunk).start + objective.decision_index(chunk.target.shape[1])  # the decision's position
-        with autocast(device):  # a causal model: the input is cut after the one position read
-            logits = logits_at(model, objective.inputs(chunk)[:, :at + 1], slice(at, at + 1))[:, 0].float()
-        out.append(logits.log_softmax(-1).cpu())
-    return torch.cat(out)
 
 
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -79,15 +46,12 @@ def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[flo
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
-_jsonable = jsonable  # the analyses' name for it; defined below them, in storage
-
-
 @dataclass
 class Result:
     """Base class: subclasses are dataclasses of plain numbers/lists and implement `figures()`."""
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, **kw)
@@ -105,3 +69,15 @@ class Result:
 def fmt_ci(v, ci) -> str:
     """`0.503 [0.481, 0.525]`: a value with its interval, three decimals (terminal output)."""
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def ci_text(v, ci, digits=None) -> str:
+    """`v [lo, hi]` with as many decimals as the interval supports: the last printed digit one order
+    of magnitude below its half-width (2 to 4 decimals; 3 for a degenerate interval). report.json
+    keeps full precision."""
+    if ci is None or None in ci:  # an interval left out (a summary measured without its description)
+        return f"{v:.3f}"
+    if digits is None:
+        half = (ci[1] - ci[0]) / 2
+        digits = 3 if not half > 0 else max(2, min(4, 1 - math.floor(math.log10(half))))
+    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hansprobe.analyses.base import Result, chunks, fmt_ci, wilson_ci
-from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result, fmt_ci, wilson_ci
+from hansprobe.mechanics.forward import chunks
+from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 

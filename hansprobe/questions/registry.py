@@ -9,16 +9,17 @@ checkpoint's objective, and returns a verdict (`verdict()`): {"answer", "summary
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Callable
 
+from hansprobe.mechanics.results import ci_text  # noqa: F401  (every rule formats its figures with it)
 from hansprobe.storage import jsonable
 
-# "before the answer" / "at the answer position": where the plan question locates the decision (analyses/plan.py)
+# "before the answer" / "at the answer position": where the plan question locates the decision (hansprobe/questions/plan.py)
 ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned", "before the answer", "at the answer position",
-           "not needed")  # "not needed": inference-time search where greedy decoding already decides (analyses/inference.py)
+           "not needed")  # "not needed": inference-time search where greedy decoding already decides (hansprobe/measurements/inference.py)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class QuestionContext:
     objective: Any
     analyses: dict
     verdicts: dict = field(default_factory=dict)
+    thresholds: Mapping = field(default_factory=dict)  # the deciding question's own (QuestionSpec.thresholds)
 
     def analysis(self, name: str) -> dict | None:
         """The summary of `name`, or None where it was skipped or not run."""
@@ -44,7 +46,12 @@ class QuestionSpec:
     """key: its key in report.json ("verdicts") and the page's row.  text: the question as asked.
     needs: the analyses its rule reads (docs).  decide(ctx) -> verdict dict.  rule: one sentence,
     formatted with `thresholds` (str.format), shown beside the question on the page and in the docs.
-    thresholds: name -> value, stored in report.json's "thresholds".  combines: questions whose
+    thresholds: name -> value, stored in report.json's "thresholds" and handed to `decide` as
+    `ctx.thresholds`, so that the value recorded is the value the rule applies.  applied_by: the
+    thresholds among them that a measurement applies before the rule reads its result (a search's
+    bar, an interval's level): name -> where that measurement records the value it used
+    ("analysis.key.key" in its summary); a question whose measurement used another value is refused
+    (`check_applied`), so these too are recorded as used.  combines: questions whose
     verdicts it reads (decided after them).  order: the row's place on the page (the combined
     failure verdict leads with 0; the built-in ones use 10..40).  describes: analyses it reads
     only for the evidence's wording (the answer is the same without them: the calibration harness
@@ -59,9 +66,38 @@ class QuestionSpec:
     combines: tuple[str, ...] = ()
     order: int = 100
     describes: tuple[str, ...] = ()
+    applied_by: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        stray = set(self.applied_by) - set(self.thresholds)
+        if stray:
+            from hansprobe.errors import ConfigError
+
+            raise ConfigError(f"question {self.key!r}: applied_by names {', '.join(sorted(stray))}, which are not among its "
+                              "thresholds; add them to thresholds")
 
     def rule_text(self) -> str:
         return self.rule.format(**self.thresholds)
+
+    def check_applied(self, analyses: dict) -> None:
+        """Refuse to decide on a summary whose measurement applied another value than this question
+        records (report.json's "thresholds" would then say one thing and the answer rest on another)."""
+        for name, path in self.applied_by.items():
+            analysis, *keys = path.split(".")
+            used = analyses.get(analysis)
+            for k in keys:
+                used = used.get(k) if isinstance(used, dict) else None
+            if used is not None and used != self.thresholds[name]:
+                from hansprobe.errors import ConfigError
+
+                raise ConfigError(f"the {analysis} analysis applied {'.'.join(keys)} = {used} but question {self.key!r} "
+                                  f"records {name} = {self.thresholds[name]}: register the question with the value its "
+                                  "measurement uses (register_question(..., replace=True))")
+
+    def decide_in(self, ctx: QuestionContext) -> dict:
+        """This question's verdict in `ctx`, its own thresholds handed to its rule."""
+        self.check_applied(ctx.analyses)
+        return self.decide(replace(ctx, thresholds=MappingProxyType(dict(self.thresholds))))
 
 
 _QUESTIONS: dict[str, QuestionSpec] = {}
@@ -95,7 +131,7 @@ def decide_all(objective, analyses: dict) -> dict:
     """Every question's verdict, in page order: plain questions first, then those that combine them."""
     ctx = QuestionContext(objective, analyses)
     for q in sorted(registered_questions(), key=lambda q: bool(q.combines)):
-        ctx.verdicts[q.key] = q.decide(ctx)
+        ctx.verdicts[q.key] = q.decide_in(ctx)
     return {q.key: ctx.verdicts[q.key] for q in registered_questions()}
 
 
@@ -121,8 +157,14 @@ def decide_some(objective, analyses: dict, keys) -> dict:
     """The verdicts of question `keys` (and the questions they combine) from the analyses' summaries."""
     ctx = QuestionContext(objective, analyses)
     for q in sorted((_QUESTIONS[k] for k in keys), key=lambda q: bool(q.combines)):
-        ctx.verdicts[q.key] = q.decide(ctx)
+        ctx.verdicts[q.key] = q.decide_in(ctx)
     return ctx.verdicts
+
+
+def registered_thresholds(key: str) -> Mapping:
+    """Question `key`'s thresholds as registered: what its rule applies when called outside a report
+    (a verdict function's default)."""
+    return MappingProxyType(dict(_QUESTIONS[key].thresholds))
 
 
 def thresholds() -> dict:
@@ -201,15 +243,3 @@ def verdict(answer: str, evidence: str, summary: str | None = None, **values) ->
         raise ValueError(f"a verdict answers one of {ANSWERS}, not {answer!r}")
     return {"answer": answer, "summary": summary or summary_clause(evidence), "evidence": evidence,
             "values": jsonable(values)}
-
-
-def ci_text(v, ci, digits=None) -> str:
-    """`v [lo, hi]` with as many decimals as the interval supports: the last printed digit one order
-    of magnitude below its half-width (2 to 4 decimals; 3 for a degenerate interval). report.json
-    keeps full precision."""
-    if ci is None or None in ci:  # an interval left out (a summary measured without its description)
-        return f"{v:.3f}"
-    if digits is None:
-        half = (ci[1] - ci[0]) / 2
-        digits = 3 if not half > 0 else max(2, min(4, 1 - math.floor(math.log10(half))))
-    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hansprobe.analyses.activations import Activations, resid_hook
-from hansprobe.analyses.base import Result, t_ci
-from hansprobe.analyses.probe_targets import ProbeTarget, make_probe
+from hansprobe.mechanics.activations import Activations, resid_hook
+from hansprobe.mechanics.results import Result, t_ci
+from hansprobe.mechanics.probe_targets import ProbeTarget, make_probe
 from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hansprobe.analyses.base import Result
-from hansprobe.analyses.behaviour import measure_behaviour
-from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result
+from hansprobe.measurements.behaviour import measure_behaviour
+from hansprobe.measurements.registry import AnalysisContext, AnalysisSpec, register_analysis
 
 WITNESS_MIN = 0.9  # the witness's decision accuracy CI must lie above this: it decides, forwards
 LAYOUT_KEYS = ("goal_first",)  # task fields that are the prompt's layout, not the task: compared apart
@@ -45,6 +45,7 @@ class WitnessResult(Result):
     exact_match: float = 0.0
     learned: bool = False  # decision accuracy CI lower end >= WITNESS_MIN, decoded forwards
     rules_out_capacity: bool = False  # learned, same task, layout and shape
+    witness_min: float | None = None  # the bar `learned` was decided at (WITNESS_MIN)
 
     def figures(self) -> dict:
         return {}
@@ -100,7 +101,8 @@ def measure_witness(config: dict, witness_path: str | Path, *, n_graphs: int, se
     within = None not in (seen, seen_here) and seen <= seen_here and not sched_diff
     b = measure_behaviour(ck.model, ck.objective, ck.task.generate(n_graphs, seed), batch_size=batch_size)
     forward = not ck.objective.reverse
-    learned = forward and b.decision_accuracy_ci[0] >= WITNESS_MIN
+    bar = WITNESS_MIN
+    learned = forward and b.decision_accuracy_ci[0] >= bar
     return WitnessResult(
         path=str(witness_path), objective=ck.objective.name, forward=forward, same_task=not task_diff,
         same_shape=not shape_diff, differences=task_diff + shape_diff, same_layout=not layout_diff,
@@ -109,7 +111,7 @@ def measure_witness(config: dict, witness_path: str | Path, *, n_graphs: int, se
         graphs_seen=seen, graphs_seen_of_checkpoint=seen_here, schedule_differences=sched_diff,
         within_budget=bool(within), n_graphs=n_graphs,
         decision_accuracy=b.decision_accuracy, decision_accuracy_ci=b.decision_accuracy_ci, exact_match=b.exact_match,
-        learned=learned, rules_out_capacity=learned and not task_diff and not shape_diff and not layout_diff)
+        learned=learned, witness_min=bar, rules_out_capacity=learned and not task_diff and not shape_diff and not layout_diff)
 
 
 def _witness_skip(ctx: AnalysisContext) -> str | None:

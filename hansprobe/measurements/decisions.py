@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hansprobe.analyses.base import Result, fmt_ci, label_logprobs
-from hansprobe.analyses.entropy import entropy_from_logprobs
-from hansprobe.analyses.goal_dependence import GoalDependenceResult, _log_odds, _summarise, route_alpha
-from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result, fmt_ci
+from hansprobe.mechanics.forward import label_logprobs
+from hansprobe.measurements.entropy import entropy_from_logprobs
+from hansprobe.measurements.goal_dependence import GoalDependenceResult, _log_odds, _summarise, route_alpha
+from hansprobe.measurements.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective
 from hansprobe.tasks.base import Batch
 
@@ -61,7 +62,7 @@ def measure_decisions(model, objective: Objective, batch: Batch, *, seed: int = 
     task = batch.task
     logp = label_logprobs(model, objective, batch, batch_size, "decisions") if forced_logp is None else forced_logp
     placebo = label_logprobs(model, objective, task.placebo(batch, seed), batch_size, "decisions")
-    rows, out = torch.arange(len(batch)), []
+    out = []
     for k in task.decision_indices:
         view = decision_view(batch, k)
         partner = goal_swap_at(batch, k, seed)

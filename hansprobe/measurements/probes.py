@@ -1,6 +1,6 @@
 """Linear probes on the residual stream, with controls: the `hansprobe probe` table (any target, any cell).
 
-The report's plan question reads the plan-depth profile instead (analyses/plan_depth.py: the
+The report's plan question reads the plan-depth profile instead (hansprobe/measurements/plan_depth.py: the
 sub-goal chain at every block input, the whole search's null and a causal check); this module is
 the general probe a user points at a layer x position grid of their choice.
 
@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
-from hansprobe.analyses.activations import Activations, collect_residuals, position_names
-from hansprobe.analyses.base import Result, progress_iter, wilson_ci
-from hansprobe.analyses.registry import AnalysisSpec, register_analysis
-from hansprobe.analyses.probe_targets import TARGETS, ProbeTarget, TargetFn, make_probe
-from hansprobe.analyses.steering import SteeringResult, steer_along_probe
+from hansprobe.mechanics.activations import Activations, collect_residuals, position_names
+from hansprobe.mechanics.results import Result, wilson_ci
+from hansprobe.progress import progress_iter
+from hansprobe.measurements.registry import AnalysisSpec, register_analysis
+from hansprobe.mechanics.probe_targets import TARGETS, ProbeTarget, TargetFn, make_probe
+from hansprobe.mechanics.steering import SteeringResult, steer_along_probe
 from hansprobe.errors import ConfigError
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective

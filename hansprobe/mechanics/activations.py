@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import chunks
+from hansprobe.mechanics.forward import chunks
 from hansprobe.errors import ConfigError
 from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch, prompt_positions

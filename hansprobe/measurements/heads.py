@@ -19,10 +19,11 @@ from functools import partial
 import numpy as np
 import torch
 
-from hansprobe.analyses.base import Result, chunks, fmt_ci, mean_ci, t_ci
-from hansprobe.analyses.follow import FOLLOW_MAJORITY, FollowResult, measure_follow
-from hansprobe.analyses.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
-from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result, fmt_ci, mean_ci, t_ci
+from hansprobe.mechanics.forward import chunks
+from hansprobe.mechanics.follow import FOLLOW_MAJORITY, FollowResult, measure_follow
+from hansprobe.mechanics.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
+from hansprobe.measurements.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, inference_view
 from hansprobe.options import CommandOption
@@ -528,6 +529,7 @@ def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int 
         ablations=ablate.rows, heads=_head_rows(scores, single, mechanism, pattern_groups, edge_pattern, n_layers, n_heads),
         mechanism=mechanism, pattern_groups=pattern_groups, follow=follow,
         thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD,
+                    "follow_majority": FOLLOW_MAJORITY,
                     "max_set": max_set(n_layers, n_heads), "max_set_fraction": MAX_SET_FRACTION},
         verdict=_verdict(mechanism, pattern_groups, ablate.base, edge_pattern),
     )

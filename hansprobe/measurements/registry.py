@@ -2,7 +2,7 @@
 report.json under its name, and draws its figures on the page under its title with its captions.
 An analysis is one module that registers an `AnalysisSpec` (docs/add-an-analysis.md).
 
-The report's verdicts are the questions' rules over several analyses (analyses/questions.py); a new
+The report's verdicts are the questions' rules over several analyses (hansprobe/questions/registry.py); a new
 analysis adds evidence to report.json and the page without changing them.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class AnalysisContext:
     batch_size: int
     device: str
     untrained_model: Callable[[], Any] | None = None
-    witness: Path | None = None  # a capacity witness checkpoint (analyses/witness.py), or None
+    witness: Path | None = None  # a capacity witness checkpoint (hansprobe/measurements/witness.py), or None
     options: dict = field(default_factory=dict)  # the running analysis's own options (AnalysisSpec.options)
     progress: bool | str = False  # a bar / "lines" for one analysis run from the CLI; the report shows its own
     cache: dict = field(default_factory=dict)  # shared by every copy of this context (run_analysis copies it)
@@ -51,7 +51,7 @@ class AnalysisContext:
             if b * length * self.model.cfg.d_vocab > FORCED_CACHE_FLOATS:
                 self.cache["forced_logp"] = None
             else:
-                from hansprobe.analyses.base import label_logprobs
+                from hansprobe.mechanics.forward import label_logprobs
 
                 self.cache["forced_logp"] = label_logprobs(self.model, self.objective, self.batch, self.batch_size,
                                                            progress=self.progress)
@@ -62,7 +62,7 @@ class AnalysisContext:
         objective's greedy decoding are right, (B, L) bool on CPU (`Objective.correctness`): one
         decoding of `batch` that behaviour and compounding share."""
         if "correctness" not in self.cache:
-            from hansprobe.analyses.base import chunks
+            from hansprobe.mechanics.forward import chunks
 
             logp = self.forced_logprobs()
             self.cache["correctness"] = self.objective.correctness(

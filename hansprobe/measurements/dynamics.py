@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hansprobe.analyses.base import Result, progress_iter, wilson_ci
-from hansprobe.analyses.entropy import decision_tensors
-from hansprobe.analyses.registry import AnalysisContext, AnalysisSpec, register_analysis
+from hansprobe.mechanics.results import Result, wilson_ci
+from hansprobe.progress import progress_iter
+from hansprobe.measurements.entropy import decision_tensors
+from hansprobe.measurements.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.checkpoint import (MODEL, architecture, load_safetensors, load_weights, model_from_config, read_config,
                                   read_metrics)
 from hansprobe.errors import CheckpointError

@@ -1,14 +1,18 @@
-"""The plan question, decided from the plan-depth profile (analyses/plan_depth.py): where is the
+"""The plan question, decided from the plan-depth profile (hansprobe/measurements/plan_depth.py): where is the
 first decision planned — before the answer, at the answer position, nowhere, or can the model not be
 expected to (docs/decisions.md 43)?"""
 from __future__ import annotations
 
-from hansprobe.analyses.patching import GAP_MIN
-from hansprobe.analyses.questions import QuestionSpec, ci_text, register_question, verdict
+from collections.abc import Mapping
+
+from hansprobe.measurements.patching import GAP_MIN
+from hansprobe.questions.registry import QuestionSpec, ci_text, register_question, registered_thresholds, verdict
 
 PLAN_ALPHA = 0.05  # family-wise, for the whole search: the sub-goal chain tested in order, hop 1 first
 PLAN_SELECTIVITY = 0.10  # the paired selectivity's CI must clear this (accuracy over relabelled probes)
 CAUSAL_MIN = 0.25  # patching the probe's directions must restore at least this share of the goal's effect (CI)
+# The rule below reads these through the registration's thresholds (`t`), never the constants: the
+# values report.json records are the values applied.
 
 BEFORE, AT = "before the answer", "at the answer position"
 
@@ -17,11 +21,11 @@ def _where(layer: int) -> str:
     return "the embeddings" if layer == 0 else f"after block {layer - 1}"
 
 
-def _probe_ok(s: dict, alpha: float) -> bool:
-    return s["null_p"] <= alpha + 1e-12 and s["selectivity_ci"][0] >= PLAN_SELECTIVITY
+def _probe_ok(s: dict, alpha: float, t: Mapping) -> bool:
+    return s["null_p"] <= alpha + 1e-12 and s["selectivity_ci"][0] >= t["plan_selectivity"]
 
 
-def _causal_ok(c: dict | None, position_label: str) -> str | None:
+def _causal_ok(c: dict | None, position_label: str, t: Mapping) -> str | None:
     """How patching from the goal-swap partner at a cell moves the decision back: "probe" when the
     probe's own directions restore >= CAUSAL_MIN of it (CI) and more than random directions do (the
     probed target is used); "whole" when only the whole residual there does, at a cell other than
@@ -30,9 +34,9 @@ def _causal_ok(c: dict | None, position_label: str) -> str | None:
     if not c:
         return None
     probe, rand, whole = c["probe_directions"], c["random_directions"], c["whole_residual"]
-    if probe["ci"][0] >= CAUSAL_MIN and probe["ci"][0] > rand["ci"][1]:
+    if probe["ci"][0] >= t["plan_causal_min"] and probe["ci"][0] > rand["ci"][1]:
         return "probe"
-    if position_label != "goal" and whole["ci"][0] >= CAUSAL_MIN:
+    if position_label != "goal" and whole["ci"][0] >= t["plan_causal_min"]:
         return "whole"
     return None
 
@@ -51,7 +55,7 @@ def _causal_text(c: dict) -> str:
             f"directions {ci_text(r['normalized'], r['ci'], 2)})")
 
 
-def plan_verdict(pd: dict) -> dict:
+def plan_verdict(pd: dict, thresholds: Mapping | None = None) -> dict:
     """formed before the answer: a sub-goal of the chain (tested in order from the goal's parent up,
     each at PLAN_ALPHA: a fixed-sequence test) or the edge-on-path mark is read at a block input
     before the decision position with the whole search's null p <= alpha and a paired selectivity
@@ -60,15 +64,17 @@ def plan_verdict(pd: dict) -> dict:
     residual does (away from the goal token: worded "goal-derived content at X is used; the probed target
     is not shown to be it", values.used_by). at the answer position: none is, but the decision
     follows the goal. no: the decision does not follow the goal; not applicable when the model has
-    fewer blocks that write than the task needs hops (or reversed targets)."""
+    fewer blocks that write than the task needs hops (or reversed targets). `thresholds`: the
+    question's (its registration's when None)."""
+    t = thresholds if thresholds is not None else registered_thresholds("plan_represented")
     if pd is None:
         return verdict("inconclusive", "the plan-depth analysis did not run on this checkpoint")
     if pd.get("applicable"):
         reason = pd["applicable"]
         return verdict("not applicable", f"not applicable: {reason}", summary="not applicable: " + reason.split(":")[0])
-    r = _readable(pd)
+    r = _readable(pd, t)
     n = pd["n_eval"]
-    follows = pd["gap_ci"][0] > GAP_MIN
+    follows = pd["gap_ci"][0] > t["plan_gap_min"]
     gap = (f"swapping the goal moves the decision logit difference by {ci_text(pd['gap'], pd['gap_ci'], 2)} nats on "
            f"{pd['n_pairs']} pairs")
     notes = [f"{_cell(r['searches'][k], n)}, but it is not shown used{_why_unused(pd, r, k)}"
@@ -76,11 +82,11 @@ def plan_verdict(pd: dict) -> dict:
     values = {"hops": pd["hops"], "blocks": len(pd["blocks"]), "inert_blocks": pd["inert_blocks"], "follows_goal": follows,
               "chain_found": [k.split("|")[0] for k in r["passed"]], "target": None, "layer": None, "position": None,
               "used_by": None}
-    tail = f"{gap}; {_profile_text(pd)}" + "".join(f"; {t}" for t in notes)
+    tail = f"{gap}; {_profile_text(pd, t)}" + "".join(f"; {note}" for note in notes)
     if r["used"]:
         return _before_verdict(pd, r, values, tail)
     if follows:
-        return _at_verdict(pd, r, values, tail)
+        return _at_verdict(pd, r, values, tail, t)
     blocks = len(pd["blocks"])
     if blocks < pd["hops"]:  # too shallow to be expected to plan: the one n/a with values (how many blocks and hops)
         summary = f"{blocks} block{'s' if blocks != 1 else ''} for {pd['hops']} hops; the decision ignores the goal"
@@ -91,7 +97,7 @@ def plan_verdict(pd: dict) -> dict:
     return verdict("no", f"{summary} — {tail}", summary=summary, **values)
 
 
-def _readable(pd: dict) -> dict:
+def _readable(pd: dict, t: Mapping) -> dict:
     """The chain's targets read before the answer (fixed sequence from the goal's parent up; the edge
     mark apart), how each is used (probe directions, whole residual, or not shown), falling back to
     another checked cell where the chosen one is not used along its probe; and how many cells were
@@ -99,18 +105,18 @@ def _readable(pd: dict) -> dict:
     searches, causal = dict(pd["searches"]), dict(pd["causal"])
     chain = sorted((k for k in searches if k.endswith("|before") and not k.startswith("edge")), key=_hop_order)
     edge = [k for k in searches if k.startswith("edge") and k.endswith("|before")]
-    alpha = PLAN_ALPHA / 2 if edge else PLAN_ALPHA  # two families where the edges follow the goal
+    alpha = t["plan_alpha"] / 2 if edge else t["plan_alpha"]  # two families where the edges follow the goal
     passed = []
     for k in chain:  # fixed sequence: hop j is tested only once hop j-1 is found
-        if not _probe_ok(searches[k], alpha):
+        if not _probe_ok(searches[k], alpha, t):
             break
         passed.append(k)
-    readable = passed[::-1] + [k for k in edge if _probe_ok(searches[k], alpha)]
-    how = {k: _causal_ok(causal.get(k), searches[k]["position_label"]) for k in readable}
+    readable = passed[::-1] + [k for k in edge if _probe_ok(searches[k], alpha, t)]
+    how = {k: _causal_ok(causal.get(k), searches[k]["position_label"], t) for k in readable}
     others = pd.get("causal_cells") or {}
     for k in readable:  # the chosen cell is not used along its probe: is another cell where the probe reads it?
         if how[k] != "probe":
-            cell = next((c for c in (others.get(k) or {}).get("checked", []) if _causal_ok(c, c["position_label"]) == "probe"),
+            cell = next((c for c in (others.get(k) or {}).get("checked", []) if _causal_ok(c, c["position_label"], t) == "probe"),
                         None)
             if cell is not None:
                 searches[k] = {**searches[k], "layer": cell["layer"], "position_label": cell["position_label"],
@@ -155,15 +161,15 @@ def _before_verdict(pd: dict, r: dict, values: dict, tail: str) -> dict:
                       "used_by": "probe directions" if how == "probe" else "whole residual"})
 
 
-def _at_verdict(pd: dict, r: dict, values: dict, tail: str) -> dict:
+def _at_verdict(pd: dict, r: dict, values: dict, tail: str, t: Mapping) -> dict:
     """at the answer position: the decision follows the goal, no sub-goal before the answer is used."""
     n, searches = pd["n_eval"], r["searches"]
     at = searches.get("decision node|at")
-    read_at = at if at and _probe_ok(at, PLAN_ALPHA) else None
+    read_at = at if at and _probe_ok(at, t["plan_alpha"], t) else None
     where = (f"the decision node is read at the answer position from {_where(at['layer'])} ({_cell(at, n)})" if read_at
              else "no block input holds the decision node: the last block computes it at the answer position")
     at_chain = [searches[k] for k in sorted((k for k in searches if k.endswith("|at")), key=_hop_order)
-                if _probe_ok(searches[k], PLAN_ALPHA) and not k.startswith("decision")]
+                if _probe_ok(searches[k], t["plan_alpha"], t) and not k.startswith("decision")]
     if at_chain:
         where += "; read there before the last block: " + ", ".join(
             f"{s['target']} {_where(s['layer'])} {s['accuracy']:.2f}" for s in at_chain)
@@ -181,19 +187,19 @@ def _hop_order(key: str) -> int:
     return 10 ** 6 if name == "decision node" else int(name.split()[-1])
 
 
-def _profile_text(pd: dict) -> str:
+def _profile_text(pd: dict, t: Mapping) -> str:
     """Where each target of the chain is first readable (its before-the-answer search)."""
     parts = []
     for k, s in pd["searches"].items():
         if k.endswith("|before"):
             parts.append(f"{s['target']} best at '{s['position_label']}' {_where(s['layer'])} {s['accuracy']:.2f}"
-                         + ("" if _probe_ok(s, PLAN_ALPHA) else " (not above the null)"))
+                         + ("" if _probe_ok(s, t["plan_alpha"], t) else " (not above the null)"))
     return "profile before the answer: " + (", ".join(parts) if parts else "no cell searched")
 
 
 PLAN_REPRESENTED = register_question(QuestionSpec(
     key="plan_represented", text="Where is the first decision planned?", needs=("plan_depth",), order=40,
-    decide=lambda ctx: plan_verdict(ctx.analysis("plan_depth")),
+    decide=lambda ctx: plan_verdict(ctx.analysis("plan_depth"), ctx.thresholds),
     rule=("before the answer when a sub-goal (tested from the goal's parent up) or the goal path's edges are read by a "
           "linear probe at a block input before the decision position (whole-search null p <= {plan_alpha}, paired "
           "selectivity CI >= {plan_selectivity:.2f}) and patching that cell from a goal-swap partner restores >= "
@@ -201,5 +207,7 @@ PLAN_REPRESENTED = register_question(QuestionSpec(
           "residual away from the goal token (goal-derived content there is used, the target not shown to be it); at the "
           "answer position when none is but the decision follows the goal; not applicable when the decision ignores the "
           "goal and the model has fewer blocks than the task needs hops."),
-    thresholds={"plan_alpha": PLAN_ALPHA, "plan_selectivity": PLAN_SELECTIVITY, "plan_causal_min": CAUSAL_MIN},
+    thresholds={"plan_alpha": PLAN_ALPHA, "plan_selectivity": PLAN_SELECTIVITY, "plan_causal_min": CAUSAL_MIN,
+                "plan_gap_min": GAP_MIN},
+    applied_by={"plan_gap_min": "plan_depth.gap_min"},
 ))

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hansprobe.analyses.activations import resid_hook
-from hansprobe.analyses.base import Result, chunks, t_ci, wilson_ci
-from hansprobe.analyses.patching import GAP_MIN, goal_swap_pairs, position_labels
-from hansprobe.analyses.registry import AnalysisSpec, register_analysis
+from hansprobe.mechanics.activations import resid_hook
+from hansprobe.mechanics.results import Result, t_ci, wilson_ci
+from hansprobe.mechanics.forward import chunks
+from hansprobe.measurements.patching import GAP_MIN, goal_swap_pairs, position_labels
+from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch, prompt_positions
 
@@ -182,6 +183,7 @@ class PlanDepthResult(Result):
     gap: float | None = None  # decision logit difference clean - goal-swapped, mean over the evaluation pairs (nats)
     gap_ci: list | None = None
     n_pairs: int = 0
+    gap_min: float | None = None  # GAP_MIN: the goal effect's CI must clear this for the cells to be patched (nats; as applied)
 
     def figures(self) -> dict:
         import plotly.graph_objects as go
@@ -223,7 +225,7 @@ def measure_plan_depth(model, objective: Objective, batch: Batch, *, seed: int =
     blocks = [k for k in range(n_layers) if k not in inert]
     res = PlanDepthResult(objective=objective.name, n_graphs=len(batch), n_eval=0, shuffles=shuffles,
                           hops=batch.target.shape[1] - 2, blocks=blocks, inert_blocks=inert, decision_position=p_dec,
-                          position_labels=[all_labels[p] for p in positions], layers=[])
+                          position_labels=[all_labels[p] for p in positions], layers=[], gap_min=GAP_MIN)
     if objective.reverse:
         res.applicable = ("reversed targets: the answer runs from the goal back to the start, so the decision node is "
                           "reached by lookups from the goal, not planned ahead")
@@ -245,7 +247,7 @@ def measure_plan_depth(model, objective: Objective, batch: Batch, *, seed: int =
     pairs = goal_swap_pairs(batch[torch.from_numpy(ev)], seed)
     gaps = _decision_gap(model, objective, pairs, batch_size)
     res.gap, res.gap_ci, res.n_pairs = float(gaps.mean()), [float(v) for v in t_ci(gaps)], len(gaps)
-    follows = res.gap_ci[0] > GAP_MIN  # without a goal effect to restore there is nothing to check causally
+    follows = res.gap_ci[0] > res.gap_min  # without a goal effect to restore there is nothing to check causally
     sites: dict = {}
     roles = {"each edge's parent token": batch.edge_parent_pos[0].tolist(),
              "each edge's child token": batch.edge_child_pos[0].tolist(),
@@ -283,7 +285,7 @@ def _probe_target(res: PlanDepthResult, ctx: _Cells, tgt, perms) -> tuple[dict, 
     Returns (cells: (layer index, position index or role) -> (selection, evaluation) scores,
     fits: the same keys -> (the true probe, its positions))."""
     labs, cands = _labellings(tgt, perms)
-    n_layers, positions, (train, sel, ev) = ctx.model.cfg.n_layers, ctx.positions, ctx.split
+    n_layers, positions, (_, _, ev) = ctx.model.cfg.n_layers, ctx.positions, ctx.split
     acc = np.full((len(ctx.layers), len(positions)), np.nan)
     lo, hi = acc.copy(), acc.copy()
     cells, fits = {}, {}  # (li, pj or role) -> (sel (K+1, n), ev (K+1, n)); the fitted true probes
@@ -416,7 +418,7 @@ def probe_patching(model, objective: Objective, pairs, pipe, tgt: _Target, layer
     CI; beside it the whole residual at those positions and random subspaces of the same size."""
     from scipy import stats
 
-    from hansprobe.analyses.steering import _Site
+    from hansprobe.mechanics.steering import _Site
 
     clean, swapped = pairs
     k = objective.decision_index(clean.target.shape[1])

@@ -2,8 +2,8 @@
 failure? And the notes for answers that read as contradicting each other."""
 from __future__ import annotations
 
-from hansprobe.analyses.questions import NoteSpec, QuestionContext, QuestionSpec, register_note, register_question, verdict
-from hansprobe.analyses.witness import WITNESS_MIN
+from hansprobe.questions.registry import NoteSpec, QuestionContext, QuestionSpec, register_note, register_question, verdict
+from hansprobe.measurements.witness import WITNESS_MIN
 from hansprobe.objectives import Objective, as_objective, inner_lookup_indices
 
 
@@ -83,7 +83,7 @@ def alternatives(dynamics: dict | None, witness: dict | None) -> dict:
       lookup took), over at least two snapshots; a witness trained with another objective shows
       nothing about how long *this* objective needs;
     - capacity, from a witness of the same task, prompt layout and model shape that decides forwards
-      (analyses/witness.py): this shape can learn the decision, under the witness's objective."""
+      (hansprobe/measurements/witness.py): this shape can learn the decision, under the witness's objective."""
     out = {}
     if dynamics and "skipped" not in dynamics:
         out["learning_order"], out["training_length"] = _from_snapshots(dynamics)
@@ -168,6 +168,8 @@ CLEVER_HANS_FAILURE = register_question(QuestionSpec(
           "causes of this signature were ruled out: the learning order (two snapshots or more, one before the lookup is "
           "learned), training length (a plateau of r1 at chance over the snapshots after the lookup is learned) and "
           "capacity (a witness of the same task, layout and shape that decides forwards)."),
+    thresholds={"witness_min": WITNESS_MIN},
+    applied_by={"witness_min": "witness.witness_min"},
 ))
 
 
