@@ -18,7 +18,19 @@ import pytest  # noqa: E402
 FIRST = "test_verdict_matrix.py"
 
 
+# The tiers, by folder (each test gets its folder's marker: `pytest -m unit`, or `pytest tests/unit`):
+# unit — one module's functions on tiny inputs (the folder mirrors the package);
+# contract — what users and contributors rely on: file formats, one-line errors, the CLI, the
+#   registries, the layering, report.json's schema and the page;
+# end_to_end — shipped checkpoints, killed-and-resumed runs, sweeps, the calibration and the notebooks.
+TIERS = {"unit": "unit", "contracts": "contract", "end_to_end": "end_to_end"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = TIERS.get(item.path.parent.name)
+        if tier:
+            item.add_marker(tier)
     items.sort(key=lambda item: (item.path.name != FIRST, item.get_closest_marker("slow") is None))
 
 

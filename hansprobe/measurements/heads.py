@@ -12,6 +12,7 @@ heads that attend the edge span are ablated too and reported (docs/analyses.md).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypedDict
 from functools import partial
@@ -133,7 +134,15 @@ class HeadsResult(Result):
     pattern_groups: dict  # pattern -> {"heads", "ablation_drop", "ablation_drop_zero"} for every lookup pattern with high scorers
     follow: dict | None
     thresholds: dict = field(default_factory=dict)
-    verdict: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """The search's finding in a sentence (`mechanism_text`)."""
+        return self.prose()["verdict"]
+
+    def prose(self) -> dict[str, str]:
+        return {"verdict": mechanism_text({"mechanism": self.mechanism, "pattern_groups": self.pattern_groups,
+                                           "baseline": self.baseline, "thresholds": self.thresholds})}
 
     def text(self) -> str:
         b, f = self.baseline, self.follow or {}
@@ -531,7 +540,6 @@ def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int 
         thresholds={"score": SCORE_THRESHOLD, "uniform_multiple": UNIFORM_MULTIPLE, "drop": DROP_THRESHOLD,
                     "follow_majority": FOLLOW_MAJORITY,
                     "max_set": max_set(n_layers, n_heads), "max_set_fraction": MAX_SET_FRACTION},
-        verdict=_verdict(mechanism, pattern_groups, ablate.base, edge_pattern),
     )
 
 
@@ -598,11 +606,15 @@ def _head_rows(scores, single, mechanism, pattern_groups, edge_pattern, n_layers
     return heads
 
 
-def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
-    attending = pattern_groups.get(edge_pattern)
+def mechanism_text(heads: Mapping) -> str:
+    """The search's finding in a sentence, from a heads result's figures (its `mechanism`,
+    `pattern_groups`, `baseline` and `thresholds`): the result's "verdict" in JSON, which the lookup
+    question cites."""
+    mech, base, bars = heads["mechanism"], heads["baseline"], heads["thresholds"]
+    attending = heads["pattern_groups"].get(mech["edge_pattern"])
     also = (f"; the heads that attend the edge span ({', '.join(f'L{l}H{h}' for l, h in attending['heads'])}) drop it by "
             f"{attending['ablation_drop']:.3f} together" if attending else "; no head puts >= "
-            f"{SCORE_THRESHOLD} of its attention on the edge span")
+            f"{bars['score']} of its attention on the edge span")
     total = mech.get("n_heads_total") or mech["max_set"]
     halves = (f"chosen on {mech['selection_graphs']} graphs, measured on {mech['ablation_graphs']} others; at most "
               f"{mech['max_set']} of the {total} heads ({mech['max_set'] / total:.0%})")
@@ -617,13 +629,13 @@ def _verdict(mech, pattern_groups, base, edge_pattern) -> str:
         return (f"lookup mechanism {names}: mean-ablating {'it' if len(mech['heads']) == 1 else 'them together'} drops "
                 f"forced accuracy at indices 2..l-2 from {base['shortcut_accuracy']:.3f} to "
                 f"{mech['shortcut_accuracy_after']:.3f} while {ctl} ({drop}; {halves}); at the shortcut queries {reads}{also}")
-    if base["shortcut_accuracy"] < DROP_THRESHOLD:
+    if base["shortcut_accuracy"] < bars["drop"]:
         return (f"forced accuracy at indices 2..l-2 is only {base['shortcut_accuracy']:.3f}: there is no lookup to break"
                 + also)
     tried = ", ".join(f"L{l}H{h}" for l, h in mech["tried"])
     return (f"no set of at most {mech['max_set']} of the {total} heads ({mech['max_set'] / total:.0%}; greedy search: "
             f"{tried}) drops forced accuracy at indices 2..l-2 by "
-            f">= {DROP_THRESHOLD} beyond its drop at the controls (on the held-out half: {mech['ablation_drop']:.3f} at "
+            f">= {bars['drop']} beyond its drop at the controls (on the held-out half: {mech['ablation_drop']:.3f} at "
             f"indices 2..l-2 from {base['shortcut_accuracy']:.3f}, while {ctl})"
             + (f"; whole layers {mech['layers_that_break_it']} do" if mech["layers_that_break_it"] else "") + also)
 

@@ -79,13 +79,28 @@ class PatchingResultSummary(Result):
     abs_gap: float  # mean |per-pair gap|: what decides `measurable`
     abs_gap_ci: tuple[float, float]
     measurable: bool
-    verdict: str
     position_labels: list[str]
     sweeps: dict = field(default_factory=dict)  # "resid|attn|mlp" -> direction -> {"normalized": [L][T], "ci_low", "ci_high", "kl"}
     heads: dict = field(default_factory=dict)  # direction -> {"normalized": [L][H], ...} (each head's output, all positions)
     heads_by_pos: dict = field(default_factory=dict)  # direction -> {"normalized": [L][T][H], ...}
     top: list = field(default_factory=list)  # strongest components
     shortcut: dict | None = None  # teacher-forced shortcut patching: rate of predicting child(w) per layer x index
+    gap_min: float | None = None  # the bar `measurable` was decided at (GAP_MIN)
+
+    @property
+    def verdict(self) -> str:
+        """Whether there is a goal effect to restore, and the strongest components, in a sentence."""
+        return self.prose()["verdict"]
+
+    def prose(self) -> dict[str, str]:
+        lo, hi = self.abs_gap_ci
+        if self.measurable:
+            return {"verdict": f"clean-corrupted gap |{self.abs_gap:.3f}| [{lo:.3f}, {hi:.3f}] nats per pair (signed "
+                               f"{self.gap:.3f}): measurable; strongest: "
+                               + "; ".join(f"{t['component']} {t['normalized']:.2f}" for t in self.top[:3])}
+        return {"verdict": f"no decision computation to restore: swapping the goal moves the decision logit difference by "
+                           f"|{self.abs_gap:.3f}| [{lo:.3f}, {hi:.3f}] nats per pair (signed {self.gap:.3f} "
+                           f"[{self.gap_ci[0]:.3f}, {self.gap_ci[1]:.3f}]), not shown above {self.gap_min}"}
 
     def text(self) -> str:
         lines = [f"  logit difference clean {self.clean_logit_diff:.3f}, corrupted {self.corrupted_logit_diff:.3f}, "
@@ -253,13 +268,14 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
     gap_lo, gap_hi = t_ci(gap_vals)
     gap = float(gap_vals.mean())
     abs_lo, abs_hi = mean_ci(np.abs(gap_vals), seed)
-    measurable = abs_lo >= GAP_MIN
+    bar = GAP_MIN
+    measurable = abs_lo >= bar
     labels = position_labels(clean)
     out = PatchingResultSummary(
         objective=objective.name, n_pairs=len(batch), metric_label_index=k, metric_position=pos,
         clean_logit_diff=float(ld_clean.mean()), corrupted_logit_diff=float(ld_corr.mean()), gap=gap,
         gap_ci=(float(gap_lo), float(gap_hi)), abs_gap=float(np.abs(gap_vals).mean()), abs_gap_ci=(abs_lo, abs_hi),
-        measurable=measurable, verdict="", position_labels=labels,
+        measurable=measurable, position_labels=labels, gap_min=bar,
     )
     if measurable:
         clean_logits, clean_cache = model.run_with_cache(clean_x)
@@ -286,13 +302,6 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
                     else:
                         out.sweeps.setdefault(s, {})[direction] = norm
         out.top = _top_components(out)
-        out.verdict = (f"clean-corrupted gap |{float(np.abs(gap_vals).mean()):.3f}| [{abs_lo:.3f}, {abs_hi:.3f}] nats per pair "
-                       f"(signed {gap:.3f}): measurable; strongest: "
-                       + "; ".join(f"{t['component']} {t['normalized']:.2f}" for t in out.top[:3]))
-    else:
-        out.verdict = (f"no decision computation to restore: swapping the goal moves the decision logit difference by "
-                       f"|{float(np.abs(gap_vals).mean()):.3f}| [{abs_lo:.3f}, {abs_hi:.3f}] nats per pair (signed "
-                       f"{gap:.3f} [{gap_lo:.3f}, {gap_hi:.3f}]), not shown above {GAP_MIN}")
     if (objective.teacher_forced and batch.target.shape[1] >= 3 and batch.candidates.shape[1] >= 2
             and batch.arms is not None and batch.task.lookup_indices):  # swaps r_(i-1) for another arm's node
         out.shortcut = shortcut_patching(model, objective, batch, seed).to_dict()

@@ -48,10 +48,16 @@ def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[flo
 
 @dataclass
 class Result:
-    """Base class: subclasses are dataclasses of plain numbers/lists and implement `figures()`."""
+    """Base class: subclasses are dataclasses of plain numbers/lists and implement `figures()`.
+    Sentences about a result are rendered from its figures (`prose()`), never written by the
+    measuring code: `to_dict` adds them under their keys, so the JSON carries them too."""
 
     def to_dict(self) -> dict:
-        return jsonable(asdict(self))
+        return jsonable({**asdict(self), **self.prose()})
+
+    def prose(self) -> dict[str, str]:
+        """key -> a sentence rendered from this result's fields (none by default)."""
+        return {}
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, **kw)

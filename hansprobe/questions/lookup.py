@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hansprobe.mechanics.follow import FOLLOW_MAJORITY
-from hansprobe.measurements.heads import DROP_THRESHOLD, MAX_SET_FRACTION
+from hansprobe.measurements.heads import DROP_THRESHOLD, MAX_SET_FRACTION, mechanism_text
 from hansprobe.questions.registry import (QuestionContext, QuestionSpec, ci_text, register_question, registered_thresholds,
                                           verdict)
 from hansprobe.objectives import Objective, as_objective, inner_lookup_indices
@@ -40,7 +40,7 @@ def lookup_verdict(objective: Objective | str, behaviour: dict, heads: dict | No
     if follow is not None:
         parts.append(f"swapping r_(i-1) for another arm's node makes it answer that node's {'parent' if reverse else 'child'} "
                      f"in {ci_text(follow['follow_rate'], follow['follow_rate_ci'])} of graphs (indices {idx[0]}..{idx[-1]})")
-    parts.append(heads["verdict"])
+    parts.append(mechanism_text(heads))
     if reverse:
         parts.append("under reversed targets this child -> parent lookup is the correct rule, not a shortcut")
     found = bool(mech["found"])

@@ -20,7 +20,7 @@ CHILD = """
 import resource, sys, time
 t = time.perf_counter()
 from hansprobe.cli import main
-import hansprobe.measurements, hansprobe.questions, hansprobe.checkpoint, transformer_lens.model_bridge  # what every report imports
+import hansprobe.report.run, hansprobe.checkpoint, transformer_lens.model_bridge  # what every report imports
 imported = time.perf_counter() - t
 code = main(sys.argv[1:])
 print("BENCH", time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, code, imported)

@@ -4,10 +4,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from helpers import REPO
 
 pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
 
-ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+ANALYSES = REPO / "analyses"
 NOTEBOOKS = sorted(ANALYSES.glob("*.ipynb"))
 
 

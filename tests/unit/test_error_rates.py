@@ -16,6 +16,7 @@ from hansprobe.measurements.heads import control_indices, max_set
 from hansprobe.questions.lookup import lookup_verdict
 from hansprobe.questions.plan import BEFORE, plan_verdict
 from hansprobe.calibrate import decision_verdicts
+from helpers import REPO, heads_summary
 from hansprobe.constructed import CONSTRUCTED, RuleModel
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
@@ -84,10 +85,7 @@ def test_the_failure_names_a_goal_effect_that_is_not_toward_the_goal():
 
 # --- item 6 and 8: the lookup -----------------------------------------------------------------------
 def _heads(found=False, follow=(0.52, 0.45, 0.60), drop_ci=None):
-    return {"query_label_indices": [2, 3], "verdict": "v",
-            "mechanism": {"found": found, "heads": [[0, 1]] if found else [], "ablation_drop": 0.3, "reads": {},
-                          "specific_drop_ci": drop_ci},
-            "follow": {"follow_rate": follow[0], "follow_rate_ci": list(follow[1:])}}
+    return heads_summary(found, follow, drop=0.3, drop_ci=drop_ci)
 
 
 def test_a_lookup_is_not_refuted_by_missing_evidence():
@@ -108,13 +106,11 @@ def test_the_last_index_is_a_control_only_where_it_is_copied():
 
 
 def test_the_cap_is_printed_as_what_it_is():
-    from hansprobe.measurements.heads import _verdict
+    from hansprobe.measurements.heads import mechanism_text
 
-    base = {"shortcut_accuracy": 1.0, "control_accuracy": 1.0}
-    mech = {"found": False, "tried": [[0, 0]], "max_set": max_set(1, 2), "n_heads_total": 2, "selection_graphs": 150,
-            "ablation_graphs": 150, "ablation_drop": 0.1, "control_accuracy_after": 1.0, "layers_that_break_it": [],
-            "control_indices": [0, 3]}
-    assert max_set(1, 2) == 1 and "at most 1 of the 2 heads (50%" in _verdict(mech, {}, base, "edge_lookup")
+    heads = heads_summary(found=False, heads=[(0, 0)], drop=0.1)
+    heads["mechanism"].update(max_set=max_set(1, 2), n_heads_total=2, control_indices=[0, 3])
+    assert max_set(1, 2) == 1 and "at most 1 of the 2 heads (50%" in mechanism_text(heads)
 
 
 # --- part 2: the plan's "used" ------------------------------------------------------------------------
@@ -145,7 +141,7 @@ def test_the_report_finds_a_witness_among_its_checkpoints():
 
     from hansprobe.report.run import witnesses_among
 
-    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    root = REPO / "checkpoints"
     failure, witness = root / "pathstar-d2-l5-n50-teacher-forcing-4layers-6000steps", root / "pathstar-d2-l5-n50-multi-token-4layers-6000steps"
     two_layer, goal_first = root / "pathstar-d2-l5-n50-teacher-forcing", root / "controls" / "pathstar-d2-l3-n50-goal-first-4layers"
     paths = [failure, witness, two_layer, goal_first]

@@ -9,9 +9,9 @@ from hansprobe.questions.failure import failure_verdict
 from hansprobe.measurements.witness import measure_witness
 from hansprobe.checkpoint import read_config
 
-from helpers import run_cli
+from helpers import REPO, run_cli
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINTS = REPO / "checkpoints"
 PLANNER = CHECKPOINTS / "controls" / "pathstar-d2-l3-n50-teacher-forcing"  # decides from the goal: 0.92
 FAILURE = CHECKPOINTS / "pathstar-d2-l5-n50-teacher-forcing"
 

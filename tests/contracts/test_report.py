@@ -16,7 +16,7 @@ from hansprobe.questions.indecipherable import indecipherable_verdict
 from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, write_report
 from hansprobe.storage import jsonable
 
-from helpers import TINY_REPORT, TINY_TRAIN_ARGS as TRAIN
+from helpers import REPO, TINY_REPORT, TINY_TRAIN_ARGS as TRAIN
 
 SMALL = TINY_REPORT  # in process; the parallel path: below
 
@@ -286,7 +286,7 @@ def documented_values() -> dict[str, set[str]]:
     pair kinds and, under "*", the keys of each kind)."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
+    text = (REPO / "docs" / "report.md").read_text()
     para = " ".join(text.split("`values` per question:")[1].split("answers carry no values")[0].split())
     out = {}
     for part in re.split(r"; (?=`[a-z_]+` —)", para):
@@ -426,3 +426,22 @@ def test_each_checkpoint_is_serialised_and_each_figure_drawn_once_however_often_
     assert drawn and len(drawn) == len(set(drawn))  # once each, every id its own
     page = (tmp_path / "report.html").read_text()
     assert all(page.count(f'id="{i}"') == 1 for i in drawn)
+
+
+def test_two_reports_compare_field_by_field_ignoring_provenance(tmp_path, capsys):
+    from hansprobe.report.compare import differences, main as compare
+
+    before = {"hansprobe": "0.1.0", "checkpoints": [{"provenance": {"t": 1}, "verdicts": {"lookup": {"answer": "yes"}}}],
+              "thresholds": {"a": 1}}
+    after = {"hansprobe": "0.2.0", "checkpoints": [{"provenance": {"t": 2}, "verdicts": {"lookup": {"answer": "no"}}}],
+             "thresholds": {"a": 1, "b": 2}}
+    assert differences(before, after) == [("changed", "/checkpoints[0]/verdicts/lookup/answer", "yes", "no"),
+                                          ("added", "/thresholds/b", None, 2)]
+    assert differences(before, before) == []
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(before))
+    b.write_text(json.dumps({**before, "thresholds": {"a": 1, "b": 2}}))
+    assert compare([str(a), str(b)]) == 0  # only added fields: behaviour unchanged
+    assert compare([str(a), str(a)]) == 0 and "0 difference(s)" in capsys.readouterr().out
+    b.write_text(json.dumps(after))
+    assert compare([str(a), str(b)]) == 1

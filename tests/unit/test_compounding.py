@@ -7,9 +7,10 @@ import torch
 
 from hansprobe.measurements.compounding import measure_compounding
 from hansprobe.objectives import get_objective
+from helpers import REPO
 
 TF = get_objective("teacher-forcing")
-FAILURE = Path(__file__).resolve().parents[1] / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing"
+FAILURE = REPO / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing"
 
 
 def test_a_clever_hans_failure_errs_only_at_the_decision_and_nothing_compounds():

@@ -10,6 +10,7 @@ from hansprobe.objectives import get_objective
 from hansprobe.tasks import Tree, task_from_dict
 from hansprobe.tasks.ntf_format import format_ntf_lines
 from hansprobe.tasks.tree import parse_tree_lines
+from helpers import REPO
 
 
 def edges_of(batch):
@@ -227,7 +228,7 @@ def test_every_decision_of_a_tree_is_measured_and_a_later_one_can_be_decided_alo
     assert lines[1].endswith("decided") and "goal swap present" in lines[1]
 
 
-TREE_CONTROL = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "controls" / "tree-b2-h3-n50-goal-first-4layers"
+TREE_CONTROL = REPO / "checkpoints" / "controls" / "tree-b2-h3-n50-goal-first-4layers"
 
 
 @pytest.mark.slow

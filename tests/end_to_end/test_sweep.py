@@ -11,6 +11,7 @@ import pytest
 from hansprobe.cli import build_parser, main
 from hansprobe.report import expand_checkpoint_dirs
 from hansprobe.sweep import expand, load_spec
+from helpers import REPO
 
 pytestmark = pytest.mark.slow  # the fast tier (pytest -m 'not slow') leaves these out: end-to-end runs
 
@@ -121,7 +122,7 @@ def test_the_objectives_study_spec_trains_the_studys_runs():
     """analyses/study_objectives.toml and analyses/study_objectives.py describe the same 63 runs."""
     import importlib.util
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     spec_mod = importlib.util.spec_from_file_location("study_objectives", root / "analyses" / "study_objectives.py")
     study = importlib.util.module_from_spec(spec_mod)
     spec_mod.loader.exec_module(study)

@@ -11,9 +11,9 @@ from hansprobe.measurements.plan_depth import _search, measure_plan_depth, targe
 from hansprobe.model import build_model
 from hansprobe.objectives import get_objective
 from hansprobe.tasks import PathStar
-from helpers import tiny_model, tiny_model_cfg
+from helpers import REPO, tiny_model, tiny_model_cfg
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINTS = REPO / "checkpoints"
 
 
 # --- the targets ---------------------------------------------------------------------------------

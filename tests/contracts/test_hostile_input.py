@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hansprobe.sweep import emit_slurm, expand, load_spec
 
-from helpers import run_cli
+from helpers import REPO, run_cli
 
 BASE = """
 steps = 6
@@ -255,7 +255,7 @@ def test_a_killed_sweep_takes_its_child_with_it(tmp_path):
 def test_eval_on_dev_zero_is_a_one_line_error_not_an_oom(tmp_path, capsys):
     from pathlib import Path
 
-    ck = Path(__file__).resolve().parents[1] / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing"
+    ck = REPO / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing"
     if not (ck / "config.json").is_file():
         pytest.skip("the reference checkpoint is not shipped in this clone")
     code, _, err = run_cli(["eval", str(ck), "--data", "/dev/zero", "-n", "5"], capsys)

@@ -17,8 +17,9 @@ from hansprobe.calibrate import AnswerRates, decision_draws, decision_verdicts, 
 from hansprobe.constructed import CONSTRUCTED
 from hansprobe.error_rates import rate_ci
 from hansprobe.objectives import get_objective
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 TF = get_objective("teacher-forcing")
 
 

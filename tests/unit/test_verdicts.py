@@ -21,7 +21,7 @@ from hansprobe.questions.lookup import lookup_verdict
 from hansprobe.tasks import PathStar, format_ntf_lines, parse_ntf_lines
 from hansprobe.tasks.pathstar import arm_rewire, goal_swap
 
-from helpers import RuleModel, structure_from_tokens
+from helpers import REPO, RuleModel, heads_summary, structure_from_tokens
 
 TF = get_objective("teacher-forcing")
 
@@ -306,9 +306,7 @@ def test_snapshots_that_learned_r1_contradict_the_failure():
 
 
 def _heads(found, follow_lo):
-    return {"mechanism": {"found": found, "heads": [[0, 3]] if found else [], "ablation_drop": 0.9 if found else 0.1,
-                          "reads": {}}, "query_label_indices": [2, 3], "verdict": "search",
-            "follow": {"follow_rate": follow_lo + 0.01, "follow_rate_ci": [follow_lo, follow_lo + 0.02]}}
+    return heads_summary(found, (follow_lo + 0.01, follow_lo, follow_lo + 0.02), drop=0.9 if found else 0.1, heads=[(0, 3)])
 
 
 @pytest.mark.parametrize("found,follow_lo,answer", [(True, 0.95, "yes"), (False, 0.1, "no"), (True, 0.49, "inconclusive"),
@@ -322,7 +320,7 @@ def test_lookup_needs_a_causal_mechanism_and_a_follow_majority(found, follow_lo,
 
 
 # --- defect 2b: a layout the attention gate missed, found by the causal search -----------------------
-RECIPE2 = __import__("pathlib").Path(__file__).resolve().parents[1] / "checkpoints" / "controls" / \
+RECIPE2 = REPO / "checkpoints" / "controls" / \
     "pathstar-d2-l5-n50-teacher-forcing-lr5e-4"
 
 
@@ -402,9 +400,7 @@ def test_a_specific_head_is_found_alone(monkeypatch):
 
 def test_a_follow_rate_below_half_answers_no_whatever_the_search_found():
     behaviour = {"forced_accuracy": [1.0, 0.5, 1.0, 1.0, 1.0], "forced_accuracy_ci": [[0.9, 1.0]] * 5}
-    heads = {"query_label_indices": [2, 3], "verdict": "v",
-             "mechanism": {"found": True, "heads": [[0, 1]], "ablation_drop": 0.9, "reads": {}},
-             "follow": {"follow_rate": 0.1, "follow_rate_ci": [0.08, 0.12]}}
+    heads = heads_summary(True, (0.1, 0.08, 0.12), drop=0.9)
     v = lookup_verdict("teacher-forcing", behaviour, heads)
     assert v["answer"] == "no" and "fewer than half" in v["evidence"]  # old rule: found but not followed -> inconclusive
     heads["follow"] = {"follow_rate": 0.5, "follow_rate_ci": [0.45, 0.55]}

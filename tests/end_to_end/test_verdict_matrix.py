@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from hansprobe.report import QUESTIONS
+from helpers import REPO
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINTS = REPO / "checkpoints"
 NA, NL = "not applicable", "not learned"
 BEFORE, AT = "before the answer", "at the answer position"  # where the plan question locates the decision
 # name (under checkpoints/) -> answers in QUESTIONS order, from checkpoints/expected_answers.json (the calibration

@@ -5,8 +5,9 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1] / "hansprobe"
+ROOT = REPO / "hansprobe"
 
 
 def modules() -> dict[str, Path]:

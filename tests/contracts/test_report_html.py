@@ -12,7 +12,7 @@ import pytest
 
 from hansprobe.report import QUESTIONS, write_report
 
-from helpers import TINY_REPORT as SMALL
+from helpers import REPO, TINY_REPORT as SMALL
 
 
 def test_report_html_is_self_contained_with_plotly_once(report):
@@ -106,7 +106,7 @@ def test_the_page_layout_holds_for_1_and_4_checkpoints_on_a_desktop_and_a_phone(
         pytest.skip("Chromium not installed: `apt-get install chromium` (Debian) to run the rendering test")
     from hansprobe.report.html import MIN_CELL
 
-    artifacts = Path(__file__).parent / "artifacts"
+    artifacts = REPO / "tests" / "artifacts"
     artifacts.mkdir(exist_ok=True)
     one = tmp_path / "one"
     write_report(one, [runs["teacher-forcing"]], SMALL)

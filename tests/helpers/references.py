@@ -1,0 +1,87 @@
+"""Models trained elsewhere: tiny state dicts in public layouts (nanoGPT, Next-Token-Failures), and
+reference forwards written from those layouts' definitions (not from hansprobe's converter)."""
+from __future__ import annotations
+
+import torch
+
+
+def nanogpt_state_dict(vocab: int, ctx: int, d: int = 32, n_layer: int = 2, bias: bool = True, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.2  # noqa: E731
+    sd = {"transformer.wte.weight": r(vocab, d), "transformer.wpe.weight": r(ctx, d),
+          "transformer.ln_f.weight": 1 + r(d)}
+    if bias:
+        sd["transformer.ln_f.bias"] = r(d)
+    for i in range(n_layer):
+        p = f"transformer.h.{i}"
+        for name, (o, n) in {"attn.c_attn": (3 * d, d), "attn.c_proj": (d, d), "mlp.c_fc": (4 * d, d), "mlp.c_proj": (d, 4 * d)}.items():
+            sd[f"{p}.{name}.weight"] = r(o, n)
+            if bias:
+                sd[f"{p}.{name}.bias"] = r(o)
+        for ln in ("ln_1", "ln_2"):
+            sd[f"{p}.{ln}.weight"] = 1 + r(d)
+            if bias:
+                sd[f"{p}.{ln}.bias"] = r(d)
+    sd["lm_head.weight"] = sd["transformer.wte.weight"]
+    return sd
+
+
+def ntf_state_dict(vocab: int, ctx: int, d: int = 32, n_layer: int = 2, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g) * 0.2  # noqa: E731
+    sd = {"embed_tokens.weight": r(vocab, d), "pos_encoding.weight": r(ctx, d),
+          "final_layernorm.weight": 1 + r(d), "final_layernorm.bias": r(d)}
+    for i in range(n_layer):
+        p = f"layers.{i}"
+        for name, (o, n) in {"attn.queries_linear": (d, d), "attn.keys_linear": (d, d), "attn.values_linear": (d, d),
+                             "attn.proj": (d, d), "mlp.expand": (4 * d, d), "mlp.proj": (d, 4 * d)}.items():
+            sd[f"{p}.{name}.weight"], sd[f"{p}.{name}.bias"] = r(o, n), r(o)
+        for ln in ("ln_1", "ln_2"):
+            sd[f"{p}.{ln}.weight"], sd[f"{p}.{ln}.bias"] = 1 + r(d), r(d)
+    sd["lm_head.weight"] = sd["embed_tokens.weight"]
+    return sd
+
+
+def _ln(x, sd, p):
+    w = sd[f"{p}.weight"]
+    return torch.nn.functional.layer_norm(x, w.shape, w, sd.get(f"{p}.bias"), 1e-5)
+
+
+def _attend(q, k, v, n_heads):
+    B, T, d = q.shape
+    q, k, v = (t.view(B, T, n_heads, d // n_heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, dh)
+    att = (q @ k.transpose(-1, -2)) / (d // n_heads) ** 0.5
+    att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+    return (att @ v).transpose(1, 2).reshape(B, T, d)
+
+
+def _lin(x, sd, p):
+    return torch.nn.functional.linear(x, sd[f"{p}.weight"], sd.get(f"{p}.bias"))
+
+
+@torch.no_grad()
+def nanogpt_reference_logits(sd: dict, tokens: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """nanoGPT's forward: pre-LN blocks, fused c_attn, exact GELU, tied head."""
+    x = sd["transformer.wte.weight"][tokens] + sd["transformer.wpe.weight"][: tokens.shape[1]]
+    n_layer = len({k.split(".")[2] for k in sd if k.startswith("transformer.h.")})
+    for i in range(n_layer):
+        p = f"transformer.h.{i}"
+        q, k, v = _lin(_ln(x, sd, f"{p}.ln_1"), sd, f"{p}.attn.c_attn").chunk(3, -1)
+        x = x + _lin(_attend(q, k, v, n_heads), sd, f"{p}.attn.c_proj")
+        x = x + _lin(torch.nn.functional.gelu(_lin(_ln(x, sd, f"{p}.ln_2"), sd, f"{p}.mlp.c_fc")), sd, f"{p}.mlp.c_proj")
+    return _ln(x, sd, "transformer.ln_f") @ sd["transformer.wte.weight"].T
+
+
+@torch.no_grad()
+def ntf_reference_logits(sd: dict, tokens: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The Next-Token-Failures GPT's forward: separate q/k/v linears, tanh GELU, tied head."""
+    x = sd["embed_tokens.weight"][tokens] + sd["pos_encoding.weight"][: tokens.shape[1]]
+    n_layer = len({k.split(".")[1] for k in sd if k.startswith("layers.")})
+    for i in range(n_layer):
+        p = f"layers.{i}"
+        h = _ln(x, sd, f"{p}.ln_1")
+        q, k, v = (_lin(h, sd, f"{p}.attn.{n}_linear") for n in ("queries", "keys", "values"))
+        x = x + _lin(_attend(q, k, v, n_heads), sd, f"{p}.attn.proj")
+        h = torch.nn.functional.gelu(_lin(_ln(x, sd, f"{p}.ln_2"), sd, f"{p}.mlp.expand"), approximate="tanh")
+        x = x + _lin(h, sd, f"{p}.mlp.proj")
+    return _ln(x, sd, "final_layernorm") @ sd["embed_tokens.weight"].T
