@@ -225,7 +225,7 @@ def markdown(rows, meta) -> str:
               "budget in graphs seen, a learning order without a snapshot before the lookup, a lookup *no* from missing",
               "evidence, the last index as a control, the cap printed as 25% at fewer than four heads, the plan's *used* from",
               "the whole residual alone and the *at the answer position* answer from one cell — are rules, each held by a test",
-              "on a constructed model or result (tests/test_error_rates.py, tests/test_witness.py); the goal-label parity",
+              "on a constructed model or result (tests/unit/test_error_rates.py, tests/unit/test_witness.py); the goal-label parity",
               "trap depends on the draw and is in the tables above (`goal-parity`: the failure's evidence no longer says",
               "\"ignores the goal\")."]
     secs = {k: v for k, v in s.items() if k not in ("constructed", "checkpoints", "search", "total")}

@@ -5,7 +5,7 @@ bridge's LayerNorm, split q/k/v projections and hook points cost ~20-30% of a st
 (docs/benchmarks.md). `FusedGPT` reads the *same parameter tensors* (no copy: the optimizer, the
 checkpoint and the hooked model all see one set of weights) and computes the same function with
 `F.layer_norm`, one QKV matmul per layer and fused attention. Its logits agree with the bridge's
-to float rounding (tests/test_fused.py states the tolerance). The analyses' plain forward passes
+to float rounding (tests/unit/test_fused.py states the tolerance). The analyses' plain forward passes
 (logits only) run it too, asking only for the positions they read (`logits_at`), unless something is
 hooked on the model (`inference_view`, docs/decisions.md 49), and so do the heads analysis's
 ablations, from the first ablated block (`resid_pre`, `run_from`, decision 51); what reads activations

@@ -71,12 +71,26 @@ class EntropyResult(Result):
     information_nats_ci: tuple[float, float]
     indecipherable: bool  # outcome == "indecipherable"
     outcome: str  # one of OUTCOMES
-    verdict: str  # the clause that decided the outcome, with its figures
     goal_dependence: dict | None = None  # GoalDependenceResult.to_dict(), or None when not measured (dynamics)
     preference: dict = field(default_factory=dict)  # what a non-uniform guess follows: rate, CI
     per_example_candidate_entropy_frac: list[float] = field(default_factory=list, repr=False)
     per_example_entropy_nats: list[float] = field(default_factory=list, repr=False)
     thresholds: dict = field(default_factory=dict)  # the bars the outcome was decided at (decide's constants)
+    candidate_correct: int = 0  # graphs whose top candidate is the goal's: the count the binomial tests read
+    information_decision_lo: float | None = None  # the information's lower end one-sided at the route's alpha
+
+    @property
+    def verdict(self) -> str:
+        """The clause that decided the outcome, with its figures (`decide`, rendered from this result)."""
+        return self.prose()["verdict"]
+
+    def prose(self) -> dict[str, str]:
+        gd = GoalDependenceResult(**self.goal_dependence) if self.goal_dependence is not None else None
+        if self.outcome == "not applicable":
+            return {"verdict": gd.reason if gd is not None else "reversed targets: no decision is made before the answer"}
+        return {"verdict": decide(self.chance, self.log_d, self.candidate_correct, self.n_graphs, self.equivalence,
+                                  self.information_nats_ci, self.information_decision_lo, 1 - self.mass_outside_candidates,
+                                  gd)[1]}
 
     def summary(self) -> dict:
         """The figures without the per-example lists (what the CLI prints as JSON)."""
@@ -282,11 +296,10 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
     alpha = route_alpha(len(goal_dependence.kinds) if goal_dependence is not None else 0)
     info_decision_lo = float(t_ci(inf, level=1 - 2 * alpha)[0])  # one-sided at alpha
     if objective.reverse:
-        outcome, verdict = "not applicable", (goal_dependence.reason if goal_dependence is not None else
-                                              "reversed targets: no decision is made before the answer")
+        outcome = "not applicable"
     else:
-        outcome, verdict = decide(1 / d, log_d, cand_correct, n, equivalence, info_ci, info_decision_lo,
-                                  1 - float(out_.mean()), goal_dependence)
+        outcome, _ = decide(1 / d, log_d, cand_correct, n, equivalence, info_ci, info_decision_lo, 1 - float(out_.mean()),
+                            goal_dependence)
     ci = (lambda x: mean_ci(x, seed)) if describe else (lambda x: (float("nan"), float("nan")))
     return EntropyResult(
         objective=objective.name, n_graphs=n, degree=d, chance=1 / d, log_d=log_d,
@@ -298,7 +311,8 @@ def entropy_from_logprobs(logp: torch.Tensor, objective: Objective, batch: Batch
         candidate_entropy_frac=float(fr.mean()), candidate_entropy_frac_ci=ci(fr),
         mass_outside_candidates=float(out_.mean()), mass_outside_candidates_ci=ci(out_),
         information_nats=float(inf.mean()), information_nats_ci=info_ci,
-        indecipherable=outcome == "indecipherable", outcome=outcome, verdict=verdict,
+        indecipherable=outcome == "indecipherable", outcome=outcome, candidate_correct=cand_correct,
+        information_decision_lo=info_decision_lo,
         goal_dependence=goal_dependence.to_dict() if goal_dependence is not None else None,
         preference=_preference(cand_logq.argmax(-1), batch),
         per_example_candidate_entropy_frac=fr.tolist(), per_example_entropy_nats=e.tolist(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -66,6 +67,24 @@ def position_labels(batch: Batch) -> list[str]:
     return names + [f"a{j}" for j in range(batch.target.shape[1] - 1)]
 
 
+class PatchSweep(TypedDict):
+    """One sweep in one direction (PatchingResultSummary.sweeps[sweep][direction], .heads[direction]):
+    the normalised logit difference per cell (0 = the run patched into, 1 = the run patched from),
+    its bootstrap CI, and the KL divergence from the patched-into run."""
+
+    normalized: list  # [layer][position], [layer][head] or [layer][position][head]
+    ci_low: list
+    ci_high: list
+    kl: list
+
+
+class TopComponent(TypedDict):
+    """One of the strongest components (PatchingResultSummary.top), as the decision question cites it."""
+
+    component: str  # e.g. "resid L1 @ goal", "head L0H2 (sufficiency)"
+    normalized: float
+
+
 @dataclass
 class PatchingResultSummary(Result):
     objective: str
@@ -80,10 +99,10 @@ class PatchingResultSummary(Result):
     abs_gap_ci: tuple[float, float]
     measurable: bool
     position_labels: list[str]
-    sweeps: dict = field(default_factory=dict)  # "resid|attn|mlp" -> direction -> {"normalized": [L][T], "ci_low", "ci_high", "kl"}
-    heads: dict = field(default_factory=dict)  # direction -> {"normalized": [L][H], ...} (each head's output, all positions)
-    heads_by_pos: dict = field(default_factory=dict)  # direction -> {"normalized": [L][T][H], ...}
-    top: list = field(default_factory=list)  # strongest components
+    sweeps: dict[str, dict[str, PatchSweep]] = field(default_factory=dict)  # "resid|attn|mlp" -> direction -> [L][T] cells
+    heads: dict[str, PatchSweep] = field(default_factory=dict)  # direction -> [L][H] (each head's output, all positions)
+    heads_by_pos: dict[str, PatchSweep] = field(default_factory=dict)  # direction -> [L][T][H]
+    top: list[TopComponent] = field(default_factory=list)  # strongest components
     shortcut: dict | None = None  # teacher-forced shortcut patching: rate of predicting child(w) per layer x index
     gap_min: float | None = None  # the bar `measurable` was decided at (GAP_MIN)
 
@@ -208,16 +227,16 @@ def _by_position_sweep(tlp, fn, model, tokens, cache, own_cache, metrics, act: s
                               metric_names=res.metric_names, reduced=False, baseline=base, has_metric_axis=True)
 
 
-def _normalised(res, baseline_good, baseline_bad, seed) -> dict:
+def _normalised(res, baseline_good, baseline_bad, seed) -> PatchSweep:
     """One sweep's per-example `PatchingResult`, normalised on batch means, with bootstrap CIs."""
     ld = res["logit_diff"]
     mean = ld.mean()  # (*axes)
     lo, hi = ld.bootstrap_ci(seed=seed)
     scale = baseline_good - baseline_bad
     norm = ((mean - baseline_bad) / scale).cpu().numpy()
-    return {"normalized": norm.tolist(), "ci_low": ((lo - baseline_bad) / scale).cpu().numpy().tolist(),
-            "ci_high": ((hi - baseline_bad) / scale).cpu().numpy().tolist(),
-            "kl": res["kl"].mean().cpu().numpy().tolist()}
+    return PatchSweep(normalized=norm.tolist(), ci_low=((lo - baseline_bad) / scale).cpu().numpy().tolist(),
+                      ci_high=((hi - baseline_bad) / scale).cpu().numpy().tolist(),
+                      kl=res["kl"].mean().cpu().numpy().tolist())
 
 
 DIRECTIONS = {"sufficiency": ("sufficiency",), "necessity": ("necessity",), "both": ("sufficiency", "necessity")}
@@ -308,17 +327,17 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
     return out
 
 
-def _top_components(res: PatchingResultSummary, n: int = 5) -> list:
+def _top_components(res: PatchingResultSummary, n: int = 5) -> list[TopComponent]:
     rows = []
     for sweep, by_dir in res.sweeps.items():
         r = by_dir.get("sufficiency") or next(iter(by_dir.values()))
         z = np.array(r["normalized"], dtype=float)[:, : res.metric_position + 1]
         for l, p in zip(*np.unravel_index(np.argsort(-np.abs(z), axis=None)[:n], z.shape)):
-            rows.append({"component": f"{sweep} L{l} @ {res.position_labels[p]}", "normalized": float(z[l, p])})
+            rows.append(TopComponent(component=f"{sweep} L{l} @ {res.position_labels[p]}", normalized=float(z[l, p])))
     for direction, r in res.heads.items():
         z = np.array(r["normalized"], dtype=float)
         for l, h in zip(*np.unravel_index(np.argsort(-np.abs(z), axis=None)[:n], z.shape)):
-            rows.append({"component": f"head L{l}H{h} ({direction})", "normalized": float(z[l, h])})
+            rows.append(TopComponent(component=f"head L{l}H{h} ({direction})", normalized=float(z[l, h])))
     return sorted(rows, key=lambda r: -abs(r["normalized"]))[:n]
 
 

@@ -27,6 +27,7 @@ decision node) into the swapped run at that cell moves the decision back toward 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -161,6 +162,48 @@ def _fit_cell(X: np.ndarray, tgt: _Target, labs, cands, rows_by_split, n_classes
     return score(sel), score(ev), pipe
 
 
+class ProbeCell(TypedDict):
+    """A search's chosen cell (PlanDepthResult.searches["target|kind"]): where the probe reads the
+    target and how well, on the evaluation graphs. The plan question reads these."""
+
+    target: str
+    label: str
+    kind: str  # "before" (a block input before the decision position) or "at" (the decision position)
+    layer: int  # the residual probed: k = the input of block k
+    positions: list[int]
+    position_label: str
+    chance: float
+    accuracy: float
+    accuracy_ci: list[float]
+    selectivity: float  # accuracy minus its relabelled copies', paired per graph
+    selectivity_ci: list[float]
+    control_shuffle: float
+    null_p: float  # the whole search's: the max over cells under each relabelling
+    null_max: float | None
+    cells_searched: int
+
+
+class PatchEffect(TypedDict):
+    """The share of the goal's effect on the decision that a patch restores, with its bootstrap CI."""
+
+    normalized: float
+    ci: list[float]
+
+
+class CausalCheck(TypedDict):
+    """Patching one cell from goal-swap partners (PlanDepthResult.causal, and each of causal_cells'
+    "checked"): along the probe's directions, along random ones, and the whole residual."""
+
+    layer: int
+    positions: list[int]
+    n_pairs: int
+    gap: float
+    gap_ci: list[float]
+    probe_directions: PatchEffect
+    random_directions: PatchEffect
+    whole_residual: PatchEffect
+
+
 @dataclass
 class PlanDepthResult(Result):
     objective: str
@@ -174,8 +217,8 @@ class PlanDepthResult(Result):
     position_labels: list[str]  # of the probed positions
     layers: list[int]  # residual layers probed (k = the input of block k; n_layers = the final output)
     profile: dict = field(default_factory=dict)  # target -> {"accuracy": [layer][pos], "ci": ..., "chance": c}
-    searches: dict = field(default_factory=dict)  # "target|kind" -> the selected cell with its evaluation figures
-    causal: dict = field(default_factory=dict)  # "target|kind" -> patching from goal-swap partners at that cell
+    searches: dict[str, ProbeCell] = field(default_factory=dict)  # "target|kind" -> the selected cell
+    causal: dict[str, CausalCheck] = field(default_factory=dict)  # "target|kind" -> patching from goal-swap partners there
     # "target|before" -> the other cells before the answer where the probe reads the target (paired selectivity CI
     # above 0), most selective first, each with its patching; at most CAUSAL_CELLS of them, of `passing` in all
     causal_cells: dict = field(default_factory=dict)
@@ -323,9 +366,9 @@ def _search_target(res: PlanDepthResult, ctx: _Cells, tgt, kind: str, cells: dic
     (li, pj), figures = chosen
     pipe, where = fits[(li, pj)]
     key = f"{tgt.name}|{kind}"
-    res.searches[key] = {"target": tgt.name, "label": tgt.label, "kind": kind, "layer": layers[li],
-                         "positions": where, "position_label": pj if isinstance(pj, str) else ctx.all_labels[where[0]],
-                         "chance": tgt.chance, **figures}
+    res.searches[key] = ProbeCell(target=tgt.name, label=tgt.label, kind=kind, layer=layers[li], positions=where,
+                                  position_label=pj if isinstance(pj, str) else ctx.all_labels[where[0]],
+                                  chance=tgt.chance, **figures)
     # Causal check where a plan could be claimed: the probe reads more than its relabelled copies
     # (CI), the goal moves the decision, and the cell feeds the decision (the final output at a
     # prompt position feeds only the extra heads).
@@ -462,14 +505,14 @@ def probe_patching(model, objective: Objective, pairs, pipe, tgt: _Target, layer
             return (p - c).mean() / g.mean() if abs(g.mean()) > 1e-9 else np.nan
         value = float(ratio(patched, ld_swapped, gap))
         if len(patched) < 3 or not np.isfinite(value):
-            return {"normalized": value, "ci": [value, value]}
+            return PatchEffect(normalized=value, ci=[value, value])
         ci = stats.bootstrap((patched, ld_swapped, gap), ratio, paired=True, vectorized=False, n_resamples=999,
                              random_state=np.random.default_rng(seed), method="percentile").confidence_interval
-        return {"normalized": value, "ci": [float(ci.low), float(ci.high)]}
+        return PatchEffect(normalized=value, ci=[float(ci.low), float(ci.high)])
 
-    return {"layer": layer, "positions": positions, "n_pairs": len(a), "gap": float(gap.mean()),
-            "gap_ci": [float(v) for v in t_ci(gap)], "probe_directions": norm(probe),
-            "random_directions": norm(np.mean(rand, 0)), "whole_residual": norm(whole)}
+    return CausalCheck(layer=layer, positions=positions, n_pairs=len(a), gap=float(gap.mean()),
+                       gap_ci=[float(v) for v in t_ci(gap)], probe_directions=norm(probe),
+                       random_directions=norm(np.mean(rand, 0)), whole_residual=norm(whole))
 
 
 register_analysis(AnalysisSpec(

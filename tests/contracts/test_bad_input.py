@@ -16,10 +16,10 @@ from hansprobe.errors import CheckpointError
 
 from helpers import TINY_TASK_ARGS, TINY_TRAIN, run_cli
 
-TINY, TRAIN = TINY_TASK_ARGS, TINY_TRAIN  # tests/helpers.py; the `ckpt` fixture (conftest.py) is this run
+TINY, TRAIN = TINY_TASK_ARGS, TINY_TRAIN  # tests/helpers/configs.py; the `ckpt` fixture (conftest.py) is this run
 
 
-run = run_cli  # tests/helpers.py
+run = run_cli  # tests/helpers/configs.py
 
 
 def assert_one_line(code, err, needle):

@@ -9,10 +9,10 @@ from hansprobe.tasks import PathStar, read_ntf
 
 from helpers import TINY_TASK_ARGS, TINY_TRAIN, shared_ntf, run_cli
 
-TINY, TRAIN = TINY_TASK_ARGS, TINY_TRAIN  # tests/helpers.py; the `ckpt` fixture (conftest.py) is this run
+TINY, TRAIN = TINY_TASK_ARGS, TINY_TRAIN  # tests/helpers/configs.py; the `ckpt` fixture (conftest.py) is this run
 
 
-run = run_cli  # tests/helpers.py
+run = run_cli  # tests/helpers/configs.py
 
 
 def test_train_json_prints_the_config(ckpt, capsys, tmp_path):

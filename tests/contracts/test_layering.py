@@ -4,7 +4,6 @@ process, and the trainer imports no analysis."""
 import ast
 import subprocess
 import sys
-from pathlib import Path
 from helpers import REPO
 
 ROOT = REPO / "hansprobe"
@@ -107,7 +106,7 @@ LAYERS = [  # lowest first (docs/api.md); a module may import only from its own 
     ["hansprobe.mechanics"],
     ["hansprobe.measurements"],
     ["hansprobe.questions"],
-    ["hansprobe.report", "hansprobe.sweep", "hansprobe.calibrate"],
+    ["hansprobe.report", "hansprobe.sweep", "hansprobe.calibrate", "hansprobe.analyses"],
     ["hansprobe.cli", "hansprobe.__main__", "hansprobe"],
 ]
 
@@ -156,3 +155,15 @@ def test_the_light_parser_reads_its_commands_as_the_full_one_does():
     full, light = build_parser(), build_parser(with_analyses=False)
     for line in lines:
         assert vars(light.parse_args(line)) == vars(full.parse_args(line))
+
+
+def test_the_old_import_path_still_runs_with_a_warning_naming_the_new_homes():
+    code = ("import warnings\nwarnings.simplefilter('error')\n"
+            "try:\n    import hansprobe.analyses\nexcept DeprecationWarning as e:\n    print(e)\n"
+            "warnings.simplefilter('ignore')\nimport hansprobe.analyses as old, hansprobe.measurements as new\n"
+            "print(old.measure_heads is new.measure_heads, old.register_question.__module__)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    warning, same = proc.stdout.splitlines()
+    assert "hansprobe.measurements" in warning and "hansprobe.questions" in warning
+    assert same == "True hansprobe.questions.registry"

@@ -93,7 +93,8 @@ NORM_MAX = 40.0
 def decide_norm(ctx):
     """A toy question over the toy analysis: yes when the logits stay below NORM_MAX."""
     norm = ctx.analysis("logit_norm")["mean_logit_norm"]
-    return verdict("yes" if norm < NORM_MAX else "no", f"mean logit norm {norm:.2f} (bar {NORM_MAX})", norm=norm)
+    bar = ctx.thresholds["norm_max"]  # the registration's, handed in: what report.json records is what is applied
+    return verdict("yes" if norm < bar else "no", f"mean logit norm {norm:.2f} (bar {bar})", norm=norm)
 
 
 @pytest.fixture

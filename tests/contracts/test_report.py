@@ -445,3 +445,8 @@ def test_two_reports_compare_field_by_field_ignoring_provenance(tmp_path, capsys
     assert compare([str(a), str(a)]) == 0 and "0 difference(s)" in capsys.readouterr().out
     b.write_text(json.dumps(after))
     assert compare([str(a), str(b)]) == 1
+
+
+def test_the_cells_questions_read_have_the_typed_shape(report):
+    """On the tiny runs (the shipped checkpoints, with causal checks and sweeps: test_verdict_matrix.py)."""
+    assert typed_cells(report[1])["cell"] > 0

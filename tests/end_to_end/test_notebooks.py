@@ -1,5 +1,4 @@
 """The notebooks in analyses/ run end to end (nbclient) on small settings: HANSPROBE_NB_GRAPHS=60."""
-from pathlib import Path
 
 import nbformat
 import pytest

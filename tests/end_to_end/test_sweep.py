@@ -4,7 +4,6 @@ launch scripts and an array script that a cluster can run."""
 import json
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 

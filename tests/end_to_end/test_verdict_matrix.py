@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hansprobe.report import QUESTIONS
-from helpers import REPO
+from helpers import REPO, typed_cells
 
 CHECKPOINTS = REPO / "checkpoints"
 NA, NL = "not applicable", "not learned"
@@ -23,7 +23,7 @@ BEFORE, AT = "before the answer", "at the answer position"  # where the plan que
 # applicable" on the 2-layer G(2,5) models whose decision ignores the goal (2 blocks for 3 backward hops), "no" on the
 # 4-layer failures (deep enough; the decision ignores it). The reverse reference's lookup is inconclusive: its child ->
 # parent lookup is spread over more heads than the lookup set may hold (decisions.md 40). The tree control has its
-# own test (tests/test_tree.py).
+# own test (tests/unit/test_tree.py).
 _TABLE = json.loads((CHECKPOINTS / "expected_answers.json").read_text())
 EXPECTED = {name: tuple(row[k] for k in QUESTIONS) for name, row in _TABLE["expected"].items() if not name.startswith("controls/tree")}
 
@@ -31,7 +31,7 @@ EXPECTED = {name: tuple(row[k] for k in QUESTIONS) for name, row in _TABLE["expe
 def test_each_question_gives_more_than_one_answer_across_the_matrix():
     for j, key in enumerate(QUESTIONS):
         answers = {row[j] for row in EXPECTED.values()}
-        # the plan question says where; search's "yes" is shown on a constructed model (tests/test_inference.py)
+        # the plan question says where; search's "yes" is shown on a constructed model (tests/unit/test_inference.py)
         positive = {BEFORE, AT} if key == "plan_represented" else {"not needed"} if key == "search_recovers" else {"yes"}
         assert positive <= answers and "no" in answers, key
     plan = list(QUESTIONS).index("plan_represented")
@@ -81,3 +81,9 @@ def test_the_4_layer_failure_has_its_alternatives_ruled_out_without_being_told_i
     assert by_path[name]["analyses"]["witness"]["path"].endswith("multi-token-4layers-6000steps")
     assert all(c["verdicts"]["clever_hans_failure"].get("error_rate") is not None
                for c in report["checkpoints"] if c["verdicts"]["clever_hans_failure"]["answer"] in ("yes", "no"))
+
+
+@pytest.mark.slow
+def test_the_cells_the_questions_read_have_their_typed_shape_on_every_shipped_checkpoint(report):
+    seen = typed_cells(report)
+    assert min(seen.values()) > 0, seen  # search cells, causal checks, patching sweeps and top components all met

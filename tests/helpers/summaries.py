@@ -22,3 +22,32 @@ def heads_summary(found: bool = False, follow: tuple | None = (0.52, 0.45, 0.60)
             "thresholds": {"score": SCORE_THRESHOLD, "drop": DROP_THRESHOLD, "follow_majority": FOLLOW_MAJORITY,
                            "max_set": 2, "max_set_fraction": MAX_SET_FRACTION},
             "follow": None if follow is None else {"follow_rate": follow[0], "follow_rate_ci": list(follow[1:])}}
+
+
+def typed_cells(doc: dict) -> dict:
+    """Check that every plan-depth search cell and causal check, and every patching sweep and top
+    component, in report.json `doc` has exactly its TypedDict's keys (the contract between the
+    measurements and the questions); returns how many of each were checked."""
+    from hansprobe.measurements.patching import PatchSweep, TopComponent
+    from hansprobe.measurements.plan_depth import CausalCheck, PatchEffect, ProbeCell
+
+    seen = {"cell": 0, "causal": 0, "sweep": 0, "top": 0}
+    for c in doc["checkpoints"]:
+        pd, patching = c["analyses"].get("plan_depth", {}), c["analyses"].get("patching", {})
+        for cell in pd.get("searches", {}).values():
+            assert set(cell) == set(ProbeCell.__annotations__), cell
+            seen["cell"] += 1
+        checks = list(pd.get("causal", {}).values()) + [x for v in pd.get("causal_cells", {}).values() for x in v["checked"]]
+        for check in checks:
+            assert set(CausalCheck.__annotations__) <= set(check)  # a checked cell adds where it is and its selectivity
+            assert all(set(check[k]) == set(PatchEffect.__annotations__)
+                       for k in ("probe_directions", "random_directions", "whole_residual"))
+            seen["causal"] += 1
+        for by_direction in [*patching.get("sweeps", {}).values(), patching.get("heads", {})]:
+            for sweep in by_direction.values():
+                assert set(sweep) == set(PatchSweep.__annotations__)
+                seen["sweep"] += 1
+        for top in patching.get("top", []):
+            assert set(top) == set(TopComponent.__annotations__)
+            seen["top"] += 1
+    return seen

@@ -1,6 +1,5 @@
 """Error compounding (hansprobe/measurements/compounding.py): where wrong answers first go wrong, against what
 independent per-position errors would give, on hand-made correctness and on a shipped failure."""
-from pathlib import Path
 
 import pytest
 import torch

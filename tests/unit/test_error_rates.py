@@ -1,7 +1,7 @@
 """Issue 36: answers whose error rates are controlled and measured. Each test names the review item
 it holds and fails on the rules before it (the headline's below-chance "decided", the failure's
 "ignores the goal", the lookup's "no" from missing evidence, the plan's "used", ...). The harness
-that measures the rates over graph draws: tests/test_calibrate.py."""
+that measures the rates over graph draws: tests/end_to_end/test_calibrate.py."""
 import math
 
 import pytest

@@ -1,6 +1,6 @@
 """Goal dependence (hansprobe/measurements/goal_dependence.py) on hand-made models whose use of the goal is known:
 the signed change of the candidate log-odds when the goal moves decides present / opposite / absent
-(decision 38); reversed targets make nothing to move. The verdict built on it: tests/test_verdicts.py."""
+(decision 38); reversed targets make nothing to move. The verdict built on it: tests/unit/test_verdicts.py."""
 import pytest
 import torch
 
