@@ -253,8 +253,6 @@ def test_a_killed_sweep_takes_its_child_with_it(tmp_path):
 
 # --- defect 1: an endless line is refused, not read whole -------------------------------------------
 def test_eval_on_dev_zero_is_a_one_line_error_not_an_oom(tmp_path, capsys):
-    from pathlib import Path
-
     ck = REPO / "checkpoints" / "pathstar-d2-l5-n50-teacher-forcing"
     if not (ck / "config.json").is_file():
         pytest.skip("the reference checkpoint is not shipped in this clone")

@@ -4,6 +4,8 @@ process, and the trainer imports no analysis."""
 import ast
 import subprocess
 import sys
+from pathlib import Path
+
 from helpers import REPO
 
 ROOT = REPO / "hansprobe"

@@ -16,7 +16,7 @@ from hansprobe.questions.indecipherable import indecipherable_verdict
 from hansprobe.report import ANSWERS, FORMAT, QUESTIONS, ReportSettings, write_report
 from hansprobe.storage import jsonable
 
-from helpers import REPO, TINY_REPORT, TINY_TRAIN_ARGS as TRAIN
+from helpers import REPO, TINY_REPORT, TINY_TRAIN_ARGS as TRAIN, typed_cells
 
 SMALL = TINY_REPORT  # in process; the parallel path: below
 
@@ -284,8 +284,6 @@ def test_a_killed_report_keeps_the_checkpoints_it_finished(runs, tmp_path, capsy
 def documented_values() -> dict[str, set[str]]:
     """The `values` keys docs/report.md documents per question (top level; for decision_computed the
     pair kinds and, under "*", the keys of each kind)."""
-    from pathlib import Path
-
     text = (REPO / "docs" / "report.md").read_text()
     para = " ".join(text.split("`values` per question:")[1].split("answers carry no values")[0].split())
     out = {}

@@ -137,8 +137,6 @@ def test_a_whole_residual_result_does_not_say_the_probed_target_is_used():
 
 # --- part 7: a witness among the report's checkpoints -------------------------------------------------
 def test_the_report_finds_a_witness_among_its_checkpoints():
-    from pathlib import Path
-
     from hansprobe.report.run import witnesses_among
 
     root = REPO / "checkpoints"

@@ -1,6 +1,5 @@
 """The plan-depth profile and the plan question (issue 23 part 4): the sub-goal chain at every block
 input, the whole search's null, a causal check, and answers that a planner can pass."""
-from pathlib import Path
 
 import numpy as np
 import pytest

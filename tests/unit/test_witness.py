@@ -1,7 +1,6 @@
 """The failure verdict says what it ruled out (issue 23, part 5): the learning order (snapshots),
 capacity and training length (a capacity witness: hansprobe/measurements/witness.py). Without them a yes is the
 signature, its cause not separated from those, in the evidence and in `values.ruled_out`."""
-from pathlib import Path
 
 import pytest
 
