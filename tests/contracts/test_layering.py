@@ -169,3 +169,11 @@ def test_the_old_import_path_still_runs_with_a_warning_naming_the_new_homes():
     warning, same = proc.stdout.splitlines()
     assert "hansprobe.measurements" in warning and "hansprobe.questions" in warning
     assert same == "True hansprobe.questions.registry"
+
+
+def test_no_function_is_longer_than_80_lines():
+    """Short functions (CONTRIBUTING.md): a long one is split by what its parts do, not trimmed."""
+    long = [(str(path.relative_to(ROOT.parent)), node.name, node.end_lineno - node.lineno + 1)
+            for path in modules().values() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80]
+    assert long == []
