@@ -166,9 +166,29 @@ def _load_gpt2(cfg, task, tensors, source, device):  # the weights go into the G
     return interop.imported_model(cfg, device, tensors, source)
 
 
+def _check_causal_lm(cfg: dict, task: Task) -> None:
+    from hansprobe import causal_lm
+
+    causal_lm.check_causal_lm_config(cfg["model"].get("hf_config"))
+
+
+def _build_causal_lm(cfg, task, device, dtype=torch.float32):
+    from hansprobe import causal_lm
+
+    return causal_lm.imported_causal_lm(cfg, device)
+
+
+def _load_causal_lm(cfg, task, tensors, source, device):
+    from hansprobe import causal_lm
+
+    return causal_lm.imported_causal_lm(cfg, device, tensors, source)
+
+
 ARCHITECTURES = {
     "native": Architecture("native", _check_native, _build_native, _load_native),  # hansprobe train: boot_native
     "hf-gpt2": Architecture("hf-gpt2", _check_gpt2, _build_gpt2, _load_gpt2),  # hansprobe import (interop.ARCHITECTURE)
+    # hansprobe import --format hf, any other causal LM the bridge boots (causal_lm.ARCHITECTURE)
+    "hf-causal-lm": Architecture("hf-causal-lm", _check_causal_lm, _build_causal_lm, _load_causal_lm),
 }
 
 

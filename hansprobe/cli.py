@@ -292,8 +292,10 @@ def _import_parser(sub) -> None:
     from hansprobe.interop import FORMATS
     from hansprobe.objectives import get_objective, objective_names
 
-    p = sub.add_parser("import", help="a GPT-2 / nanoGPT / Next-Token-Failures model trained elsewhere -> a hansprobe checkpoint")
-    p.add_argument("source", type=Path, help="hf-gpt2: a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
+    p = sub.add_parser("import", help="a Hugging Face causal LM / nanoGPT / Next-Token-Failures model trained elsewhere on "
+                                      "hansprobe's tokens -> a hansprobe checkpoint")
+    p.add_argument("source", type=Path, help="hf (any causal LM the bridge boots: GPT-2, GPT-NeoX, Llama, Phi, ...), hf-gpt2: "
+                                             "a save_pretrained directory; nanogpt, ntf: a state dict (.pt or .safetensors)")
     p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     _add_task(p, required=False)
     p.add_argument("--objective", default=None, help="what it was trained with: " + " | ".join(
@@ -603,8 +605,8 @@ def cmd_import(args) -> int:
     from hansprobe.objectives import get_objective
 
     if args.to_safetensors is not None:
-        if args.fmt == "hf-gpt2":
-            raise ConfigError("hf-gpt2 directories are safetensors already; --to-safetensors is for nanogpt and ntf files")
+        if args.fmt in ("hf", "hf-gpt2"):
+            raise ConfigError(f"{args.fmt} directories are safetensors already; --to-safetensors is for nanogpt and ntf files")
         from hansprobe.storage import check_output_file
 
         check_output_file(args.to_safetensors, args.overwrite)

@@ -12,7 +12,6 @@ with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -20,30 +19,22 @@ from pathlib import Path
 
 import torch
 
-from hansprobe import gpt2_reference
+from hansprobe import causal_lm, gpt2_reference
 from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.gpt2_reference import ACTIVATIONS
 from hansprobe.resources import FLOAT, require_memory, transformer_params
+from hansprobe.causal_lm import offline as _offline
 from hansprobe.storage import (
-    CONFIG, MODEL, atomic_write_json, check_run_dir, jsonable, load_safetensors, load_weights, new_config, save_safetensors,
+    CONFIG, MODEL, atomic_write_json, check_finite, check_run_dir, jsonable, load_safetensors, load_weights, new_config,
+    save_safetensors,
 )
 from hansprobe.validation import check_choice, check_float, check_int, check_mapping, read_json_bounded
 
 ARCHITECTURE = "hf-gpt2"
-FORMATS = ("hf-gpt2", "nanogpt", "ntf")
+FORMATS = ("hf", "hf-gpt2", "nanogpt", "ntf")  # hf: any causal LM the bridge boots (causal_lm.py); GPT-2 keeps its path
 PARITY_TOL = 1e-4  # max |logit difference| allowed between the source model and the hooked model
 TIED = "lm_head.weight"  # tied to transformer.wte.weight: stored once
 ARCHIVE_SLACK = 1 << 20  # bytes a torch.save zip may hold beyond twice its own size (headers, small records)
-
-
-def _offline() -> None:
-    # Local paths only: never let transformers or TransformerLens reach for a hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # config warnings about GPT-2's text token ids mean nothing for our tokens
-    hf_logging.disable_progress_bar()
 
 
 # --- reading source files ------------------------------------------------------------------------
@@ -83,16 +74,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                               "named tensors")
     check_finite(obj, path)
     return {re.sub(r"^(_orig_mod\.|module\.)", "", k): v for k, v in obj.items()}  # torch.compile / DDP prefixes
-
-
-def check_finite(tensors: dict, source) -> None:
-    """Every weight finite: a NaN or inf weight makes every logit of the model undefined (and a tie
-    check or the parity check would then report something else)."""
-    bad = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{source} holds weights that are not finite (NaN or inf) in {', '.join(bad[:3])}"
-                              f"{' and more' if len(bad) > 3 else ''}: the model's outputs would be undefined; re-save "
-                              "a finite model")
 
 
 def _check_archive(path: Path) -> None:
@@ -400,12 +381,12 @@ def imported_model(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = 
 # --- binding to a task and writing the checkpoint ------------------------------------------------
 def check_task_fit(hf_config: dict, task) -> None:
     """The model must take the task's tokens and its longest input; say what does not fit."""
-    problems = []
+    problems, n_ctx = [], causal_lm.context_length(hf_config)
     if hf_config["vocab_size"] < task.d_vocab:
         problems.append(f"its vocabulary has {hf_config['vocab_size']} tokens but {task.describe()} needs {task.d_vocab} "
                         f"(nodes 0..{task.n_nodes - 1}, then | = / $)")
-    if hf_config["n_positions"] < task.n_ctx:
-        problems.append(f"its context is {hf_config['n_positions']} positions but {task.describe()} feeds {task.n_ctx} "
+    if n_ctx < task.n_ctx:
+        problems.append(f"its context is {n_ctx} positions but {task.describe()} feeds {task.n_ctx} "
                         f"(the prompt and {task.target_len - 1} answer tokens)")
     if problems:
         raise ConfigError("the model does not fit the task: " + "; ".join(problems)
@@ -434,9 +415,11 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
         raise ConfigError(f"--objective {objective.name}: an imported model has no extra output heads to record; import "
                           "it with the objective its next-token head was trained under (e.g. teacher-forcing)")
     check_run_dir(out, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
-    if fmt == "hf-gpt2":
+    if fmt == "hf" and not _is_gpt2_dir(src):
+        return _import_causal_lm(src, out, task, objective, n_heads, overwrite)
+    if fmt in ("hf", "hf-gpt2"):
         if n_heads is not None:
-            raise ConfigError("--n-heads is read from config.json for hf-gpt2; drop it")
+            raise ConfigError(f"--n-heads is read from config.json for {fmt}; drop it")
         hf, _, source = load_hf_gpt2(src)
         reference = gpt2_reference.from_hf(source, check_hf_config(hf_config_dict(hf.config)))
     else:
@@ -465,9 +448,52 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
               "imported_from": {"format": fmt, "path": str(src.resolve()), "sha256": _sha256(src), "max_logit_diff": diff,
                                 "parity_tolerance": PARITY_TOL,
                                 "parity_reference": "independent plain-torch forward of the source weights (gpt2_reference)"}}
+    _write_import(out, weights, config, fmt, overwrite)
+    return config
+
+
+def _write_import(out: Path, weights: dict, config: dict, fmt: str, overwrite: bool) -> None:
     if overwrite and out.exists():  # nothing of the replaced run may be read as this model's
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(out / MODEL, weights, {"hansprobe_imported_from": fmt})
     atomic_write_json(out / CONFIG, jsonable(config))
+
+
+def _is_gpt2_dir(src: Path) -> bool:
+    path = src / "config.json"
+    if not path.is_file():
+        return False
+    raw = read_json_bounded(path, "model config", error=CheckpointError, hint="; give the directory written by save_pretrained")
+    return isinstance(raw, dict) and raw.get("model_type") == "gpt2"
+
+
+def _import_causal_lm(src: Path, out: Path, task, objective, n_heads, overwrite: bool) -> dict:
+    """`--format hf` for a causal LM other than GPT-2: checked against transformers' own forward."""
+    if n_heads is not None:
+        raise ConfigError("--n-heads is read from config.json for hf; drop it")
+    hf, _ = causal_lm.read_causal_lm_dir(src)
+    hf_config = hf_config_dict(hf.config)
+    check_task_fit(hf_config, task)
+    weights = causal_lm.causal_lm_state_dict(hf)
+    tokens = objective.inputs(task.generate(causal_lm.PARITY_GRAPHS, seed=0))
+    with torch.no_grad():
+        reference = hf(tokens).logits.float()  # transformers' forward, before the bridge wraps the module
+        bridge = causal_lm.bridge_causal_lm(hf, "cpu")
+        per_position = (reference - bridge(tokens).float()).abs().amax(-1)  # (B, T)
+    diff = float(per_position.max())
+    graph, position = divmod(int(per_position.argmax()), per_position.shape[1])
+    if not diff <= causal_lm.PARITY_TOL:
+        raise CheckpointError(f"the hooked model's logits differ from transformers' forward of the same weights by "
+                              f"{diff:.2e} at graph {graph}, position {position} (> {causal_lm.PARITY_TOL}); this is a "
+                              "bug of the bridge for this architecture — please report it with the model's config.json")
+    model = {"architecture": causal_lm.ARCHITECTURE, "hf_config": hf_config, "n_layers": bridge.cfg.n_layers,
+             "n_heads": bridge.cfg.n_heads, "d_model": bridge.cfg.d_model}
+    config = {**new_config(task, objective, model, None, seed=0), "step": None,
+              "d_vocab": hf_config["vocab_size"], "n_ctx": causal_lm.context_length(hf_config),
+              "imported_from": {"format": "hf", "path": str(src.resolve()), "sha256": _sha256(src), "max_logit_diff": diff,
+                                "worst_at": {"graph": graph, "position": position},
+                                "parity_tolerance": causal_lm.PARITY_TOL,
+                                "parity_reference": "transformers' own forward of the same weights"}}
+    _write_import(out, weights, config, "hf", overwrite)
     return config

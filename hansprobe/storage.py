@@ -412,6 +412,16 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def check_finite(tensors: dict, source) -> None:
+    """Every weight finite: a NaN or inf weight makes every logit of the model undefined (and a tie
+    check or the parity check would then report something else)."""
+    bad = [k for k, v in tensors.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source} holds weights that are not finite (NaN or inf) in {', '.join(bad[:3])}"
+                              f"{' and more' if len(bad) > 3 else ''}: the model's outputs would be undefined; re-save "
+                              "a finite model")
+
+
 def load_weights(model, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load a state dict after checking names and shapes, so a mismatch is one readable line."""
     expected = model.state_dict()

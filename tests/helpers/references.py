@@ -85,3 +85,19 @@ def ntf_reference_logits(sd: dict, tokens: torch.Tensor, n_heads: int) -> torch.
         h = torch.nn.functional.gelu(_lin(_ln(x, sd, f"{p}.ln_2"), sd, f"{p}.mlp.expand"), approximate="tanh")
         x = x + _lin(h, sd, f"{p}.mlp.proj")
     return _ln(x, sd, "final_layernorm") @ sd["embed_tokens.weight"].T
+
+
+def save_tiny_causal_lm(kind: str, directory, vocab: int = 24, ctx: int = 32, seed: int = 0):
+    """A randomly initialised transformers causal LM of `kind` ("neox", "llama" with grouped-query
+    attention and tied embeddings, "phi"), saved with save_pretrained into `directory`; returns the module."""
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, PhiConfig
+
+    shape = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=ctx)
+    config = {"neox": lambda: GPTNeoXConfig(**shape),
+              "llama": lambda: LlamaConfig(**shape, num_key_value_heads=1, tie_word_embeddings=True),
+              "phi": lambda: PhiConfig(**shape)}[kind]()
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    model.save_pretrained(directory)
+    return model

@@ -128,14 +128,15 @@ def test_a_safetensors_header_length_ending_in_0x80_is_not_taken_for_a_pickle(tm
 
 
 def test_the_loader_reads_one_architecture_table():
-    """Issue 27: one table (native bridge, imported GPT-2) with check / build / load each, read
-    once per checkpoint; an unknown architecture is one line naming the ones this version reads."""
-    from hansprobe import interop
+    """One table (native bridge, imported GPT-2, imported causal LMs of other architectures) with
+    check / build / load each, read once per checkpoint; an unknown architecture is one line naming
+    the ones this version reads."""
+    from hansprobe import causal_lm, interop
     from hansprobe.checkpoint import ARCHITECTURES, architecture
     from hansprobe.errors import ConfigError
 
-    assert set(ARCHITECTURES) == {"native", interop.ARCHITECTURE}
+    assert set(ARCHITECTURES) == {"native", interop.ARCHITECTURE, causal_lm.ARCHITECTURE}
     assert architecture({"model": {"n_layers": 2}}).name == "native"
     assert architecture({"model": {"architecture": interop.ARCHITECTURE}}).name == interop.ARCHITECTURE
-    with pytest.raises(ConfigError, match="unknown model architecture 'llama'.*hf-gpt2"):
+    with pytest.raises(ConfigError, match="unknown model architecture 'llama'.*hf-gpt2, hf-causal-lm"):
         architecture({"model": {"architecture": "llama"}})

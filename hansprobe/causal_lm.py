@@ -1,0 +1,221 @@
+"""Hugging Face causal language models of any architecture the TransformerLens bridge boots (GPT-NeoX
+and Pythia, Llama and Mistral, Phi, Qwen, ...), trained on hansprobe's integer tokens.
+
+A `save_pretrained` directory (config.json + model.safetensors) is read strictly: the module is
+built from its config by transformers (`AutoModelForCausalLM.from_config`, eager attention so the
+hooks see the pattern), never fetched from a hub, and a config that asks for remote code
+(`auto_map`) is refused, not run; the weights are loaded by hansprobe, name by name and shape by
+shape, so a missing block is an error rather than a random init. TransformerLens's
+`boot_transformers(local_dir, hf_model=...)` then wraps it with the usual hook names. The bridge's
+logits are checked against transformers' own forward of the same weights (`PARITY_TOL`), naming
+the graph and position that differ most.
+
+These models run the hooked bridge everywhere: hansprobe's fused fast paths are written for its own
+GPT-2-like layout, and `fused.training_view` falls back to the bridge on any other (same answers,
+slower: docs/benchmarks.md). GPT-2 directories keep their own path (interop.py), whose parity
+reference is an independent forward. A model that reads the task as text through a subword
+tokenizer (tokenizer.json beside the weights) is refused in one line for now.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.resources import FLOAT, require_memory, transformer_params
+from hansprobe.storage import check_finite, load_weights
+from hansprobe.validation import check_int, check_mapping, read_json_bounded
+
+ARCHITECTURE = "hf-causal-lm"
+PARITY_TOL = 1e-4  # max |logit difference| between transformers' forward and the bridge's, fp32
+PARITY_GRAPHS = 64
+
+
+def offline() -> None:
+    # Local paths only: never let transformers or TransformerLens reach for a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # config warnings about GPT-2's text token ids mean nothing for our tokens
+    hf_logging.disable_progress_bar()
+
+
+def supported_architectures() -> set[str]:
+    """The Hugging Face model classes TransformerLens's bridge has an adapter for (its own list)."""
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    return {a for a in SUPPORTED_ARCHITECTURES if a.endswith(("ForCausalLM", "LMHeadModel"))}
+
+
+def _size(hf: dict, key: str, *alternatives: str) -> int:
+    for k in (key, *alternatives):
+        if k in hf:
+            return check_int(f"config {k}", hf[k], 1)
+    raise ConfigError(f"the config has no {key!r}; give the config.json that save_pretrained wrote")
+
+
+def context_length(hf: dict) -> int:
+    """The longest input the model's positions allow (absolute embeddings or the rotary range it was configured for)."""
+    return _size(hf, "max_position_embeddings", "n_positions", "n_ctx")
+
+
+def check_causal_lm_config(hf: dict) -> dict:
+    """A causal-LM config hansprobe can build: one architecture, a causal-LM class the bridge supports,
+    a model type transformers knows, no remote code; its size checked against memory."""
+    from transformers import CONFIG_MAPPING
+
+    check_mapping("hf_config", hf)
+    if hf.get("auto_map"):
+        raise ConfigError("config.json asks for remote code (auto_map); hansprobe never runs code from a model "
+                          "directory: save the model with a transformers class instead")
+    archs = hf.get("architectures")
+    if not (isinstance(archs, list) and len(archs) == 1 and isinstance(archs[0], str)):
+        raise ConfigError(f"config.json names architectures {archs!r}; give the directory save_pretrained wrote for one "
+                          "causal-LM class (e.g. LlamaForCausalLM)")
+    if archs[0] not in supported_architectures():
+        raise ConfigError(f"architecture {archs[0]} is not one TransformerLens's bridge boots as a causal LM; supported "
+                          "include GPT2LMHeadModel, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, "
+                          "PhiForCausalLM, Qwen2ForCausalLM")
+    if hf.get("model_type") not in CONFIG_MAPPING:
+        raise ConfigError(f"model_type {hf.get('model_type')!r} is not one this transformers knows")
+    vocab, d = _size(hf, "vocab_size"), _size(hf, "hidden_size", "n_embd", "d_model")
+    layers = _size(hf, "num_hidden_layers", "n_layer", "num_layers")
+    d_mlp = hf.get("intermediate_size") or 4 * d
+    n = transformer_params(layers, d, int(d_mlp), vocab, context_length(hf))
+    require_memory(FLOAT * n * 3, f"a {archs[0]} of about {n:,} parameters (source, loaded and hooked copies)",
+                   "check the config's num_hidden_layers, hidden_size and vocab_size")
+    return hf
+
+
+def new_causal_lm(hf_config: dict, seed: int = 0):
+    """The transformers module of this config with eager attention, seeded initialisation, in eval mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    offline()
+    fields = {k: v for k, v in hf_config.items() if k not in ("transformers_version", "model_type", "architectures")}
+    cfg = AutoConfig.for_model(hf_config["model_type"], **fields)
+    cfg.architectures = list(hf_config["architectures"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", trust_remote_code=False)
+    return model.eval()
+
+
+def _tied_names(model) -> list[str]:
+    """The state-dict names of the input embedding when the output head shares it (tie_word_embeddings):
+    both names hold one tensor; save_pretrained writes one of them."""
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if inp is None or out is None or out.weight is not inp.weight:
+        return []
+    return [k for k, v in model.state_dict(keep_vars=True).items() if v is inp.weight]
+
+
+def load_causal_lm_weights(model, tensors: dict[str, torch.Tensor], source) -> None:
+    """Load `tensors` strictly; of a tied embedding and head, the file may hold one name (as save_pretrained writes)."""
+    tensors = dict(tensors)
+    tied = _tied_names(model)
+    present = [k for k in tied if k in tensors]
+    if present:
+        if any(not torch.equal(tensors[k], tensors[present[0]]) for k in present[1:]):
+            raise CheckpointError(f"{source}: {' and '.join(present)} differ but the config ties them "
+                                  "(tie_word_embeddings); the weights belong to another model")
+        tensors.update({k: tensors[present[0]] for k in tied})
+    load_weights(model, tensors, source)
+    model.tie_weights()
+
+
+def causal_lm_state_dict(model) -> dict[str, torch.Tensor]:
+    """What the checkpoint stores: the module's state dict, a tied embedding and head once."""
+    drop = set(_tied_names(model)[1:])
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k not in drop}
+
+
+def integer_tokenizer(vocab_size: int):
+    """A word-level tokenizer whose token i is the text "i": hansprobe's models read integer tokens,
+    and the bridge wants a tokenizer (it would otherwise look for one beside the config)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({str(i): i for i in range(vocab_size)}, unk_token="0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="0")
+
+
+def bridge_causal_lm(hf_model, device: str | torch.device = "cpu"):
+    """TransformerLens's own route from a local transformers module to a hooked `TransformerBridge`."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    offline()
+    hf_model = hf_model.to(device).eval()
+    with tempfile.TemporaryDirectory() as d:  # boot_transformers reads the config from a local directory
+        hf_model.config.to_json_file(str(Path(d) / "config.json"))
+        bridge = TransformerBridge.boot_transformers(d, hf_model=hf_model, device=str(device),
+                                                     tokenizer=integer_tokenizer(hf_model.config.vocab_size))
+    return bridge.eval()
+
+
+def read_causal_lm_dir(src: str | Path) -> tuple[object, dict]:
+    """A `save_pretrained` directory -> (the transformers module with its weights, its checked config)."""
+    src = Path(src)
+    path = src / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{src} has no config.json; give the directory written by save_pretrained")
+    raw = read_json_bounded(path, "model config", error=CheckpointError, hint="; give the directory written by save_pretrained")
+    try:
+        check_causal_lm_config(raw)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if (src / "tokenizer.json").is_file() or (src / "tokenizer_config.json").is_file():
+        raise CheckpointError(f"{src} holds a tokenizer: the model reads the task as text through it, and hansprobe "
+                              "imports models trained on its own integer tokens only so far; move the tokenizer files "
+                              "away if the model was trained on hansprobe's tokens")
+    if not (src / "model.safetensors").is_file():
+        hint = ("sharded checkpoints (model.safetensors.index.json) are not supported; re-save it in one file"
+                if (src / "model.safetensors.index.json").is_file() else
+                "re-save with save_pretrained(safe_serialization=True) (hansprobe does not unpickle pytorch_model.bin)")
+        raise CheckpointError(f"{src} has no model.safetensors; {hint}")
+    return load_pretrained_strictly(src), raw
+
+
+def load_pretrained_strictly(src: Path):
+    """transformers' own loading (it knows each architecture's renamed weights, e.g. GPT-NeoX's
+    embed_out), local files only, no remote code, fp32, eager attention; any weight missing,
+    unexpected or mis-shaped is an error naming it, never a random init."""
+    from transformers import AutoModelForCausalLM
+
+    offline()
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            src, local_files_only=True, trust_remote_code=False, use_safetensors=True, attn_implementation="eager",
+            dtype=torch.float32, output_loading_info=True)
+    except (RuntimeError, ValueError, OSError) as e:  # e.g. a weight whose shape the config contradicts
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"the weights in {src / 'model.safetensors'} do not match the model its config describes "
+                              f"(transformers: {said}); the weights belong to another model or the config was edited") from None
+    problems = [f"{len(v)} {k.replace('_keys', '').replace('_', ' ')} ({', '.join(map(str, list(v)[:4]))})"
+                for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")]
+    if problems:
+        raise CheckpointError(f"the weights in {src / 'model.safetensors'} do not match the model its config describes: "
+                              f"{'; '.join(problems)}; the weights belong to another model or the file is incomplete")
+    check_finite(dict(model.state_dict()), src / "model.safetensors")
+    return model.eval()
+
+
+@torch.no_grad()
+def parity(hf_model, bridge, tokens: torch.Tensor) -> tuple[float, tuple[int, int]]:
+    """(max |logit difference| between transformers' forward and the bridge's, (graph, position) where it is)."""
+    diff = (hf_model(tokens).logits.float() - bridge(tokens).float()).abs().amax(-1)  # (B, T)
+    worst = int(diff.argmax())
+    return float(diff.max()), divmod(worst, diff.shape[1])
+
+
+def imported_causal_lm(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = None, source=None):
+    """The hooked model of an imported causal-LM checkpoint's config (seeded init, or `tensors`), bridged."""
+    model = new_causal_lm(cfg["model"]["hf_config"], int(cfg["seed"]))
+    if tensors is not None:
+        load_causal_lm_weights(model, tensors, source)
+    return bridge_causal_lm(model, device)
