@@ -158,26 +158,39 @@ def bridge_causal_lm(hf_model, device: str | torch.device = "cpu"):
     return bridge.eval()
 
 
-def read_causal_lm_dir(src: str | Path) -> tuple[object, dict]:
-    """A `save_pretrained` directory -> (the transformers module with its weights, its checked config)."""
-    src = Path(src)
+def read_pretrained_config(src: Path, what: str, check) -> dict:
+    """config.json of a `save_pretrained` directory, read bounded and passed through `check`; each
+    problem one line naming the file."""
     path = src / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{src} has no config.json; give the directory written by save_pretrained")
+        raise CheckpointError(f"{src} has no config.json; give the directory written by {what}.save_pretrained")
     raw = read_json_bounded(path, "model config", error=CheckpointError, hint="; give the directory written by save_pretrained")
     try:
-        check_causal_lm_config(raw)
+        check(raw)
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    if (src / "tokenizer.json").is_file() or (src / "tokenizer_config.json").is_file():
-        raise CheckpointError(f"{src} holds a tokenizer: the model reads the task as text through it, and hansprobe "
-                              "imports models trained on its own integer tokens only so far; move the tokenizer files "
-                              "away if the model was trained on hansprobe's tokens")
+    return raw
+
+
+def require_safetensors(src: Path) -> Path:
+    """The directory's single model.safetensors, or one line saying how to re-save it."""
     if not (src / "model.safetensors").is_file():
         hint = ("sharded checkpoints (model.safetensors.index.json) are not supported; re-save it in one file"
                 if (src / "model.safetensors.index.json").is_file() else
                 "re-save with save_pretrained(safe_serialization=True) (hansprobe does not unpickle pytorch_model.bin)")
         raise CheckpointError(f"{src} has no model.safetensors; {hint}")
+    return src / "model.safetensors"
+
+
+def read_causal_lm_dir(src: str | Path) -> tuple[object, dict]:
+    """A `save_pretrained` directory -> (the transformers module with its weights, its checked config)."""
+    src = Path(src)
+    raw = read_pretrained_config(src, "AutoModelForCausalLM", check_causal_lm_config)
+    if (src / "tokenizer.json").is_file() or (src / "tokenizer_config.json").is_file():
+        raise CheckpointError(f"{src} holds a tokenizer: the model reads the task as text through it, and hansprobe "
+                              "imports models trained on its own integer tokens only so far; move the tokenizer files "
+                              "away if the model was trained on hansprobe's tokens")
+    require_safetensors(src)
     return load_pretrained_strictly(src), raw
 
 

@@ -327,19 +327,8 @@ def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]
     checked config, the file's tensors). The weights are loaded strictly by hansprobe, never by
     `from_pretrained`, which fills missing weights with a random init and warns at most."""
     src = Path(src)
-    path = src / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{src} has no config.json; give the directory written by GPT2LMHeadModel.save_pretrained")
-    raw = read_json_bounded(path, "GPT-2 config", error=CheckpointError, hint="; give the directory written by save_pretrained")
-    try:
-        check_hf_config(raw)
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    if not (src / "model.safetensors").is_file():
-        hint = ("sharded checkpoints (model.safetensors.index.json) are not supported; re-save it in one file"
-                if (src / "model.safetensors.index.json").is_file() else
-                "re-save with save_pretrained(safe_serialization=True) (hansprobe does not unpickle pytorch_model.bin)")
-        raise CheckpointError(f"{src} has no model.safetensors; {hint}")
+    raw = causal_lm.read_pretrained_config(src, "GPT2LMHeadModel", check_hf_config)
+    causal_lm.require_safetensors(src)
     tensors, _ = load_safetensors(src / "model.safetensors")
     check_finite(tensors, src / "model.safetensors")
     if tensors and not any(k.startswith("transformer.") for k in tensors):  # saved from GPT2Model, not the LM head
@@ -347,7 +336,7 @@ def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]
     blocks = sorted({int(m.group(1)) for k in tensors if (m := re.match(r"transformer\.h\.(\d+)\.", k))})
     if blocks != list(range(raw["n_layer"])):
         absent = sorted(set(range(raw["n_layer"])) - set(blocks))
-        raise CheckpointError(f"{path} says n_layer={raw['n_layer']} but {src / 'model.safetensors'} holds weights for "
+        raise CheckpointError(f"{src / 'config.json'} says n_layer={raw['n_layer']} but {src / 'model.safetensors'} holds weights for "
                               f"blocks {_ranges(blocks) or 'none'}" + (f" (missing: {_ranges(absent)})" if absent else "")
                               + "; hansprobe never fills missing blocks with random weights — fix the config or the file")
     model = new_gpt2(raw)
