@@ -28,7 +28,7 @@ from hansprobe.storage import (
     CONFIG, MODEL, atomic_write_json, check_finite, check_run_dir, jsonable, load_safetensors, load_weights, new_config,
     save_safetensors,
 )
-from hansprobe.validation import check_choice, check_float, check_int, check_mapping, read_json_bounded
+from hansprobe.validation import check_choice, check_float, check_int, check_mapping, number_ranges, read_json_bounded
 
 ARCHITECTURE = "hf-gpt2"
 FORMATS = ("hf", "hf-gpt2", "nanogpt", "ntf")  # hf: any causal LM the bridge boots (causal_lm.py); GPT-2 keeps its path
@@ -337,23 +337,11 @@ def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]
     if blocks != list(range(raw["n_layer"])):
         absent = sorted(set(range(raw["n_layer"])) - set(blocks))
         raise CheckpointError(f"{src / 'config.json'} says n_layer={raw['n_layer']} but {src / 'model.safetensors'} holds weights for "
-                              f"blocks {_ranges(blocks) or 'none'}" + (f" (missing: {_ranges(absent)})" if absent else "")
+                              f"blocks {number_ranges(blocks) or 'none'}" + (f" (missing: {number_ranges(absent)})" if absent else "")
                               + "; hansprobe never fills missing blocks with random weights — fix the config or the file")
     model = new_gpt2(raw)
     load_gpt2_weights(model, tensors, src / "model.safetensors")
     return model, raw, tensors
-
-
-def _ranges(ids: list[int]) -> str:
-    """[0, 1, 2, 5] -> "0-2, 5"."""
-    out, i = [], 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ", ".join(out)
 
 
 def imported_model(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = None, source=None):

@@ -94,3 +94,14 @@ def read_json_bounded(path, what: str, max_bytes: int = MAX_SMALL_FILE, error=Co
     except ValueError as e:  # e.g. an integer of thousands of digits
         raise error(f"{path} holds a value no {what} has ({str(e).split(';')[0]}){hint}") from None
 
+
+def number_ranges(ids: list[int], dash: str = "-") -> str:
+    """[0, 1, 2, 5] -> "0-2, 5": sorted integers as runs, for messages that name many of them."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}{dash}{ids[j]}")
+        i = j + 1
+    return ", ".join(out)
