@@ -158,13 +158,13 @@ def bridge_causal_lm(hf_model, device: str | torch.device = "cpu"):
     return bridge.eval()
 
 
-def read_pretrained_config(src: Path, what: str, check) -> dict:
-    """config.json of a `save_pretrained` directory, read bounded and passed through `check`; each
-    problem one line naming the file."""
+def read_pretrained_config(src: Path, what: str, check, kind: str = "model config") -> dict:
+    """config.json of a `save_pretrained` directory (written by class `what`), read bounded and passed
+    through `check`; each problem one line naming the file (and the `kind` of config it should be)."""
     path = src / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{src} has no config.json; give the directory written by {what}.save_pretrained")
-    raw = read_json_bounded(path, "model config", error=CheckpointError, hint="; give the directory written by save_pretrained")
+    raw = read_json_bounded(path, kind, error=CheckpointError, hint="; give the directory written by save_pretrained")
     try:
         check(raw)
     except ConfigError as e:

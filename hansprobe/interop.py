@@ -327,7 +327,7 @@ def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]
     checked config, the file's tensors). The weights are loaded strictly by hansprobe, never by
     `from_pretrained`, which fills missing weights with a random init and warns at most."""
     src = Path(src)
-    raw = causal_lm.read_pretrained_config(src, "GPT2LMHeadModel", check_hf_config)
+    raw = causal_lm.read_pretrained_config(src, "GPT2LMHeadModel", check_hf_config, "GPT-2 config")
     causal_lm.require_safetensors(src)
     tensors, _ = load_safetensors(src / "model.safetensors")
     check_finite(tensors, src / "model.safetensors")
