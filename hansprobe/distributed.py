@@ -41,6 +41,9 @@ def stop() -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            import gc
+
+            gc.collect()  # DistributedDataParallel's reducer uses the group: free it while the group lives
             dist.destroy_process_group()
 
 

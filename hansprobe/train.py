@@ -216,8 +216,13 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
         check_int("until", until, 1)
     try:
         with run_lock(out) if rank == 0 else nullcontext():  # under torchrun, rank 0 is the only writer
-            return _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite,
-                          progress if rank == 0 else False, steps, evaluate, until)
+            result = _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite,
+                            progress if rank == 0 else False, steps, evaluate, until)
+        # Every rank leaves together: a rank that tore its process group down while rank 0 still wrote
+        # the last checkpoint aborted at exit now and then under load ("terminate called without an
+        # active exception", gloo). Only on success: a failed rank would leave the others waiting.
+        distributed.barrier()
+        return result
     except RuntimeError as e:
         if size > 1:  # a collective failed: another rank stopped (killed, out of memory, its own error)
             raise collective_failure(e, Path(out), size) from None
