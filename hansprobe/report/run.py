@@ -321,8 +321,8 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
 
     pool = ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_die_with,
                                initargs=(os.getpid(), _start_time(os.getpid())))
-    futures = [pool.submit(_measure_in_worker, str(p), each[p], threads) for p in paths]
-    try:
+    try:  # the submissions too: a Ctrl-C while a worker starts (the server imports for ~10 s) must stop it
+        futures = [pool.submit(_measure_in_worker, str(p), each[p], threads) for p in paths]
         for p, future in zip(paths, futures):
             try:
                 report = future.result()
