@@ -146,7 +146,8 @@ def integer_tokenizer(vocab_size: int):
 
 
 def bridge_causal_lm(hf_model, device: str | torch.device = "cpu"):
-    """TransformerLens's own route from a local transformers module to a hooked `TransformerBridge`."""
+    """TransformerLens's own route from a local transformers module (GPT-2 too) to a hooked
+    `TransformerBridge`, with the integer tokenizer (so `to_tokens` reads hansprobe's tokens)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     offline()

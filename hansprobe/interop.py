@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -310,18 +309,6 @@ def gpt2_state_dict(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k != TIED}
 
 
-def bridge_from_hf(hf_model, device: str | torch.device = "cpu"):
-    """TransformerLens's own route from a local HF module to a hooked `TransformerBridge`."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    _offline()
-    hf_model = hf_model.to(device).eval()
-    with tempfile.TemporaryDirectory() as d:  # boot_transformers reads the config from a local directory
-        hf_model.config.to_json_file(str(Path(d) / "config.json"))
-        bridge = TransformerBridge.boot_transformers(d, hf_model=hf_model, device=str(device))
-    return bridge.eval()
-
-
 def load_hf_gpt2(src: str | Path) -> tuple[object, dict, dict[str, torch.Tensor]]:
     """A `save_pretrained` directory (config.json + model.safetensors) -> (GPT2LMHeadModel, its
     checked config, the file's tensors). The weights are loaded strictly by hansprobe, never by
@@ -352,7 +339,7 @@ def imported_model(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = 
     hf = new_gpt2(cfg["model"]["hf_config"], int(cfg["seed"]))
     if tensors is not None:
         load_gpt2_weights(hf, tensors, source)
-    return bridge_from_hf(hf, device)
+    return causal_lm.bridge_causal_lm(hf, device)
 
 
 # --- binding to a task and writing the checkpoint ------------------------------------------------
@@ -410,7 +397,7 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     weights = gpt2_state_dict(hf)  # before bridging: boot_transformers wraps the module's children
     tokens = objective.inputs(task.generate(64, seed=0))
     with torch.no_grad():
-        bridge = bridge_from_hf(hf, "cpu")
+        bridge = causal_lm.bridge_causal_lm(hf, "cpu")
         # The reference is an independent forward of the source file's own weights (gpt2_reference),
         # not the converted module the bridge wraps: this checks the conversion, not only the bridge.
         diff = float((gpt2_reference.logits(reference, tokens) - bridge(tokens)).abs().max())
