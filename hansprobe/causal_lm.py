@@ -1,20 +1,20 @@
 """Hugging Face causal language models of any architecture the TransformerLens bridge boots (GPT-NeoX
 and Pythia, Llama and Mistral, Phi, Qwen, ...), trained on hansprobe's integer tokens.
 
-A `save_pretrained` directory (config.json + model.safetensors) is read strictly: the module is
-built from its config by transformers (`AutoModelForCausalLM.from_config`, eager attention so the
-hooks see the pattern), never fetched from a hub, and a config that asks for remote code
-(`auto_map`) is refused, not run; the weights are loaded by hansprobe, name by name and shape by
-shape, so a missing block is an error rather than a random init. TransformerLens's
-`boot_transformers(local_dir, hf_model=...)` then wraps it with the usual hook names. The bridge's
-logits are checked against transformers' own forward of the same weights (`PARITY_TOL`), naming
-the graph and position that differ most.
+Importing a `save_pretrained` directory (config.json + model.safetensors): the config is checked
+(one causal-LM class the bridge supports, no `auto_map`: code in a model directory is never run),
+then transformers' own `from_pretrained` loads it from local files only (it knows each
+architecture's renamed weights); any weight it reports missing, unexpected or mis-shaped is an
+error, never a random init. TransformerLens's `boot_transformers(local_dir, hf_model=...)` wraps it
+with the usual hook names, and the bridge's logits are checked against transformers' forward of the
+same weights (`PARITY_TOL`), naming the graph and position that differ most. A hansprobe checkpoint
+of such a model is rebuilt from its stored config (`from_config`) and loaded strictly by hansprobe.
 
 These models run the hooked bridge everywhere: hansprobe's fused fast paths are written for its own
 GPT-2-like layout, and `fused.training_view` falls back to the bridge on any other (same answers,
 slower: docs/benchmarks.md). GPT-2 directories keep their own path (interop.py), whose parity
-reference is an independent forward. A model that reads the task as text through a subword
-tokenizer (tokenizer.json beside the weights) is refused in one line for now.
+reference is an independent forward, and are bridged here too. A model that reads the task as text
+through a subword tokenizer (tokenizer.json beside the weights) is refused in one line for now.
 """
 from __future__ import annotations
 
@@ -84,8 +84,8 @@ def check_causal_lm_config(hf: dict) -> dict:
         raise ConfigError(f"model_type {hf.get('model_type')!r} is not one this transformers knows")
     vocab, d = _size(hf, "vocab_size"), _size(hf, "hidden_size", "n_embd", "d_model")
     layers = _size(hf, "num_hidden_layers", "n_layer", "num_layers")
-    d_mlp = hf.get("intermediate_size") or 4 * d
-    n = transformer_params(layers, d, int(d_mlp), vocab, context_length(hf))
+    d_mlp = _size(hf, "intermediate_size", "n_inner") if hf.get("intermediate_size", hf.get("n_inner")) else 4 * d
+    n = transformer_params(layers, d, d_mlp, vocab, context_length(hf))
     require_memory(FLOAT * n * 3, f"a {archs[0]} of about {n:,} parameters (source, loaded and hooked copies)",
                    "check the config's num_hidden_layers, hidden_size and vocab_size")
     return hf
@@ -219,12 +219,11 @@ def load_pretrained_strictly(src: Path):
     return model.eval()
 
 
-@torch.no_grad()
-def parity(hf_model, bridge, tokens: torch.Tensor) -> tuple[float, tuple[int, int]]:
-    """(max |logit difference| between transformers' forward and the bridge's, (graph, position) where it is)."""
-    diff = (hf_model(tokens).logits.float() - bridge(tokens).float()).abs().amax(-1)  # (B, T)
-    worst = int(diff.argmax())
-    return float(diff.max()), divmod(worst, diff.shape[1])
+def parity(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float, int, int]:
+    """(max |logit difference|, graph, position where it is) between two (B, T, V) logits."""
+    per_position = (reference.float() - logits.float()).abs().amax(-1)  # (B, T)
+    graph, position = divmod(int(per_position.argmax()), per_position.shape[1])
+    return float(per_position.max()), graph, position
 
 
 def imported_causal_lm(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = None, source=None):

@@ -442,11 +442,9 @@ def _import_causal_lm(src: Path, out: Path, task, objective, n_heads, overwrite:
     weights = causal_lm.causal_lm_state_dict(hf)
     tokens = objective.inputs(task.generate(causal_lm.PARITY_GRAPHS, seed=0))
     with torch.no_grad():
-        reference = hf(tokens).logits.float()  # transformers' forward, before the bridge wraps the module
+        reference = hf(tokens).logits  # transformers' forward, before the bridge wraps the module
         bridge = causal_lm.bridge_causal_lm(hf, "cpu")
-        per_position = (reference - bridge(tokens).float()).abs().amax(-1)  # (B, T)
-    diff = float(per_position.max())
-    graph, position = divmod(int(per_position.argmax()), per_position.shape[1])
+        diff, graph, position = causal_lm.parity(reference, bridge(tokens))
     if not diff <= causal_lm.PARITY_TOL:
         raise CheckpointError(f"the hooked model's logits differ from transformers' forward of the same weights by "
                               f"{diff:.2e} at graph {graph}, position {position} (> {causal_lm.PARITY_TOL}); this is a "

@@ -1,6 +1,6 @@
-"""The report's questions: each is a registered object beside the analysis that answers it (its key,
+"""The report's questions: each is a registered object in its own module of this package (its key,
 the question as the page asks it, the analyses it reads, its rule and the thresholds the rule uses,
-and `decide`), so that the report only composes them and the page, the terminal, report.json and
+and `decide`), apart from the measurements it reads, so that the report only composes them and the page, the terminal, report.json and
 the docs render the rule from the one place it is written (docs/add-a-question.md).
 
 A question's `decide(ctx)` gets the analyses' summaries (report.json's "analyses") and the
@@ -19,7 +19,7 @@ from hansprobe.storage import jsonable
 
 # "before the answer" / "at the answer position": where the plan question locates the decision (hansprobe/questions/plan.py)
 ANSWERS = ("yes", "no", "inconclusive", "not applicable", "not learned", "before the answer", "at the answer position",
-           "not needed")  # "not needed": inference-time search where greedy decoding already decides (hansprobe/measurements/inference.py)
+           "not needed")  # "not needed": inference-time search where greedy decoding already decides (hansprobe/questions/search_recovers.py)
 
 
 @dataclass
@@ -128,11 +128,9 @@ def registered_questions() -> list[QuestionSpec]:
 
 
 def decide_all(objective, analyses: dict) -> dict:
-    """Every question's verdict, in page order: plain questions first, then those that combine them."""
-    ctx = QuestionContext(objective, analyses)
-    for q in sorted(registered_questions(), key=lambda q: bool(q.combines)):
-        ctx.verdicts[q.key] = q.decide_in(ctx)
-    return {q.key: ctx.verdicts[q.key] for q in registered_questions()}
+    """Every question's verdict, in page order (decided plain questions first, then those that combine them)."""
+    verdicts = decide_some(objective, analyses, [q.key for q in registered_questions()])
+    return {q.key: verdicts[q.key] for q in registered_questions()}
 
 
 def answer_needs(keys) -> tuple[list[str], list[str]]:

@@ -23,7 +23,7 @@ from hansprobe.tasks.registry import read_task_text
 FORMAT = "hansprobe-report"
 FORMAT_VERSION = 2  # 2: five questions (clever_hans_failure, lookup, ...), "not learned", notes
 
-# The questions live beside the analyses that answer them (hansprobe/questions/registry.py); these
+# The questions are registered in hansprobe/questions (registry.py), apart from the measurements; these
 # are live views of that registry, in page order: the combined failure verdict first.
 QUESTIONS = _questions.QUESTIONS
 ANSWERS = _questions.ANSWERS

@@ -90,8 +90,8 @@ class TextTokens:
             raise TaskError("under this tokenizer labels " + "; ".join(", ".join(map(str, v)) for v in clash[:3])
                             + " share a token, so the candidates' decision tokens are not distinct; use another tokenizer")
         for name, ch in SEPARATORS.items():
-            at = text.index(ch) if ch in text else None
-            found = _tokens_of(enc, [(at, at + 1)])[0] if at is not None else []
+            at = text.index(ch)  # each separator occurs in the sample text
+            found = _tokens_of(enc, [(at, at + 1)])[0]
             if len(found) != 1:
                 raise TaskError(f"under this tokenizer the separator {ch!r} is not a token of its own (it merges with a "
                                 "neighbour); the text format needs it whole: use another tokenizer")
