@@ -10,11 +10,17 @@ with the usual hook names, and the bridge's logits are checked against transform
 same weights (`PARITY_TOL`), naming the graph and position that differ most. A hansprobe checkpoint
 of such a model is rebuilt from its stored config (`from_config`) and loaded strictly by hansprobe.
 
+A model that reads the task as text through a subword tokenizer (tokenizer.json beside the
+weights, as a fine-tuning on the Next-Token-Failures text writes it) is wrapped in a
+`text_model.TextFormatModel`: the tokenizer's table of the task's tokens (`TextTokens`) is stored in
+config.json and the tokenizer copied beside the weights; loading re-derives the table from that
+copy and refuses one that differs.
+
 These models run the hooked bridge everywhere: hansprobe's fused fast paths are written for its own
 GPT-2-like layout, and `fused.training_view` falls back to the bridge on any other (same answers,
 slower: docs/benchmarks.md). GPT-2 directories keep their own path (interop.py), whose parity
 reference is an independent forward, and are bridged here too. A model that reads the task as text
-through a subword tokenizer (tokenizer.json beside the weights) is refused in one line for now.
+through a subword tokenizer is seen at the integer layout's sites (below).
 """
 from __future__ import annotations
 
@@ -187,10 +193,6 @@ def read_causal_lm_dir(src: str | Path) -> tuple[object, dict]:
     """A `save_pretrained` directory -> (the transformers module with its weights, its checked config)."""
     src = Path(src)
     raw = read_pretrained_config(src, "AutoModelForCausalLM", check_causal_lm_config)
-    if (src / "tokenizer.json").is_file() or (src / "tokenizer_config.json").is_file():
-        raise CheckpointError(f"{src} holds a tokenizer: the model reads the task as text through it, and hansprobe "
-                              "imports models trained on its own integer tokens only so far; move the tokenizer files "
-                              "away if the model was trained on hansprobe's tokens")
     require_safetensors(src)
     return load_pretrained_strictly(src), raw
 
@@ -226,9 +228,81 @@ def parity(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float, int, i
     return float(per_position.max()), graph, position
 
 
-def imported_causal_lm(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = None, source=None):
-    """The hooked model of an imported causal-LM checkpoint's config (seeded init, or `tensors`), bridged."""
+def imported_causal_lm(cfg: dict, device, tensors: dict[str, torch.Tensor] | None = None, source=None, task=None):
+    """The hooked model of an imported causal-LM checkpoint's config (seeded init, or `tensors`), bridged;
+    a text-format one (config["model"]["text_format"]) wrapped at the integer sites of `task`."""
     model = new_causal_lm(cfg["model"]["hf_config"], int(cfg["seed"]))
     if tensors is not None:
         load_causal_lm_weights(model, tensors, source)
-    return bridge_causal_lm(model, device)
+    stored = cfg["model"].get("text_format")
+    if stored is None:
+        return bridge_causal_lm(model, device)
+    table = stored_table(stored, task, cfg["model"]["hf_config"]["vocab_size"])
+    if source is not None:  # the tokenizer beside the weights must give the stored table
+        run = Path(source).parent
+        tokenizer = read_tokenizer(run.parent if run.name == "snapshots" else run)
+        again = text_table(tokenizer, task, required_dummy=False)
+        if again.to_dict() != table.to_dict():
+            raise CheckpointError(f"{Path(source).parent / TOKENIZER} gives another table of the task's tokens than "
+                                  "config.json records; the tokenizer was replaced: restore it or re-import the model")
+    return text_format_model(model, task, table, device)
+
+
+def text_format_model(hf_model, task, table, device, bridged: bool = True):
+    """The transformers module seen at the integer layout's sites (`TextFormatModel`): bridged (hooks,
+    for the analyses), or itself (`bridged=False`, for training: a bridge splits fused QKV weights into
+    parameters of its own, which would leave the module's own weights, the ones a checkpoint stores,
+    untrained)."""
+    from hansprobe.text_model import TextFormatModel
+
+    hf_model = hf_model.to(device)
+    if bridged:
+        return TextFormatModel(bridge_causal_lm(hf_model, device), task, table).to(device)
+    live = {k: v for k, v in hf_model.state_dict(keep_vars=True).items() if k not in set(_tied_names(hf_model)[1:])}
+    return TextFormatModel(hf_model.train(), task, table, live).to(device)
+
+
+# --- the text format ----------------------------------------------------------------------------
+TOKENIZER = "tokenizer.json"
+
+
+def has_tokenizer(src: Path) -> bool:
+    return (src / TOKENIZER).is_file() or (src / "tokenizer_config.json").is_file()
+
+
+def read_tokenizer(src: Path):
+    """The directory's tokenizer.json as a `tokenizers.Tokenizer` (a JSON file: no code runs)."""
+    from tokenizers import Tokenizer
+
+    path = src / TOKENIZER
+    if not path.is_file():
+        raise CheckpointError(f"{src} has no {TOKENIZER} (a slow tokenizer's files are not read); save the model's "
+                              "fast tokenizer beside it with tokenizer.save_pretrained")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises its own Exception type on a bad file
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path} is not a tokenizer file the tokenizers library reads ({said}); "
+                              "re-save it with tokenizer.save_pretrained") from None
+
+
+def text_table(tokenizer, task, required_dummy: bool):
+    """The task's tokens under `tokenizer` (TextTokens, checked), with the teacherless `$` where it is whole."""
+    from hansprobe.tasks.text_tokens import TextTokens
+
+    return TextTokens.from_tokenizer(tokenizer, task).with_dummy(tokenizer, required=required_dummy)
+
+
+def stored_table(stored: dict, task, vocab_size: int):
+    """config.json's table of the task's tokens, checked against the task and the model's vocabulary."""
+    from hansprobe.tasks.text_tokens import TextTokens
+
+    check_mapping("model.text_format", stored)
+    node = stored.get("node")
+    ids = [stored.get(k) for k in ("comma", "pipe", "slash", "equals")] + ([stored["dummy"]] if stored.get("dummy") is not None else [])
+    if not (isinstance(node, list) and len(node) == task.n_nodes and all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in [*node, *ids])):
+        raise ConfigError(f"config.json's model.text_format does not hold {task.n_nodes} node tokens and the separators "
+                          f"as token ids below {vocab_size}; the config was edited: re-import the model")
+    return TextTokens(torch.tensor(node, dtype=torch.long), *ids[:4], goal_first=bool(stored.get("goal_first")),
+                      dummy=stored.get("dummy"))

@@ -175,13 +175,13 @@ def _check_causal_lm(cfg: dict, task: Task) -> None:
 def _build_causal_lm(cfg, task, device, dtype=torch.float32):
     from hansprobe import causal_lm
 
-    return causal_lm.imported_causal_lm(cfg, device)
+    return causal_lm.imported_causal_lm(cfg, device, task=task)
 
 
 def _load_causal_lm(cfg, task, tensors, source, device):
     from hansprobe import causal_lm
 
-    return causal_lm.imported_causal_lm(cfg, device, tensors, source)
+    return causal_lm.imported_causal_lm(cfg, device, tensors, source, task=task)
 
 
 ARCHITECTURES = {

@@ -244,7 +244,11 @@ def _train_parser(sub) -> None:
     for key, opt in OPTIONS.items():  # each objective option once, as its spec declares it
         p.add_argument(opt.flag, type=opt.type, default=None, metavar=opt.metavar, dest=f"objective_{key}",
                        help=f"{opt.help}; taken by {', '.join(takes[key])}")
-    _add_options(p.add_argument_group("model"), ModelConfig)
+    m = p.add_argument_group("model")
+    _add_options(m, ModelConfig)
+    m.add_argument("--base-model", type=Path, default=None, metavar="DIR",
+                   help="fine-tune this local pretrained causal LM (save_pretrained directory with tokenizer.json) on "
+                        "the task as text instead of a new model; the model options above are then not used")
     t = p.add_argument_group("training")
     _add_options(t, TrainConfig, steps=None)  # None: 3000, or with --resume the run's own horizon
     t.add_argument("--seed", type=_seed, default=0, help="model initialisation and training graphs (default 0)")
@@ -383,7 +387,7 @@ def cmd_train(args) -> int:
     else:
         task, objective, model_cfg, train_cfg = _train_setup(args)
         cfg = train(args.out, task, objective, model_cfg, train_cfg, seed=args.seed, device=args.device,
-                    overwrite=args.overwrite, progress=_progress(args), until=args.until)
+                    overwrite=args.overwrite, progress=_progress(args), until=args.until, base_model=args.base_model)
     from hansprobe.distributed import world
 
     if world()[0] != 0:  # under torchrun only rank 0 speaks

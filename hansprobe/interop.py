@@ -24,7 +24,7 @@ from hansprobe.gpt2_reference import ACTIVATIONS
 from hansprobe.resources import FLOAT, require_memory, transformer_params
 from hansprobe.causal_lm import offline as _offline
 from hansprobe.storage import (
-    CONFIG, MODEL, atomic_write_json, check_finite, check_run_dir, jsonable, load_safetensors, load_weights, new_config,
+    CONFIG, MODEL, atomic_write_bytes, atomic_write_json, check_finite, check_run_dir, jsonable, load_safetensors, load_weights, new_config,
     save_safetensors,
 )
 from hansprobe.validation import check_choice, check_float, check_int, check_mapping, number_ranges, read_json_bounded
@@ -379,8 +379,10 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
         raise ConfigError(f"--objective {objective.name}: an imported model has no extra output heads to record; import "
                           "it with the objective its next-token head was trained under (e.g. teacher-forcing)")
     check_run_dir(out, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
-    if fmt == "hf" and not _is_gpt2_dir(src):
+    if fmt == "hf" and (not _is_gpt2_dir(src) or causal_lm.has_tokenizer(src)):  # a text-format GPT-2 too
         return _import_causal_lm(src, out, task, objective, n_heads, overwrite)
+    if fmt == "hf-gpt2" and causal_lm.has_tokenizer(src):
+        raise ConfigError(f"{src} holds a tokenizer: the model reads the task as text; import it with --format hf")
     if fmt in ("hf", "hf-gpt2"):
         if n_heads is not None:
             raise ConfigError(f"--n-heads is read from config.json for {fmt}; drop it")
@@ -416,10 +418,12 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
     return config
 
 
-def _write_import(out: Path, weights: dict, config: dict, fmt: str, overwrite: bool) -> None:
+def _write_import(out: Path, weights: dict, config: dict, fmt: str, overwrite: bool, extra: dict | None = None) -> None:
     if overwrite and out.exists():  # nothing of the replaced run may be read as this model's
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    for name, data in (extra or {}).items():  # before config.json: a directory with a config is complete
+        atomic_write_bytes(out / name, data)
     save_safetensors(out / MODEL, weights, {"hansprobe_imported_from": fmt})
     atomic_write_json(out / CONFIG, jsonable(config))
 
@@ -438,9 +442,13 @@ def _import_causal_lm(src: Path, out: Path, task, objective, n_heads, overwrite:
         raise ConfigError("--n-heads is read from config.json for hf; drop it")
     hf, _ = causal_lm.read_causal_lm_dir(src)
     hf_config = hf_config_dict(hf.config)
-    check_task_fit(hf_config, task)
+    text = text_format(src, task, objective.teacherless, hf_config) if causal_lm.has_tokenizer(src) else None
+    if text is None:
+        check_task_fit(hf_config, task)
     weights = causal_lm.causal_lm_state_dict(hf)
     tokens = objective.inputs(task.generate(causal_lm.PARITY_GRAPHS, seed=0))
+    if text is not None:
+        tokens = text.text_inputs(tokens)  # the text the model reads (the view's own mapping)
     with torch.no_grad():
         reference = hf(tokens).logits  # transformers' forward, before the bridge wraps the module
         bridge = causal_lm.bridge_causal_lm(hf, "cpu")
@@ -457,5 +465,42 @@ def _import_causal_lm(src: Path, out: Path, task, objective, n_heads, overwrite:
                                 "worst_at": {"graph": graph, "position": position},
                                 "parity_tolerance": causal_lm.PARITY_TOL,
                                 "parity_reference": "transformers' own forward of the same weights"}}
-    _write_import(out, weights, config, "hf", overwrite)
+    if text is not None:
+        model["text_format"] = text.table.to_dict()
+        config["imported_from"]["parity_positions"] = "text positions"
+        config["imported_from"]["comma_accuracy"] = comma_accuracy(reference, text, tokens.shape[1])
+        config["d_vocab"] = task.d_vocab  # what the analyses see: the text logits at the task's tokens
+    extra = {causal_lm.TOKENIZER: (src / causal_lm.TOKENIZER).read_bytes()} if text is not None else {}
+    _write_import(out, weights, config, "hf", overwrite, extra)
     return config
+
+
+def text_format(src: Path, task, need_dummy: bool, hf_config: dict):
+    """The text view's wiring for a model with a tokenizer: the table (checked), its fit to the model."""
+    from hansprobe.text_model import TextFormatModel
+
+    table = causal_lm.text_table(causal_lm.read_tokenizer(src), task, required_dummy=need_dummy)
+    ids = [*table.node.tolist(), table.comma, table.pipe, table.slash, table.equals]
+    if max(ids) >= hf_config["vocab_size"]:
+        raise ConfigError(f"the tokenizer gives token id {max(ids)} for the task, but the model has "
+                          f"{hf_config['vocab_size']} embeddings; the tokenizer belongs to another model")
+    view = TextFormatModel(_NoBridge(hf_config), task, table)
+    need, n_ctx = int(view.site[-1]) + 1, causal_lm.context_length(hf_config)
+    if n_ctx < need:
+        raise ConfigError(f"the model does not fit the task: its context is {n_ctx} positions but {task.describe()} "
+                          f"as text is {need} tokens long; state the task it was trained on (--degree, --path-len, --nodes)")
+    return view
+
+
+class _NoBridge:
+    """Stands for the bridge while only the view's token mapping is used (before the model is bridged)."""
+
+    def __init__(self, hf_config: dict):
+        self.cfg = type("cfg", (), {"d_vocab": hf_config["vocab_size"]})()
+
+
+def comma_accuracy(reference: torch.Tensor, text, length: int) -> float:
+    """The share of commas between answer slots that transformers' forward predicts (the analyses skip them)."""
+    p = text.task.prefix_len
+    at = text.token_at[p:length]  # each fed answer slot predicts the comma after it
+    return float((reference[:, at].argmax(-1) == text.table.comma).float().mean()) if len(at) else float("nan")

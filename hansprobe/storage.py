@@ -442,8 +442,23 @@ def load_weights(model, tensors: dict[str, torch.Tensor], source: Path) -> None:
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
 
 
+def model_tensors(model) -> dict[str, torch.Tensor]:
+    """The model's weights as its checkpoint loader reads them: its `checkpoint_tensors()` where it
+    names them otherwise than its state dict (a fine-tuned text-format model: transformers' names,
+    each tensor once, where the bridge's state dict names some twice), else the state dict."""
+    return model.checkpoint_tensors() if hasattr(model, "checkpoint_tensors") else model.state_dict()
+
+
+def load_model_tensors(model, tensors: dict[str, torch.Tensor], source) -> None:
+    """`model_tensors`' inverse, strict."""
+    if hasattr(model, "load_checkpoint_tensors"):
+        model.load_checkpoint_tensors(tensors, source)
+    else:
+        load_weights(model, tensors, source)
+
+
 def save_model(run_dir: str | Path, model, metadata: dict[str, str] | None = None, name: str = MODEL) -> None:
-    save_safetensors(Path(run_dir) / name, model.state_dict(), metadata)
+    save_safetensors(Path(run_dir) / name, model_tensors(model), metadata)
 
 
 def new_config(task, objective, model: dict, train: dict | None, seed: int) -> dict:
@@ -470,7 +485,7 @@ def save_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, st
                 extra: dict | None = None, heads=None) -> None:
     """Weights, AdamW moments, the step and the trainer's running sums (`extra`, JSON) in one
     file, so they can never disagree. `heads`: the multi-token extra heads, stored as heads.*."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model_tensors(model).items()}
     if heads is not None:
         tensors.update({f"heads.{k}": v for k, v in heads.state_dict().items()})
     state = optimizer.state_dict()
@@ -494,7 +509,7 @@ def load_resume(run_dir: str | Path, model, optimizer: torch.optim.Optimizer, he
         opt_state = _checked_resume_state(meta, tensors, optimizer)
     except HansprobeError as e:
         raise CheckpointError(f"{path}: {e}; the resume file is damaged — restore it, or train again with --overwrite") from None
-    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    load_model_tensors(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     if heads is not None:
         load_weights(heads, {k[6:]: v for k, v in tensors.items() if k.startswith("heads.")}, path)
     device = next(model.parameters()).device

@@ -23,7 +23,7 @@ from hansprobe.checkpoint import (
     MODEL, RESUME, append_metrics, atomic_write_json, load_resume, model_from_config, new_config,
     read_config, read_metrics, remove_stale_temporaries, run_lock, save_model, save_resume, truncate_metrics,
 )
-from hansprobe.storage import check_run_dir
+from hansprobe.storage import atomic_write_bytes, check_run_dir
 from hansprobe import distributed
 from hansprobe.errors import CheckpointError, ConfigError, OutputError, os_error_line
 from hansprobe.fused import training_view
@@ -33,7 +33,7 @@ from hansprobe.objectives import Objective, autocast, get_objective, objective_f
 from hansprobe.options import option
 from hansprobe.progress import progress_bar
 from hansprobe.resources import FLOAT, forward_bytes, require_memory, transformer_params
-from hansprobe.tasks import Task
+from hansprobe.tasks import Task, task_from_dict
 from hansprobe.tasks.base import GoalVariants
 from hansprobe.validation import check_float, check_int, check_mapping, check_seed
 
@@ -67,6 +67,8 @@ class TrainConfig:
                                     default_factory=list)
     structured_samples: int = option("each batch holds batch-size/K graphs, each K times with K different goals "
                                      "(1: off)", "positive", 1, metavar="K")
+    grad_accum: int = option("split each step's batch into K micro-batches, one backward each, then one update "
+                             "(large models on small memory)", "positive", 1, metavar="K")
     data_shards: int = option("draw each step's graphs as K shards of --batch-size (what K data-parallel ranks "
                               "draw: under torchrun --nproc_per_node K it is K; one process with K trains on the "
                               "same graphs)", "positive", 1, metavar="K")
@@ -94,6 +96,9 @@ class TrainConfig:
             check_int("snapshot-at", s, 1)
         check_int("structured-samples", self.structured_samples, 1)
         check_int("data-shards", self.data_shards, 1)
+        check_int("grad-accum", self.grad_accum, 1)
+        if self.grad_accum > self.batch_size:
+            raise ConfigError(f"grad-accum {self.grad_accum} is more micro-batches than batch-size {self.batch_size} graphs")
         if self.batch_size % self.structured_samples:
             raise ConfigError(f"batch-size {self.batch_size} must be a multiple of structured-samples {self.structured_samples}")
         self.betas = tuple(self.betas)
@@ -140,14 +145,38 @@ class NonFiniteLoss(CheckpointError):
 
 
 def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, lr: float, grad_clip: float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, accum: int = 1) -> torch.Tensor:
     """One optimizer update on `batch` (already on the model's device); returns the loss.
     `generator` draws partial-teacherless masks. For the multi-token objective `model` is its
-    MultiTokenNet (or that wrapped for DDP), whose extra heads' losses are added to the main one."""
+    MultiTokenNet (or that wrapped for DDP), whose extra heads' losses are added to the main one.
+    `accum` > 1: the batch in that many micro-batches, each loss weighted by its share of the graphs
+    and backpropagated before the next runs, then one update (the same gradient, less memory)."""
     for group in opt.param_groups:
         group["lr"] = lr
-    x = objective.inputs(batch, generator)
+    opt.zero_grad(set_to_none=True)
+    total = None
+    for part in batch.split(-(-len(batch) // accum)) if accum > 1 else [batch]:
+        loss = step_loss(model, objective, part, generator)
+        if accum > 1:
+            loss = loss * (len(part) / len(batch))
+        if not torch.isfinite(loss):  # before any update: the weights stay those of the last good step
+            raise NonFiniteLoss(float(loss.detach()))
+        loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return total
+
+
+def step_loss(model, objective: Objective, batch, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The training loss of one (micro-)batch: the objective's; for a text-format model its own
+    `text_loss` over the full vocabulary (hansprobe/finetune.py)."""
+    text_loss = getattr(model, "text_loss", None)
     with autocast(batch.prefix.device):
+        if text_loss is not None:
+            return text_loss(objective, batch, generator)
+        x = objective.inputs(batch, generator)
         if objective.extra_heads:
             labels = objective.labels(batch)
             logits, extra = model(x, objective.label_slice(batch).start, labels.shape[1])
@@ -156,14 +185,7 @@ def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, l
     loss = objective.loss(logits, batch)
     if objective.extra_heads:
         loss = loss + extra_logits_loss(extra, labels)
-    if not torch.isfinite(loss):  # before any update: the weights stay those of the last good step
-        raise NonFiniteLoss(float(loss.detach()))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for group in opt.param_groups for p in group["params"]]
-    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    opt.step()
-    return loss.detach()
+    return loss
 
 
 def training_batch(task: Task, cfg: TrainConfig, seed: int, step: int, shard: int | None = None):
@@ -198,7 +220,7 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
           model_cfg: ModelConfig | None = None, train_cfg: TrainConfig | None = None, seed: int = 0,
           device: str = "cpu", resume: bool = False, overwrite: bool = False,
           progress: bool | str | None = None, steps: int | None = None, evaluate=None,
-          until: int | None = None) -> dict:
+          until: int | None = None, base_model: str | Path | None = None) -> dict:
     """Train into the checkpoint directory `out` and return its config (with final metrics).
 
     With `resume=True` the run continues from `out`'s resume file under its stored config; `steps`
@@ -210,14 +232,17 @@ def train(out: str | Path, task: Task | None = None, objective: Objective | str 
 
     evaluate(model, objective, batch) -> dict of JSON numbers: the metrics of each evaluation row on
     the held-out graphs; default `objective.evaluate` (exact match, decision and per-position
-    accuracy). The trainer imports no analysis: a caller passes one here if it wants more."""
+    accuracy). The trainer imports no analysis: a caller passes one here if it wants more.
+
+    base_model: a local pretrained causal LM with its tokenizer to fine-tune on the task as text
+    instead of a new model (`model_cfg` is then unused; hansprobe/finetune.py)."""
     rank, size, _ = distributed.world()
     if until is not None:
         check_int("until", until, 1)
     try:
         with run_lock(out) if rank == 0 else nullcontext():  # under torchrun, rank 0 is the only writer
             result = _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite,
-                            progress if rank == 0 else False, steps, evaluate, until)
+                            progress if rank == 0 else False, steps, evaluate, until, base_model)
         # Every rank leaves together: a rank that tore its process group down while rank 0 still wrote
         # the last checkpoint aborted at exit now and then under load ("terminate called without an
         # active exception", gloo). Only on success: a failed rank would leave the others waiting.
@@ -243,7 +268,7 @@ def collective_failure(error: Exception, run_dir: Path, size: int) -> Checkpoint
 
 
 def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, overwrite, progress, steps, evaluate,
-           until) -> dict:
+           until, base_model=None) -> dict:
     run_dir = Path(out)
     dev = distributed.start(resolve_device(device))
     rank, size, _ = distributed.world()
@@ -264,7 +289,13 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
                               f"torchrun --nproc_per_node {train_cfg.data_shards}" if train_cfg.data_shards > 1 else
                               "this run was trained in one process; resume it without torchrun")
         config["train"] = asdict(train_cfg)
-        model, task = model_from_config(config, dev)
+        if config["model"].get("base_model"):  # a fine-tuning trains the transformers module itself
+            from hansprobe import finetune
+
+            task = task_from_dict(config["task"])
+            model = finetune.resumed_model(config, task, dev)
+        else:
+            model, task = model_from_config(config, dev)
         objective = objective_from_config(config)
         seed = int(config["seed"])
     else:
@@ -279,13 +310,21 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
                 raise ConfigError(f"--data-shards {train_cfg.data_shards} under torchrun with {size} processes; drop it")
             train_cfg = TrainConfig.from_dict({**asdict(train_cfg), "data_shards": size})
         check_run_dir(run_dir, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
-        config = new_config(task, objective, model_cfg.to_dict(), asdict(train_cfg), seed)
-        config["device"] = str(dev)
         # Everything that can be refused (sizes, memory) is checked before the directory is touched,
         # so a refused run leaves no config-only stub that would block the corrected rerun.
-        _check_training_memory(model_cfg, task, train_cfg, dev)
+        beside = {}
+        if base_model is not None:
+            from hansprobe import finetune
+
+            described, model, beside = finetune.prepare(base_model, task, objective, train_cfg, dev, size)
+            config = new_config(task, objective, described, asdict(train_cfg), seed)
+        else:
+            config = new_config(task, objective, model_cfg.to_dict(), asdict(train_cfg), seed)
+            _check_training_memory(model_cfg, task, train_cfg, dev)
+        config["device"] = str(dev)
         check_task_options(task, train_cfg)
-        model, _ = model_from_config(config, dev)  # the same seed on every rank: the same initial weights
+        if base_model is None:
+            model, _ = model_from_config(config, dev)  # the same seed on every rank: the same initial weights
         if rank == 0:
             if run_dir.exists() and any(run_dir.iterdir()):
                 shutil.rmtree(run_dir)
@@ -293,6 +332,8 @@ def _train(out, task, objective, model_cfg, train_cfg, seed, device, resume, ove
                 run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise OutputError(os_error_line(e, run_dir, "create")) from None
+            for name, data in beside.items():  # the base model's tokenizer, read with the weights
+                atomic_write_bytes(run_dir / name, data)
             atomic_write_json(run_dir / "config.json", config)
 
     try:
@@ -314,7 +355,7 @@ def _check_training_memory(model_cfg: ModelConfig, task: Task, train_cfg: "Train
     """Weights, gradients and two AdamW moments, plus one batch's activations kept for the backward."""
     n = transformer_params(model_cfg.n_layers, model_cfg.d_model, model_cfg.d_mlp, task.d_vocab, task.n_ctx,
                            model_cfg.attn_only)
-    acts = forward_bytes(train_cfg.batch_size, task.n_ctx, model_cfg.n_layers, model_cfg.d_model, model_cfg.d_mlp,
+    acts = forward_bytes(-(-train_cfg.batch_size // train_cfg.grad_accum), task.n_ctx, model_cfg.n_layers, model_cfg.d_model, model_cfg.d_mlp,
                          model_cfg.n_heads, task.d_vocab)
     require_memory(4 * FLOAT * n + acts, f"training a {n:,}-parameter model on batches of {train_cfg.batch_size} "
                    f"{task.describe()} graphs", "lower --batch-size, or choose a smaller model or task", dev)
@@ -389,7 +430,8 @@ def _loop(run_dir, config, model, task, objective, train_cfg, seed, dev, resume,
         if objective.fill == "mixed":
             masks = torch.Generator().manual_seed(derived_seed(seed, MASK_STREAM, step))
         try:
-            loss = train_step(trained, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks)
+            loss = train_step(trained, opt, objective, batch, train_cfg.lr_at(step), train_cfg.grad_clip, masks,
+                              train_cfg.grad_accum)
         except NonFiniteLoss as e:
             bar.close()
             last = _last_step(run_dir)

@@ -25,7 +25,7 @@ analyses (a model fine-tuned on the text format, imported and reported) is not d
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -59,6 +59,7 @@ class TextTokens:
     slash: int
     equals: int
     goal_first: bool = False
+    dummy: int | None = None  # the teacherless `$`, where the tokenizer has it whole (`with_dummy`)
 
     @classmethod
     def from_tokenizer(cls, tokenizer, task) -> "TextTokens":
@@ -120,14 +121,22 @@ class TextTokens:
             lines.append(f"{s},{g}/" + "|".join(f"{u},{v}" for u, v in zip(p, c)) + "=" + ",".join(map(str, path)))
         return lines
 
-    def dummy(self, tokenizer) -> int:
-        """The teacherless dummy `$` as a token of its own in `=$,$,...`, or one line saying it is not."""
+    def with_dummy(self, tokenizer, required: bool = True) -> "TextTokens":
+        """This table with the teacherless dummy `$` as a token of its own in `=$,$,...`; where the
+        tokenizer merges it, one line saying so (`required`), else the table without it."""
         text = "=$,$,$"
         found = _tokens_of(tokenizer.encode(text), [(1, 2), (3, 4)])
         if any(len(f) != 1 for f in found) or found[0] != found[1]:
+            if not required:
+                return self
             raise TaskError("under this tokenizer the teacherless dummy '$' is not a token of its own between commas; "
                             "a teacherless objective needs it: use another tokenizer or another objective")
-        return found[0][0]
+        return replace(self, dummy=found[0][0])
+
+    def to_dict(self) -> dict:
+        """The table as config.json stores it (re-derived from the tokenizer and compared on load)."""
+        return {"node": self.node.tolist(), "comma": self.comma, "pipe": self.pipe, "slash": self.slash,
+                "equals": self.equals, "goal_first": self.goal_first, "dummy": self.dummy}
 
     def encode(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """(prefix (B, 4E + 4), target (B, 2l - 1)): the graphs' text tokens, by lookup and interleaving."""

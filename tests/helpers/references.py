@@ -101,3 +101,27 @@ def save_tiny_causal_lm(kind: str, directory, vocab: int = 24, ctx: int = 32, se
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     model.save_pretrained(directory)
     return model
+
+
+def path_star_bpe(task, vocab_size: int, lines: int = 3000):
+    """A GPT-2-style byte-level BPE trained on `task`'s text lines (the `tokenizers` package, offline):
+    at a few hundred tokens every label of a small task is one token, as under GPT-2's tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from hansprobe.tasks.ntf_format import format_ntf_lines
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(format_ntf_lines(task.generate(lines, seed=1)), trainer)
+    return tok
+
+
+def save_text_causal_lm(kind: str, directory, tokenizer, ctx: int = 128, seed: int = 0):
+    """`save_tiny_causal_lm` sized to `tokenizer`'s vocabulary, with the tokenizer saved beside it
+    (tokenizer.json): a model that reads the task as text. Returns the module."""
+    model = save_tiny_causal_lm(kind, directory, vocab=tokenizer.get_vocab_size(), ctx=ctx, seed=seed)
+    tokenizer.save(str(directory / "tokenizer.json") if hasattr(directory, "joinpath") else f"{directory}/tokenizer.json")
+    return model

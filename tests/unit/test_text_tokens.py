@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hansprobe.errors import TaskError
+from helpers import path_star_bpe
 from hansprobe.tasks import PathStar
 from hansprobe.tasks.ntf_format import format_ntf_lines
 from hansprobe.tasks.text_tokens import TextTokens
@@ -13,16 +14,7 @@ TASK = PathStar(degree=2, path_len=5, n_nodes=50)
 
 
 def bpe(vocab_size: int, lines: int = 3000):
-    """A GPT-2-style byte-level BPE (digits and punctuation pre-split) trained on path-star text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(format_ntf_lines(TASK.generate(lines, seed=1)), trainer)
-    return tok
+    return path_star_bpe(TASK, vocab_size, lines)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +75,8 @@ def test_a_tokenizer_that_merges_a_label_with_a_separator_is_refused():
 
 def test_the_teacherless_dummy_is_checked_when_asked(whole):
     text = TextTokens.from_tokenizer(whole, TASK)
-    dummy = text.dummy(whole)  # '$' is in the byte alphabet and no merge touched it: a token of its own
+    dummy = text.with_dummy(whole).dummy  # '$' is in the byte alphabet and no merge touched it: a token of its own
+    assert text.dummy is None and dummy is not None
     assert dummy not in text.node.tolist() and dummy not in (text.comma, text.pipe, text.slash, text.equals)
     # trained on teacherless text, where '$,$,$' is frequent, BPE merges the dummy with its commas
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -94,4 +87,5 @@ def test_the_teacherless_dummy_is_checked_when_asked(whole):
     tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=400, show_progress=False,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     with pytest.raises(TaskError, match="teacherless dummy"):
-        TextTokens.from_tokenizer(tok, TASK).dummy(tok)
+        TextTokens.from_tokenizer(tok, TASK).with_dummy(tok)
+    assert TextTokens.from_tokenizer(tok, TASK).with_dummy(tok, required=False).dummy is None

@@ -1,0 +1,226 @@
+"""A model that reads the task as text (a language model fine-tuned on `u,v|u,v|.../s,g=s,n1,...,g`
+through its own subword tokenizer), seen at the sites of hansprobe's integer layout.
+
+Every analysis reads positions from a `Batch` of integer tokens and asks the model for next-token
+logits and hooked activations at those positions. `TextFormatModel` wraps the hooked bridge of the
+text model so that it answers those questions unchanged (docs/decisions.md 66):
+
+- tokens: the integer input is written as text by one table lookup (`TextTokens`) and the layout's
+  commas (`u , v |`, `s , g =`, and after every answer slot), vectorised, once per call;
+- positions: integer position j stands for the text position whose logits predict token j + 1, the
+  comma after j where the text has one (`site`), and for the key side of attention, the text
+  position of token j itself (`token_at`). The commas' own predictions are skipped, as the labels
+  between answer nodes (their share is checked at import);
+- logits: the text logits at `site`, restricted to the task's tokens (labels, `|`, `=`, `/`, `$`),
+  so a softmax over them is the model's distribution given that it answers with a task token;
+- hooks: `run_with_cache`, `hooks` and `run_with_hooks` (and so `transformer_lens.patching`) run
+  the bridge on the text and hand each hook the activation at the integer sites (attention patterns
+  as query `site` x key `token_at`; keys and values at `token_at`; everything else at `site`); what a
+  hook returns is written back at those sites.
+
+Its `cfg` is the bridge's with `d_vocab` the task's. `text_inputs` and `text_loss` give the text
+itself, for training on the full vocabulary with the commas supervised (as Next-Token-Failures'
+`finetune.py` does).
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.tasks.text_tokens import TextTokens
+
+KEY_SIDE = ("hook_k", "hook_v", "hook_rot_k")  # activations of the attended-to token
+PATTERNS = ("hook_pattern", "hook_attn_scores")  # (B, H, query, key)
+
+
+def integer_to_text_sites(task, table: TextTokens) -> tuple[Tensor, Tensor]:
+    """(token_at, site), each (n_ctx,): for every position of the task's integer input (prefix, then the
+    answer slots), the text position of its token, and the text position whose logits predict the next
+    token (the comma after it, where the text puts one: after each edge's parent, the start, and every
+    answer slot)."""
+    e, p = task.n_edges, task.prefix_len
+    pos = table.positions(e, task.target_len)
+    edge = torch.stack([pos["parent"], pos["child"], pos["separator"]], 1).reshape(3 * e)  # (3E,) in u v | order
+    if table.goal_first:  # s , g / then the edges (the last one's separator is `=`)
+        prefix = torch.cat([torch.tensor([pos["start"], pos["goal"], pos["goal"] + 1]), edge])
+    else:  # the edges, then s , g =
+        prefix = torch.cat([edge, torch.tensor([pos["start"], pos["goal"], pos["="]])])
+    slots = pos["prefix_len"] + 2 * torch.arange(task.n_ctx - p)  # answer slots s, n1, ...: each then a comma
+    token_at = torch.cat([prefix, slots])  # (n_ctx,)
+    followed = torch.zeros(task.n_ctx, dtype=torch.bool)
+    followed[p:] = True
+    followed[torch.arange(e) * 3 + (3 if table.goal_first else 0)] = True  # each edge's parent
+    followed[0 if table.goal_first else p - 3] = True  # the start
+    return token_at, token_at + followed.long()
+
+
+def _cfg_of(hf_config) -> SimpleNamespace:
+    """The few `cfg` fields a trainer reads, for an unbridged transformers module (the training form)."""
+    return SimpleNamespace(n_layers=hf_config.num_hidden_layers, n_heads=hf_config.num_attention_heads,
+                           d_model=hf_config.hidden_size, attn_only=False)
+
+
+class TextFormatModel(nn.Module):
+    """The hooked bridge of a text-format model, answering at the integer layout's sites (module docstring)."""
+
+    def __init__(self, bridge, task, table: TextTokens, hf_tensors: dict[str, Tensor] | None = None):
+        super().__init__()
+        # transformers' names of the live weights, taken before the bridge wrapped the module (its own
+        # state dict then names them through its wrappers, some twice): what a checkpoint stores.
+        self._hf_tensors = hf_tensors
+        self.bridge = bridge
+        self.task = task
+        self.table = table
+        token_at, site = integer_to_text_sites(task, table)
+        self.register_buffer("token_at", token_at, persistent=False)
+        self.register_buffer("site", site, persistent=False)
+        n = task.n_nodes
+        lut = torch.full((task.d_vocab,), -1, dtype=torch.long)  # integer token -> text token (-1: none)
+        lut[:n] = table.node
+        lut[task.pipe], lut[task.equals], lut[task.slash] = table.pipe, table.equals, table.slash
+        if table.dummy is not None:
+            lut[task.dummy] = table.dummy
+        self.register_buffer("lut", lut, persistent=False)
+        self.cfg = copy.copy(bridge.cfg) if hasattr(bridge, "cfg") else _cfg_of(bridge.config)
+        self.cfg.d_vocab = task.d_vocab
+        self._length = None  # the integer length of the call in flight (the hooks' sites)
+
+    # -- tokens and positions ---------------------------------------------------------------------
+    def text_inputs(self, tokens: Int[Tensor, "B T"]) -> Int[Tensor, "B Tt"]:
+        """The text the model reads for an integer input: the table's tokens at `token_at`, commas between."""
+        b, t = tokens.shape
+        if t > len(self.site):
+            raise ConfigError(f"an input of {t} tokens is longer than the task's {len(self.site)}; give the task's layout")
+        text = self.lut[tokens]  # (B, T)
+        if bool((text < 0).any()):
+            raise ConfigError("the input holds the teacherless dummy '$', which this model's tokenizer does not have "
+                              "as a token of its own; analyse it with a teacher-forced objective")
+        out = torch.full((b, int(self.site[t - 1]) + 1), self.table.comma, dtype=torch.long, device=tokens.device)
+        out[:, self.token_at[:t]] = text  # (B, Tt)
+        return out
+
+    def _cols(self, logits: Float[Tensor, "B T Vt"]) -> Float[Tensor, "B T V"]:
+        """Text logits restricted to the task's tokens, in the integer vocabulary's order; a `$` the
+        tokenizer lacks gets a logit far below every other (never the argmax, ~0 probability, finite)."""
+        cols = self.lut.clamp(min=0)
+        out = logits[..., cols]
+        if self.table.dummy is None:
+            out = out.clone()
+            out[..., self.task.dummy] = logits.amin(-1) - 1e4
+        return out
+
+    def forward(self, tokens: Int[Tensor, "B T"], **kwargs) -> Float[Tensor, "B T V"]:
+        t = tokens.shape[1]
+        prev, self._length = self._length, t  # the sites a hook on this pass is handed
+        try:
+            logits = self.bridge(self.text_inputs(tokens), **kwargs)
+        finally:
+            self._length = prev
+        return self._cols(getattr(logits, "logits", logits)[:, self.site[:t]])
+
+    # -- hooks at the integer sites -----------------------------------------------------------------
+    def _gather(self, name: str, act: Tensor, t: int) -> Tensor:
+        site, token = self.site[:t], self.token_at[:t]
+        if name.endswith(PATTERNS):
+            return act[:, :, site][:, :, :, token]
+        return act[:, token if name.endswith(KEY_SIDE) else site]
+
+    def _scatter(self, name: str, act: Tensor, new: Tensor, t: int) -> Tensor:
+        site, token = self.site[:t], self.token_at[:t]
+        act = act.clone()
+        if name.endswith(PATTERNS):
+            act[:, :, site[:, None], token[None, :]] = new.to(act.dtype)
+        else:
+            act[:, token if name.endswith(KEY_SIDE) else site] = new.to(act.dtype)
+        return act
+
+    def _wrap(self, name, fn):
+        if not isinstance(name, str):
+            raise ConfigError("a text-format model takes hooks by name (e.g. 'blocks.0.attn.hook_pattern')")
+
+        def hook(act, hook):
+            t = self._length
+            out = fn(self._gather(name, act, t), hook=hook)
+            return act if out is None else self._scatter(name, act, out, t)
+
+        return hook
+
+    @contextmanager
+    def hooks(self, fwd_hooks=(), bwd_hooks=(), reset_hooks_end: bool = True, clear_contexts: bool = False):
+        if bwd_hooks:
+            raise ConfigError("a text-format model takes forward hooks only")
+        with self.bridge.hooks(fwd_hooks=[(n, self._wrap(n, f)) for n, f in fwd_hooks],
+                               reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+            yield self
+
+    def run_with_hooks(self, tokens, fwd_hooks=(), bwd_hooks=(), reset_hooks_end: bool = True,
+                       clear_contexts: bool = False, **kwargs):
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
+            return self(tokens, **kwargs)
+
+    def run_with_cache(self, tokens, names_filter=None, **kwargs):
+        """(logits, ActivationCache) at the integer sites."""
+        from transformer_lens import ActivationCache
+
+        t = tokens.shape[1]
+        prev, self._length = self._length, t
+        try:
+            logits, cache = self.bridge.run_with_cache(self.text_inputs(tokens), names_filter=names_filter, **kwargs)
+        finally:
+            self._length = prev
+        acts = {name: self._gather(name, act, t) for name, act in cache.items()}
+        return self._cols(getattr(logits, "logits", logits)[:, self.site[:t]]), ActivationCache(acts, self)
+
+    def checkpoint_tensors(self) -> dict[str, Tensor]:
+        """The weights a checkpoint stores: the transformers module's own names (as an import writes
+        them, so that the loader reads a fine-tuned run and an import alike), not the bridge's."""
+        return {k: v.detach().clone().contiguous() for k, v in self._live().items()}
+
+    def load_checkpoint_tensors(self, tensors: dict[str, Tensor], source) -> None:
+        """`checkpoint_tensors`' inverse: every name, shape and dtype as stored, else one line."""
+        from hansprobe.storage import check_finite
+
+        live = self._live()
+        missing, unexpected = sorted(set(live) - set(tensors)), sorted(set(tensors) - set(live))
+        shapes = [k for k in live if k in tensors and tensors[k].shape != live[k].shape]
+        if missing or unexpected or shapes:
+            said = "; ".join(f"{len(v)} {w} ({', '.join(v[:3])})" for w, v in
+                             (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if v)
+            raise CheckpointError(f"{source} does not hold this model's weights: {said}; the file belongs to another model")
+        check_finite(tensors, source)
+        with torch.no_grad():
+            for k, v in live.items():
+                v.copy_(tensors[k].to(v.dtype))
+
+    def _live(self) -> dict[str, Tensor]:
+        if self._hf_tensors is None:
+            raise ConfigError("this text-format model was built without its weights' names; build it with "
+                              "causal_lm.text_format_model")
+        return self._hf_tensors
+
+    # -- training on the text itself ----------------------------------------------------------------
+    def text_loss(self, objective, batch, generator: torch.Generator | None = None) -> Tensor:
+        """Cross-entropy over the full text vocabulary at every text position the objective's labels
+        cover: each label it scores (at its `site`) and, where it scores all labels, the commas between
+        them (at the answer slots' own positions), as a text fine-tuning scores the whole answer."""
+        x = objective.inputs(batch, generator)  # (B, T) integer
+        t, p = x.shape[1], batch.prefix.shape[1]
+        logits = self.bridge(self.text_inputs(x))
+        logits = getattr(logits, "logits", logits).float()  # (B, Tt, Vt)
+        labels = objective.labels(batch)  # (B, L)
+        keep = objective.scored_indices(labels.shape[1])
+        sites = self.site[p - 1: p - 1 + labels.shape[1]][keep]
+        pred, want = [logits[:, sites]], [self.lut[labels[:, keep]]]
+        if len(keep) == labels.shape[1]:
+            commas = self.token_at[p:t]  # each answer slot predicts the comma after it
+            pred.append(logits[:, commas])
+            want.append(torch.full((len(x), len(commas)), self.table.comma, dtype=torch.long, device=x.device))
+        pred, want = torch.cat(pred, 1), torch.cat(want, 1)
+        return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), want.reshape(-1))

@@ -1,0 +1,216 @@
+"""Models that read the task as text (hansprobe/text_model.py, causal_lm.py, finetune.py): tiny
+transformers models with a byte-level BPE trained in the test, seen at the integer layout's sites;
+imported with --format hf, fine-tuned with train --base-model, and analysed."""
+import json
+
+import pytest
+import torch
+
+from helpers import path_star_bpe, run_cli, save_text_causal_lm
+from hansprobe import causal_lm
+from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.objectives import get_objective
+from hansprobe.tasks import PathStar
+from hansprobe.tasks.ntf_format import format_ntf_lines
+from hansprobe.tasks.text_tokens import TextTokens
+
+TASK = PathStar(degree=2, path_len=4, n_nodes=20)
+TASK_ARGS = ["--degree", "2", "--path-len", "4", "--nodes", "20"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return path_star_bpe(TASK, 300, lines=2000)
+
+
+@pytest.fixture(scope="module")
+def llama(tokenizer, tmp_path_factory):
+    d = tmp_path_factory.mktemp("llama")
+    hf = save_text_causal_lm("llama", d, tokenizer)
+    table = TextTokens.from_tokenizer(tokenizer, TASK).with_dummy(tokenizer)
+    return d, hf, causal_lm.text_format_model(hf, TASK, table, "cpu").eval()
+
+
+def test_the_text_is_the_tokenizers_own_encoding_of_the_line(tokenizer, llama):
+    _, _, model = llama
+    batch = TASK.generate(16, seed=3)
+    x = get_objective("teacher-forcing").inputs(batch)  # the prompt and all answer tokens but the goal
+    text = model.text_inputs(x)
+    for k, line in enumerate(format_ntf_lines(batch)):
+        want = tokenizer.encode(line).ids
+        assert text[k].tolist() == want[:len(text[k])] and len(want) == text.shape[1] + 1  # the goal is what it predicts
+
+
+def test_logits_are_transformers_own_at_the_sites_restricted_to_the_task_tokens(llama):
+    _, hf, model = llama
+    x = get_objective("teacher-forcing").inputs(TASK.generate(8, seed=4))
+    with torch.no_grad():
+        ref = hf(model.text_inputs(x)).logits  # (B, Tt, Vt)
+        got = model(x)  # (B, T, V)
+    assert got.shape == (8, x.shape[1], TASK.d_vocab)
+    assert torch.equal(got[..., :TASK.n_nodes], ref[:, model.site[:x.shape[1]]][..., model.table.node])
+    # the site of the last prompt token `=` predicts r0, and of each answer slot the comma after it
+    p = TASK.prefix_len
+    assert int(model.site[p - 1]) == int(model.token_at[p - 1]) and torch.equal(model.site[p:], model.token_at[p:] + 1)
+
+
+def test_the_cache_and_hooks_read_and_write_at_the_sites(llama):
+    _, _, model = llama
+    x = get_objective("teacher-forcing").inputs(TASK.generate(4, seed=5))
+    t = x.shape[1]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(x)
+        _, full = model.bridge.run_with_cache(model.text_inputs(x))
+        assert torch.equal(logits, model(x))
+        pattern = cache["blocks.0.attn.hook_pattern"]  # (B, H, T, T): query at the sites, key at the tokens
+        assert pattern.shape[-2:] == (t, t)
+        assert torch.equal(pattern, full["blocks.0.attn.hook_pattern"][:, :, model.site[:t]][..., model.token_at[:t]])
+        assert torch.equal(cache["blocks.1.hook_resid_pre"], full["blocks.1.hook_resid_pre"][:, model.site[:t]])
+        seen = {}
+
+        def zero_last(act, hook):
+            seen["shape"] = act.shape
+            act[:, -1] = 0  # the integer input's last site only
+            return act
+
+        def keep(act, hook):
+            seen["after"] = act.clone()
+
+        with model.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", zero_last)]):
+            with model.bridge.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", keep)]):  # runs after the view's hook
+                model(x)
+    assert seen["shape"][1] == t
+    after, before = seen["after"], full["blocks.1.hook_resid_pre"]
+    last = int(model.site[t - 1])
+    assert (after[:, last] == 0).all()
+    others = [i for i in range(before.shape[1]) if i != last]
+    assert torch.equal(after[:, others], before[:, others])
+
+
+def test_transformer_lens_patching_runs_on_the_integer_positions(llama):
+    from transformer_lens import patching
+
+    _, _, model = llama
+    batch = TASK.generate(6, seed=6)
+    x = get_objective("teacher-forcing").inputs(batch)
+    corrupted = x.clone()
+    corrupted[:, TASK.goal_pos] = (corrupted[:, TASK.goal_pos] + 1) % TASK.n_nodes
+    with torch.no_grad():
+        _, clean_cache = model.run_with_cache(x)
+        res = patching.get_act_patch_resid_pre(model, corrupted, clean_cache, lambda logits: logits[:, -1, 0].mean())
+    assert res.shape == (model.cfg.n_layers, x.shape[1])
+    # patching the clean goal back at layer 0 of the goal's position restores the clean run's metric there
+    with torch.no_grad():
+        clean = model(x)[:, -1, 0].mean()
+    assert float(res[0, TASK.goal_pos]) == pytest.approx(float(clean), abs=1e-5)
+
+
+def test_import_with_a_tokenizer_keeps_it_and_refuses_one_replaced(tokenizer, llama, tmp_path, capsys):
+    src, _, _ = llama
+    out = tmp_path / "imported"
+    code, _, err = run_cli(["import", str(src), "--format", "hf", *TASK_ARGS, "--objective", "teacher-forcing",
+                            "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["text_format"]["node"] == TextTokens.from_tokenizer(tokenizer, TASK).node.tolist()
+    assert cfg["imported_from"]["max_logit_diff"] <= causal_lm.PARITY_TOL and (out / "tokenizer.json").is_file()
+    assert 0.0 <= cfg["imported_from"]["comma_accuracy"] <= 1.0
+    from hansprobe.checkpoint import load_checkpoint
+    from hansprobe.text_model import TextFormatModel
+
+    assert isinstance(load_checkpoint(out).model, TextFormatModel)
+    other = path_star_bpe(TASK, 320, lines=500)  # another table of the same labels
+    other.save(str(out / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match="another table of the task's tokens"):
+        load_checkpoint(out)
+    (out / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="has no tokenizer.json"):
+        load_checkpoint(out)
+
+
+def test_import_refusals_are_one_line(tokenizer, llama, tmp_path, capsys):
+    src, _, _ = llama
+    code, _, err = run_cli(["import", str(src), "--format", "hf-gpt2", *TASK_ARGS, "--objective", "teacher-forcing",
+                            "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "--format hf" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["import", str(src), "--format", "hf", "--degree", "2", "--path-len", "4", "--nodes", "400",
+                            "--objective", "teacher-forcing", "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "not one token" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def finetuned(tokenizer, tmp_path_factory):
+    """A tiny GPT-NeoX (fused QKV: the bridge would split it) fine-tuned for 30 steps in two chunks."""
+    base = tmp_path_factory.mktemp("neox")
+    save_text_causal_lm("neox", base, tokenizer)
+    run = tmp_path_factory.mktemp("runs")
+    args = ["train", "--base-model", str(base), *TASK_ARGS, "--steps", "30", "--batch-size", "32", "--eval-every", "15",
+            "--eval-graphs", "100", "--checkpoint-every", "15", "--snapshot-at", "15", "--lr", "3e-3"]
+    from hansprobe.cli import main
+
+    for out, extra in (("whole", []), ("chunks", ["--until", "15"])):
+        assert main([*args, "--out", str(run / out), "--json", *extra]) == 0
+    assert main(["train", "--resume", "--out", str(run / "chunks"), "--json"]) == 0
+    return base, run
+
+
+def test_a_fine_tuning_stores_transformers_weights_and_resumes_bit_identically(finetuned):
+    from safetensors.torch import load_file
+
+    base, run = finetuned
+    whole, chunks = load_file(run / "whole" / "model.safetensors"), load_file(run / "chunks" / "model.safetensors")
+    start = causal_lm.causal_lm_state_dict(causal_lm.load_pretrained_strictly(base))
+    assert set(whole) == set(start)  # the transformers module's own names, as an import stores them
+    assert all(torch.equal(whole[k], chunks[k]) for k in whole)
+    qkv = next(k for k in whole if "query_key_value.weight" in k)
+    assert not torch.equal(whole[qkv], start[qkv])  # the fused weights trained (not a bridge's split copy)
+    assert (run / "whole" / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+    rows = [json.loads(line) for line in (run / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_the_analyses_run_on_a_fine_tuned_run(finetuned, capsys):
+    _, run = finetuned
+    code, out, err = run_cli(["dynamics", str(run / "whole"), "-n", "100", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["steps"] == [15, 30]
+    code, out, err = run_cli(["eval", str(run / "whole"), "-n", "100", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_graphs"] == 100
+
+
+def test_base_model_refusals_are_one_line_and_write_nothing(tokenizer, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    save_text_causal_lm("llama", bare, tokenizer)
+    (bare / "tokenizer.json").unlink()
+    for args, said in ((["--base-model", str(bare)], "has no tokenizer.json"),
+                       (["--base-model", str(tmp_path / "none")], "is not a directory")):
+        out = tmp_path / "out"
+        code, _, err = run_cli(["train", *args, *TASK_ARGS, "--steps", "2", "--out", str(out)], capsys)
+        assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    with_tok = tmp_path / "tok"
+    save_text_causal_lm("llama", with_tok, tokenizer)
+    code, _, err = run_cli(["train", "--base-model", str(with_tok), *TASK_ARGS, "--objective", "multi-token", "--steps",
+                            "2", "--out", str(tmp_path / "mt")], capsys)
+    assert code == 2 and "does not yet support" in err
+
+
+def test_gradient_accumulation_gives_the_same_update():
+    from hansprobe.train import TrainConfig, train_step
+    from helpers import tiny_model, tiny_task
+
+    task = tiny_task()
+    objective = get_objective("teacher-forcing")
+    batch = task.generate(32, seed=1)
+    weights = []
+    for accum in (1, 4):
+        model = tiny_model(task)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is the (clipped) gradient itself
+        loss = train_step(model, opt, objective, batch, 1.0, 1.0, accum=accum)
+        weights.append((float(loss), [p.detach().clone() for p in model.parameters()]))
+    assert weights[0][0] == pytest.approx(weights[1][0], abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(weights[0][1], weights[1][1]))
+    with pytest.raises(ConfigError, match="grad-accum"):
+        TrainConfig(batch_size=4, grad_accum=8)
