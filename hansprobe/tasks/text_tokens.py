@@ -20,8 +20,8 @@ is a function of the layout alone (`TextTokens.positions`).
 - the teacherless dummy `$` (a text token in `$,$,...,$`) is checked only when asked for.
 
 The tokenizer is any object with `encode(text)` returning `.ids` and `.offsets` (a `tokenizers.Tokenizer`,
-e.g. `Tokenizer.from_file("tokenizer.json")`). Wiring these positions into the objectives and the
-analyses (a model fine-tuned on the text format, imported and reported) is not done yet.
+e.g. `Tokenizer.from_file("tokenizer.json")`). `hansprobe/text_model.py` uses these positions to
+show a text-format model to the analyses at the integer layout's sites (decision 66).
 """
 from __future__ import annotations
 

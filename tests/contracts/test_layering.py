@@ -102,7 +102,7 @@ LAYERS = [  # lowest first (docs/api.md); a module may import only from its own 
     ["hansprobe.objectives", "hansprobe.model", "hansprobe.multitoken", "hansprobe.fused", "hansprobe.distributed",
      "hansprobe.constructed", "hansprobe.search"],
     ["hansprobe.storage"],
-    ["hansprobe.gpt2_reference", "hansprobe.interop", "hansprobe.causal_lm"],
+    ["hansprobe.gpt2_reference", "hansprobe.interop", "hansprobe.causal_lm", "hansprobe.text_model", "hansprobe.finetune"],
     ["hansprobe.checkpoint"],
     ["hansprobe.train"],
     ["hansprobe.mechanics"],

@@ -97,6 +97,9 @@ def save_tiny_causal_lm(kind: str, directory, vocab: int = 24, ctx: int = 32, se
     config = {"neox": lambda: GPTNeoXConfig(**shape),
               "llama": lambda: LlamaConfig(**shape, num_key_value_heads=1, tie_word_embeddings=True),
               "phi": lambda: PhiConfig(**shape)}[kind]()
+    from hansprobe.causal_lm import offline
+
+    offline()  # no hub, and no "Writing model shards" bar on the test's stderr
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     model.save_pretrained(directory)
