@@ -331,6 +331,9 @@ def _data_parser(sub) -> None:
     p.add_argument("--seed", type=_seed, default=DEFAULT_ANALYSIS_SEED)
     p.add_argument("--out", type=Path, help="file to write (default stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--format", choices=("text",), default="text",
+                   help="text: the Next-Token-Failures lines u,v|...|u,v/s,g=s,n1,...,g, which a model fine-tuned on "
+                        "the text reads (through its tokenizer) and --data reads back; the only format")
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -214,3 +214,16 @@ def test_gradient_accumulation_gives_the_same_update():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(weights[0][1], weights[1][1]))
     with pytest.raises(ConfigError, match="grad-accum"):
         TrainConfig(batch_size=4, grad_accum=8)
+
+
+def test_data_format_text_writes_the_lines_the_model_reads(tokenizer, llama, tmp_path, capsys):
+    from hansprobe.tasks.ntf_format import read_ntf
+
+    _, _, model = llama
+    out = tmp_path / "graphs.txt"
+    code, _, err = run_cli(["data", *TASK_ARGS, "-n", "8", "--seed", "9", "--format", "text", "--out", str(out)], capsys)
+    assert code == 0, err
+    batch = read_ntf(out, TASK)  # what --data reads back
+    text = model.text_inputs(get_objective("teacher-forcing").inputs(batch))
+    for k, line in enumerate(out.read_text().splitlines()):
+        assert tokenizer.encode(line).ids[:-1] == text[k].tolist()
