@@ -305,6 +305,9 @@ def _import_parser(sub) -> None:
     p.add_argument("--objective", default=None, help="what it was trained with: " + " | ".join(
         n for n in objective_names() if not get_objective(n).spec.options))
     p.add_argument("--n-heads", type=_positive(), default=None, help="attention heads (NTF files do not store it; nanoGPT ckpt.pt does)")
+    p.add_argument("--base-model", type=Path, default=None, metavar="DIR",
+                   help="ntf: the file is a Next-Token-Failures fine-tune (finetune.py) of this GPT-2 or Pythia "
+                        "save_pretrained directory, whose config and tokenizer.json it was trained with")
     p.add_argument("--out", type=Path, default=None, help="checkpoint directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--to-safetensors", type=Path, default=None, metavar="FILE",
@@ -625,7 +628,7 @@ def cmd_import(args) -> int:
         raise ConfigError(f"import needs {', '.join(missing)}: the objective the model was trained with, and where to write")
     task = _task(args)
     cfg = import_model(args.source, args.fmt, args.out, task, get_objective(args.objective), n_heads=args.n_heads,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, base_model=args.base_model)
     if args.json:
         print(json.dumps(cfg, sort_keys=True))
     else:

@@ -39,12 +39,15 @@ class Layer:
 @dataclass
 class Weights:
     wte: Tensor  # (V, d)
-    wpe: Tensor  # (C, d)
+    wpe: Tensor | None  # (C, d); None with rotary positions
     layers: list[Layer]
     ln_f: tuple[Tensor, Tensor | None]
     n_heads: int
     activation: str
     eps: float = 1e-5
+    head: Tensor | None = None  # (V, d) an untied output head; None: tied to wte
+    rope_dim: int = 0  # rotary on the first rope_dim dims of each head (rotate-half form, base 10000)
+    parallel: bool = False  # x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX / Pythia) instead of sequential
 
 
 def _get(sd: dict, key: str, required: bool = True) -> Tensor | None:
@@ -95,6 +98,15 @@ def from_ntf(sd: dict, n_heads: int) -> Weights:
                    (_get(sd, "final_layernorm.weight"), _get(sd, "final_layernorm.bias", False)), n_heads, "gelu_new")
 
 
+def from_ntf_pythia(sd: dict, n_heads: int, rope_dim: int) -> Weights:
+    """Next-Token-Failures Pythia (its finetune.py with --model pythia-*): the GPT layout without
+    learned positions, an untied lm_head, rotary q/k on `rope_dim` dims, parallel attention and MLP
+    (its Block: x + attn(ln_1(x)) + mlp(ln_2(x))), tanh GELU."""
+    w = from_ntf({**sd, "pos_encoding.weight": torch.zeros(0)}, n_heads)
+    w.wpe, w.head, w.rope_dim, w.parallel = None, _get(sd, "lm_head.weight"), rope_dim, True
+    return w
+
+
 def from_hf(sd: dict, hf_config: dict) -> Weights:
     """Hugging Face GPT2LMHeadModel: Conv1D weights are already (in, out); c_attn is (d, 3d)."""
     d = hf_config["n_embd"]
@@ -124,17 +136,31 @@ def _norm(x: Tensor, wb: tuple[Tensor, Tensor | None], eps: float) -> Tensor:
 def logits(w: Weights, tokens: Int[Tensor, "B T"]) -> Float[Tensor, "B T V"]:
     """Causal pre-LN GPT-2 with a head tied to the token embedding, in float32."""
     b, t = tokens.shape
-    x = w.wte[tokens] + w.wpe[:t]  # (B, T, d)
+    x = w.wte[tokens] + (w.wpe[:t] if w.wpe is not None else 0)  # (B, T, d)
     d = x.shape[-1]
     dh = d // w.n_heads
     mask = torch.ones(t, t, dtype=torch.bool).tril()
     for layer in w.layers:
         h = _norm(x, layer.ln1, w.eps)
         q, k, v = (_affine(h, wb).view(b, t, w.n_heads, dh).transpose(1, 2) for wb in (layer.q, layer.k, layer.v))
+        if w.rope_dim:
+            q, k = _rotary(q, w.rope_dim), _rotary(k, w.rope_dim)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)  # (B, H, T, T)
         att = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-        x = x + _affine((att @ v).transpose(1, 2).reshape(b, t, d), layer.o)
-        h = _affine(_norm(x, layer.ln2, w.eps), layer.fc)
+        attn = _affine((att @ v).transpose(1, 2).reshape(b, t, d), layer.o)
+        h = _affine(_norm(x if w.parallel else x + attn, layer.ln2, w.eps), layer.fc)
         h = F.relu(h) if w.activation == "relu" else F.gelu(h, approximate=GELUS[w.activation])
-        x = x + _affine(h, layer.proj)
-    return _norm(x, w.ln_f, w.eps) @ w.wte.T
+        x = x + attn + _affine(h, layer.proj)
+    return _norm(x, w.ln_f, w.eps) @ (w.head if w.head is not None else w.wte).T
+
+
+def _rotary(x: Tensor, dim: int, base: float = 10000.0) -> Tensor:
+    """Rotary positions on the first `dim` dims of each head (B, H, T, dh), in rotate-half form:
+    pairs (i, i + dim/2) turn by position x base^(-2i/dim)."""
+    t = x.shape[2]
+    inv = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # (dim/2,)
+    ang = torch.arange(t, dtype=torch.float32)[:, None] * inv[None]  # (T, dim/2)
+    cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)  # (T, dim)
+    rot, keep = x[..., :dim], x[..., dim:]
+    half = torch.cat([-rot[..., dim // 2:], rot[..., : dim // 2]], -1)
+    return torch.cat([rot * cos + half * sin, keep], -1)

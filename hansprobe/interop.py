@@ -368,7 +368,7 @@ def _sha256(path: Path) -> str:
 
 
 def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_heads: int | None = None,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, base_model: str | Path | None = None) -> dict:
     """Read `src` in format `fmt`, bind it to `task` and `objective`, check that the hooked model's
     logits match an independent forward of the source weights (<= PARITY_TOL), and write a
     hansprobe checkpoint to `out`. Returns its config."""
@@ -379,6 +379,22 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
         raise ConfigError(f"--objective {objective.name}: an imported model has no extra output heads to record; import "
                           "it with the objective its next-token head was trained under (e.g. teacher-forcing)")
     check_run_dir(out, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
+    if base_model is not None:
+        if fmt != "ntf":
+            raise ConfigError(f"--base-model goes with --format ntf (a Next-Token-Failures fine-tune); --format {fmt} "
+                              "reads its config and tokenizer from the source directory")
+        if n_heads is not None:
+            raise ConfigError("--n-heads is read from the base model's config.json; drop it")
+        from hansprobe import ntf_finetuned
+
+        base_model = Path(base_model)
+        if not causal_lm.has_tokenizer(base_model):
+            raise ConfigError(f"--base-model {base_model} has no tokenizer.json: the fine-tune read the task through the "
+                              "base model's tokenizer; save it there with tokenizer.save_pretrained")
+        hf, reference, _ = ntf_finetuned.read_finetuned(src, base_model)
+        return write_causal_lm_import(hf, lambda tokens: gpt2_reference.logits(reference, tokens),
+                                      "an independent plain-torch forward of the source file's layout (gpt2_reference)",
+                                      src, base_model, out, task, objective, "ntf", overwrite)
     if fmt == "hf" and (not _is_gpt2_dir(src) or causal_lm.has_tokenizer(src)):  # a text-format GPT-2 too
         return _import_causal_lm(src, out, task, objective, n_heads, overwrite)
     if fmt == "hf-gpt2" and causal_lm.has_tokenizer(src):
@@ -441,8 +457,19 @@ def _import_causal_lm(src: Path, out: Path, task, objective, n_heads, overwrite:
     if n_heads is not None:
         raise ConfigError("--n-heads is read from config.json for hf; drop it")
     hf, _ = causal_lm.read_causal_lm_dir(src)
+    return write_causal_lm_import(hf, lambda tokens: hf(tokens).logits, "transformers' own forward of the same weights",
+                                  src, src if causal_lm.has_tokenizer(src) else None, out, task, objective, "hf", overwrite)
+
+
+def write_causal_lm_import(hf, reference, said: str, src: Path, tokenizer_dir: Path | None, out: Path, task, objective,
+                           fmt: str, overwrite: bool) -> dict:
+    """Check the bridge of transformers module `hf` against `reference(tokens) -> logits` (computed
+    before the bridge wraps the module; on the text the model reads where `tokenizer_dir` holds its
+    tokenizer) and write the "hf-causal-lm" checkpoint. `said`: what the reference is."""
     hf_config = hf_config_dict(hf.config)
-    text = text_format(src, task, objective.teacherless, hf_config) if causal_lm.has_tokenizer(src) else None
+    if not hf_config.get("architectures"):  # a module built here (a converted layout) names its own class
+        hf_config["architectures"] = [type(hf).__name__]
+    text = text_format(tokenizer_dir, task, objective.teacherless, hf_config) if tokenizer_dir is not None else None
     if text is None:
         check_task_fit(hf_config, task)
     weights = causal_lm.causal_lm_state_dict(hf)
@@ -450,28 +477,27 @@ def _import_causal_lm(src: Path, out: Path, task, objective, n_heads, overwrite:
     if text is not None:
         tokens = text.text_inputs(tokens)  # the text the model reads (the view's own mapping)
     with torch.no_grad():
-        reference = hf(tokens).logits  # transformers' forward, before the bridge wraps the module
+        reference = reference(tokens)
         bridge = causal_lm.bridge_causal_lm(hf, "cpu")
         diff, graph, position = causal_lm.parity(reference, bridge(tokens))
     if not diff <= causal_lm.PARITY_TOL:
-        raise CheckpointError(f"the hooked model's logits differ from transformers' forward of the same weights by "
-                              f"{diff:.2e} at graph {graph}, position {position} (> {causal_lm.PARITY_TOL}); this is a "
-                              "bug of the bridge for this architecture — please report it with the model's config.json")
+        raise CheckpointError(f"the hooked model's logits differ from {said} by {diff:.2e} at graph {graph}, position "
+                              f"{position} (> {causal_lm.PARITY_TOL}); the file does not hold the model it claims, or this "
+                              "is a bug — please report it with the model's config.json")
     model = {"architecture": causal_lm.ARCHITECTURE, "hf_config": hf_config, "n_layers": bridge.cfg.n_layers,
              "n_heads": bridge.cfg.n_heads, "d_model": bridge.cfg.d_model}
     config = {**new_config(task, objective, model, None, seed=0), "step": None,
               "d_vocab": hf_config["vocab_size"], "n_ctx": causal_lm.context_length(hf_config),
-              "imported_from": {"format": "hf", "path": str(src.resolve()), "sha256": _sha256(src), "max_logit_diff": diff,
+              "imported_from": {"format": fmt, "path": str(src.resolve()), "sha256": _sha256(src), "max_logit_diff": diff,
                                 "worst_at": {"graph": graph, "position": position},
-                                "parity_tolerance": causal_lm.PARITY_TOL,
-                                "parity_reference": "transformers' own forward of the same weights"}}
+                                "parity_tolerance": causal_lm.PARITY_TOL, "parity_reference": said}}
     if text is not None:
         model["text_format"] = text.table.to_dict()
         config["imported_from"]["parity_positions"] = "text positions"
         config["imported_from"]["comma_accuracy"] = comma_accuracy(reference, text, tokens.shape[1])
         config["d_vocab"] = task.d_vocab  # what the analyses see: the text logits at the task's tokens
-    extra = {causal_lm.TOKENIZER: (src / causal_lm.TOKENIZER).read_bytes()} if text is not None else {}
-    _write_import(out, weights, config, "hf", overwrite, extra)
+    extra = {causal_lm.TOKENIZER: (tokenizer_dir / causal_lm.TOKENIZER).read_bytes()} if text is not None else {}
+    _write_import(out, weights, config, fmt, overwrite, extra)
     return config
 
 

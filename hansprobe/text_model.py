@@ -6,7 +6,8 @@ logits and hooked activations at those positions. `TextFormatModel` wraps the ho
 text model so that it answers those questions unchanged (docs/decisions.md 66):
 
 - tokens: the integer input is written as text by one table lookup (`TextTokens`) and the layout's
-  commas (`u , v |`, `s , g =`, and after every answer slot), vectorised, once per call;
+  commas (`u , v |`, `s , g =`, and after every answer slot), vectorised, once per call; a
+  teacherless input holds `$` in every answer slot, the commas' too, as Next-Token-Failures fills it;
 - positions: integer position j stands for the text position whose logits predict token j + 1, the
   comma after j where the text has one (`site`), and for the key side of attention, the text
   position of token j itself (`token_at`). The commas' own predictions are skipped, as the labels
@@ -104,6 +105,10 @@ class TextFormatModel(nn.Module):
                               "as a token of its own; analyse it with a teacher-forced objective")
         out = torch.full((b, int(self.site[t - 1]) + 1), self.table.comma, dtype=torch.long, device=tokens.device)
         out[:, self.token_at[:t]] = text  # (B, Tt)
+        p = self.task.prefix_len
+        if t > p and self.table.dummy is not None:  # a `$` slot's comma is `$` too (Next-Token-Failures' teacherless)
+            slots = self.token_at[p:t]
+            out[:, slots + 1] = torch.where(tokens[:, p:t] == self.task.dummy, self.table.dummy, self.table.comma)
         return out
 
     def _cols(self, logits: Float[Tensor, "B T Vt"]) -> Float[Tensor, "B T V"]:

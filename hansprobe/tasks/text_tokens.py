@@ -122,16 +122,18 @@ class TextTokens:
         return lines
 
     def with_dummy(self, tokenizer, required: bool = True) -> "TextTokens":
-        """This table with the teacherless dummy `$` as a token of its own in `=$,$,...`; where the
-        tokenizer merges it, one line saying so (`required`), else the table without it."""
-        text = "=$,$,$"
-        found = _tokens_of(tokenizer.encode(text), [(1, 2), (3, 4)])
-        if any(len(f) != 1 for f in found) or found[0] != found[1]:
+        """This table with the teacherless dummy: the id of `$` encoded alone, which a teacherless
+        text input holds in every answer slot, the commas' included (as Next-Token-Failures'
+        `Graphs` dataset fills them: ids placed, not text encoded, so no merge of `$$` matters).
+        Where `$` is not one token that reads back as `$`, one line saying so (`required`), else the
+        table without it."""
+        ids = tokenizer.encode("$").ids
+        if len(ids) != 1 or tokenizer.decode(ids).strip() != "$" or ids[0] in (*self.node.tolist(), self.comma):
             if not required:
                 return self
-            raise TaskError("under this tokenizer the teacherless dummy '$' is not a token of its own between commas; "
-                            "a teacherless objective needs it: use another tokenizer or another objective")
-        return replace(self, dummy=found[0][0])
+            raise TaskError("under this tokenizer the teacherless dummy '$' is not a token of its own; a teacherless "
+                            "objective needs it: use another tokenizer or another objective")
+        return replace(self, dummy=ids[0])
 
     def to_dict(self) -> dict:
         """The table as config.json stores it (re-derived from the tokenizer and compared on load)."""

@@ -128,3 +128,45 @@ def save_text_causal_lm(kind: str, directory, tokenizer, ctx: int = 128, seed: i
     model = save_tiny_causal_lm(kind, directory, vocab=tokenizer.get_vocab_size(), ctx=ctx, seed=seed)
     tokenizer.save(str(directory / "tokenizer.json") if hasattr(directory, "joinpath") else f"{directory}/tokenizer.json")
     return model
+
+
+def ntf_finetune_state_dict(hf_model, kind: str) -> dict:
+    """What Next-Token-Failures' finetune.py saves after loading a Hugging Face model into its own GPT
+    ("gpt2") or Pythia ("neox") class, written from its utils/load.py mapping (q, k, v split from
+    GPT-2's Conv1D c_attn / from GPT-NeoX's per-head interleaved query_key_value)."""
+    sd = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
+    out = {}
+    if kind == "gpt2":
+        d = sd["transformer.wte.weight"].shape[1]
+        out["embed_tokens.weight"] = out["lm_head.weight"] = sd["transformer.wte.weight"]
+        out["pos_encoding.weight"] = sd["transformer.wpe.weight"]
+        out["final_layernorm.weight"], out["final_layernorm.bias"] = sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"]
+        for i in range(hf_model.config.n_layer):
+            s, t = f"transformer.h.{i}", f"layers.{i}"
+            for ln in ("ln_1", "ln_2"):
+                out[f"{t}.{ln}.weight"], out[f"{t}.{ln}.bias"] = sd[f"{s}.{ln}.weight"], sd[f"{s}.{ln}.bias"]
+            w, b = sd[f"{s}.attn.c_attn.weight"], sd[f"{s}.attn.c_attn.bias"]
+            for j, n in enumerate(("queries", "keys", "values")):
+                out[f"{t}.attn.{n}_linear.weight"] = w[:, j * d:(j + 1) * d].t().contiguous()
+                out[f"{t}.attn.{n}_linear.bias"] = b[j * d:(j + 1) * d]
+            for src, dst in (("attn.c_proj", "attn.proj"), ("mlp.c_fc", "mlp.expand"), ("mlp.c_proj", "mlp.proj")):
+                out[f"{t}.{dst}.weight"] = sd[f"{s}.{src}.weight"].t().contiguous()
+                out[f"{t}.{dst}.bias"] = sd[f"{s}.{src}.bias"]
+        return out
+    cfg = hf_model.config
+    d, h = cfg.hidden_size, cfg.num_attention_heads
+    out["embed_tokens.weight"], out["lm_head.weight"] = sd["gpt_neox.embed_in.weight"], sd["lm_head.weight"]
+    out["final_layernorm.weight"] = sd["gpt_neox.final_layer_norm.weight"]
+    out["final_layernorm.bias"] = sd["gpt_neox.final_layer_norm.bias"]
+    for i in range(cfg.num_hidden_layers):
+        s, t = f"gpt_neox.layers.{i}", f"layers.{i}"
+        for src, dst in (("input_layernorm", "ln_1"), ("post_attention_layernorm", "ln_2"), ("attention.dense", "attn.proj"),
+                         ("mlp.dense_h_to_4h", "mlp.expand"), ("mlp.dense_4h_to_h", "mlp.proj")):
+            out[f"{t}.{dst}.weight"], out[f"{t}.{dst}.bias"] = sd[f"{s}.{src}.weight"], sd[f"{s}.{src}.bias"]
+        for suffix in ("weight", "bias"):
+            fused = sd[f"{s}.attention.query_key_value.{suffix}"]
+            per_head = fused.reshape(h, 3 * (d // h), *fused.shape[1:])
+            for j, n in enumerate(("queries", "keys", "values")):
+                part = per_head[:, j * (d // h):(j + 1) * (d // h)]
+                out[f"{t}.attn.{n}_linear.{suffix}"] = part.reshape(d, *fused.shape[1:]).contiguous()
+    return out

@@ -227,3 +227,14 @@ def test_data_format_text_writes_the_lines_the_model_reads(tokenizer, llama, tmp
     text = model.text_inputs(get_objective("teacher-forcing").inputs(batch))
     for k, line in enumerate(out.read_text().splitlines()):
         assert tokenizer.encode(line).ids[:-1] == text[k].tolist()
+
+
+def test_a_teacherless_input_holds_the_dummy_in_every_answer_slot_as_next_token_failures_fills_it(tokenizer, llama):
+    _, _, model = llama
+    batch = TASK.generate(4, seed=7)
+    text = model.text_inputs(get_objective("teacherless").inputs(batch))
+    p = TASK.prefix_len
+    answer = text[:, int(model.token_at[p]):]  # after `=`: 2l - 2 slots
+    assert answer.shape[1] == 2 * TASK.path_len - 2 and (answer == model.table.dummy).all()
+    line = format_ntf_lines(batch)[0]
+    assert text[0, :int(model.token_at[p])].tolist() == tokenizer.encode(line.split("=")[0] + "=").ids

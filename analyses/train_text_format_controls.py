@@ -1,0 +1,129 @@
+"""Models trained *elsewhere* on the task as text: a GPT-NeoX under teacher forcing (the failure) and a
+Llama on the reversed answer (it decides from the goal), each trained with plain `transformers` +
+torch on Next-Token-Failures text lines (`u,v|...|u,v/s,g=s,n1,...,g`) through a byte-level BPE
+tokenizer trained here (the `tokenizers` package), and saved with `save_pretrained` beside the
+tokenizer. hansprobe's only parts are writing the training lines; the tokenizer, the models and
+the training loop never touch it. Then each is imported with `hansprobe import --format hf` into
+checkpoints/controls/ (the verdict matrix's text-format failure and planner):
+
+    python analyses/train_text_format_controls.py --work runs/text-controls   # both; ~1 h on one core
+    python analyses/train_text_format_controls.py --work runs/text-controls --only neox-teacher-forcing
+
+The answer is scored as Next-Token-Failures' finetune.py scores it: cross-entropy on every target
+token, the commas between answer nodes included; reverse reverses the target's node order.
+"""
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DEGREE, PATH_LEN, NODES = 2, 4, 20
+TASK_ARGS = ["--degree", str(DEGREE), "--path-len", str(PATH_LEN), "--nodes", str(NODES)]
+CONTROLS = {  # name: (architecture, objective the target is written for)
+    "neox-teacher-forcing": ("neox", "teacher-forcing"),
+    "llama-reverse": ("llama", "reverse"),
+}
+
+
+def lines_of(n: int, seed: int) -> list[str]:
+    """n fresh graphs as NTF text (the only use of hansprobe before the import)."""
+    from hansprobe.tasks import PathStar
+    from hansprobe.tasks.ntf_format import format_ntf_lines
+
+    return format_ntf_lines(PathStar(DEGREE, PATH_LEN, NODES).generate(n, seed=seed))
+
+
+def train_tokenizer(seed: int = 1):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(lines_of(5000, seed), trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return tok
+
+
+def new_model(kind: str, vocab: int):
+    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
+
+    shape = dict(vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+                 max_position_embeddings=64)
+    cfg = GPTNeoXConfig(**shape) if kind == "neox" else LlamaConfig(**shape)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+
+
+def encode(tok, lines: list[str], reverse: bool) -> tuple[torch.Tensor, int]:
+    """(ids (B, T), prefix length): prompt `...=` then the target, reversed node by node for reverse."""
+    if reverse:
+        lines = [p + "=" + ",".join(t.split(",")[::-1]) for p, t in (line.split("=") for line in lines)]
+    ids = [e.ids for e in tok.encode_batch(lines)]
+    prefix = len(tok.encode(lines[0].split("=")[0] + "=").ids)
+    assert len({len(i) for i in ids}) == 1, "every line must be as long in tokens (labels whole)"
+    return torch.tensor(ids), prefix
+
+
+def train(name: str, work: Path, steps: int, batch: int, lr: float, seed: int) -> Path:
+    kind, objective = CONTROLS[name]
+    tok = train_tokenizer()
+    torch.manual_seed(seed)
+    model = new_model(kind, tok.get_vocab_size()).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    held, p = encode(tok, lines_of(500, 10_000), objective == "reverse")
+    t0 = time.perf_counter()
+    for step in range(steps):
+        x, p = encode(tok, lines_of(batch, seed * 1_000_003 + step), objective == "reverse")
+        logits = model(x[:, :-1]).logits[:, p - 1:]  # (B, target, V): every target token, commas included
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, p:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            model.eval()
+            with torch.no_grad():
+                pred = model(held[:, :-1]).logits[:, p - 1:].argmax(-1)
+            model.train()
+            ok = (pred == held[:, p:])
+            first = 2 if objective == "teacher-forcing" else ok.shape[1] - 3  # r1's token (forced)
+            print(f"{name}: step {step + 1}/{steps} loss {loss.item():.4f} forced token accuracy "
+                  f"{ok.float().mean():.3f}, r1 {ok[:, first].float().mean():.3f} ({time.perf_counter() - t0:.0f} s)",
+                  file=sys.stderr, flush=True)
+    out = work / name
+    model.eval().save_pretrained(out)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "training.json").write_text(json.dumps({"steps": steps, "batch_size": batch, "lr": lr, "seed": seed,
+                                                   "objective": objective, "train_s": round(time.perf_counter() - t0)}))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True, help="directory for the save_pretrained models")
+    ap.add_argument("--only", choices=sorted(CONTROLS), default=None)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoints", type=Path, default=Path(__file__).resolve().parents[1] / "checkpoints" / "controls")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for name in [args.only] if args.only else CONTROLS:
+        src = train(name, args.work, args.steps, args.batch_size, args.lr, args.seed)
+        dest = args.checkpoints / f"text-pathstar-d{DEGREE}-l{PATH_LEN}-n{NODES}-{name}"
+        cmd = [sys.executable, "-m", "hansprobe", "import", str(src), "--format", "hf", *TASK_ARGS,
+               "--objective", CONTROLS[name][1], "--out", str(dest), "--overwrite"]
+        subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()
