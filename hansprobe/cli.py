@@ -627,8 +627,14 @@ def cmd_import(args) -> int:
     if missing:
         raise ConfigError(f"import needs {', '.join(missing)}: the objective the model was trained with, and where to write")
     task = _task(args)
-    cfg = import_model(args.source, args.fmt, args.out, task, get_objective(args.objective), n_heads=args.n_heads,
-                       overwrite=args.overwrite, base_model=args.base_model)
+    if args.base_model is not None:  # a Next-Token-Failures fine-tune with the model it started from
+        from hansprobe.ntf_finetuned import import_finetuned
+
+        cfg = import_finetuned(args.source, args.base_model, args.out, task, get_objective(args.objective), args.fmt,
+                               args.n_heads, args.overwrite)
+    else:
+        cfg = import_model(args.source, args.fmt, args.out, task, get_objective(args.objective), n_heads=args.n_heads,
+                           overwrite=args.overwrite)
     if args.json:
         print(json.dumps(cfg, sort_keys=True))
     else:

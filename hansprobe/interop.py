@@ -368,7 +368,7 @@ def _sha256(path: Path) -> str:
 
 
 def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_heads: int | None = None,
-                 overwrite: bool = False, base_model: str | Path | None = None) -> dict:
+                 overwrite: bool = False) -> dict:
     """Read `src` in format `fmt`, bind it to `task` and `objective`, check that the hooked model's
     logits match an independent forward of the source weights (<= PARITY_TOL), and write a
     hansprobe checkpoint to `out`. Returns its config."""
@@ -379,22 +379,6 @@ def import_model(src: str | Path, fmt: str, out: str | Path, task, objective, n_
         raise ConfigError(f"--objective {objective.name}: an imported model has no extra output heads to record; import "
                           "it with the objective its next-token head was trained under (e.g. teacher-forcing)")
     check_run_dir(out, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
-    if base_model is not None:
-        if fmt != "ntf":
-            raise ConfigError(f"--base-model goes with --format ntf (a Next-Token-Failures fine-tune); --format {fmt} "
-                              "reads its config and tokenizer from the source directory")
-        if n_heads is not None:
-            raise ConfigError("--n-heads is read from the base model's config.json; drop it")
-        from hansprobe import ntf_finetuned
-
-        base_model = Path(base_model)
-        if not causal_lm.has_tokenizer(base_model):
-            raise ConfigError(f"--base-model {base_model} has no tokenizer.json: the fine-tune read the task through the "
-                              "base model's tokenizer; save it there with tokenizer.save_pretrained")
-        hf, reference, _ = ntf_finetuned.read_finetuned(src, base_model)
-        return write_causal_lm_import(hf, lambda tokens: gpt2_reference.logits(reference, tokens),
-                                      "an independent plain-torch forward of the source file's layout (gpt2_reference)",
-                                      src, base_model, out, task, objective, "ntf", overwrite)
     if fmt == "hf" and (not _is_gpt2_dir(src) or causal_lm.has_tokenizer(src)):  # a text-format GPT-2 too
         return _import_causal_lm(src, out, task, objective, n_heads, overwrite)
     if fmt == "hf-gpt2" and causal_lm.has_tokenizer(src):

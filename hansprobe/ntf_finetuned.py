@@ -24,6 +24,9 @@ import torch
 
 from hansprobe import causal_lm, gpt2_reference
 from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.interop import (_bias, _convert, _ln, _matrix, _n_layers, _require, check_hf_config, hf_config_dict,
+                               load_gpt2_weights, new_gpt2, ntf_to_gpt2, read_state_dict, write_causal_lm_import)
+from hansprobe.storage import check_run_dir
 
 NTF_ROPE_DIM = 16  # Next-Token-Failures' PythiaConfig.rope_dim default: int(0.25 * 768 // 12)
 
@@ -38,8 +41,6 @@ def _interleave_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_heads: 
 
 def ntf_pythia_to_neox(sd: dict, base: dict) -> tuple[dict, dict]:
     """(GPTNeoX config dict, GPTNeoXForCausalLM state dict) of a Next-Token-Failures Pythia state dict."""
-    from hansprobe.interop import _bias, _ln, _matrix, _n_layers, _require
-
     what = "Next-Token-Failures Pythia"
     _require(sd, ["embed_tokens.weight", "lm_head.weight", "final_layernorm.weight"], what)
     vocab, d = _matrix(sd, "embed_tokens.weight", what).shape
@@ -72,12 +73,30 @@ def ntf_pythia_to_neox(sd: dict, base: dict) -> tuple[dict, dict]:
     return hf, out
 
 
+def import_finetuned(src: str | Path, base_model: str | Path, out: str | Path, task, objective, fmt: str = "ntf",
+                     n_heads: int | None = None, overwrite: bool = False) -> dict:
+    """Read the fine-tune `src` with its base model's directory, check it, write the checkpoint `out`."""
+    src, base_model, out = Path(src), Path(base_model), Path(out)
+    if fmt != "ntf":
+        raise ConfigError(f"--base-model goes with --format ntf (a Next-Token-Failures fine-tune); --format {fmt} "
+                          "reads its config and tokenizer from the source directory")
+    if n_heads is not None:
+        raise ConfigError("--n-heads is read from the base model's config.json; drop it")
+    if objective.extra_heads:
+        raise ConfigError(f"--objective {objective.name}: a Next-Token-Failures fine-tune has no extra output heads")
+    check_run_dir(out, overwrite)  # new, empty, or with --overwrite a checkpoint this tool wrote
+    if not causal_lm.has_tokenizer(base_model):
+        raise ConfigError(f"--base-model {base_model} has no tokenizer.json: the fine-tune read the task through the "
+                          "base model's tokenizer; save it there with tokenizer.save_pretrained")
+    hf, reference, _ = read_finetuned(src, base_model)
+    return write_causal_lm_import(hf, lambda tokens: gpt2_reference.logits(reference, tokens),
+                                  "an independent plain-torch forward of the source file's layout (gpt2_reference)",
+                                  src, base_model, out, task, objective, "ntf", overwrite)
+
+
 def read_finetuned(src: Path, base_dir: Path) -> tuple[object, object, int]:
     """(the transformers module with the fine-tuned weights, the parity reference's weights, heads)."""
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from hansprobe.interop import (_convert, check_hf_config, hf_config_dict, load_gpt2_weights, new_gpt2, ntf_to_gpt2,
-                                   read_state_dict)
 
     base = causal_lm.read_pretrained_config(base_dir, "AutoModelForCausalLM", causal_lm.check_causal_lm_config)
     kind = base.get("model_type")
