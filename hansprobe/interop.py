@@ -216,6 +216,22 @@ def nanogpt_to_gpt2(sd: dict, n_heads: int | None = None):
     return cfg, out
 
 
+def ntf_block(sd: dict, i: int, d: int, what: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Block i of a Next-Token-Failures model (its GPT and Pythia classes share the layout):
+    {part: (weight, bias)} for ln_1, ln_2, queries, keys, values, attn.proj, mlp.expand, mlp.proj,
+    nn.Linear weights as stored, (out, in)."""
+    s = f"layers.{i}"
+    qkv = [f"{s}.attn.{n}_linear" for n in ("queries", "keys", "values")]
+    _require(sd, [f"{q}.weight" for q in qkv] + [f"{s}.attn.proj.weight", f"{s}.mlp.expand.weight",
+                                                  f"{s}.mlp.proj.weight"], what)
+    parts = {"ln_1": _ln(sd, f"{s}.ln_1", d), "ln_2": _ln(sd, f"{s}.ln_2", d)}
+    for name, key in zip(("queries", "keys", "values"), qkv):
+        parts[name] = (sd[f"{key}.weight"], _bias(sd, f"{key}.bias", d))
+    for name, n_out in (("attn.proj", d), ("mlp.expand", 4 * d), ("mlp.proj", d)):
+        parts[name] = (sd[f"{s}.{name}.weight"], _bias(sd, f"{s}.{name}.bias", n_out))
+    return parts
+
+
 def ntf_to_gpt2(sd: dict, n_heads: int | None = None):
     """Next-Token-Failures GPT layout (embed_tokens tied to lm_head, pos_encoding, layers.N.{ln_1,
     attn.queries_linear/keys_linear/values_linear/proj, ln_2, mlp.expand/proj}, final_layernorm;
@@ -228,17 +244,14 @@ def ntf_to_gpt2(sd: dict, n_heads: int | None = None):
     out = {"transformer.wte.weight": sd["embed_tokens.weight"], "transformer.wpe.weight": sd["pos_encoding.weight"]}
     out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = _ln(sd, "final_layernorm", d)
     for i in range(n_layer):
-        s, t = f"layers.{i}", f"transformer.h.{i}"
-        qkv = [f"{s}.attn.{n}_linear" for n in ("queries", "keys", "values")]
-        _require(sd, [f"{q}.weight" for q in qkv] + [f"{s}.attn.proj.weight", f"{s}.mlp.expand.weight",
-                                                      f"{s}.mlp.proj.weight"], "Next-Token-Failures GPT")
-        out[f"{t}.ln_1.weight"], out[f"{t}.ln_1.bias"] = _ln(sd, f"{s}.ln_1", d)
-        out[f"{t}.ln_2.weight"], out[f"{t}.ln_2.bias"] = _ln(sd, f"{s}.ln_2", d)
-        out[f"{t}.attn.c_attn.weight"] = torch.cat([sd[f"{q}.weight"] for q in qkv], 0).T  # (d, 3d)
-        out[f"{t}.attn.c_attn.bias"] = torch.cat([_bias(sd, f"{q}.bias", d) for q in qkv])
-        for src, dst, n_out in (("attn.proj", "attn.c_proj", d), ("mlp.expand", "mlp.c_fc", 4 * d), ("mlp.proj", "mlp.c_proj", d)):
-            out[f"{t}.{dst}.weight"] = sd[f"{s}.{src}.weight"].T
-            out[f"{t}.{dst}.bias"] = _bias(sd, f"{s}.{src}.bias", n_out)
+        t, parts = f"transformer.h.{i}", ntf_block(sd, i, d, "Next-Token-Failures GPT")
+        out[f"{t}.ln_1.weight"], out[f"{t}.ln_1.bias"] = parts["ln_1"]
+        out[f"{t}.ln_2.weight"], out[f"{t}.ln_2.bias"] = parts["ln_2"]
+        qkv = [parts[n] for n in ("queries", "keys", "values")]
+        out[f"{t}.attn.c_attn.weight"] = torch.cat([w for w, _ in qkv], 0).T  # (d, 3d)
+        out[f"{t}.attn.c_attn.bias"] = torch.cat([b for _, b in qkv])
+        for src, dst in (("attn.proj", "attn.c_proj"), ("mlp.expand", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")):
+            out[f"{t}.{dst}.weight"], out[f"{t}.{dst}.bias"] = parts[src][0].T, parts[src][1]  # Conv1D: (in, out)
     if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd["embed_tokens.weight"]):
         raise CheckpointError("lm_head.weight differs from embed_tokens.weight: untied heads are not supported")
     return cfg, out

@@ -24,8 +24,8 @@ import torch
 
 from hansprobe import causal_lm, gpt2_reference
 from hansprobe.errors import CheckpointError, ConfigError
-from hansprobe.interop import (_bias, _convert, _ln, _matrix, _n_layers, _require, check_hf_config, hf_config_dict,
-                               load_gpt2_weights, new_gpt2, ntf_to_gpt2, read_state_dict, write_causal_lm_import)
+from hansprobe.interop import (_convert, _ln, _matrix, _n_layers, _require, check_hf_config, hf_config_dict,
+                               load_gpt2_weights, new_gpt2, ntf_block, ntf_to_gpt2, read_state_dict, write_causal_lm_import)
 from hansprobe.storage import check_run_dir
 
 NTF_ROPE_DIM = 16  # Next-Token-Failures' PythiaConfig.rope_dim default: int(0.25 * 768 // 12)
@@ -58,18 +58,15 @@ def ntf_pythia_to_neox(sd: dict, base: dict) -> tuple[dict, dict]:
     out = {"gpt_neox.embed_in.weight": sd["embed_tokens.weight"], "lm_head.weight": sd["lm_head.weight"]}
     out["gpt_neox.final_layer_norm.weight"], out["gpt_neox.final_layer_norm.bias"] = _ln(sd, "final_layernorm", d)
     for i in range(n_layer):
-        s, t = f"layers.{i}", f"gpt_neox.layers.{i}"
-        qkv = [f"{s}.attn.{n}_linear" for n in ("queries", "keys", "values")]
-        _require(sd, [f"{q}.weight" for q in qkv] + [f"{s}.attn.proj.weight", f"{s}.mlp.expand.weight",
-                                                      f"{s}.mlp.proj.weight"], what)
-        out[f"{t}.input_layernorm.weight"], out[f"{t}.input_layernorm.bias"] = _ln(sd, f"{s}.ln_1", d)
-        out[f"{t}.post_attention_layernorm.weight"], out[f"{t}.post_attention_layernorm.bias"] = _ln(sd, f"{s}.ln_2", d)
-        out[f"{t}.attention.query_key_value.weight"] = _interleave_qkv(*(sd[f"{q}.weight"] for q in qkv), heads)
-        out[f"{t}.attention.query_key_value.bias"] = _interleave_qkv(*(_bias(sd, f"{q}.bias", d) for q in qkv), heads)
-        for src, dst, n_out in (("attn.proj", "attention.dense", d), ("mlp.expand", "mlp.dense_h_to_4h", 4 * d),
-                                ("mlp.proj", "mlp.dense_4h_to_h", d)):
-            out[f"{t}.{dst}.weight"] = sd[f"{s}.{src}.weight"]  # nn.Linear both sides: (out, in)
-            out[f"{t}.{dst}.bias"] = _bias(sd, f"{s}.{src}.bias", n_out)
+        t, parts = f"gpt_neox.layers.{i}", ntf_block(sd, i, d, what)
+        out[f"{t}.input_layernorm.weight"], out[f"{t}.input_layernorm.bias"] = parts["ln_1"]
+        out[f"{t}.post_attention_layernorm.weight"], out[f"{t}.post_attention_layernorm.bias"] = parts["ln_2"]
+        for j, suffix in enumerate(("weight", "bias")):
+            qkv = (parts[n][j] for n in ("queries", "keys", "values"))
+            out[f"{t}.attention.query_key_value.{suffix}"] = _interleave_qkv(*qkv, heads)
+        for src, dst in (("attn.proj", "attention.dense"), ("mlp.expand", "mlp.dense_h_to_4h"),
+                         ("mlp.proj", "mlp.dense_4h_to_h")):
+            out[f"{t}.{dst}.weight"], out[f"{t}.{dst}.bias"] = parts[src]  # nn.Linear both sides: (out, in)
     return hf, out
 
 
