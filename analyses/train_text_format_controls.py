@@ -23,7 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-DEGREE, PATH_LEN, NODES = 2, 4, 20
+# G(2,5) as the references: at l = 4 the only inner answer node r2 is also the goal's parent, and a
+# text model trained there read r2 off the goal, not off r1 (follow rate 0.00), so l = 4 cannot show the
+# lookup (docs/controls.md).
+DEGREE, PATH_LEN, NODES = 2, 5, 50
 TASK_ARGS = ["--degree", str(DEGREE), "--path-len", str(PATH_LEN), "--nodes", str(NODES)]
 CONTROLS = {  # name: (architecture, objective the target is written for)
     "llama-teacher-forcing": ("llama", "teacher-forcing"),
@@ -47,7 +50,7 @@ def train_tokenizer(seed: int = 1):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(lines_of(5000, seed), trainers.BpeTrainer(
-        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     return tok
 
 
@@ -55,7 +58,7 @@ def new_model(kind: str, vocab: int):
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
     shape = dict(vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
-                 max_position_embeddings=64)
+                 max_position_embeddings=64)  # the text of G(2,5) is 44 tokens
     # GPT-NeoX rotates every dim of each head here (Pythia rotates a quarter): the text lookup reads
     # "the token two before", a relative position the rotary dims carry.
     rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}
