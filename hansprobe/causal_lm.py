@@ -57,16 +57,24 @@ def supported_architectures() -> set[str]:
     return {a for a in SUPPORTED_ARCHITECTURES if a.endswith(("ForCausalLM", "LMHeadModel"))}
 
 
-def _size(hf: dict, key: str, *alternatives: str) -> int:
+def config_size(hf: dict, key: str, *alternatives: str) -> int:
     for k in (key, *alternatives):
         if k in hf:
             return check_int(f"config {k}", hf[k], 1)
     raise ConfigError(f"the config has no {key!r}; give the config.json that save_pretrained wrote")
 
 
+def config_sizes(hf: dict) -> tuple[int, int, int, int, int]:
+    """(vocab, d_model, layers, d_mlp, heads) of a causal-LM config, under any architecture's names."""
+    d = config_size(hf, "hidden_size", "n_embd", "d_model")
+    d_mlp = config_size(hf, "intermediate_size", "n_inner") if hf.get("intermediate_size", hf.get("n_inner")) else 4 * d
+    return (config_size(hf, "vocab_size"), d, config_size(hf, "num_hidden_layers", "n_layer", "num_layers"), d_mlp,
+            config_size(hf, "num_attention_heads", "n_head"))
+
+
 def context_length(hf: dict) -> int:
     """The longest input the model's positions allow (absolute embeddings or the rotary range it was configured for)."""
-    return _size(hf, "max_position_embeddings", "n_positions", "n_ctx")
+    return config_size(hf, "max_position_embeddings", "n_positions", "n_ctx")
 
 
 def check_causal_lm_config(hf: dict) -> dict:
@@ -88,9 +96,7 @@ def check_causal_lm_config(hf: dict) -> dict:
                           "PhiForCausalLM, Qwen2ForCausalLM")
     if hf.get("model_type") not in CONFIG_MAPPING:
         raise ConfigError(f"model_type {hf.get('model_type')!r} is not one this transformers knows")
-    vocab, d = _size(hf, "vocab_size"), _size(hf, "hidden_size", "n_embd", "d_model")
-    layers = _size(hf, "num_hidden_layers", "n_layer", "num_layers")
-    d_mlp = _size(hf, "intermediate_size", "n_inner") if hf.get("intermediate_size", hf.get("n_inner")) else 4 * d
+    vocab, d, layers, d_mlp, _ = config_sizes(hf)
     n = transformer_params(layers, d, d_mlp, vocab, context_length(hf))
     require_memory(FLOAT * n * 3, f"a {archs[0]} of about {n:,} parameters (source, loaded and hooked copies)",
                    "check the config's num_hidden_layers, hidden_size and vocab_size")

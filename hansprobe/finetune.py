@@ -59,10 +59,7 @@ def resumed_model(config: dict, task, device):
 
 def _check_memory(hf: dict, text_len: int, train_cfg, device) -> None:
     """Weights, gradients, two AdamW moments, and one micro-batch's activations over the text."""
-    d = causal_lm._size(hf, "hidden_size", "n_embd", "d_model")
-    layers = causal_lm._size(hf, "num_hidden_layers", "n_layer", "num_layers")
-    d_mlp = causal_lm._size(hf, "intermediate_size", "n_inner") if hf.get("intermediate_size", hf.get("n_inner")) else 4 * d
-    heads = causal_lm._size(hf, "num_attention_heads", "n_head")
+    _, d, layers, d_mlp, heads = causal_lm.config_sizes(hf)
     n = transformer_params(layers, d, d_mlp, hf["vocab_size"], causal_lm.context_length(hf))
     micro = -(-train_cfg.batch_size // train_cfg.grad_accum)
     acts = forward_bytes(micro, text_len, layers, d, d_mlp, heads, hf["vocab_size"])

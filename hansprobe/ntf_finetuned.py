@@ -44,7 +44,7 @@ def ntf_pythia_to_neox(sd: dict, base: dict) -> tuple[dict, dict]:
     what = "Next-Token-Failures Pythia"
     _require(sd, ["embed_tokens.weight", "lm_head.weight", "final_layernorm.weight"], what)
     vocab, d = _matrix(sd, "embed_tokens.weight", what).shape
-    heads = causal_lm._size(base, "num_attention_heads")
+    heads = causal_lm.config_size(base, "num_attention_heads")
     if d % heads or (d // heads) < NTF_ROPE_DIM:
         raise ConfigError(f"the base config's {heads} heads do not divide the state dict's width {d}; give the base "
                           "model the fine-tune started from")
@@ -102,7 +102,7 @@ def read_finetuned(src: Path, base_dir: Path) -> tuple[object, object, int]:
                           "(gpt2, gpt_neox) only")
     sd = read_state_dict(src)
     if kind == "gpt2":
-        heads = causal_lm._size(base, "n_head", "num_attention_heads")
+        heads = causal_lm.config_size(base, "n_head", "num_attention_heads")
         cfg, converted = _convert(ntf_to_gpt2, sd, heads, "ntf")
         model = new_gpt2(check_hf_config(hf_config_dict(cfg)))
         load_gpt2_weights(model, converted, src)
@@ -117,5 +117,5 @@ def read_finetuned(src: Path, base_dir: Path) -> tuple[object, object, int]:
     config.architectures = ["GPTNeoXForCausalLM"]
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     causal_lm.load_causal_lm_weights(model, converted, src)
-    heads = causal_lm._size(base, "num_attention_heads")
+    heads = causal_lm.config_size(base, "num_attention_heads")
     return model, gpt2_reference.from_ntf_pythia(sd, heads, NTF_ROPE_DIM), heads
