@@ -85,6 +85,8 @@ def train(name: str, work: Path, steps: int, batch: int, lr: float, seed: int) -
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
     held, p = encode(tok, lines_of(500, 10_000), objective == "reverse")
+    print(f"{name}: {steps} steps of G({DEGREE},{PATH_LEN}) on {NODES} nodes as text ({held.shape[1]} tokens), "
+          f"{kind}, {objective}; a line every 250 steps", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     for step in range(steps):
         x, p = encode(tok, lines_of(batch, seed * 1_000_003 + step), objective == "reverse")

@@ -270,6 +270,7 @@ def text_format_model(hf_model, task, table, device, bridged: bool = True):
 
 # --- the text format ----------------------------------------------------------------------------
 TOKENIZER = "tokenizer.json"
+TOKENIZER_MAX_BYTES = 64 << 20  # real ones are a few MB (GPT-2's 1.4 MB, Llama 3's 9 MB)
 
 
 def has_tokenizer(src: Path) -> bool:
@@ -284,6 +285,9 @@ def read_tokenizer(src: Path):
     if not path.is_file():
         raise CheckpointError(f"{src} has no {TOKENIZER} (a slow tokenizer's files are not read); save the model's "
                               "fast tokenizer beside it with tokenizer.save_pretrained")
+    if path.stat().st_size > TOKENIZER_MAX_BYTES:  # read whole (and copied beside the weights): bounded first
+        raise CheckpointError(f"{path} is {path.stat().st_size:,} bytes, more than a tokenizer file holds "
+                              f"({TOKENIZER_MAX_BYTES:,} at most); give the tokenizer.json save_pretrained wrote")
     try:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # the tokenizers library raises its own Exception type on a bad file

@@ -238,3 +238,12 @@ def test_a_teacherless_input_holds_the_dummy_in_every_answer_slot_as_next_token_
     assert answer.shape[1] == 2 * TASK.path_len - 2 and (answer == model.table.dummy).all()
     line = format_ntf_lines(batch)[0]
     assert text[0, :int(model.token_at[p])].tolist() == tokenizer.encode(line.split("=")[0] + "=").ids
+
+
+def test_an_oversized_tokenizer_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from hansprobe import causal_lm as clm
+
+    (tmp_path / "tokenizer.json").write_text("{" + " " * 2048 + "}")
+    monkeypatch.setattr(clm, "TOKENIZER_MAX_BYTES", 1024)
+    with pytest.raises(CheckpointError, match="more than a tokenizer file holds"):
+        clm.read_tokenizer(tmp_path)
