@@ -40,11 +40,11 @@ def prepare(src: str | Path, task, objective, train_cfg, device, size: int = 1):
                           "own tokenizer; save it beside the weights with tokenizer.save_pretrained")
     hf, _ = causal_lm.read_causal_lm_dir(src)
     hf_config = hf_config_dict(hf.config)
-    view = text_format(src, task, objective.fill != "truth", hf_config)  # the table, checked against the tokenizer and the model
-    _check_memory(hf_config, int(view.site[-1]) + 1, train_cfg, device)
-    model = causal_lm.text_format_model(hf, task, view.table, device, bridged=False)
+    layout = text_format(src, task, objective.fill != "truth", hf_config)  # the table, checked against the tokenizer and the model
+    _check_memory(hf_config, layout.text_len, train_cfg, device)
+    model = causal_lm.text_format_model(hf, task, layout.table, device, bridged=False)
     config = {"architecture": causal_lm.ARCHITECTURE, "hf_config": hf_config, "n_layers": model.cfg.n_layers,
-              "n_heads": model.cfg.n_heads, "d_model": model.cfg.d_model, "text_format": view.table.to_dict(),
+              "n_heads": model.cfg.n_heads, "d_model": model.cfg.d_model, "text_format": layout.table.to_dict(),
               "base_model": {"path": str(src.resolve()), "sha256": _sha256(src)}}
     return config, model, {causal_lm.TOKENIZER: (src / causal_lm.TOKENIZER).read_bytes()}
 

@@ -227,8 +227,13 @@ def logits_at(model, tokens: Int[Tensor, "batch pos"], positions: slice, net=Non
     net = inference_view(model) if net is None else net
     if isinstance(net, FusedGPT):
         return net(tokens, positions=positions)
-    logits = net(tokens)
-    return getattr(logits, "logits", logits)[:, positions]  # a module that returns an output object
+    return output_logits(net(tokens))[:, positions]
+
+
+def output_logits(out) -> Tensor:
+    """A forward's logits, whether the module returns them or an output object that holds them
+    (a bridge over a transformers module returns the latter)."""
+    return getattr(out, "logits", out)
 
 
 def inference_view(model):

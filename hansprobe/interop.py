@@ -499,27 +499,20 @@ def write_causal_lm_import(hf, reference, said: str, src: Path, tokenizer_dir: P
 
 
 def text_format(src: Path, task, need_dummy: bool, hf_config: dict):
-    """The text view's wiring for a model with a tokenizer: the table (checked), its fit to the model."""
-    from hansprobe.text_model import TextFormatModel
+    """The `TextLayout` of a model with a tokenizer: its table checked against the task and the model."""
+    from hansprobe.text_model import TextLayout
 
     table = causal_lm.text_table(causal_lm.read_tokenizer(src), task, required_dummy=need_dummy)
     ids = [*table.node.tolist(), table.comma, table.pipe, table.slash, table.equals]
     if max(ids) >= hf_config["vocab_size"]:
         raise ConfigError(f"the tokenizer gives token id {max(ids)} for the task, but the model has "
                           f"{hf_config['vocab_size']} embeddings; the tokenizer belongs to another model")
-    view = TextFormatModel(_NoBridge(hf_config), task, table)
-    need, n_ctx = int(view.site[-1]) + 1, causal_lm.context_length(hf_config)
+    layout = TextLayout(task, table)
+    need, n_ctx = layout.text_len, causal_lm.context_length(hf_config)
     if n_ctx < need:
         raise ConfigError(f"the model does not fit the task: its context is {n_ctx} positions but {task.describe()} "
                           f"as text is {need} tokens long; state the task it was trained on (--degree, --path-len, --nodes)")
-    return view
-
-
-class _NoBridge:
-    """Stands for the bridge while only the view's token mapping is used (before the model is bridged)."""
-
-    def __init__(self, hf_config: dict):
-        self.cfg = type("cfg", (), {"d_vocab": hf_config["vocab_size"]})()
+    return layout
 
 
 def comma_accuracy(reference: torch.Tensor, text, length: int) -> float:

@@ -85,14 +85,14 @@ def import_finetuned(src: str | Path, base_model: str | Path, out: str | Path, t
     if not causal_lm.has_tokenizer(base_model):
         raise ConfigError(f"--base-model {base_model} has no tokenizer.json: the fine-tune read the task through the "
                           "base model's tokenizer; save it there with tokenizer.save_pretrained")
-    hf, reference, _ = read_finetuned(src, base_model)
+    hf, reference = read_finetuned(src, base_model)
     return write_causal_lm_import(hf, lambda tokens: gpt2_reference.logits(reference, tokens),
                                   "an independent plain-torch forward of the source file's layout (gpt2_reference)",
                                   src, base_model, out, task, objective, "ntf", overwrite)
 
 
-def read_finetuned(src: Path, base_dir: Path) -> tuple[object, object, int]:
-    """(the transformers module with the fine-tuned weights, the parity reference's weights, heads)."""
+def read_finetuned(src: Path, base_dir: Path) -> tuple[object, object]:
+    """(the transformers module with the fine-tuned weights, the parity reference's weights)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     base = causal_lm.read_pretrained_config(base_dir, "AutoModelForCausalLM", causal_lm.check_causal_lm_config)
@@ -106,7 +106,7 @@ def read_finetuned(src: Path, base_dir: Path) -> tuple[object, object, int]:
         cfg, converted = _convert(ntf_to_gpt2, sd, heads, "ntf")
         model = new_gpt2(check_hf_config(hf_config_dict(cfg)))
         load_gpt2_weights(model, converted, src)
-        return model, gpt2_reference.from_ntf(sd, heads), heads
+        return model, gpt2_reference.from_ntf(sd, heads)
     if "pos_encoding.weight" in sd:
         raise CheckpointError(f"{src} holds learned positions (a GPT), but --base-model is a Pythia; give the base "
                               "model the fine-tune started from")
@@ -117,5 +117,4 @@ def read_finetuned(src: Path, base_dir: Path) -> tuple[object, object, int]:
     config.architectures = ["GPTNeoXForCausalLM"]
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     causal_lm.load_causal_lm_weights(model, converted, src)
-    heads = causal_lm.config_size(base, "num_attention_heads")
-    return model, gpt2_reference.from_ntf_pythia(sd, heads, NTF_ROPE_DIM), heads
+    return model, gpt2_reference.from_ntf_pythia(sd, hf["num_attention_heads"], NTF_ROPE_DIM)

@@ -16,7 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hansprobe.errors import ConfigError
-from hansprobe.fused import FusedGPT, inference_view, logits_at
+from hansprobe.fused import FusedGPT, inference_view, logits_at, output_logits
 from hansprobe.tasks.base import Batch
 
 FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
@@ -231,7 +231,7 @@ class Objective:
 
     def loss(self, logits: Float[Tensor, "B T V"], batch: Batch) -> Tensor:
         """Cross-entropy on the target positions the objective scores (all l of them for most)."""
-        logits = getattr(logits, "logits", logits)  # a module that returns an output object (the bridge's own)
+        logits = output_logits(logits)
         scored = logits[:, self.label_slice(batch)].float()  # (B, L, V)
         labels = self.labels(batch)
         if self.spec.scored != "all":

@@ -35,6 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from hansprobe.errors import CheckpointError, ConfigError
+from hansprobe.fused import output_logits
 from hansprobe.tasks.text_tokens import TextTokens
 
 KEY_SIDE = ("hook_k", "hook_v", "hook_rot_k")  # activations of the attended-to token
@@ -68,15 +69,14 @@ def _cfg_of(hf_config) -> SimpleNamespace:
                            d_model=hf_config.hidden_size, attn_only=False)
 
 
-class TextFormatModel(nn.Module):
-    """The hooked bridge of a text-format model, answering at the integer layout's sites (module docstring)."""
+class TextLayout(nn.Module):
+    """The integer layout of a task written as a tokenizer's text: where each integer position sits in
+    the text (`token_at`, `site`: `integer_to_text_sites`), the integer -> text token table (`lut`),
+    and the text an integer input reads as (`text_inputs`). A module so that its tables move with
+    the model's device."""
 
-    def __init__(self, bridge, task, table: TextTokens, hf_tensors: dict[str, Tensor] | None = None):
+    def __init__(self, task, table: TextTokens):
         super().__init__()
-        # transformers' names of the live weights, taken before the bridge wrapped the module (its own
-        # state dict then names them through its wrappers, some twice): what a checkpoint stores.
-        self._hf_tensors = hf_tensors
-        self.bridge = bridge
         self.task = task
         self.table = table
         token_at, site = integer_to_text_sites(task, table)
@@ -89,11 +89,12 @@ class TextFormatModel(nn.Module):
         if table.dummy is not None:
             lut[task.dummy] = table.dummy
         self.register_buffer("lut", lut, persistent=False)
-        self.cfg = copy.copy(bridge.cfg) if hasattr(bridge, "cfg") else _cfg_of(bridge.config)
-        self.cfg.d_vocab = task.d_vocab
-        self._length = None  # the integer length of the call in flight (the hooks' sites)
 
-    # -- tokens and positions ---------------------------------------------------------------------
+    @property
+    def text_len(self) -> int:
+        """Tokens of the whole task (prompt and answer) as text."""
+        return int(self.site[-1]) + 1
+
     def text_inputs(self, tokens: Int[Tensor, "B T"]) -> Int[Tensor, "B Tt"]:
         """The text the model reads for an integer input: the table's tokens at `token_at`, commas between."""
         b, t = tokens.shape
@@ -110,6 +111,20 @@ class TextFormatModel(nn.Module):
             slots = self.token_at[p:t]
             out[:, slots + 1] = torch.where(tokens[:, p:t] == self.task.dummy, self.table.dummy, self.table.comma)
         return out
+
+
+class TextFormatModel(TextLayout):
+    """The hooked bridge of a text-format model, answering at the integer layout's sites (module docstring)."""
+
+    def __init__(self, bridge, task, table: TextTokens, hf_tensors: dict[str, Tensor] | None = None):
+        super().__init__(task, table)
+        # transformers' names of the live weights, taken before the bridge wrapped the module (its own
+        # state dict then names them through its wrappers, some twice): what a checkpoint stores.
+        self._hf_tensors = hf_tensors
+        self.bridge = bridge
+        self.cfg = copy.copy(bridge.cfg) if hasattr(bridge, "cfg") else _cfg_of(bridge.config)
+        self.cfg.d_vocab = task.d_vocab
+        self._length = None  # the integer length of the call in flight (the hooks' sites)
 
     def _cols(self, logits: Float[Tensor, "B T Vt"]) -> Float[Tensor, "B T V"]:
         """Text logits restricted to the task's tokens, in the integer vocabulary's order; a `$` the
@@ -128,7 +143,7 @@ class TextFormatModel(nn.Module):
             logits = self.bridge(self.text_inputs(tokens), **kwargs)
         finally:
             self._length = prev
-        return self._cols(getattr(logits, "logits", logits)[:, self.site[:t]])
+        return self._cols(output_logits(logits)[:, self.site[:t]])
 
     # -- hooks at the integer sites -----------------------------------------------------------------
     def _gather(self, name: str, act: Tensor, t: int) -> Tensor:
@@ -181,7 +196,7 @@ class TextFormatModel(nn.Module):
         finally:
             self._length = prev
         acts = {name: self._gather(name, act, t) for name, act in cache.items()}
-        return self._cols(getattr(logits, "logits", logits)[:, self.site[:t]]), ActivationCache(acts, self)
+        return self._cols(output_logits(logits)[:, self.site[:t]]), ActivationCache(acts, self)
 
     def checkpoint_tensors(self) -> dict[str, Tensor]:
         """The weights a checkpoint stores: the transformers module's own names (as an import writes
@@ -218,7 +233,7 @@ class TextFormatModel(nn.Module):
         x = objective.inputs(batch, generator)  # (B, T) integer
         t, p = x.shape[1], batch.prefix.shape[1]
         logits = self.bridge(self.text_inputs(x))
-        logits = getattr(logits, "logits", logits).float()  # (B, Tt, Vt)
+        logits = output_logits(logits).float()  # (B, Tt, Vt)
         labels = objective.labels(batch)  # (B, L)
         keep = objective.scored_indices(labels.shape[1])
         sites = self.site[p - 1: p - 1 + labels.shape[1]][keep]
