@@ -90,21 +90,27 @@ class Samples:
 
 @torch.no_grad()
 def sample(model, objective: Objective, batch: Batch, n: int, temperatures: tuple[float, ...],
-           generator: torch.Generator) -> list[Samples]:
-    """n answers per graph at each temperature T, drawn token by token from q^(1/T) (the draws on
-    the CPU from `generator`, so that a seed gives the same samples on any device); one Samples per
-    temperature, in the order given. The temperatures share each step's forward pass."""
+           uniforms: Float[Tensor, "B S L"]) -> list[Samples]:
+    """n answers per graph at each temperature T, drawn token by token from q^(1/T) by inverting its
+    CDF at `uniforms` (B, n x len(temperatures), L) in [0, 1), graph by graph, temperature-major: the
+    caller draws them once for all its graphs, so that a seed gives the same samples however the
+    graphs are chunked and on any device (the CDF is taken on the CPU). One Samples per temperature,
+    in the order given; the temperatures share each step's forward pass."""
     b, length = batch.target.shape
-    score = _Scorer(model, objective, batch)
     s = n * len(temperatures)
+    if tuple(uniforms.shape) != (b, s, length):
+        raise ValueError(f"uniforms must be (graphs, samples x temperatures, labels) = {(b, s, length)}, "
+                         f"not {tuple(uniforms.shape)}")
+    score = _Scorer(model, objective, batch)
     rows = torch.arange(b, device=batch.prefix.device).repeat_interleave(s)  # (B*S,)
     temp = torch.tensor(temperatures, device=rows.device).repeat_interleave(n).repeat(b)[:, None]  # (B*S, 1)
+    u = uniforms.reshape(b * s, length).double().cpu()
     chosen = torch.zeros(b * s, length, dtype=torch.long, device=rows.device)
     loglik = torch.zeros(b * s, device=rows.device)
     for i in range(length):
         logp = score(rows, chosen, i)  # (B*S, V)
-        probs = (logp / temp).softmax(-1).cpu()
-        tok = torch.multinomial(probs, 1, generator=generator)[:, 0].to(rows.device)
+        cdf = (logp / temp).softmax(-1).double().cpu().cumsum(-1)  # (B*S, V)
+        tok = torch.searchsorted(cdf, u[:, i:i + 1].contiguous(), right=True)[:, 0].clamp(max=cdf.shape[1] - 1).to(rows.device)
         chosen[:, i] = tok
         loglik += logp.gather(1, tok[:, None])[:, 0]
     chosen, loglik = chosen.view(b, len(temperatures), n, length), loglik.view(b, len(temperatures), n)

@@ -34,7 +34,11 @@ TEMPERATURES = (0.7, 1.0)
 VOTES = (1, 4, 16)  # samples per majority vote
 BEST_OF = (4, 16)  # samples ranked by likelihood
 PASS_AT = (1, 2, 4, 8)  # oracle-verified tries (drawn at T = 1)
-ROWS_PER_CHUNK = 4096  # decoded answers held at once (graphs x samples or beams)
+# Decoded answers held at once (graphs x samples or beams) per graph of --batch-size: a row's forward
+# costs what a graph's does, and 4 rows per graph keep the default batch (1000) near the 4,096 rows
+# decoding held before --batch-size bounded it (a text model's full-vocabulary logits made 800 rows
+# of a 124M model 10 GiB: docs/benchmarks.md).
+ROWS_PER_GRAPH = 4
 
 
 @dataclass
@@ -93,18 +97,24 @@ def strategies(d: int) -> list[dict]:
 
 
 @torch.no_grad()
-def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy: bool = True) -> dict[str, torch.Tensor]:
+def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy: bool = True,
+               batch_size: int = 1000) -> dict[str, torch.Tensor]:
     """strategy name -> (B, L) chosen answers, or (B, k, L) for pass@k's tries, in label order, on CPU
-    (greedy decoding too unless `greedy` is False)."""
+    (greedy decoding too unless `greedy` is False); at most ROWS_PER_GRAPH x `batch_size` rows at once
+    (one graph's rows at least)."""
     device = next(model.parameters()).device
     todo = [s for s in strategies(int(batch.candidates.shape[1])) if greedy or s["family"] != "greedy"]
     n = max(max(VOTES), max(BEST_OF), max(PASS_AT))
     per_graph = n * len(TEMPERATURES) + sum(s["width"] for s in todo if s["family"] == "beam")  # rows held per graph
-    gen = torch.Generator().manual_seed(int(seed))
+    # every draw at once, per graph (the samples do not depend on the chunking)
+    uniforms = torch.rand(len(batch), n * len(TEMPERATURES), batch.target.shape[1],
+                          generator=torch.Generator().manual_seed(int(seed)))
     out: dict[str, list] = {}
-    for chunk in batch.split(max(1, ROWS_PER_CHUNK // per_graph)):
+    per_chunk, start = max(1, ROWS_PER_GRAPH * batch_size // per_graph), 0
+    for chunk in batch.split(per_chunk):
+        u, start = uniforms[start:start + len(chunk)], start + len(chunk)
         chunk = chunk.to(device)
-        drawn = dict(zip(TEMPERATURES, sample(model, objective, chunk, n, TEMPERATURES, gen)))
+        drawn = dict(zip(TEMPERATURES, sample(model, objective, chunk, n, TEMPERATURES, u)))
         for s in todo:
             fam, k = s["family"], s["k"]
             if fam == "greedy":
@@ -122,11 +132,11 @@ def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy:
 
 
 def measure_inference(model, objective: Objective, batch: Batch, *, seed: int = 0,
-                      greedy_ok: torch.Tensor | None = None) -> InferenceResult:
+                      greedy_ok: torch.Tensor | None = None, batch_size: int = 1000) -> InferenceResult:
     """Every strategy's decision accuracy and exact match on `batch`, against the uniform guesser.
     greedy_ok: per graph and label, whether greedy decoding is right (B, L) bool, when the caller has
-    decoded `batch` already (the report's shared pass)."""
-    answers = decode_all(model, objective, batch, seed, greedy=greedy_ok is None)
+    decoded `batch` already (the report's shared pass). batch_size: graphs per forward pass (decode_all)."""
+    answers = decode_all(model, objective, batch, seed, greedy=greedy_ok is None, batch_size=batch_size)
     labels = objective.labels(batch).cpu()  # (B, L)
     k_dec = objective.decision_index(labels.shape[1])
     if greedy_ok is not None:
@@ -164,7 +174,8 @@ def _skip(ctx) -> str | None:
 register_analysis(AnalysisSpec(
     name="inference", title="Inference-time search", order=22, skip=_skip,
     measure=lambda ctx: measure_inference(ctx.model, ctx.objective, ctx.mechanism_batch, seed=ctx.seed,
-                                          greedy_ok=ctx.correctness()[1][:len(ctx.mechanism_batch)]),
+                                          greedy_ok=ctx.correctness()[1][:len(ctx.mechanism_batch)],
+                                          batch_size=ctx.batch_size),
     captions={
         "pass_at_k": "Share of graphs where at least one of k samples (T = 1) has the right decision (and is the true "
                      "path), beside a guesser uniform over the d candidates with k tries. Look for: a model whose "

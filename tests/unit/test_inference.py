@@ -87,7 +87,7 @@ def test_samples_follow_the_model_at_temperature_one_and_sharpen_below_it():
     task = tiny_task(path_len=3, n_nodes=8)
     model = tiny_model(task, seed=1)
     b = task.generate(2, 0)
-    hot, cold = sample(model, TF, b, 4000, (1.0, 0.5), torch.Generator().manual_seed(0))
+    hot, cold = sample(model, TF, b, 4000, (1.0, 0.5), torch.rand(2, 8000, 3, generator=torch.Generator().manual_seed(0)))
     logp = _Scorer(model, TF, b)(torch.arange(2), torch.zeros(2, 1, dtype=torch.long), 0)  # label 0's distribution
     freq = torch.stack([torch.bincount(hot.tokens[g, :, 0], minlength=task.d_vocab) for g in range(2)]).float() / 4000
     assert (freq - logp.exp()).abs().max() < 0.03  # ~4 sd of a share from 4,000 draws
@@ -133,3 +133,18 @@ def test_every_objective_is_searched_through_its_own_input(name):
     model = tiny_model(task, seed=4)
     b = task.generate(3, 1)
     assert torch.equal(beam_search(model, obj, b, task.d_vocab ** 2), brute_force_best(model, obj, b))
+
+
+def test_the_decoded_answers_do_not_depend_on_the_batch_size():
+    """--batch-size bounds the rows decoded at once (memory); the draws are taken per graph, so every
+    strategy's answers are the same in chunks of one graph as in one chunk of all."""
+    from hansprobe.measurements.inference import decode_all
+
+    task = tiny_task(path_len=3, n_nodes=8)
+    model = tiny_model(task, seed=2)
+    b = task.generate(6, 0)
+    whole, one = decode_all(model, TF, b, seed=5, batch_size=1000), decode_all(model, TF, b, seed=5, batch_size=1)
+    assert whole.keys() == one.keys()
+    assert all(torch.equal(whole[k], one[k]) for k in whole), [k for k in whole if not torch.equal(whole[k], one[k])]
+    other = decode_all(model, TF, b, seed=6, batch_size=1000)
+    assert any(not torch.equal(whole[k], other[k]) for k in whole if k.startswith(("pass", "vote")))  # the seed matters
