@@ -123,6 +123,7 @@ class TextFormatModel(TextLayout):
         self._hf_tensors = hf_tensors
         self.bridge = bridge
         self.cfg = copy.copy(bridge.cfg) if hasattr(bridge, "cfg") else _cfg_of(bridge.config)
+        self.text_vocab = int(getattr(self.cfg, "d_vocab", None) or bridge.config.vocab_size)  # the tokenizer's, what the logits span
         self.cfg.d_vocab = task.d_vocab
         self._length = None  # the integer length of the call in flight (the hooks' sites)
 

@@ -247,3 +247,30 @@ def test_an_oversized_tokenizer_file_is_refused_before_it_is_read(tmp_path, monk
     monkeypatch.setattr(clm, "TOKENIZER_MAX_BYTES", 1024)
     with pytest.raises(CheckpointError, match="more than a tokenizer file holds"):
         clm.read_tokenizer(tmp_path)
+
+
+def test_the_report_refuses_a_batch_whose_forward_pass_would_not_fit(tokenizer, llama, tmp_path, capsys, monkeypatch):
+    """A text model's logits span its whole tokenizer at every text position: the report's memory
+    check counts them, and a --batch-size that would not fit is refused in one line before any
+    analysis runs, saying how many graphs fit."""
+    import hansprobe.resources as resources
+    from hansprobe.report.run import check_batch_memory
+    from hansprobe.resources import forward_bytes
+
+    d, _, model = llama
+    vocab = tokenizer.get_vocab_size()
+    assert model.text_vocab == vocab > TASK.d_vocab == model.cfg.d_vocab
+    per_graph = forward_bytes(1, model.text_len, model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp,
+                              model.cfg.n_heads, vocab)
+    monkeypatch.setattr(resources, "available_bytes", lambda device="cpu": 40 * per_graph)
+    check_batch_memory(model, 40, "cpu")  # fits exactly
+    with pytest.raises(resources.ResourceError, match=r"lower --batch-size \(about 40 fit\)"):
+        check_batch_memory(model, 41, "cpu")
+    out = tmp_path / "ck"
+    code, _, err = run_cli(["import", str(d), "--format", "hf", *TASK_ARGS, "--objective", "teacher-forcing",
+                            "--out", str(out)], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["report", str(out), "-n", "50", "--batch-size", "1000", "--out", str(tmp_path / "r")], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("hansprobe: error:")]
+    assert code == 2 and len(errors) == 1 and "lower --batch-size (about 40 fit)" in errors[0], err
+    assert not (tmp_path / "r").exists()
