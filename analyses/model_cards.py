@@ -150,8 +150,19 @@ def card(path: Path, n: int, seed: int) -> list[str]:
     ck = load_checkpoint(path)
     cfg, task, obj = ck.config, ck.task, ck.objective
     tr = cfg["train"]
-    trained = (f"trained {cfg['step']} steps of {tr['batch_size']} fresh graphs, lr {tr['lr']}, warmup {tr['warmup_steps']}, "
-               f"seed {cfg['seed']}" if tr else f"untrained: its initialisation from seed {cfg['seed']}")
+    imp = cfg.get("imported_from")
+    if imp:  # trained elsewhere: what the import checked, and where the training is described
+        arch = cfg["model"].get("hf_config", {}).get("model_type", imp["format"])
+        commas = imp.get("comma_accuracy")
+        trained = (f"a {arch} model trained elsewhere and imported (`--format {imp['format']}`: logits within "
+                   f"{imp['max_logit_diff']:.1e} of {imp['parity_reference']}"
+                   + (f"; the commas between answer nodes predicted in {commas:.3f} of cases" if commas is not None else "")
+                   + "; how it was trained: docs/controls.md)")
+    elif tr:
+        trained = (f"trained {cfg['step']} steps of {tr['batch_size']} fresh graphs, lr {tr['lr']}, warmup "
+                   f"{tr['warmup_steps']}, seed {cfg['seed']}")
+    else:
+        trained = f"untrained: its initialisation from seed {cfg['seed']}"
     rel = path.relative_to(ROOT / "checkpoints")
     lines = [f"## `{rel}`", "",
              f"{task.describe()}, objective **{obj.name}**; {cfg['model']['n_layers']} layers, d_model "

@@ -170,10 +170,13 @@ def train_chunk(root: Path, name: str, spec: dict, until: int) -> None:
     subprocess.run([sys.executable, "-m", "hansprobe", *cmd, "--until", str(until)], env=ENV, check=True)
 
 
-def run(root: Path, group: str | None, minutes: float) -> None:
+def run(root: Path, group: str | None, minutes: float, only: list[str] | None = None) -> None:
     t0 = time.time()
+    unknown = sorted(set(only or ()) - set(runs()))
+    if unknown:
+        raise SystemExit(f"no run named {', '.join(unknown)}; the runs: {', '.join(runs())}")
     for name, spec in runs().items():
-        if group and spec["group"] != group:
+        if (group and spec["group"] != group) or (only and name not in only):
             continue
         while True:
             st = state(root, name, spec)
@@ -287,9 +290,11 @@ def main():
     ap.add_argument("--root", type=Path, default=Path("runs/supervision"))
     ap.add_argument("--group", choices=("hops", "teacherless"))
     ap.add_argument("--minutes", type=float, default=float("inf"), help="start no chunk after this many minutes")
+    ap.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (e.g. hops-l6-teacher-forcing-s0), so that "
+                    "two processes can share the grid on two cores without training the same run")
     args = ap.parse_args()
     if args.action == "run":
-        run(args.root, args.group, args.minutes)
+        run(args.root, args.group, args.minutes, args.only)
     elif args.action == "gather":
         gather(args.root)
     else:

@@ -1,13 +1,14 @@
-"""Models trained *elsewhere* on the task as text: a GPT-NeoX under teacher forcing (the failure) and a
-Llama on the reversed answer (it decides from the goal), each trained with plain `transformers` +
-torch on Next-Token-Failures text lines (`u,v|...|u,v/s,g=s,n1,...,g`) through a byte-level BPE
-tokenizer trained here (the `tokenizers` package), and saved with `save_pretrained` beside the
-tokenizer. hansprobe's only parts are writing the training lines; the tokenizer, the models and
-the training loop never touch it. Then each is imported with `hansprobe import --format hf` into
+"""Models trained *elsewhere* on the task as text: a Llama under teacher forcing at G(2,5) (the
+failure: r2 can only be read off r1) and a GPT-NeoX under teacher forcing at G(2,3) (r1 is the goal's
+parent, so it decides from the goal), each trained with plain `transformers` + torch on
+Next-Token-Failures text lines (`u,v|...|u,v/s,g=s,n1,...,g`) through a byte-level BPE tokenizer
+trained here (the `tokenizers` package), and saved with `save_pretrained` beside the tokenizer.
+hansprobe's only parts are writing the training lines; the tokenizer, the models and the training
+loop never touch it. Then each is imported with `hansprobe import --format hf` into
 checkpoints/controls/ (the verdict matrix's text-format failure and planner):
 
-    python analyses/train_text_format_controls.py --work runs/text-controls   # both; ~1 h on one core
-    python analyses/train_text_format_controls.py --work runs/text-controls --only neox-teacher-forcing
+    python analyses/train_text_format_controls.py --work runs/text-controls   # all three; ~1.5 h on one core
+    python analyses/train_text_format_controls.py --work runs/text-controls --only neox-l3-teacher-forcing
 
 The answer is scored as Next-Token-Failures' finetune.py scores it: cross-entropy on every target
 token, the commas between answer nodes included; reverse reverses the target's node order.
@@ -23,33 +24,34 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-# G(2,5) as the references: at l = 4 the only inner answer node r2 is also the goal's parent, and a
-# text model trained there read r2 off the goal, not off r1 (follow rate 0.00), so l = 4 cannot show the
-# lookup (docs/controls.md).
-DEGREE, PATH_LEN, NODES = 2, 5, 50
-TASK_ARGS = ["--degree", str(DEGREE), "--path-len", str(PATH_LEN), "--nodes", str(NODES)]
-CONTROLS = {  # name: (architecture, objective the target is written for)
-    "llama-teacher-forcing": ("llama", "teacher-forcing"),
-    "llama-reverse": ("llama", "reverse"),
-    "neox-reverse": ("neox", "reverse"),  # not yet learned: see docs/controls.md
+DEGREE = 2
+# name: (architecture, objective the target is written for, path length, nodes, steps). The failure is
+# at G(2,5) as the integer references: at l = 4 the only inner answer node r2 is also the goal's
+# parent, and a text model trained there read r2 off the goal, not off r1 (follow rate 0.00), so l = 4
+# cannot show the lookup (docs/controls.md). 20 nodes, not 50: a Llama at G(2,5) on 50 nodes learned
+# nothing beyond the copies in 3,000 steps, where on 20 nodes it had found a rule by 1,500.
+CONTROLS = {
+    "llama-l5-teacher-forcing": ("llama", "teacher-forcing", 5, 20, 6000),  # shipped: the text-format failure
+    "neox-l3-teacher-forcing": ("neox", "teacher-forcing", 3, 20, 3000),  # not learned yet (docs/controls.md)
+    "llama-l3-teacher-forcing": ("llama", "teacher-forcing", 3, 20, 3000),  # learned r1 by step 750; not shipped
 }
 
 
-def lines_of(n: int, seed: int) -> list[str]:
+def lines_of(n: int, seed: int, path_len: int, nodes: int) -> list[str]:
     """n fresh graphs as NTF text (the only use of hansprobe before the import)."""
     from hansprobe.tasks import PathStar
     from hansprobe.tasks.ntf_format import format_ntf_lines
 
-    return format_ntf_lines(PathStar(DEGREE, PATH_LEN, NODES).generate(n, seed=seed))
+    return format_ntf_lines(PathStar(DEGREE, path_len, nodes).generate(n, seed=seed))
 
 
-def train_tokenizer(seed: int = 1):
+def train_tokenizer(path_len: int, nodes: int, seed: int = 1):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(lines_of(5000, seed), trainers.BpeTrainer(
+    tok.train_from_iterator(lines_of(5000, seed, path_len, nodes), trainers.BpeTrainer(
         vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     return tok
 
@@ -58,7 +60,7 @@ def new_model(kind: str, vocab: int):
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
     shape = dict(vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
-                 max_position_embeddings=64)  # the text of G(2,5) is 44 tokens
+                 max_position_embeddings=64)  # the text of G(2,5) is 45 tokens
     # GPT-NeoX rotates every dim of each head here (Pythia rotates a quarter): the text lookup reads
     # "the token two before", a relative position the rotary dims carry.
     rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}
@@ -76,20 +78,21 @@ def encode(tok, lines: list[str], reverse: bool) -> tuple[torch.Tensor, int]:
     return torch.tensor(ids), prefix
 
 
-def train(name: str, work: Path, steps: int, batch: int, lr: float, seed: int) -> Path:
-    kind, objective = CONTROLS[name]
-    tok = train_tokenizer()
+def train(name: str, work: Path, steps: int | None, batch: int, lr: float, seed: int) -> Path:
+    kind, objective, path_len, nodes, default_steps = CONTROLS[name]
+    steps = steps or default_steps
+    tok = train_tokenizer(path_len, nodes)
     torch.manual_seed(seed)
     model = new_model(kind, tok.get_vocab_size()).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    held, p = encode(tok, lines_of(500, 10_000), objective == "reverse")
-    print(f"{name}: {steps} steps of G({DEGREE},{PATH_LEN}) on {NODES} nodes as text ({held.shape[1]} tokens), "
+    held, p = encode(tok, lines_of(500, 10_000, path_len, nodes), objective == "reverse")
+    print(f"{name}: {steps} steps of G({DEGREE},{path_len}) on {nodes} nodes as text ({held.shape[1]} tokens), "
           f"{kind}, {objective}; a line every 250 steps", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     for step in range(steps):
-        x, p = encode(tok, lines_of(batch, seed * 1_000_003 + step), objective == "reverse")
+        x, p = encode(tok, lines_of(batch, seed * 1_000_003 + step, path_len, nodes), objective == "reverse")
         logits = model(x[:, :-1]).logits[:, p - 1:]  # (B, target, V): every target token, commas included
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, p:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -118,7 +121,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True, help="directory for the save_pretrained models")
     ap.add_argument("--only", choices=sorted(CONTROLS), default=None)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=None, help="default: each control's own (CONTROLS)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -127,9 +130,11 @@ def main():
     torch.set_num_threads(1)
     for name in [args.only] if args.only else CONTROLS:
         src = train(name, args.work, args.steps, args.batch_size, args.lr, args.seed)
-        dest = args.checkpoints / f"text-pathstar-d{DEGREE}-l{PATH_LEN}-n{NODES}-{name}"
-        cmd = [sys.executable, "-m", "hansprobe", "import", str(src), "--format", "hf", *TASK_ARGS,
-               "--objective", CONTROLS[name][1], "--out", str(dest), "--overwrite"]
+        arch, objective, path_len, nodes, _ = CONTROLS[name]
+        dest = args.checkpoints / f"text-pathstar-d{DEGREE}-l{path_len}-n{nodes}-{arch}-{objective}"
+        cmd = [sys.executable, "-m", "hansprobe", "import", str(src), "--format", "hf", "--degree", str(DEGREE),
+               "--path-len", str(path_len), "--nodes", str(nodes), "--objective", objective, "--out", str(dest),
+               "--overwrite"]
         subprocess.run(cmd, check=True)
 
 
