@@ -425,7 +425,7 @@ def _progress(args) -> bool | str:
 
 def _checkpoint_and_graphs(args):
     """What every analysis command starts from: the checkpoint and the graphs to measure on."""
-    from hansprobe.checkpoint import load_checkpoint
+    from hansprobe.checkpoint import check_batch_memory, load_checkpoint
 
     out = getattr(args, "json_out", None)
     if out is not None:  # before minutes of measuring, not after
@@ -433,6 +433,8 @@ def _checkpoint_and_graphs(args):
 
         check_output_file(out, args.overwrite)
     ck = load_checkpoint(args.checkpoint, device=args.device)
+    if getattr(args, "batch_size", None):
+        check_batch_memory(ck.model, args.batch_size, args.device)
     batch, source = load_graphs(args, ck.task)
     return ck, batch, {"checkpoint": str(args.checkpoint), **source}
 

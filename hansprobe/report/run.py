@@ -76,7 +76,7 @@ def analysis_context(ck, batch, settings: ReportSettings):
 def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettings(), progress=None) -> CheckpointReport:
     """Every analysis on one checkpoint, then the four verdicts. `progress` is a tqdm bar to advance
     (one tick per analysis) or None."""
-    from hansprobe.checkpoint import load_checkpoint, package_versions
+    from hansprobe.checkpoint import check_batch_memory, load_checkpoint, package_versions
 
     path = Path(path)
     ck = load_checkpoint(path, device=settings.device)
@@ -100,23 +100,6 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     return CheckpointReport(name=shown(path.name), path=shown(path), config={k: v for k, v in cfg.items() if k != "metrics"},
                             provenance=provenance, training_curve=curve, verdicts=verdicts, analyses=analyses,
                             notes=notes, figures=figures)
-
-
-def check_batch_memory(model, batch_size: int, device) -> None:
-    """Refuse, before any analysis runs, a --batch-size whose forward pass would not fit: a full
-    activation cache and the logits over the model's own vocabulary (a text model's whole tokenizer,
-    at every text position), per graph. Decoding holds 4 rows per graph of the batch (decision 69),
-    each with logits only, which this bounds too."""
-    from hansprobe.resources import available_bytes, forward_bytes, require_memory
-
-    cfg = model.cfg
-    n_ctx = getattr(model, "text_len", None) or cfg.n_ctx
-    vocab = getattr(model, "text_vocab", None) or cfg.d_vocab
-    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-    per_graph = forward_bytes(1, n_ctx, cfg.n_layers, cfg.d_model, d_mlp, cfg.n_heads, vocab)
-    fits = max(1, available_bytes(device) // per_graph)
-    require_memory(per_graph * batch_size, f"a forward pass of {batch_size} graphs (--batch-size) on this model",
-                   f"lower --batch-size (about {fits} fit)", device)
 
 
 def run_analyses(ctx, names=None, progress=None, label: str = "", figures: bool = True) -> tuple[dict, dict]:

@@ -254,7 +254,7 @@ def test_the_report_refuses_a_batch_whose_forward_pass_would_not_fit(tokenizer, 
     check counts them, and a --batch-size that would not fit is refused in one line before any
     analysis runs, saying how many graphs fit."""
     import hansprobe.resources as resources
-    from hansprobe.report.run import check_batch_memory
+    from hansprobe.checkpoint import check_batch_memory
     from hansprobe.resources import forward_bytes
 
     d, _, model = llama
@@ -274,3 +274,5 @@ def test_the_report_refuses_a_batch_whose_forward_pass_would_not_fit(tokenizer, 
     errors = [line for line in err.splitlines() if line.startswith("hansprobe: error:")]
     assert code == 2 and len(errors) == 1 and "lower --batch-size (about 40 fit)" in errors[0], err
     assert not (tmp_path / "r").exists()
+    code, _, err = run_cli(["eval", str(out), "-n", "50", "--batch-size", "1000", "--json"], capsys)  # every analysis command
+    assert code == 2 and "lower --batch-size (about 40 fit)" in err, err
