@@ -661,18 +661,17 @@ def _leave(code: int) -> None:
     worker pool can leave its manager thread blocked on a result pipe a killed worker held, and the
     exit would wait for it (seen: more than 30 s). Everything the command writes is already done or
     abandoned atomically by the time the interrupt reaches here."""
-    import os
+    from hansprobe.progress import leave
 
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    leave(code)
 
 
 def main(argv: list[str] | None = None) -> int:
     entry = argv is None  # run as the process (console script, python -m), not called in-process
+    if entry:
+        import hansprobe.progress
+
+        hansprobe.progress.PROCESS_ENTRY = True
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)  # the top-level options take no value
     parser = build_parser(with_analyses=command not in LIGHT_COMMANDS)

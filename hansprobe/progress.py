@@ -32,6 +32,24 @@ class LineProgress:
         pass
 
 
+# True when hansprobe runs as the process itself (the console script, python -m), set by the CLI: a
+# Ctrl-C may then end the process at once (decisions.md 68); called in-process (a notebook) it never does.
+PROCESS_ENTRY = False
+
+
+def leave(code: int) -> None:
+    """End the process now, streams flushed, without the interpreter's exit joins (decisions.md 68)."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def progress_bar(total: int, desc: str, progress: bool | str | None, unit: str = "step", initial: int = 0,
                  leave: bool = False):
     """True: a tqdm bar (kept on screen when done with `leave`); "lines": a LineProgress; None: a bar

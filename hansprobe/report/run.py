@@ -322,6 +322,21 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
 
     pool = ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_die_with,
                                initargs=(os.getpid(), _start_time(os.getpid())))
+    import signal
+    import threading
+
+    import hansprobe.progress
+
+    def interrupted(signum, frame):  # the process itself: kill the workers and leave at once (decisions.md 68)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.kill()
+        print("hansprobe: interrupted", file=sys.stderr)
+        hansprobe.progress.leave(130)
+
+    # As the process, a Ctrl-C ends it from the handler itself: the pool's own shutdown can wait on locks
+    # its manager thread holds while a killed worker's pipe blocks it (a hang past 30 s, 1 CI run in 4).
+    own = hansprobe.progress.PROCESS_ENTRY and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupted) if own else None
     try:  # the submissions too: a Ctrl-C while a worker starts (the server imports for ~10 s) must stop it
         futures = [pool.submit(_measure_in_worker, str(p), each[p], threads) for p in paths]
         for p, future in zip(paths, futures):
@@ -340,4 +355,7 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
             proc.kill()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        if own:
+            signal.signal(signal.SIGINT, previous)
     pool.shutdown()
