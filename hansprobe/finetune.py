@@ -11,7 +11,10 @@ config.json and the tokenizer copied beside the weights, so every analysis loads
 imported text-format model. Resume files hold the bridge's own parameter names (they are read back
 into the same module) and continue bit-identically on CPU.
 
-Not yet: extra output heads (multi-token) and data-parallel runs (torchrun) on a base model.
+The multi-token objective's extra heads (hansprobe/multitoken.py) span the tokenizer's vocabulary and
+read the final normalised hidden state at the answer nodes' sites (docs/decisions.md 70); they are
+stored beside the weights as for a model trained from scratch, and every analysis reads the main head.
+Not yet: data-parallel runs (torchrun) on a base model.
 """
 from __future__ import annotations
 
@@ -28,9 +31,6 @@ def prepare(src: str | Path, task, objective, train_cfg, device, size: int = 1):
     from hansprobe.interop import _sha256, hf_config_dict, text_format
 
     src = Path(src)
-    if objective.extra_heads:
-        raise ConfigError(f"--objective {objective.name} adds output heads, which a --base-model run does not yet "
-                          "support; fine-tune it with teacher-forcing, reverse, teacherless or partial-teacherless")
     if size > 1:
         raise ConfigError("a --base-model run trains in one process so far; run it without torchrun")
     if not src.is_dir():
@@ -41,7 +41,7 @@ def prepare(src: str | Path, task, objective, train_cfg, device, size: int = 1):
     hf, _ = causal_lm.read_causal_lm_dir(src)
     hf_config = hf_config_dict(hf.config)
     layout = text_format(src, task, objective.fill != "truth", hf_config)  # the table, checked against the tokenizer and the model
-    _check_memory(hf_config, layout.text_len, train_cfg, device)
+    _check_memory(hf_config, layout.text_len, train_cfg, device, objective.extra_heads)
     model = causal_lm.text_format_model(hf, task, layout.table, device, bridged=False)
     config = {"architecture": causal_lm.ARCHITECTURE, "hf_config": hf_config, "n_layers": model.cfg.n_layers,
               "n_heads": model.cfg.n_heads, "d_model": model.cfg.d_model, "text_format": layout.table.to_dict(),
@@ -57,10 +57,11 @@ def resumed_model(config: dict, task, device):
     return causal_lm.text_format_model(hf, task, table, device, bridged=False)
 
 
-def _check_memory(hf: dict, text_len: int, train_cfg, device) -> None:
-    """Weights, gradients, two AdamW moments, and one micro-batch's activations over the text."""
+def _check_memory(hf: dict, text_len: int, train_cfg, device, extra_heads: int = 0) -> None:
+    """Weights (and the multi-token heads), gradients, two AdamW moments, and one micro-batch's
+    activations over the text."""
     _, d, layers, d_mlp, heads = causal_lm.config_sizes(hf)
-    n = transformer_params(layers, d, d_mlp, hf["vocab_size"], causal_lm.context_length(hf))
+    n = transformer_params(layers, d, d_mlp, hf["vocab_size"], causal_lm.context_length(hf)) + extra_heads * d * hf["vocab_size"]
     micro = -(-train_cfg.batch_size // train_cfg.grad_accum)
     acts = forward_bytes(micro, text_len, layers, d, d_mlp, heads, hf["vocab_size"])
     require_memory(4 * FLOAT * n + acts, f"fine-tuning a {n:,}-parameter model on micro-batches of {micro} graphs as text",

@@ -227,21 +227,33 @@ class TextFormatModel(TextLayout):
         return self._hf_tensors
 
     # -- training on the text itself ----------------------------------------------------------------
-    def text_loss(self, objective, batch, generator: torch.Generator | None = None) -> Tensor:
+    def text_loss(self, objective, batch, generator: torch.Generator | None = None, heads=None) -> Tensor:
         """Cross-entropy over the full text vocabulary at every text position the objective's labels
         cover: each label it scores (at its `site`) and, where it scores all labels, the commas between
-        them (at the answer slots' own positions), as a text fine-tuning scores the whole answer."""
+        them (at the answer slots' own positions), as a text fine-tuning scores the whole answer.
+        `heads`: the multi-token objective's extra heads (`multitoken.ExtraHeads` over the text
+        vocabulary), read off the final normalised hidden state at the same label sites: head j at the
+        site that predicts answer node i predicts node i + j, commas skipped (docs/decisions.md 70)."""
         x = objective.inputs(batch, generator)  # (B, T) integer
         t, p = x.shape[1], batch.prefix.shape[1]
-        logits = self.bridge(self.text_inputs(x))
-        logits = output_logits(logits).float()  # (B, Tt, Vt)
+        out = self.bridge(self.text_inputs(x), **({"output_hidden_states": True} if heads is not None else {}))
+        logits = output_logits(out).float()  # (B, Tt, Vt)
         labels = objective.labels(batch)  # (B, L)
         keep = objective.scored_indices(labels.shape[1])
-        sites = self.site[p - 1: p - 1 + labels.shape[1]][keep]
-        pred, want = [logits[:, sites]], [self.lut[labels[:, keep]]]
+        at = self.site[p - 1: p - 1 + labels.shape[1]]  # (L,) the text position predicting each label
+        pred, want = [logits[:, at[keep]]], [self.lut[labels[:, keep]]]
         if len(keep) == labels.shape[1]:
             commas = self.token_at[p:t]  # each answer slot predicts the comma after it
             pred.append(logits[:, commas])
             want.append(torch.full((len(x), len(commas)), self.table.comma, dtype=torch.long, device=x.device))
         pred, want = torch.cat(pred, 1), torch.cat(want, 1)
-        return F.cross_entropy(pred.reshape(-1, pred.shape[-1]), want.reshape(-1))
+        loss = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), want.reshape(-1))
+        if heads is not None:
+            from hansprobe.multitoken import extra_logits_loss
+
+            if getattr(out, "hidden_states", None) is None:
+                raise ConfigError("the multi-token heads train on the transformers module itself; build the model "
+                                  "with causal_lm.text_format_model(..., bridged=False)")
+            resid = out.hidden_states[-1]  # (B, Tt, d_model): after the final norm, what the LM head reads
+            loss = loss + extra_logits_loss(heads(resid[:, at]), self.lut[labels])
+        return loss

@@ -172,10 +172,11 @@ def train_step(model, opt: torch.optim.Optimizer, objective: Objective, batch, l
 def step_loss(model, objective: Objective, batch, generator: torch.Generator | None = None) -> torch.Tensor:
     """The training loss of one (micro-)batch: the objective's; for a text-format model its own
     `text_loss` over the full vocabulary (hansprobe/finetune.py)."""
-    text_loss = getattr(model, "text_loss", None)
+    inner = model.net if isinstance(model, MultiTokenNet) else model
+    text_loss = getattr(inner, "text_loss", None)
     with autocast(batch.prefix.device):
-        if text_loss is not None:
-            return text_loss(objective, batch, generator)
+        if text_loss is not None:  # a text-format model: its extra heads (if any) read the text's positions
+            return text_loss(objective, batch, generator, heads=getattr(model, "heads", None))
         x = objective.inputs(batch, generator)
         if objective.extra_heads:
             labels = objective.labels(batch)
@@ -366,7 +367,8 @@ def _start_state(run_dir, model, task, objective, train_cfg, seed, dev, resume: 
     resume file left them (then the metrics past that step are dropped)."""
     heads = None
     if objective.extra_heads:
-        heads = ExtraHeads(objective.extra_heads, model.cfg.d_model, task.d_vocab, derived_seed(seed, HEADS_STREAM)).to(dev)
+        vocab = getattr(model, "text_vocab", task.d_vocab)  # a text-format model's heads span its tokenizer
+        heads = ExtraHeads(objective.extra_heads, model.cfg.d_model, vocab, derived_seed(seed, HEADS_STREAM)).to(dev)
     opt = make_optimizer(model, train_cfg, heads)
     if not resume:
         return heads, opt, 0, 0.0, 0

@@ -189,11 +189,58 @@ def test_base_model_refusals_are_one_line_and_write_nothing(tokenizer, tmp_path,
         code, _, err = run_cli(["train", *args, *TASK_ARGS, "--steps", "2", "--out", str(out)], capsys)
         assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
-    with_tok = tmp_path / "tok"
-    save_text_causal_lm("llama", with_tok, tokenizer)
-    code, _, err = run_cli(["train", "--base-model", str(with_tok), *TASK_ARGS, "--objective", "multi-token", "--steps",
-                            "2", "--out", str(tmp_path / "mt")], capsys)
-    assert code == 2 and "does not yet support" in err
+
+
+def test_multi_token_heads_of_a_text_model_predict_the_next_answer_node_at_its_site(tokenizer, tmp_path):
+    """Head j at the text position that predicts answer node i is scored on node i + j's own token,
+    found here from the tokenizer's encoding of the line, not from the model's tables."""
+    from hansprobe.multitoken import ExtraHeads
+
+    hf = save_text_causal_lm("llama", tmp_path, tokenizer)
+    table = TextTokens.from_tokenizer(tokenizer, TASK).with_dummy(tokenizer)
+    model = causal_lm.text_format_model(hf, TASK, table, "cpu", bridged=False)  # the training form
+    objective = get_objective("multi-token", {"k": 2})
+    batch = TASK.generate(8, seed=5)
+    heads = ExtraHeads(2, model.cfg.d_model, model.text_vocab, seed=1)
+    with torch.no_grad():
+        both = model.text_loss(objective, batch, heads=heads)
+        main = model.text_loss(objective, batch)
+        ids = torch.tensor([tokenizer.encode(line).ids for line in format_ntf_lines(batch)])  # (B, Tt + 1)
+        resid = hf(ids[:, :-1], output_hidden_states=True).hidden_states[-1]  # (B, Tt, d)
+    start = len(tokenizer.encode(format_ntf_lines(batch)[0].split("=")[0] + "=").ids)
+    nodes = torch.arange(start, ids.shape[1], 2)  # the answer nodes' text positions, commas between
+    logits = heads(resid[:, nodes - 1])  # (k, B, L, Vt): at the position predicting each node
+    want = torch.tensor(0.0)
+    for j in (1, 2):
+        scored = logits[j - 1, :, : len(nodes) - j]
+        want = want + torch.nn.functional.cross_entropy(scored.reshape(-1, scored.shape[-1]), ids[:, nodes[j:]].reshape(-1))
+    assert float(both - main) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_a_multi_token_fine_tuning_stores_heads_over_the_text_vocabulary_and_resumes_bit_identically(tokenizer, tmp_path):
+    from safetensors.torch import load_file
+
+    from hansprobe.cli import main
+    from hansprobe.multitoken import EXTRA_HEADS, ExtraHeads
+    from hansprobe.train import HEADS_STREAM, derived_seed
+
+    base = tmp_path / "base"
+    save_text_causal_lm("llama", base, tokenizer)
+    args = ["train", "--base-model", str(base), *TASK_ARGS, "--objective", "multi-token", "--steps", "6",
+            "--batch-size", "16", "--eval-every", "3", "--eval-graphs", "50", "--checkpoint-every", "3", "--json"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--out", str(tmp_path / "chunks"), "--until", "3"]) == 0
+    assert main(["train", "--resume", "--out", str(tmp_path / "chunks"), "--json"]) == 0
+    whole, chunks = (load_file(tmp_path / run / EXTRA_HEADS)["weight"] for run in ("whole", "chunks"))
+    vocab = tokenizer.get_vocab_size()
+    assert whole.shape[0] == 1 and whole.shape[2] == vocab  # one head, over the tokenizer's whole vocabulary
+    assert torch.equal(whole, chunks)
+    start = ExtraHeads(1, whole.shape[1], vocab, derived_seed(0, HEADS_STREAM)).weight.detach()
+    assert not torch.equal(whole, start)  # the heads were trained
+    a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "chunks"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    code = main(["eval", str(tmp_path / "whole"), "-n", "20", "--json"])
+    assert code == 0
 
 
 def test_gradient_accumulation_gives_the_same_update():
