@@ -656,16 +656,6 @@ def _one_line(text: str) -> str:
     return text if len(text) <= 600 else text[:597] + "..."
 
 
-def _leave(code: int) -> None:
-    """End the process without the interpreter's exit joins: after a Ctrl-C the report's killed
-    worker pool can leave its manager thread blocked on a result pipe a killed worker held, and the
-    exit would wait for it (seen: more than 30 s). Everything the command writes is already done or
-    abandoned atomically by the time the interrupt reaches here."""
-    from hansprobe.progress import leave
-
-    leave(code)
-
-
 def main(argv: list[str] | None = None) -> int:
     entry = argv is None  # run as the process (console script, python -m), not called in-process
     if entry:
@@ -687,8 +677,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("hansprobe: interrupted", file=sys.stderr)
-        if entry:  # the process itself: leave now (decisions.md 68)
-            _leave(130)
+        if entry:  # the process itself: leave now, without the exit's joins on a killed pool (decisions.md 68)
+            from hansprobe.progress import leave
+
+            leave(130)
         return 130
     except BrokenPipeError:  # `hansprobe ... | head`: the reader left; not an error of ours
         sys.stderr.close()
