@@ -1,17 +1,18 @@
 """Models trained *elsewhere* on the task as text: a Llama under teacher forcing at G(2,5) (the
 failure: r2 can only be read off r1) and a GPT-NeoX under teacher forcing at G(2,3) (r1 is the goal's
-parent, so it decides from the goal), each trained with plain `transformers` + torch on
+parent, so it decides from the goal; not learned in the seeds tried: docs/controls.md), each trained with plain `transformers` + torch on
 Next-Token-Failures text lines (`u,v|...|u,v/s,g=s,n1,...,g`) through a byte-level BPE tokenizer
 trained here (the `tokenizers` package), and saved with `save_pretrained` beside the tokenizer.
 hansprobe's only parts are writing the training lines; the tokenizer, the models and the training
 loop never touch it. Then each is imported with `hansprobe import --format hf` into
 checkpoints/controls/ (the verdict matrix's text-format failure and planner):
 
-    python analyses/train_text_format_controls.py --work runs/text-controls   # all three; ~1.5 h on one core
-    python analyses/train_text_format_controls.py --work runs/text-controls --only neox-l3-teacher-forcing
+    python analyses/train_text_format_controls.py --work runs/text-controls   # every entry of CONTROLS; ~2 h on one core
+    python analyses/train_text_format_controls.py --work runs/text-controls --only neox-l3-teacher-forcing --seed 1
 
 The answer is scored as Next-Token-Failures' finetune.py scores it: cross-entropy on every target
-token, the commas between answer nodes included; reverse reverses the target's node order.
+token, the commas between answer nodes included; reverse reverses the target's node order;
+decision-only scores the start and r1 alone (hansprobe's objective of that name).
 """
 import argparse
 import json
@@ -32,9 +33,12 @@ DEGREE = 2
 # nothing beyond the copies in 3,000 steps, where on 20 nodes it had found a rule by 1,500.
 CONTROLS = {
     "llama-l5-teacher-forcing": ("llama", "teacher-forcing", 5, 20, 6000),  # shipped: the text-format failure
-    "neox-l3-teacher-forcing": ("neox", "teacher-forcing", 3, 20, 3000),  # not learned yet (docs/controls.md)
+    "neox-l3-teacher-forcing": ("neox", "teacher-forcing", 3, 20, 3000),  # seeds 0-5 not learned (docs/controls.md)
     "llama-l3-teacher-forcing": ("llama", "teacher-forcing", 3, 20, 3000),  # learned r1 by step 750; not shipped
+    "neox-l3-decision-only": ("neox", "decision-only", 3, 20, 3000),  # r1 at chance to step 2,250; not shipped
 }
+
+DECISION_ONLY = [0, 2]  # the target's tokens s , r1 , ...: the start and the decision
 
 
 def lines_of(n: int, seed: int, path_len: int, nodes: int) -> list[str]:
@@ -94,7 +98,10 @@ def train(name: str, work: Path, steps: int | None, batch: int, lr: float, seed:
     for step in range(steps):
         x, p = encode(tok, lines_of(batch, seed * 1_000_003 + step, path_len, nodes), objective == "reverse")
         logits = model(x[:, :-1]).logits[:, p - 1:]  # (B, target, V): every target token, commas included
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, p:].reshape(-1))
+        want = x[:, p:]
+        if objective == "decision-only":  # hansprobe's decision-only: the start and r1 alone, no lookup to learn
+            logits, want = logits[:, DECISION_ONLY], want[:, DECISION_ONLY]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), want.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
