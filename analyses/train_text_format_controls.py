@@ -26,16 +26,17 @@ import torch
 import torch.nn.functional as F
 
 DEGREE = 2
-# name: (architecture, objective the target is written for, path length, nodes, steps). The failure is
+# name: (architecture, objective the target is written for, path length, nodes, steps, layers). The failure is
 # at G(2,5) as the integer references: at l = 4 the only inner answer node r2 is also the goal's
 # parent, and a text model trained there read r2 off the goal, not off r1 (follow rate 0.00), so l = 4
 # cannot show the lookup (docs/controls.md). 20 nodes, not 50: a Llama at G(2,5) on 50 nodes learned
 # nothing beyond the copies in 3,000 steps, where on 20 nodes it had found a rule by 1,500.
 CONTROLS = {
-    "llama-l5-teacher-forcing": ("llama", "teacher-forcing", 5, 20, 6000),  # shipped: the text-format failure
-    "neox-l3-teacher-forcing": ("neox", "teacher-forcing", 3, 20, 3000),  # seeds 0-5 not learned (docs/controls.md)
-    "llama-l3-teacher-forcing": ("llama", "teacher-forcing", 3, 20, 3000),  # learned r1 by step 750; not shipped
-    "neox-l3-decision-only": ("neox", "decision-only", 3, 20, 3000),  # r1 at chance to step 2,250; not shipped
+    "llama-l5-teacher-forcing": ("llama", "teacher-forcing", 5, 20, 6000, 2),  # shipped: the text-format failure
+    "neox-l3-teacher-forcing": ("neox", "teacher-forcing", 3, 20, 3000, 2),  # seeds 0-5 not learned (docs/controls.md)
+    "llama-l3-teacher-forcing": ("llama", "teacher-forcing", 3, 20, 3000, 2),  # learned r1 by step 750; not shipped
+    "neox-l3-decision-only": ("neox", "decision-only", 3, 20, 3000, 2),  # r1 at chance to step 2,250; not shipped
+    "neox-l3-teacher-forcing-4layers": ("neox", "teacher-forcing", 3, 20, 1500, 4),
 }
 
 DECISION_ONLY = [0, 2]  # the target's tokens s , r1 , ...: the start and the decision
@@ -60,10 +61,10 @@ def train_tokenizer(path_len: int, nodes: int, seed: int = 1):
     return tok
 
 
-def new_model(kind: str, vocab: int):
+def new_model(kind: str, vocab: int, layers: int = 2):
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig
 
-    shape = dict(vocab_size=vocab, hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+    shape = dict(vocab_size=vocab, hidden_size=128, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=512,
                  max_position_embeddings=64)  # the text of G(2,5) is 45 tokens
     # GPT-NeoX rotates every dim of each head here (Pythia rotates a quarter): the text lookup reads
     # "the token two before", a relative position the rotary dims carry.
@@ -83,11 +84,11 @@ def encode(tok, lines: list[str], reverse: bool) -> tuple[torch.Tensor, int]:
 
 
 def train(name: str, work: Path, steps: int | None, batch: int, lr: float, seed: int) -> Path:
-    kind, objective, path_len, nodes, default_steps = CONTROLS[name]
+    kind, objective, path_len, nodes, default_steps, layers = CONTROLS[name]
     steps = steps or default_steps
     tok = train_tokenizer(path_len, nodes)
     torch.manual_seed(seed)
-    model = new_model(kind, tok.get_vocab_size()).train()
+    model = new_model(kind, tok.get_vocab_size(), layers).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (
         0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
@@ -137,8 +138,9 @@ def main():
     torch.set_num_threads(1)
     for name in [args.only] if args.only else CONTROLS:
         src = train(name, args.work, args.steps, args.batch_size, args.lr, args.seed)
-        arch, objective, path_len, nodes, _ = CONTROLS[name]
-        dest = args.checkpoints / f"text-pathstar-d{DEGREE}-l{path_len}-n{nodes}-{arch}-{objective}"
+        arch, objective, path_len, nodes, _, layers = CONTROLS[name]
+        dest = args.checkpoints / (f"text-pathstar-d{DEGREE}-l{path_len}-n{nodes}-{arch}-{objective}"
+                                   + (f"-{layers}layers" if layers != 2 else ""))
         cmd = [sys.executable, "-m", "hansprobe", "import", str(src), "--format", "hf", "--degree", str(DEGREE),
                "--path-len", str(path_len), "--nodes", str(nodes), "--objective", objective, "--out", str(dest),
                "--overwrite"]
