@@ -27,7 +27,10 @@ class _Site:
     blocks from there on, on the prompt cut after the decision position (the model is causal: later
     positions cannot change the decision logits). TransformerLens's own `start_at_layer` computes
     the earlier blocks anyway, so the remaining blocks are called directly — checked once against
-    the clean forward pass, with `start_at_layer` as the fallback for a bridge where they disagree."""
+    the clean forward pass, with `start_at_layer` as the fallback for a bridge where they disagree.
+    A model without blocks of its own to call (a text-format model: hansprobe/text_model.py, whose
+    residual at the integer sites is a gather of its text positions) runs its whole forward with a
+    hook that writes the edited residual at the sites."""
 
     @torch.no_grad()
     def __init__(self, model, objective: Objective, batch: Batch, layer: int, batch_size: int):
@@ -35,6 +38,7 @@ class _Site:
         self.device = next(model.parameters()).device
         self.at = objective.label_slice(batch).start + objective.decision_index(batch.target.shape[1])
         tokens = objective.inputs(batch)[:, : self.at + 1]  # (B, at+1)
+        self.tokens = tokens
         hook, resid, clean = resid_hook(layer), [], []
         for start in range(0, len(tokens), batch_size):
             with autocast(self.device):
@@ -42,11 +46,16 @@ class _Site:
             resid.append(cache[hook])
             clean.append(logits[:, self.at].float().cpu())
         self.resid, self.clean = torch.cat(resid), torch.cat(clean)  # (B, at+1, d_model), (B, V)
-        self.direct = self._blocks_agree(self.resid[:batch_size], self.clean[:batch_size])
+        self.by_hook = not hasattr(model, "blocks")
+        self.direct = not self.by_hook and self._blocks_agree(self.resid[:batch_size], self.clean[:batch_size])
 
-    def _rest(self, x: torch.Tensor, direct: bool) -> torch.Tensor:
-        """Logits (b, T, V) from the residual entering block `layer`."""
+    def _rest(self, x: torch.Tensor, direct: bool, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (b, T, V) from the residual entering block `layer` (of graphs `rows`, for the hook path)."""
         m = self.model
+        if self.by_hook:
+            def put(act, hook):
+                return x.to(act.dtype)
+            return m.run_with_hooks(self.tokens[rows].to(self.device), fwd_hooks=[(resid_hook(self.layer), put)])
         if direct or self.layer >= m.cfg.n_layers:
             for block in m.blocks[self.layer:]:
                 x = block(x)
@@ -83,7 +92,7 @@ class _Site:
                 else:
                     x[:, position] = edit(x[:, position], rows)
                 with autocast(self.device):
-                    logits = self._rest(x, self.direct)[:, self.at].float().cpu()  # (b, V)
+                    logits = self._rest(x, self.direct, rows)[:, self.at].float().cpu()  # (b, V)
             r = torch.arange(len(rows))
             out.append((logits[r, decision[rows]] - logits[r, competitor[rows]]).numpy())
         return np.concatenate(out)

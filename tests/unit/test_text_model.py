@@ -87,6 +87,37 @@ def test_the_cache_and_hooks_read_and_write_at_the_sites(llama):
     assert torch.equal(after[:, others], before[:, others])
 
 
+def test_a_residual_edit_reruns_the_text_model_with_the_edit_at_the_site(llama):
+    """The probes' steering (and the plan analysis) edit the residual at a layer and rerun the rest:
+    a text model has no blocks of its own to call, so the whole text runs with the edit written at
+    the integer position's site. Checked against the bridge hooked by hand at that text position."""
+    import numpy as np
+
+    from hansprobe.fused import output_logits
+    from hansprobe.mechanics.steering import _Site
+
+    _, _, model = llama
+    batch = TASK.generate(6, seed=7)
+    site = _Site(model, get_objective("teacher-forcing"), batch, layer=1, batch_size=4)
+    rows = torch.arange(len(batch))
+    dec, comp = batch.candidates[rows, 0], batch.candidates[rows, 1]
+    clean = site.logit_diff(dec, comp, 0, None)
+    assert np.allclose(site.logit_diff(dec, comp, site.at - 1, lambda x, r: x), clean, atol=1e-5)
+    v = 10 * torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    got = site.logit_diff(dec, comp, site.at, lambda x, r: x + v)  # at the decision's own site
+    text_pos = at = int(model.site[site.at])
+
+    def add(act, hook):
+        act[:, text_pos] += v
+        return act
+    with torch.no_grad():
+        logits = output_logits(model.bridge.run_with_hooks(model.text_inputs(site.tokens), fwd_hooks=[
+            ("blocks.0.hook_resid_post", add)]))
+    want = logits[rows, at, model.lut[dec]] - logits[rows, at, model.lut[comp]]
+    assert np.allclose(got, want.numpy(), atol=1e-4)
+    assert not np.allclose(got, clean, atol=1e-2)
+
+
 def test_transformer_lens_patching_runs_on_the_integer_positions(llama):
     from transformer_lens import patching
 
