@@ -226,6 +226,10 @@ def tables(result: dict) -> list[str]:
                 cells.append(_reached(rec) if rec else "not started" if seed in HOPS_SEEDS else "not run (budget)")
                 secs += (rec or {}).get("train_s") or 0.0
             lines.append(f"| {l} ({l - 2}) | {obj} | " + " | ".join(cells) + f" | {secs / 60:.0f} min |")
+    hops = [r for name, r in recs.items() if name.startswith("hops-")]
+    lines += ["", f"The hops grid in all: {sum(r.get('train_s') or 0.0 for r in hops) / 3600:.1f} hours of training wall "
+              f"time over {len(hops)} runs, one thread each (shared cores and pauses included, so more than their CPU "
+              "time, which the runner does not record)."]
     lines += ["", "Teacherless at 4 layers on G(2,5) (decision accuracy over the vocabulary, free decoding, 1,000 "
               "held-out graphs; forced accuracy per label r0..r4; training loss), each seed with the per-position "
               "training loss of its snapshots:"]
