@@ -1,6 +1,6 @@
 """Models trained *elsewhere* on the task as text: a Llama under teacher forcing at G(2,5) (the
-failure: r2 can only be read off r1) and a GPT-NeoX under teacher forcing at G(2,3) (r1 is the goal's
-parent, so it decides from the goal; not learned in the seeds tried: docs/controls.md), each trained with plain `transformers` + torch on
+failure: r2 can only be read off r1) and a 4-layer GPT-NeoX under teacher forcing at G(2,3) (r1 is the
+goal's parent, so it decides from the goal; at 2 layers no seed tried learned it: docs/controls.md), each trained with plain `transformers` + torch on
 Next-Token-Failures text lines (`u,v|...|u,v/s,g=s,n1,...,g`) through a byte-level BPE tokenizer
 trained here (the `tokenizers` package), and saved with `save_pretrained` beside the tokenizer.
 hansprobe's only parts are writing the training lines; the tokenizer, the models and the training
@@ -36,7 +36,7 @@ CONTROLS = {
     "neox-l3-teacher-forcing": ("neox", "teacher-forcing", 3, 20, 3000, 2),  # seeds 0-5 not learned (docs/controls.md)
     "llama-l3-teacher-forcing": ("llama", "teacher-forcing", 3, 20, 3000, 2),  # learned r1 by step 750; not shipped
     "neox-l3-decision-only": ("neox", "decision-only", 3, 20, 3000, 2),  # r1 at chance to step 2,250; not shipped
-    "neox-l3-teacher-forcing-4layers": ("neox", "teacher-forcing", 3, 20, 1500, 4),
+    "neox-l3-teacher-forcing-4layers": ("neox", "teacher-forcing", 3, 20, 1500, 4),  # shipped: the text-format planner
 }
 
 DECISION_ONLY = [0, 2]  # the target's tokens s , r1 , ...: the start and the decision
