@@ -676,10 +676,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hansprobe: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("hansprobe: interrupted", file=sys.stderr)
-        if entry:  # the process itself: leave now, without the exit's joins on a killed pool (decisions.md 68)
-            from hansprobe.progress import leave
+        from hansprobe.progress import INTERRUPTED, leave
 
+        print(INTERRUPTED, file=sys.stderr)
+        if entry:  # the process itself: leave now, without the exit's joins on a killed pool (decisions.md 68)
             leave(130)
         return 130
     except BrokenPipeError:  # `hansprobe ... | head`: the reader left; not an error of ours

@@ -35,6 +35,7 @@ class LineProgress:
 # True when hansprobe runs as the process itself (the console script, python -m), set by the CLI: a
 # Ctrl-C may then end the process at once (decisions.md 68); called in-process (a notebook) it never does.
 PROCESS_ENTRY = False
+INTERRUPTED = "hansprobe: interrupted"  # the one line a Ctrl-C leaves
 
 
 def leave(code: int) -> None:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.fused import output_logits
+from hansprobe.multitoken import extra_logits_loss
 from hansprobe.tasks.text_tokens import TextTokens
 
 KEY_SIDE = ("hook_k", "hook_v", "hook_rot_k")  # activations of the attended-to token
@@ -249,8 +250,6 @@ class TextFormatModel(TextLayout):
         pred, want = torch.cat(pred, 1), torch.cat(want, 1)
         loss = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), want.reshape(-1))
         if heads is not None:
-            from hansprobe.multitoken import extra_logits_loss
-
             if getattr(out, "hidden_states", None) is None:
                 raise ConfigError("the multi-token heads train on the transformers module itself; build the model "
                                   "with causal_lm.text_format_model(..., bridged=False)")

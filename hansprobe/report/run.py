@@ -7,12 +7,15 @@ answers it (hansprobe/questions/registry.py, docs/add-a-question.md).
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from hansprobe import error_rates
+from hansprobe import error_rates, progress as _progress
 from hansprobe.questions import registry as _questions
 from hansprobe.storage import jsonable as _jsonable
 from hansprobe.errors import CheckpointError, ConfigError, shown
@@ -266,8 +269,6 @@ def _die_with(parent: int, started: str | None) -> None:
     """Worker initializer: end this worker when the report's process is gone, however it ended
     (kill -9, the OOM killer): a thread polls it every 0.2 s. The worker's own parent is the fork
     server, not the report's process, so the kernel's parent-death signal cannot say it."""
-    import os
-    import threading
     import time
 
     def watch():
@@ -301,6 +302,12 @@ def _worker_context():
     return ctx
 
 
+def _kill_workers(pool) -> None:
+    """Kill the pool's worker processes at once (the executor has no public way to)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()
+
+
 def _measured(paths: list[Path], settings: ReportSettings, bar):
     """Each checkpoint's report, in the order given: in this process one analysis at a time (the
     bar ticks per analysis), or in `settings.workers()` worker processes (it ticks per checkpoint)."""
@@ -317,25 +324,19 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
     threads = max(1, torch.get_num_threads() // jobs)
     if bar is not None:
         bar.set_postfix_str(f"{len(paths)} checkpoints, {jobs} at a time")
-    import os
     from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(jobs, mp_context=_worker_context(), initializer=_die_with,
                                initargs=(os.getpid(), _start_time(os.getpid())))
-    import signal
-    import threading
-
-    import hansprobe.progress
 
     def interrupted(signum, frame):  # the process itself: kill the workers and leave at once (decisions.md 68)
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.kill()
-        print("hansprobe: interrupted", file=sys.stderr)
-        hansprobe.progress.leave(130)
+        _kill_workers(pool)
+        print(_progress.INTERRUPTED, file=sys.stderr)
+        _progress.leave(130)
 
     # As the process, a Ctrl-C ends it from the handler itself: the pool's own shutdown can wait on locks
     # its manager thread holds while a killed worker's pipe blocks it (a hang past 30 s, 1 CI run in 4).
-    own = hansprobe.progress.PROCESS_ENTRY and threading.current_thread() is threading.main_thread()
+    own = _progress.PROCESS_ENTRY and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, interrupted) if own else None
     try:  # the submissions too: a Ctrl-C while a worker starts (the server imports for ~10 s) must stop it
         futures = [pool.submit(_measure_in_worker, str(p), each[p], threads) for p in paths]
@@ -351,8 +352,7 @@ def _measured(paths: list[Path], settings: ReportSettings, bar):
                 bar.update(n_analyses())
             yield report
     except BaseException:  # Ctrl-C, an error, the consumer gone: stop now, not after the running checkpoints
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.kill()
+        _kill_workers(pool)
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:
