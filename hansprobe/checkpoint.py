@@ -243,14 +243,14 @@ def load(path: str | Path, device: str | torch.device = "cpu"):
 
 def check_batch_memory(model, batch_size: int, device) -> None:
     """Refuse, before any analysis runs, a --batch-size whose forward pass would not fit: a full
-    activation cache and the logits over the model's own vocabulary (a text model's whole tokenizer,
-    at every text position), per graph. Decoding holds 4 rows per graph of the batch (decision 69),
+    activation cache and the logits over the vocabulary a pass computes (a text model's: the task's
+    tokens where its head can be restricted, else its whole tokenizer), per graph. Decoding holds 4 rows per graph of the batch (decision 69),
     each with logits only, which this bounds too."""
     from hansprobe import resources  # read at call time (the tests set the free memory there)
 
     cfg = model.cfg
     n_ctx = getattr(model, "text_len", None) or cfg.n_ctx
-    vocab = getattr(model, "text_vocab", None) or cfg.d_vocab
+    vocab = getattr(model, "logit_vocab", None) or cfg.d_vocab
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
     per_graph = resources.forward_bytes(1, n_ctx, cfg.n_layers, cfg.d_model, d_mlp, cfg.n_heads, vocab)
     fits = max(1, resources.available_bytes(device) // per_graph)

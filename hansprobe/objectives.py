@@ -17,6 +17,7 @@ from torch import Tensor
 
 from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, inference_view, logits_at, output_logits
+from hansprobe.text_model import TextFormatModel
 from hansprobe.tasks.base import Batch
 
 FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
@@ -256,7 +257,8 @@ class Objective:
         are the greedy ones, and a row whose predictions no longer change is the greedy sequence. A
         model that is right from the second token on converges in 2-3 passes instead of l. Through
         the fused forward the prompt (unchanged by every pass) is run once, and each pass runs only
-        the l label positions from its keys and values (`FusedGPT.extend`).
+        the l label positions from its keys and values (`FusedGPT.extend`; a text-format model's through
+transformers' cache, `TextFormatModel.extend`).
         `forced`: the argmax predictions with the true prefix (B, L), when the caller has them."""
         if self.teacherless:
             return forced if forced is not None else self.forced_logits(model, batch).argmax(-1)
@@ -268,13 +270,14 @@ class Objective:
         sl = self.label_slice(batch)  # P-1 .. P+l-2: the prompt's last token, then the fed-back answers
         net = inference_view(model)
         with autocast(batch.prefix.device):
-            if isinstance(net, FusedGPT) and len(active):  # the prompt's keys and values once; each pass runs the l label positions
-                kv = net.keys_values(batch.prefix[active, :sl.start])
+            kv = None
+            if isinstance(net, (FusedGPT, TextFormatModel)) and len(active):  # the prompt's keys and values once; each pass runs the l label positions
+                kv = net.keys_values(batch.prefix[active, :sl.start])  # None: a text model that fills no cache
                 row = torch.zeros(len(pred), dtype=torch.long, device=pred.device)
                 row[active] = torch.arange(len(active), device=pred.device)  # a graph's row in kv
             for _ in range(pred.shape[1] if len(active) else 0):  # at most l passes; usually 2-3
                 x = torch.cat([batch.prefix[active], pred[active, :-1]], dim=1)
-                if isinstance(net, FusedGPT):
+                if kv is not None:
                     rows = row[active]
                     new = net.extend([(k[rows], v[rows]) for k, v in kv], x[:, sl.start:]).argmax(-1)
                 else:  # something is hooked on the model: its own forward, so that the hooks apply

@@ -5,7 +5,8 @@ it: partial-teacherless, multi-token's main head) feeds back its chosen labels, 
 with the chosen labels 0..i-1 in the answer slots; a teacherless one answers every position from the
 dummies, so its per-position distributions are read once. Labels are in the objective's order.
 Through the fused forward the prompt runs once per graph and each step runs only the answer
-positions (`FusedGPT.extend`), as greedy decoding does; a hooked model runs its own forward.
+positions (`FusedGPT.extend`), as greedy decoding does; a text-format model does the same through
+transformers' own cache (`TextFormatModel.extend`); any other hooked model runs its own forward.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import Tensor
 from hansprobe.fused import FusedGPT, inference_view, logits_at
 from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch
+from hansprobe.text_model import TextFormatModel
 
 
 class _Scorer:
@@ -27,11 +29,11 @@ class _Scorer:
         self.model, self.objective, self.batch = model, objective, batch
         self.p = batch.prefix.shape[1]
         self.net = inference_view(model)
-        self.all_at_once = None
+        self.all_at_once, self.kv = None, None
         with autocast(batch.prefix.device):
             if objective.teacherless:  # the input does not hold the answer: every position from one pass
                 self.all_at_once = objective.forced_logits(model, batch).log_softmax(-1)  # (B, L, V)
-            elif isinstance(self.net, FusedGPT):
+            elif isinstance(self.net, (FusedGPT, TextFormatModel)):  # None where a text model fills no cache
                 self.kv = self.net.keys_values(batch.prefix[:, :self.p - 1])  # the prompt but its last token
 
     @torch.no_grad()
@@ -74,6 +76,8 @@ class _Scorer:
                 else:
                     kv = [(k[shared], v[shared]) for k, v in self.kv]
                 logits = self.net.extend(kv, x[:, self.p - 1:])[:, -1]
+            elif self.kv is not None:  # a text model: transformers' cache holds one row per row
+                logits = self.net.extend([(k[rows], v[rows]) for k, v in self.kv], x[:, self.p - 1:])[:, -1]
             else:
                 logits = logits_at(self.model, x, slice(self.p - 1 + i, self.p + i))[:, 0]
         return logits.float().log_softmax(-1)  # (N, V)

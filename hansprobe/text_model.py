@@ -26,6 +26,7 @@ itself, for training on the full vocabulary with the commas supervised (as Next-
 from __future__ import annotations
 
 import copy
+import inspect
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -35,7 +36,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from hansprobe.errors import CheckpointError, ConfigError
-from hansprobe.fused import output_logits
+from hansprobe.fused import has_forward_hooks, output_logits
 from hansprobe.multitoken import extra_logits_loss
 from hansprobe.tasks.text_tokens import TextTokens
 
@@ -68,6 +69,52 @@ def _cfg_of(hf_config) -> SimpleNamespace:
     """The few `cfg` fields a trainer reads, for an unbridged transformers module (the training form)."""
     return SimpleNamespace(n_layers=hf_config.num_hidden_layers, n_heads=hf_config.num_attention_heads,
                            d_model=hf_config.hidden_size, attn_only=False)
+
+
+class _Columns(nn.Module):
+    """A linear LM head's rows `cols` only (the task's tokens, in the integer vocabulary's order)."""
+
+    def __init__(self, head: nn.Linear, cols: Tensor):
+        super().__init__()
+        self.head, self.cols = head, cols
+
+    def forward(self, x: Float[Tensor, "... d_model"], **kwargs) -> Float[Tensor, "... V"]:
+        bias = self.head.bias
+        return F.linear(x, self.head.weight[self.cols], None if bias is None else bias[self.cols])
+
+
+def _head_slot(module) -> tuple[nn.Module | None, str]:
+    """(owner, child name) of the linear LM head a forward calls: the bridge's unembedding's wrapped
+    module, or a transformers module's output embeddings; (None, "") where there is none to restrict."""
+    unembed = getattr(module, "unembed", None)
+    if isinstance(getattr(unembed, "original_component", None), nn.Linear):
+        return unembed, "_original_component"  # the bridge keeps it as this child (read by a property)
+    get = getattr(module, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if isinstance(head, nn.Linear):
+        for name, child in module.named_children():
+            if child is head:
+                return module, name
+    return None, ""
+
+
+@contextmanager
+def _attention_reads_cache(module):
+    """Hand each bridged attention transformers' cache under the name TransformerLens reads: its
+    attention updates `past_key_values` (or `layer_past`), while a transformers 5 block passes it as
+    `cache`, which would leave the cache empty. Installed for a cached call only."""
+    def pre(_, args, kwargs):
+        if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+            kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
+        return args, kwargs
+
+    blocks = getattr(module, "blocks", None) if hasattr(module, "adapter") else None
+    handles = [b.attn.register_forward_pre_hook(pre, with_kwargs=True) for b in (blocks or ()) if hasattr(b, "attn")]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class TextLayout(nn.Module):
@@ -138,14 +185,90 @@ class TextFormatModel(TextLayout):
             out[..., self.task.dummy] = logits.amin(-1) - 1e4
         return out
 
+    @property
+    def logit_vocab(self) -> int:
+        """Columns of the logits a pass computes: the task's tokens where the head is restricted
+        (`_task_head`), else the whole tokenizer."""
+        return self.cfg.d_vocab if _head_slot(self.bridge)[0] is not None else self.text_vocab
+
+    @contextmanager
+    def _task_head(self):
+        """The LM head restricted to the task's tokens for one pass: a 50,257-token tokenizer's head is
+        a third of a 124M model's forward and most of its activation memory, and every analysis reads
+        only the task's columns (`_cols`). The live weights are indexed on each call, so the logits are
+        the full head's columns (to summation order) and gradients reach the weights."""
+        owner, name = _head_slot(self.bridge)
+        if owner is None:
+            yield False
+            return
+        full = owner._modules[name]
+        owner._modules[name] = _Columns(full, self.lut.clamp(min=0))
+        try:
+            yield True
+        finally:
+            owner._modules[name] = full
+
     def forward(self, tokens: Int[Tensor, "B T"], **kwargs) -> Float[Tensor, "B T V"]:
         t = tokens.shape[1]
         prev, self._length = self._length, t  # the sites a hook on this pass is handed
         try:
-            logits = self.bridge(self.text_inputs(tokens), **kwargs)
+            with self._task_head() as restricted:
+                logits = output_logits(self.bridge(self.text_inputs(tokens), **kwargs))
         finally:
             self._length = prev
-        return self._cols(output_logits(logits)[:, self.site[:t]])
+        return self._task_logits(logits[:, self.site[:t]], restricted)
+
+    def _task_logits(self, logits: Tensor, restricted: bool) -> Float[Tensor, "B T V"]:
+        if not restricted:
+            return self._cols(logits)
+        if self.table.dummy is None:  # as `_cols`: a `$` the tokenizer lacks, never the argmax
+            logits = logits.clone()
+            logits[..., self.task.dummy] = logits.amin(-1) - 1e4
+        return logits
+
+    # -- decoding from the prompt's keys and values (transformers' own cache) -------------------------
+    def _run(self, text: Int[Tensor, "B Tt"], past=None) -> tuple[Tensor, object]:
+        """(text logits over the task's tokens, transformers' cache after them): through the bridge,
+        or the transformers module itself (the training form)."""
+        bridged = hasattr(self.bridge, "adapter")  # a TransformerBridge returns the cache on request
+        hf = self.bridge.original_model if bridged else self.bridge
+        # transformers 5 names the cache `cache` (`past_key_values` before, deprecated since)
+        name = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+        with self._task_head() as restricted, _attention_reads_cache(self.bridge):
+            if bridged:
+                logits, cache = self.bridge(text, **{name: past}, use_cache=True, return_type="logits_and_cache")
+            else:
+                out = self.bridge(text, **{name: past}, use_cache=True)
+                logits, cache = out.logits, out.past_key_values
+        return self._task_logits(output_logits(logits), restricted), cache
+
+    def keys_values(self, tokens: Int[Tensor, "B T0"]) -> list[tuple[Tensor, Tensor]] | None:
+        """Each layer's attention keys and values, ((B, h, Tt0, dh), (B, h, Tt0, dh)), over the text
+        of the integer input `tokens` (up to the site of its last position): what `extend` continues
+        from, so that decoding runs the prompt once per graph (search.py), as the fused forward does.
+        None where something is hooked on the model (so that the hooks see whole passes at the sites)
+        or it filled no cache: its caller then runs whole forwards."""
+        if has_forward_hooks(self):
+            return None
+        _, cache = self._run(self.text_inputs(tokens))
+        kv = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in getattr(cache, "layers", ())]
+        if len(kv) != self.cfg.n_layers or any(k is None or v is None for k, v in kv):
+            return None
+        return kv
+
+    def extend(self, kv: list[tuple[Tensor, Tensor]], tokens: Int[Tensor, "B new"]) -> Float[Tensor, "B new V"]:
+        """The logits at the integer positions of `tokens` when they follow those whose text `kv`
+        holds (`keys_values`, one row per row of `tokens`): the whole forward's at those positions,
+        since a causal model's positions read only earlier keys and values."""
+        from transformers import DynamicCache
+
+        held = kv[0][0].shape[2]  # text positions in the cache
+        start = int((self.site < held).sum())  # integer positions whose text it holds
+        n, new = tokens.shape
+        # the text after the cache depends only on the tokens after it: zeros stand in for the rest
+        text = self.text_inputs(torch.cat([tokens.new_zeros(n, start), tokens], 1))[:, held:]
+        logits, _ = self._run(text, DynamicCache(ddp_cache_data=kv))
+        return logits[:, self.site[start:start + new] - held]  # (B, new, V)
 
     # -- hooks at the integer sites -----------------------------------------------------------------
     def _gather(self, name: str, act: Tensor, t: int) -> Tensor:
@@ -194,11 +317,12 @@ class TextFormatModel(TextLayout):
         t = tokens.shape[1]
         prev, self._length = self._length, t
         try:
-            logits, cache = self.bridge.run_with_cache(self.text_inputs(tokens), names_filter=names_filter, **kwargs)
+            with self._task_head() as restricted:
+                logits, cache = self.bridge.run_with_cache(self.text_inputs(tokens), names_filter=names_filter, **kwargs)
         finally:
             self._length = prev
         acts = {name: self._gather(name, act, t) for name, act in cache.items()}
-        return self._cols(output_logits(logits)[:, self.site[:t]]), ActivationCache(acts, self)
+        return self._task_logits(output_logits(logits)[:, self.site[:t]], restricted), ActivationCache(acts, self)
 
     def checkpoint_tensors(self) -> dict[str, Tensor]:
         """The weights a checkpoint stores: the transformers module's own names (as an import writes

@@ -88,13 +88,14 @@ def ntf_reference_logits(sd: dict, tokens: torch.Tensor, n_heads: int) -> torch.
 
 
 def save_tiny_causal_lm(kind: str, directory, vocab: int = 24, ctx: int = 32, seed: int = 0):
-    """A randomly initialised transformers causal LM of `kind` ("neox", "llama" with grouped-query
+    """A randomly initialised transformers causal LM of `kind` ("gpt2", "neox", "llama" with grouped-query
     attention and tied embeddings, "phi"), saved with save_pretrained into `directory`; returns the module."""
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, PhiConfig
+    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, PhiConfig
 
     shape = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                  max_position_embeddings=ctx)
-    config = {"neox": lambda: GPTNeoXConfig(**shape),
+    config = {"gpt2": lambda: GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=ctx),
+              "neox": lambda: GPTNeoXConfig(**shape),
               "llama": lambda: LlamaConfig(**shape, num_key_value_heads=1, tie_word_embeddings=True),
               "phi": lambda: PhiConfig(**shape)}[kind]()
     from hansprobe.causal_lm import offline

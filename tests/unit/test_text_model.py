@@ -328,18 +328,18 @@ def test_an_oversized_tokenizer_file_is_refused_before_it_is_read(tmp_path, monk
 
 
 def test_the_report_refuses_a_batch_whose_forward_pass_would_not_fit(tokenizer, llama, tmp_path, capsys, monkeypatch):
-    """A text model's logits span its whole tokenizer at every text position: the report's memory
-    check counts them, and a --batch-size that would not fit is refused in one line before any
-    analysis runs, saying how many graphs fit."""
+    """A text model's passes compute the logits of the task's tokens only (the head restricted): the
+    report's memory check counts what a pass holds, and a --batch-size that would not fit is refused
+    in one line before any analysis runs, saying how many graphs fit."""
     import hansprobe.resources as resources
     from hansprobe.checkpoint import check_batch_memory
     from hansprobe.resources import forward_bytes
 
     d, _, model = llama
     vocab = tokenizer.get_vocab_size()
-    assert model.text_vocab == vocab > TASK.d_vocab == model.cfg.d_vocab
+    assert model.text_vocab == vocab > TASK.d_vocab == model.cfg.d_vocab == model.logit_vocab
     per_graph = forward_bytes(1, model.text_len, model.cfg.n_layers, model.cfg.d_model, model.cfg.d_mlp,
-                              model.cfg.n_heads, vocab)
+                              model.cfg.n_heads, TASK.d_vocab)
     monkeypatch.setattr(resources, "available_bytes", lambda device="cpu": 40 * per_graph)
     check_batch_memory(model, 40, "cpu")  # fits exactly
     with pytest.raises(resources.ResourceError, match=r"lower --batch-size \(about 40 fit\)"):
@@ -354,3 +354,38 @@ def test_the_report_refuses_a_batch_whose_forward_pass_would_not_fit(tokenizer, 
     assert not (tmp_path / "r").exists()
     code, _, err = run_cli(["eval", str(out), "-n", "50", "--batch-size", "1000", "--json"], capsys)  # every analysis command
     assert code == 2 and "lower --batch-size (about 40 fit)" in err, err
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "neox", "llama", "phi"])
+def test_decoding_from_transformers_cache_gives_the_whole_forwards_answers(tokenizer, kind, tmp_path):
+    """The LM head restricted to the task's tokens and the prompt's keys and values read from
+    transformers' cache (search and greedy decoding) give what whole forwards through the full head
+    give, on every architecture; a hooked model is not read from the cache (its hooks see whole passes)."""
+    from hansprobe.search import _Scorer
+    from hansprobe.text_model import _head_slot
+
+    hf = save_text_causal_lm(kind, tmp_path, tokenizer)
+    table = TextTokens.from_tokenizer(tokenizer, TASK).with_dummy(tokenizer)
+    model = causal_lm.text_format_model(hf, TASK, table, "cpu").eval()
+    objective, batch = get_objective("teacher-forcing"), TASK.generate(6, seed=7)
+    x = objective.inputs(batch)
+    with torch.no_grad():
+        full = hf(model.text_inputs(x)).logits[:, model.site[:x.shape[1]]][..., model.lut.clamp(min=0)]  # the whole head
+        got = model(x)
+    torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-5)
+    owner, name = _head_slot(model.bridge)
+    assert isinstance(owner._modules[name], torch.nn.Linear)  # the whole head is back after the pass
+
+    score = _Scorer(model, objective, batch)
+    assert score.kv is not None
+    rows = torch.arange(len(batch)).repeat_interleave(3)
+    chosen = torch.randint(0, TASK.n_nodes, (len(rows), TASK.target_len), generator=torch.Generator().manual_seed(0))
+    p = batch.prefix.shape[1]
+    for i in range(TASK.target_len):
+        whole = model(torch.cat([batch.prefix[rows], chosen[:, :i]], 1))[:, p - 1 + i].log_softmax(-1)
+        torch.testing.assert_close(score(rows, chosen, i), whole, rtol=1e-5, atol=1e-5)
+
+    cached = objective.decode(model, batch)
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda act, hook: act)]):
+        assert model.keys_values(batch.prefix) is None
+        assert torch.equal(objective.decode(model, batch), cached)
