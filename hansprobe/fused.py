@@ -206,7 +206,9 @@ def has_forward_hooks(model) -> bool:
     TransformerLens hook (`model.hooks(...)`, `add_hook`, `run_with_hooks`, `run_with_cache`) is a
     torch forward hook on a HookPoint, so this sees those too. Left out: the bridge's own wiring,
     pre-hooks that TransformerLens's blocks install on their LayerNorms after a hooked run and keep
-    (they pass the input to the HookPoints and change nothing unless one of those is hooked)."""
+    (they pass the input to the HookPoints and change nothing unless one of those is hooked), and
+    the output-capturing hooks transformers installs on its layers on a first cached run (they
+    record outputs, change none)."""
     from torch.nn.modules import module as _module
 
     if _module._global_forward_hooks or _module._global_forward_pre_hooks:
@@ -214,7 +216,7 @@ def has_forward_hooks(model) -> bool:
     for m in model.modules():
         hooks = [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]
         if hooks and (type(m).__name__ == "HookPoint" or any(
-                not getattr(h, "__module__", "").startswith("transformer_lens.") for h in hooks)):
+                not getattr(h, "__module__", "").startswith(("transformer_lens.", "transformers.")) for h in hooks)):
             return True
     return False
 

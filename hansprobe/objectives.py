@@ -258,7 +258,7 @@ class Objective:
         model that is right from the second token on converges in 2-3 passes instead of l. Through
         the fused forward the prompt (unchanged by every pass) is run once, and each pass runs only
         the l label positions from its keys and values (`FusedGPT.extend`; a text-format model's through
-transformers' cache, `TextFormatModel.extend`).
+        transformers' cache, `TextFormatModel.extend`).
         `forced`: the argmax predictions with the true prefix (B, L), when the caller has them."""
         if self.teacherless:
             return forced if forced is not None else self.forced_logits(model, batch).argmax(-1)

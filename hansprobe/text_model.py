@@ -117,6 +117,31 @@ def _attention_reads_cache(module):
             h.remove()
 
 
+def _pass_through(*args, **kwargs):
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@contextmanager
+def _blocks_skipped(module, first: int):
+    """Blocks before `first` hand their input on instead of computing: a bridge pass with
+    `start_at_layer=first` replaces their output by the residual it injects at block `first`, so
+    they are waste. A transformers 5 decoder layer returns the hidden states themselves, which is
+    what stands in for it; under an older transformers they run (the same logits, slower)."""
+    import transformers
+
+    skipped = []
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        for block in list(getattr(module, "blocks", ()))[:first]:
+            inner = block.original_component
+            inner.forward = _pass_through  # an instance attribute: nn.Module calls it in place of the class's
+            skipped.append(inner)
+    try:
+        yield
+    finally:
+        for inner in skipped:
+            del inner.forward
+
+
 class TextLayout(nn.Module):
     """The integer layout of a task written as a tokenizer's text: where each integer position sits in
     the text (`token_at`, `site`: `integer_to_text_sites`), the integer -> text token table (`lut`),
@@ -208,15 +233,32 @@ class TextFormatModel(TextLayout):
         finally:
             owner._modules[name] = full
 
-    def forward(self, tokens: Int[Tensor, "B T"], **kwargs) -> Float[Tensor, "B T V"]:
+    def forward(self, tokens: Int[Tensor, "B T"], start_at: tuple[int, Tensor] | None = None,
+                **kwargs) -> Float[Tensor, "B T V"]:
+        """Logits at the sites of `tokens`. `start_at` (layer, residual (B, Tt, d_model) entering that
+        block at every text position of `tokens`, from `resid_pre`): run from that block on, the blocks
+        before it skipped (the head ablations': those blocks are the same for every ablation after them)."""
         t = tokens.shape[1]
         prev, self._length = self._length, t  # the sites a hook on this pass is handed
         try:
             with self._task_head() as restricted:
-                logits = output_logits(self.bridge(self.text_inputs(tokens), **kwargs))
+                if start_at is None:
+                    logits = output_logits(self.bridge(self.text_inputs(tokens), **kwargs))
+                else:
+                    first, resid = start_at
+                    with _blocks_skipped(self.bridge, first):
+                        logits = output_logits(self.bridge(resid, start_at_layer=first, **kwargs))
         finally:
             self._length = prev
         return self._task_logits(logits[:, self.site[:t]], restricted)
+
+    def resid_pre(self, tokens: Int[Tensor, "B T"]) -> list[Float[Tensor, "B Tt d_model"]]:
+        """The residual entering each block at every text position of `tokens`, [n_layers]: where
+        `forward(..., start_at=(layer, residual))` starts."""
+        names = [f"blocks.{l}.hook_resid_pre" for l in range(self.cfg.n_layers)]
+        with self._task_head():
+            _, cache = self.bridge.run_with_cache(self.text_inputs(tokens), names_filter=lambda n: n in names)
+        return [cache[n] for n in names]
 
     def _task_logits(self, logits: Tensor, restricted: bool) -> Float[Tensor, "B T V"]:
         if not restricted:

@@ -26,10 +26,11 @@ from hansprobe.mechanics.follow import FOLLOW_MAJORITY, FollowResult, measure_fo
 from hansprobe.mechanics.patterns import REFERENCE_PATTERNS, PatternFn, query_positions
 from hansprobe.measurements.registry import AnalysisContext, AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
-from hansprobe.fused import FusedGPT, inference_view
+from hansprobe.fused import FusedGPT, has_forward_hooks, inference_view
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, autocast, inner_lookup_indices
 from hansprobe.tasks.base import Batch
+from hansprobe.text_model import TextFormatModel
 
 SCORE_THRESHOLD = 0.5  # "attends the edge span": mass >= this at the shortcut queries (uniform ~3/(q+1) ~ 0.1) ...
 UNIFORM_MULTIPLE = 3.0  # ... and >= this many times a uniform head's (a description, not a gate)
@@ -313,17 +314,22 @@ def _ablated_logits(model, objective: Objective, chunk: Batch, heads, mode: str,
     """Forced logits (b, L, V) with `heads` ablated. When nothing else is hooked on the model, the
     fused forward runs from the first ablated block on the clean residual entering it
     (`resid_pre(net)`, kept per chunk by the caller: the blocks before are unchanged by the
-    ablation), the last block at the label positions only; else the bridge with `hook_z` hooks
-    (docs/decisions.md 51)."""
+    ablation), the last block at the label positions only; a text-format model runs its bridge from
+    that block too (`TextFormatModel.forward`'s `start_at`), with `hook_z` hooks; else the bridge
+    with `hook_z` hooks (docs/decisions.md 51)."""
     if not heads:
         return objective.forced_logits(model, chunk)
     net = inference_view(model)
+    first = min(_by_layer(heads))
+    if isinstance(model, TextFormatModel) and not has_forward_hooks(model):  # from the first ablated block on
+        start = (first, resid_pre(model)[first])  # the clean residual, taken before the ablation's hooks go on
+        with model.hooks(fwd_hooks=_ablation_hooks(heads, mode, mean_z)), autocast(chunk.prefix.device):
+            return model(objective.inputs(chunk), start_at=start)[:, objective.label_slice(chunk)].float()
     if not isinstance(net, FusedGPT):
         with model.hooks(fwd_hooks=_ablation_hooks(heads, mode, mean_z)):
             return objective.forced_logits(model, chunk)
     by_layer = _by_layer(heads)
     replace = {l: (hs, None if mode == "zero" else mean_z[l]) for l, hs in by_layer.items()}
-    first = min(by_layer)
     with autocast(chunk.prefix.device):
         return net.run_from(first, resid_pre(net)[first], positions=objective.label_slice(chunk), replace_z=replace).float()
 

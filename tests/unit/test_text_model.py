@@ -389,3 +389,30 @@ def test_decoding_from_transformers_cache_gives_the_whole_forwards_answers(token
     with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda act, hook: act)]):
         assert model.keys_values(batch.prefix) is None
         assert torch.equal(objective.decode(model, batch), cached)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "neox", "llama", "phi"])
+def test_head_ablations_run_from_the_ablated_block_with_the_whole_forwards_logits(tokenizer, kind, tmp_path, monkeypatch):
+    """A text model's head ablations start from the first ablated block on the clean residual, the
+    blocks before it passed through, not computed; the logits are the whole hooked forward's."""
+    import hansprobe.text_model as text_model
+    from hansprobe.measurements.heads import _ablated_logits, _ablation_hooks
+
+    hf = save_text_causal_lm(kind, tmp_path, tokenizer)
+    table = TextTokens.from_tokenizer(tokenizer, TASK).with_dummy(tokenizer)
+    model = causal_lm.text_format_model(hf, TASK, table, "cpu").eval()
+    objective, batch = get_objective("teacher-forcing"), TASK.generate(6, seed=8)
+    cfg, t = model.cfg, objective.inputs(batch).shape[1]
+    g = torch.Generator().manual_seed(1)
+    mean_z = [torch.randn(t, cfg.n_heads, cfg.d_head, generator=g) for _ in range(cfg.n_layers)]
+    passed = []
+    monkeypatch.setattr(text_model, "_pass_through", lambda *a, **k: passed.append(1) or (a[0] if a else k["hidden_states"]))
+    with torch.no_grad():
+        for heads in ([(1, 0)], [(0, 1), (1, 1)]):
+            for mode in ("zero", "mean"):
+                got = _ablated_logits(model, objective, batch, heads, mode, mean_z, lambda net: net.resid_pre(objective.inputs(batch)))
+                with model.hooks(fwd_hooks=_ablation_hooks(heads, mode, mean_z)):
+                    want = objective.forced_logits(model, batch)
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+                assert not torch.allclose(got, objective.forced_logits(model, batch), atol=1e-4)  # the ablation bites
+    assert len(passed) == 2  # block 0, once per mode, where layer 1 alone is ablated
