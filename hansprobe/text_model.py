@@ -39,6 +39,7 @@ from hansprobe.errors import CheckpointError, ConfigError
 from hansprobe.fused import has_forward_hooks, output_logits
 from hansprobe.multitoken import extra_logits_loss
 from hansprobe.tasks.text_tokens import TextTokens
+from hansprobe.text_passes import Columns, attention_reads_cache, blocks_skipped, head_slot
 
 KEY_SIDE = ("hook_k", "hook_v", "hook_rot_k")  # activations of the attended-to token
 PATTERNS = ("hook_pattern", "hook_attn_scores")  # (B, H, query, key)
@@ -69,77 +70,6 @@ def _cfg_of(hf_config) -> SimpleNamespace:
     """The few `cfg` fields a trainer reads, for an unbridged transformers module (the training form)."""
     return SimpleNamespace(n_layers=hf_config.num_hidden_layers, n_heads=hf_config.num_attention_heads,
                            d_model=hf_config.hidden_size, attn_only=False)
-
-
-class _Columns(nn.Module):
-    """A linear LM head's rows `cols` only (the task's tokens, in the integer vocabulary's order)."""
-
-    def __init__(self, head: nn.Linear, cols: Tensor):
-        super().__init__()
-        self.head, self.cols = head, cols
-
-    def forward(self, x: Float[Tensor, "... d_model"], **kwargs) -> Float[Tensor, "... V"]:
-        bias = self.head.bias
-        return F.linear(x, self.head.weight[self.cols], None if bias is None else bias[self.cols])
-
-
-def _head_slot(module) -> tuple[nn.Module | None, str]:
-    """(owner, child name) of the linear LM head a forward calls: the bridge's unembedding's wrapped
-    module, or a transformers module's output embeddings; (None, "") where there is none to restrict."""
-    unembed = getattr(module, "unembed", None)
-    if isinstance(getattr(unembed, "original_component", None), nn.Linear):
-        return unembed, "_original_component"  # the bridge keeps it as this child (read by a property)
-    get = getattr(module, "get_output_embeddings", None)
-    head = get() if callable(get) else None
-    if isinstance(head, nn.Linear):
-        for name, child in module.named_children():
-            if child is head:
-                return module, name
-    return None, ""
-
-
-@contextmanager
-def _attention_reads_cache(module):
-    """Hand each bridged attention transformers' cache under the name TransformerLens reads: its
-    attention updates `past_key_values` (or `layer_past`), while a transformers 5 block passes it as
-    `cache`, which would leave the cache empty. Installed for a cached call only."""
-    def pre(_, args, kwargs):
-        if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
-            kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
-        return args, kwargs
-
-    blocks = getattr(module, "blocks", None) if hasattr(module, "adapter") else None
-    handles = [b.attn.register_forward_pre_hook(pre, with_kwargs=True) for b in (blocks or ()) if hasattr(b, "attn")]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _pass_through(*args, **kwargs):
-    return args[0] if args else kwargs["hidden_states"]
-
-
-@contextmanager
-def _blocks_skipped(module, first: int):
-    """Blocks before `first` hand their input on instead of computing: a bridge pass with
-    `start_at_layer=first` replaces their output by the residual it injects at block `first`, so
-    they are waste. A transformers 5 decoder layer returns the hidden states themselves, which is
-    what stands in for it; under an older transformers they run (the same logits, slower)."""
-    import transformers
-
-    skipped = []
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        for block in list(getattr(module, "blocks", ()))[:first]:
-            inner = block.original_component
-            inner.forward = _pass_through  # an instance attribute: nn.Module calls it in place of the class's
-            skipped.append(inner)
-    try:
-        yield
-    finally:
-        for inner in skipped:
-            del inner.forward
 
 
 class TextLayout(nn.Module):
@@ -214,7 +144,7 @@ class TextFormatModel(TextLayout):
     def logit_vocab(self) -> int:
         """Columns of the logits a pass computes: the task's tokens where the head is restricted
         (`_task_head`), else the whole tokenizer."""
-        return self.cfg.d_vocab if _head_slot(self.bridge)[0] is not None else self.text_vocab
+        return self.cfg.d_vocab if head_slot(self.bridge)[0] is not None else self.text_vocab
 
     @contextmanager
     def _task_head(self):
@@ -222,12 +152,12 @@ class TextFormatModel(TextLayout):
         a third of a 124M model's forward and most of its activation memory, and every analysis reads
         only the task's columns (`_cols`). The live weights are indexed on each call, so the logits are
         the full head's columns (to summation order) and gradients reach the weights."""
-        owner, name = _head_slot(self.bridge)
+        owner, name = head_slot(self.bridge)
         if owner is None:
             yield False
             return
         full = owner._modules[name]
-        owner._modules[name] = _Columns(full, self.lut.clamp(min=0))
+        owner._modules[name] = Columns(full, self.lut.clamp(min=0))
         try:
             yield True
         finally:
@@ -246,7 +176,7 @@ class TextFormatModel(TextLayout):
                     logits = output_logits(self.bridge(self.text_inputs(tokens), **kwargs))
                 else:
                     first, resid = start_at
-                    with _blocks_skipped(self.bridge, first):
+                    with blocks_skipped(self.bridge, first):
                         logits = output_logits(self.bridge(resid, start_at_layer=first, **kwargs))
         finally:
             self._length = prev
@@ -276,7 +206,7 @@ class TextFormatModel(TextLayout):
         hf = self.bridge.original_model if bridged else self.bridge
         # transformers 5 names the cache `cache` (`past_key_values` before, deprecated since)
         name = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
-        with self._task_head() as restricted, _attention_reads_cache(self.bridge):
+        with self._task_head() as restricted, attention_reads_cache(self.bridge):
             if bridged:
                 logits, cache = self.bridge(text, **{name: past}, use_cache=True, return_type="logits_and_cache")
             else:

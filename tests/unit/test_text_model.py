@@ -362,7 +362,7 @@ def test_decoding_from_transformers_cache_gives_the_whole_forwards_answers(token
     transformers' cache (search and greedy decoding) give what whole forwards through the full head
     give, on every architecture; a hooked model is not read from the cache (its hooks see whole passes)."""
     from hansprobe.search import _Scorer
-    from hansprobe.text_model import _head_slot
+    from hansprobe.text_passes import head_slot
 
     hf = save_text_causal_lm(kind, tmp_path, tokenizer)
     table = TextTokens.from_tokenizer(tokenizer, TASK).with_dummy(tokenizer)
@@ -373,7 +373,7 @@ def test_decoding_from_transformers_cache_gives_the_whole_forwards_answers(token
         full = hf(model.text_inputs(x)).logits[:, model.site[:x.shape[1]]][..., model.lut.clamp(min=0)]  # the whole head
         got = model(x)
     torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-5)
-    owner, name = _head_slot(model.bridge)
+    owner, name = head_slot(model.bridge)
     assert isinstance(owner._modules[name], torch.nn.Linear)  # the whole head is back after the pass
 
     score = _Scorer(model, objective, batch)
@@ -395,7 +395,7 @@ def test_decoding_from_transformers_cache_gives_the_whole_forwards_answers(token
 def test_head_ablations_run_from_the_ablated_block_with_the_whole_forwards_logits(tokenizer, kind, tmp_path, monkeypatch):
     """A text model's head ablations start from the first ablated block on the clean residual, the
     blocks before it passed through, not computed; the logits are the whole hooked forward's."""
-    import hansprobe.text_model as text_model
+    import hansprobe.text_passes as text_passes
     from hansprobe.measurements.heads import _ablated_logits, _ablation_hooks
 
     hf = save_text_causal_lm(kind, tmp_path, tokenizer)
@@ -406,7 +406,7 @@ def test_head_ablations_run_from_the_ablated_block_with_the_whole_forwards_logit
     g = torch.Generator().manual_seed(1)
     mean_z = [torch.randn(t, cfg.n_heads, cfg.d_head, generator=g) for _ in range(cfg.n_layers)]
     passed = []
-    monkeypatch.setattr(text_model, "_pass_through", lambda *a, **k: passed.append(1) or (a[0] if a else k["hidden_states"]))
+    monkeypatch.setattr(text_passes, "_pass_through", lambda *a, **k: passed.append(1) or (a[0] if a else k["hidden_states"]))
     with torch.no_grad():
         for heads in ([(1, 0)], [(0, 1), (1, 1)]):
             for mode in ("zero", "mean"):
