@@ -13,6 +13,7 @@ heads that attend the edge span are ablated too and reported (docs/analyses.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TypedDict
 from functools import partial
@@ -28,6 +29,7 @@ from hansprobe.measurements.registry import AnalysisContext, AnalysisSpec, regis
 from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, has_forward_hooks, inference_view
 from hansprobe.options import CommandOption
+from hansprobe.progress import progress_bar
 from hansprobe.objectives import Objective, autocast, inner_lookup_indices
 from hansprobe.tasks.base import Batch
 from hansprobe.text_model import TextFormatModel
@@ -515,8 +517,15 @@ def measure_heads(model, objective: Objective, batch: Batch, *, batch_size: int 
     selection, held_out = ablation[:half], ablation[half:]  # the search chooses on one half; every reported drop is the other's
     resid_cache: dict = {}  # the clean residuals of the two halves, shared by all their ablations
     ablate = _Ablations(model, objective, held_out, batch_size, mean_z, resid_cache, forced, seed)
-    single = {(l, h): ablate("head", f"L{l}H{h}", [(l, h)]) for l in range(n_layers) for h in range(n_heads)}
-    layers = {l: ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)]) for l in range(n_layers)}
+    single, layers = {}, {}
+    with closing(progress_bar(n_layers * (n_heads + 1), "head ablations", progress or False, unit="ablation")) as bar:
+        for l in range(n_layers):
+            for h in range(n_heads):
+                single[(l, h)] = ablate("head", f"L{l}H{h}", [(l, h)])
+                bar.update(1)
+        for l in range(n_layers):
+            layers[l] = ablate("layer", f"layer {l}", [(l, h) for h in range(n_heads)])
+            bar.update(1)
     mechanism = _find_mechanism(model, objective, selection, ablate, batch_size, mean_z, resid_cache, forced, controls, seed)
     if len(mechanism["heads"]) > 1:
         ablate("group", "search: " + "+".join(f"L{l}H{h}" for l, h in mechanism["heads"]),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from scipy import stats
 
+from hansprobe.mechanics.forward import chunks
 from hansprobe.mechanics.results import Result
 from hansprobe.measurements.goal_dependence import FAMILY_ALPHA
 from hansprobe.mechanics.results import ci_text
@@ -98,10 +99,10 @@ def strategies(d: int) -> list[dict]:
 
 @torch.no_grad()
 def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy: bool = True,
-               batch_size: int = 1000) -> dict[str, torch.Tensor]:
+               batch_size: int = 1000, progress: bool | str = False) -> dict[str, torch.Tensor]:
     """strategy name -> (B, L) chosen answers, or (B, k, L) for pass@k's tries, in label order, on CPU
     (greedy decoding too unless `greedy` is False); at most ROWS_PER_GRAPH x `batch_size` rows at once
-    (one graph's rows at least)."""
+    (one graph's rows at least). `progress`: per chunk of graphs (progress.progress_bar)."""
     device = next(model.parameters()).device
     todo = [s for s in strategies(int(batch.candidates.shape[1])) if greedy or s["family"] != "greedy"]
     n = max(max(VOTES), max(BEST_OF), max(PASS_AT))
@@ -111,7 +112,7 @@ def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy:
                           generator=torch.Generator().manual_seed(int(seed)))
     out: dict[str, list] = {}
     per_chunk, start = max(1, ROWS_PER_GRAPH * batch_size // per_graph), 0
-    for chunk in batch.split(per_chunk):
+    for chunk in chunks(batch, per_chunk, "search", progress):
         u, start = uniforms[start:start + len(chunk)], start + len(chunk)
         chunk = chunk.to(device)
         drawn = dict(zip(TEMPERATURES, sample(model, objective, chunk, n, TEMPERATURES, u)))
@@ -132,11 +133,12 @@ def decode_all(model, objective: Objective, batch: Batch, seed: int = 0, greedy:
 
 
 def measure_inference(model, objective: Objective, batch: Batch, *, seed: int = 0,
-                      greedy_ok: torch.Tensor | None = None, batch_size: int = 1000) -> InferenceResult:
+                      greedy_ok: torch.Tensor | None = None, batch_size: int = 1000,
+                      progress: bool | str = False) -> InferenceResult:
     """Every strategy's decision accuracy and exact match on `batch`, against the uniform guesser.
     greedy_ok: per graph and label, whether greedy decoding is right (B, L) bool, when the caller has
     decoded `batch` already (the report's shared pass). batch_size: graphs per forward pass (decode_all)."""
-    answers = decode_all(model, objective, batch, seed, greedy=greedy_ok is None, batch_size=batch_size)
+    answers = decode_all(model, objective, batch, seed, greedy=greedy_ok is None, batch_size=batch_size, progress=progress)
     labels = objective.labels(batch).cpu()  # (B, L)
     k_dec = objective.decision_index(labels.shape[1])
     if greedy_ok is not None:
@@ -175,7 +177,7 @@ register_analysis(AnalysisSpec(
     name="inference", title="Inference-time search", order=22, skip=_skip,
     measure=lambda ctx: measure_inference(ctx.model, ctx.objective, ctx.mechanism_batch, seed=ctx.seed,
                                           greedy_ok=ctx.correctness()[1][:len(ctx.mechanism_batch)],
-                                          batch_size=ctx.batch_size),
+                                          batch_size=ctx.batch_size, progress=ctx.progress),
     captions={
         "pass_at_k": "Share of graphs where at least one of k samples (T = 1) has the right decision (and is the true "
                      "path), beside a guesser uniform over the d candidates with k tries. Look for: a model whose "

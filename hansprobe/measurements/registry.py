@@ -39,7 +39,7 @@ class AnalysisContext:
     untrained_model: Callable[[], Any] | None = None
     witness: Path | None = None  # a capacity witness checkpoint (hansprobe/measurements/witness.py), or None
     options: dict = field(default_factory=dict)  # the running analysis's own options (AnalysisSpec.options)
-    progress: bool | str = False  # a bar / "lines" for one analysis run from the CLI; the report shows its own
+    progress: bool | str = False  # a bar / "lines" for one analysis run from the CLI; inside the report, a heartbeat or a bar (report/run.py)
     cache: dict = field(default_factory=dict)  # shared by every copy of this context (run_analysis copies it)
 
     def forced_logprobs(self):

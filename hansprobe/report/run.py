@@ -86,6 +86,7 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     check_batch_memory(ck.model, settings.batch_size, settings.device)
     obj = ck.objective
     ctx = analysis_context(ck, _graphs(settings, ck.task, settings.n_graphs), settings)
+    ctx.progress = _inner_progress(progress)
     batch, mech, pairs = ctx.batch, ctx.mechanism_batch, ctx.pairs
     analyses, figures = run_analyses(ctx, progress=progress, label=shown(path.name))
 
@@ -103,6 +104,15 @@ def measure_checkpoint(path: str | Path, settings: ReportSettings = ReportSettin
     return CheckpointReport(name=shown(path.name), path=shown(path), config={k: v for k, v in cfg.items() if k != "metrics"},
                             provenance=provenance, training_curve=curve, verdicts=verdicts, analyses=analyses,
                             notes=notes, figures=figures)
+
+
+def _inner_progress(bar) -> bool | str:
+    """What an analysis inside the report shows of its own loops: under the report's plain lines a
+    heartbeat (a line at most every progress.HEARTBEAT_S seconds: a long analysis is not silent),
+    under its bar at a terminal a bar of its own that goes when done, else nothing."""
+    if isinstance(bar, _progress.LineProgress):
+        return "heartbeat"
+    return bool(bar is not None and not getattr(bar, "disable", True))
 
 
 def run_analyses(ctx, names=None, progress=None, label: str = "", figures: bool = True) -> tuple[dict, dict]:
