@@ -574,8 +574,10 @@ def _find_mechanism(model, objective, selection: Batch, ablate: _Ablations, batc
     held-out graphs (`ablate.held_out`)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     sel_base = forced(model, objective, selection, batch_size)
-    sel_singles = {(l, h): forced(model, objective, selection, batch_size, [(l, h)], "mean", mean_z, resid_cache)
-                   for l in range(n_layers) for h in range(n_heads)}
+    # the search's first step reads these; below DROP_THRESHOLD it has nothing to break and takes no step
+    sel_singles = {} if sel_base["shortcut_accuracy"] < DROP_THRESHOLD else {
+        (l, h): forced(model, objective, selection, batch_size, [(l, h)], "mean", mean_z, resid_cache)
+        for l in range(n_layers) for h in range(n_heads)}
     mechanism = _search(model, objective, selection, batch_size, mean_z, sel_base, sel_singles, n_layers, n_heads,
                         resid_cache, controls, seed)
     base, held_out = ablate.base, ablate.held_out
