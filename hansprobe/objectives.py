@@ -17,7 +17,6 @@ from torch import Tensor
 
 from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, inference_view, logits_at, output_logits
-from hansprobe.text_model import TextFormatModel
 from hansprobe.tasks.base import Batch
 
 FILLS = ("truth", "dummy", "mixed")  # what the answer slots of the training input hold
@@ -271,8 +270,8 @@ class Objective:
         net = inference_view(model)
         with autocast(batch.prefix.device):
             kv = None
-            if isinstance(net, (FusedGPT, TextFormatModel)) and len(active):  # the prompt's keys and values once; each pass runs the l label positions
-                kv = net.keys_values(batch.prefix[active, :sl.start])  # None: a text model that fills no cache
+            if hasattr(net, "keys_values") and len(active):  # the prompt's keys and values once; each pass runs the l label positions
+                kv = net.keys_values(batch.prefix[active, :sl.start])  # None: a text model that fills no cache or is hooked
                 row = torch.zeros(len(pred), dtype=torch.long, device=pred.device)
                 row[active] = torch.arange(len(active), device=pred.device)  # a graph's row in kv
             for _ in range(pred.shape[1] if len(active) else 0):  # at most l passes; usually 2-3

@@ -19,7 +19,6 @@ from torch import Tensor
 from hansprobe.fused import FusedGPT, inference_view, logits_at
 from hansprobe.objectives import Objective, autocast
 from hansprobe.tasks.base import Batch
-from hansprobe.text_model import TextFormatModel
 
 
 class _Scorer:
@@ -33,7 +32,7 @@ class _Scorer:
         with autocast(batch.prefix.device):
             if objective.teacherless:  # the input does not hold the answer: every position from one pass
                 self.all_at_once = objective.forced_logits(model, batch).log_softmax(-1)  # (B, L, V)
-            elif isinstance(self.net, (FusedGPT, TextFormatModel)):  # None where a text model fills no cache
+            elif hasattr(self.net, "keys_values"):  # FusedGPT, TextFormatModel (None where it fills no cache or is hooked)
                 self.kv = self.net.keys_values(batch.prefix[:, :self.p - 1])  # the prompt but its last token
 
     @torch.no_grad()
