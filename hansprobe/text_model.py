@@ -130,16 +130,6 @@ class TextFormatModel(TextLayout):
         self.cfg.d_vocab = task.d_vocab
         self._length = None  # the integer length of the call in flight (the hooks' sites)
 
-    def _cols(self, logits: Float[Tensor, "B T Vt"]) -> Float[Tensor, "B T V"]:
-        """Text logits restricted to the task's tokens, in the integer vocabulary's order; a `$` the
-        tokenizer lacks gets a logit far below every other (never the argmax, ~0 probability, finite)."""
-        cols = self.lut.clamp(min=0)
-        out = logits[..., cols]
-        if self.table.dummy is None:
-            out = out.clone()
-            out[..., self.task.dummy] = logits.amin(-1) - 1e4
-        return out
-
     @property
     def logit_vocab(self) -> int:
         """Columns of the logits a pass computes: the task's tokens where the head is restricted
@@ -150,7 +140,7 @@ class TextFormatModel(TextLayout):
     def _task_head(self):
         """The LM head restricted to the task's tokens for one pass: a 50,257-token tokenizer's head is
         a third of a 124M model's forward and most of its activation memory, and every analysis reads
-        only the task's columns (`_cols`). The live weights are indexed on each call, so the logits are
+        only the task's columns (`_task_logits`). The live weights are indexed on each call, so the logits are
         the full head's columns (to summation order) and gradients reach the weights."""
         owner, name = head_slot(self.bridge)
         if owner is None:
@@ -191,10 +181,14 @@ class TextFormatModel(TextLayout):
         return [cache[n] for n in names]
 
     def _task_logits(self, logits: Tensor, restricted: bool) -> Float[Tensor, "B T V"]:
+        """Logits over the task's tokens, in the integer vocabulary's order (`restricted`: the pass
+        computed only those columns, else they are taken from the whole tokenizer's); a `$` the
+        tokenizer lacks gets a logit far below every other (never the argmax, ~0 probability, finite)."""
         if not restricted:
-            return self._cols(logits)
-        if self.table.dummy is None:  # as `_cols`: a `$` the tokenizer lacks, never the argmax
+            logits = logits[..., self.lut.clamp(min=0)]  # a copy
+        elif self.table.dummy is None:
             logits = logits.clone()
+        if self.table.dummy is None:
             logits[..., self.task.dummy] = logits.amin(-1) - 1e4
         return logits
 
