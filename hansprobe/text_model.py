@@ -128,7 +128,8 @@ class TextFormatModel(TextLayout):
         self.cfg = copy.copy(bridge.cfg) if hasattr(bridge, "cfg") else _cfg_of(bridge.config)
         self.text_vocab = int(getattr(self.cfg, "d_vocab", None) or bridge.config.vocab_size)  # the tokenizer's, what the logits span
         self.cfg.d_vocab = task.d_vocab
-        self._length = None  # the integer length of the call in flight (the hooks' sites)
+        self._window = None  # (first, end, held) of the call in flight: its hooks see integer positions
+        # first..end-1, at their sites less the `held` text positions a cache holds (`_sites`)
 
     @property
     def logit_vocab(self) -> int:
@@ -159,7 +160,7 @@ class TextFormatModel(TextLayout):
         block at every text position of `tokens`, from `resid_pre`): run from that block on, the blocks
         before it skipped (the head ablations': those blocks are the same for every ablation after them)."""
         t = tokens.shape[1]
-        prev, self._length = self._length, t  # the sites a hook on this pass is handed
+        prev, self._window = self._window, (0, t, 0)  # the sites a hook on this pass is handed
         try:
             with self._task_head() as restricted:
                 if start_at is None:
@@ -169,7 +170,7 @@ class TextFormatModel(TextLayout):
                     with blocks_skipped(self.bridge, first):
                         logits = output_logits(self.bridge(resid, start_at_layer=first, **kwargs))
         finally:
-            self._length = prev
+            self._window = prev
         return self._task_logits(logits[:, self.site[:t]], restricted)
 
     def resid_pre(self, tokens: Int[Tensor, "B T"]) -> list[Float[Tensor, "B Tt d_model"]]:
@@ -210,11 +211,12 @@ class TextFormatModel(TextLayout):
 
     def keys_values(self, tokens: Int[Tensor, "B T0"]) -> list[tuple[Tensor, Tensor]] | None:
         """Each layer's attention keys and values, ((B, h, Tt0, dh), (B, h, Tt0, dh)), over the text
-        of the integer input `tokens` (up to the site of its last position): what `extend` continues
-        from, so that decoding runs the prompt once per graph (search.py), as the fused forward does.
-        None where something is hooked on the model (so that the hooks see whole passes at the sites)
-        or it filled no cache: its caller then runs whole forwards."""
-        if has_forward_hooks(self):
+        of the integer input `tokens` (up to the site of its last position, so just before the text of
+        the next integer position's token): what `extend` and `forward_after` continue from, so that
+        decoding runs the prompt once per graph (search.py), as the fused forward does. None where
+        something is hooked on the model (so that the hooks see whole passes at the sites), it filled
+        no cache, or `tokens` is empty: its caller then runs whole forwards."""
+        if has_forward_hooks(self) or tokens.shape[1] == 0:
             return None
         _, cache = self._run(self.text_inputs(tokens))
         kv = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in getattr(cache, "layers", ())]
@@ -236,15 +238,46 @@ class TextFormatModel(TextLayout):
         logits, _ = self._run(text, DynamicCache(ddp_cache_data=kv))
         return logits[:, self.site[start:start + new] - held]  # (B, new, V)
 
+    def forward_after(self, kv: list[tuple[Tensor, Tensor]] | None, tokens: Int[Tensor, "B T"],
+                      fwd_hooks=()) -> Float[Tensor, "B new V"]:
+        """The logits of the whole forward of `tokens` under `fwd_hooks`, at the integer positions past
+        those whose text `kv` holds (`keys_values(tokens[:, :j])`: positions j.., `new` = T - j; None:
+        all), run on that text alone: exact when the hooks change nothing before position j, as a
+        causal model's earlier positions read nothing later (activation patching from the first
+        patched position, decisions.md 72). The hooks see (B, new, ...) at those positions' sites,
+        so they may read any activation but keys, values and attention patterns."""
+        from transformers import DynamicCache
+
+        for name, _ in fwd_hooks:
+            if not isinstance(name, str) or name.endswith(KEY_SIDE + PATTERNS):
+                raise ConfigError(f"forward_after hooks read activations at the sites; {name!r} is not one")
+        held = 0 if kv is None else kv[0][0].shape[2]  # text positions in the cache
+        t = tokens.shape[1]
+        first = int((self.site[:t] < held).sum())  # integer positions whose text it holds
+        text = self.text_inputs(tokens)[:, held:]
+        prev, self._window = self._window, (first, t, held)
+        try:
+            with self.hooks(fwd_hooks):
+                logits, _ = self._run(text, None if kv is None else DynamicCache(ddp_cache_data=kv))
+        finally:
+            self._window = prev
+        return logits[:, self.site[first:t] - held]  # (B, new, V)
+
     # -- hooks at the integer sites -----------------------------------------------------------------
-    def _gather(self, name: str, act: Tensor, t: int) -> Tensor:
-        site, token = self.site[:t], self.token_at[:t]
+    def _sites(self) -> tuple[Tensor, Tensor]:
+        """(site, token_at) of the integer positions the call in flight hands its hooks, as positions
+        of the text it runs."""
+        first, end, held = self._window or (0, len(self.site), 0)  # no call of ours in flight: the whole task's
+        return self.site[first:end] - held, self.token_at[first:end] - held
+
+    def _gather(self, name: str, act: Tensor) -> Tensor:
+        site, token = self._sites()
         if name.endswith(PATTERNS):
             return act[:, :, site][:, :, :, token]
         return act[:, token if name.endswith(KEY_SIDE) else site]
 
-    def _scatter(self, name: str, act: Tensor, new: Tensor, t: int) -> Tensor:
-        site, token = self.site[:t], self.token_at[:t]
+    def _scatter(self, name: str, act: Tensor, new: Tensor) -> Tensor:
+        site, token = self._sites()
         act = act.clone()
         if name.endswith(PATTERNS):
             act[:, :, site[:, None], token[None, :]] = new.to(act.dtype)
@@ -257,9 +290,8 @@ class TextFormatModel(TextLayout):
             raise ConfigError("a text-format model takes hooks by name (e.g. 'blocks.0.attn.hook_pattern')")
 
         def hook(act, hook):
-            t = self._length
-            out = fn(self._gather(name, act, t), hook=hook)
-            return act if out is None else self._scatter(name, act, out, t)
+            out = fn(self._gather(name, act), hook=hook)
+            return act if out is None else self._scatter(name, act, out)
 
         return hook
 
@@ -281,13 +313,13 @@ class TextFormatModel(TextLayout):
         from transformer_lens import ActivationCache
 
         t = tokens.shape[1]
-        prev, self._length = self._length, t
+        prev, self._window = self._window, (0, t, 0)
         try:
             with self._task_head() as restricted:
                 logits, cache = self.bridge.run_with_cache(self.text_inputs(tokens), names_filter=names_filter, **kwargs)
+            acts = {name: self._gather(name, act) for name, act in cache.items()}
         finally:
-            self._length = prev
-        acts = {name: self._gather(name, act, t) for name, act in cache.items()}
+            self._window = prev
         return self._task_logits(output_logits(logits)[:, self.site[:t]], restricted), ActivationCache(acts, self)
 
     def checkpoint_tensors(self) -> dict[str, Tensor]:

@@ -12,6 +12,7 @@ drawing noise: an indecipherable model has no decision to restore.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -22,7 +23,8 @@ from hansprobe.mechanics.results import Result, fmt_ci, mean_ci, t_ci, wilson_ci
 from hansprobe.mechanics.follow import swap_node
 from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
-from hansprobe.fused import FusedGPT, inference_view, logits_at
+from hansprobe.fused import FusedGPT, has_forward_hooks, inference_view, logits_at
+from hansprobe.measurements.patching_suffix import suffix_sweeps
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch, TokenNames, other_arm, prompt_positions
@@ -244,9 +246,11 @@ DIRECTIONS = {"sufficiency": ("sufficiency",), "necessity": ("necessity",), "bot
 
 @torch.no_grad()
 def measure_patching(model, objective: Objective, batch: Batch, *, sweeps=("resid",), directions=("sufficiency",),
-                     seed: int = 0, progress: bool = False) -> PatchingResultSummary:
+                     seed: int = 0, batch_size: int = 1000, progress: bool | str = False) -> PatchingResultSummary:
     """`sufficiency`: clean activations patched into the corrupted run (does this component carry the
-    answer?); `necessity`: corrupted activations patched into the clean run (is it needed?)."""
+    answer?); `necessity`: corrupted activations patched into the clean run (is it needed?).
+    `batch_size` bounds the pairs a pass holds where the passes are chunked (the gap, and every pass
+    of a text-format model, `patching_suffix`)."""
     from transformer_lens import patching as tlp
 
     for s in sweeps:
@@ -256,7 +260,7 @@ def measure_patching(model, objective: Objective, batch: Batch, *, sweeps=("resi
         if d not in ("sufficiency", "necessity"):
             raise ConfigError(f"unknown direction {d!r}; use sufficiency, necessity or both")
     with _library_bars(tlp, progress is True):  # its own tqdm bars: at a terminal only
-        return _measure(tlp, model, objective, batch, sweeps, directions, seed)
+        return _measure(tlp, model, objective, batch, sweeps, directions, seed, batch_size, progress)
 
 
 @contextmanager
@@ -271,7 +275,7 @@ def _library_bars(module, show: bool):
         module.tqdm = original
 
 
-def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> PatchingResultSummary:
+def _measure(tlp, model, objective, batch, sweeps, directions, seed, batch_size, progress) -> PatchingResultSummary:
     device = next(model.parameters()).device
     clean, corrupted = goal_swap_pairs(batch, seed)
     k = metric_index(objective, clean, corrupted)
@@ -280,9 +284,10 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
     clean_x, corr_x = objective.inputs(clean).to(device), objective.inputs(corrupted).to(device)
     # The gap first, from plain passes (fused unless hooked; the metric reads position pos only); the
     # activation caches are built only where there is a gap to restore.
-    clean_logits, corr_logits = (logits_at(model, x, slice(0, pos + 1)) for x in (clean_x, corr_x))
+    clean_logits, corr_logits = (torch.cat([logits_at(model, c[:, :pos + 1], slice(pos, pos + 1))
+                                            for c in x.split(batch_size)]) for x in (clean_x, corr_x))  # (B, 1, V)
     ld = _logit_diff_metric(pos, good, bad)
-    ld_clean, ld_corr = ld(clean_logits).cpu().numpy(), ld(corr_logits).cpu().numpy()
+    ld_clean, ld_corr = (_logit_diff_metric(0, good, bad)(lg).cpu().numpy() for lg in (clean_logits, corr_logits))
     gap_vals = ld_clean - ld_corr
     gap_lo, gap_hi = t_ci(gap_vals)
     gap = float(gap_vals.mean())
@@ -296,7 +301,16 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
         gap_ci=(float(gap_lo), float(gap_hi)), abs_gap=float(np.abs(gap_vals).mean()), abs_gap_ci=(abs_lo, abs_hi),
         measurable=measurable, position_labels=labels, gap_min=bar,
     )
-    if measurable:
+    if measurable and _runs_after_prefix(model):  # a text-format model: chunked passes from the first patched position
+        runs = {"sufficiency": (corr_x, clean_x), "necessity": (clean_x, corr_x)}
+        metrics = {"logit_diff": lambda last, rows, own: _logit_diff_metric(0, good[rows], bad[rows])(last[:, None]),
+                   "kl": lambda last, rows, own: _kl_metric(0, own.log_softmax(-1))(last[:, None])}
+        wanted = [s for s in sweeps if not (s == "mlp" and model.cfg.attn_only)]
+        results = suffix_sweeps(tlp, model, {d: runs[d] for d in directions}, wanted, pos, metrics, batch_size, progress)
+        values = {"sufficiency": (ld_clean.mean(), ld_corr.mean()), "necessity": (ld_corr.mean(), ld_clean.mean())}
+        for (direction, s), res in results.items():
+            _store(out, direction, s, _normalised(res, *values[direction], seed))
+    elif measurable:
         clean_logits, clean_cache = model.run_with_cache(clean_x)
         corr_logits, corr_cache = model.run_with_cache(corr_x)
         ld_clean, ld_corr = ld(clean_logits).cpu().numpy(), ld(corr_logits).cpu().numpy()  # the sweeps' own baselines
@@ -309,22 +323,35 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed) -> Patching
             for s in sweeps:
                 if s == "heads":
                     res = tlp.get_act_patch_attn_head_out_all_pos(model, tokens, cache, metrics, reduce="none", baseline=True)
-                    out.heads[direction] = _normalised(res, to_val, from_val, seed)
                 elif s == "mlp" and model.cfg.attn_only:
                     continue
                 else:
                     fn = tlp.get_act_patch_attn_head_out_by_pos if s == "heads-by-pos" else fns[s]
                     res = _by_position_sweep(tlp, fn, model, tokens, cache, own_cache, metrics, PER_POSITION[s], pos)
-                    norm = _normalised(res, to_val, from_val, seed)
-                    if s == "heads-by-pos":
-                        out.heads_by_pos[direction] = norm
-                    else:
-                        out.sweeps.setdefault(s, {})[direction] = norm
+                _store(out, direction, s, _normalised(res, to_val, from_val, seed))
+    if measurable:
         out.top = _top_components(out)
     if (objective.teacher_forced and batch.target.shape[1] >= 3 and batch.candidates.shape[1] >= 2
             and batch.arms is not None and batch.task.lookup_indices):  # swaps r_(i-1) for another arm's node
-        out.shortcut = shortcut_patching(model, objective, batch, seed).to_dict()
+        out.shortcut = shortcut_patching(model, objective, batch, seed, batch_size).to_dict()
     return out
+
+
+def _store(out: PatchingResultSummary, direction: str, sweep: str, norm: PatchSweep) -> None:
+    """A normalised sweep into the summary's field for its kind."""
+    if sweep == "heads":
+        out.heads[direction] = norm
+    elif sweep == "heads-by-pos":
+        out.heads_by_pos[direction] = norm
+    else:
+        out.sweeps.setdefault(sweep, {})[direction] = norm
+
+
+def _runs_after_prefix(model) -> bool:
+    """Whether patched passes can continue from the run's own keys and values (`forward_after`, a
+    text-format model) rather than run whole: not where a hook of the caller's sits on the model,
+    which must see whole passes."""
+    return hasattr(model, "forward_after") and not has_forward_hooks(model)
 
 
 def _top_components(res: PatchingResultSummary, n: int = 5) -> list[TopComponent]:
@@ -342,7 +369,8 @@ def _top_components(res: PatchingResultSummary, n: int = 5) -> list[TopComponent
 
 
 @torch.no_grad()
-def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) -> ShortcutPatchingResult:
+def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0,
+                      batch_size: int = 1000) -> ShortcutPatchingResult:
     """For label indices i >= 2: patch the residual stream at r_(i-1)'s position, layer by layer, from
     a run where r_(i-1) was replaced by a node w of another arm; the share predicting w's successor
     is the causal form of the follow rate (layer 0 = swapping the embedding)."""
@@ -356,13 +384,18 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
     net = inference_view(model)
     # Fused (nothing hooked on the model): only position p+i-1 differs between the patched run and the
     # clean one, from the patched block on, so it runs alone on the clean keys and values of the
-    # positions before it (decision 52); else the bridge with a hook, a whole pass per layer.
+    # positions before it (decision 52); a text-format model likewise from that position's text on,
+    # in chunks (decision 72); else the bridge with a hook, a whole pass per layer.
     kv = net.keys_values(x[:, :p + max(indices) - 1]) if isinstance(net, FusedGPT) else None
     move, move_ci = {}, {}
     for i in indices:
         pos = p + i - 1
         w, succ = swap_node(objective, batch, arm, i)
-        if kv is not None:
+        if _runs_after_prefix(model):
+            predicted = [torch.cat(col) for col in zip(*(
+                _swap_patched_predictions(model, xc, wc.to(device), pos) for xc, wc in zip(x.split(batch_size),
+                                                                                        w.split(batch_size))))]
+        elif kv is not None:
             swapped_resid = []  # the swapped run's residual entering each block at pos, (B, 1, d_model)
             net.extend(kv, w[:, None].to(device), start=pos, keep_resid=swapped_resid)
             predicted = [net.extend(kv, start=pos, resid=swapped_resid[layer], first=layer)[:, 0].argmax(-1).cpu()
@@ -389,11 +422,33 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0) 
              "position from the swapped run; the last index can copy the goal from the prompt")
 
 
+def _swap_patched_predictions(model, x, w, pos: int) -> list[torch.Tensor]:
+    """Per layer, the argmax at `pos` of `x` (b, T) with the residual entering that layer at `pos`
+    taken from the run where the token there is `w` (b,): both runs continue from the keys and
+    values of the positions before `pos`, which they share (`forward_after`)."""
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
+    kv = model.keys_values(x[:, :pos])
+    swapped = x[:, :pos + 1].clone()
+    swapped[:, pos] = w
+    kept = {}
+
+    def keep(act, hook, n):
+        kept[n] = act[:, -1].clone()
+
+    def put(act, hook, n):
+        act = act.clone()
+        act[:, -1] = kept[n]
+        return act
+
+    model.forward_after(kv, swapped, [(n, partial(keep, n=n)) for n in names])
+    return [model.forward_after(kv, x[:, :pos + 1], [(n, partial(put, n=n))])[:, -1].argmax(-1).cpu() for n in names]
+
+
 register_analysis(AnalysisSpec(
     name="patching", title="Activation patching", order=50,
     measure=lambda ctx: measure_patching(ctx.model, ctx.objective, ctx.pairs, sweeps=tuple(ctx.options["sweep"]),
                                          directions=DIRECTIONS[ctx.options["direction"]], seed=ctx.seed,
-                                         progress=ctx.progress),
+                                         batch_size=ctx.batch_size, progress=ctx.progress),
     command="patch", command_help="activation patching on goal-swap pairs (transformer_lens.patching) and shortcut patching",
     options=(CommandOption("--sweep", "what to patch (repeatable)", default=("resid", "heads"), repeat=True,
                            choices=("resid", "attn", "mlp", "heads", "heads-by-pos")),

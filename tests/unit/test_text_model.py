@@ -416,3 +416,47 @@ def test_head_ablations_run_from_the_ablated_block_with_the_whole_forwards_logit
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
                 assert not torch.allclose(got, objective.forced_logits(model, batch), atol=1e-4)  # the ablation bites
     assert len(passed) == 2  # block 0, once per mode, where layer 1 alone is ablated
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "neox", "llama", "phi"])
+def test_patching_runs_from_the_first_patched_position_with_the_librarys_answers(tokenizer, kind, tmp_path, monkeypatch):
+    """A text model's activation patching (every sweep, both directions, and shortcut patching) runs
+    in chunks, each patched pass over the text from the first position a patch changes, and gives
+    what `transformer_lens.patching`'s whole passes give."""
+    import numpy as np
+
+    import hansprobe.measurements.patching as patching
+
+    hf = save_text_causal_lm(kind, tmp_path, tokenizer)
+    table = TextTokens.from_tokenizer(tokenizer, TASK).with_dummy(tokenizer)
+    model = causal_lm.text_format_model(hf, TASK, table, "cpu").eval()
+    objective, batch = get_objective("teacher-forcing"), TASK.generate(12, seed=3)
+    monkeypatch.setattr(patching, "GAP_MIN", -1.0)  # a random model's goal-swap gap is small: run the sweeps anyway
+    kw = dict(sweeps=patching.SWEEPS, directions=("sufficiency", "necessity"))
+    patched = []  # text positions each pass from a held prefix ran
+    run = model._run
+
+    def counted(text, past=None):
+        if past is not None:
+            patched.append(text.shape[1])
+        return run(text, past)
+
+    monkeypatch.setattr(model, "_run", counted)
+    fast = patching.measure_patching(model, objective, batch, batch_size=5, **kw)  # 3 chunks, the last short
+    assert len(patched) > 100 and max(patched) <= 8 < model.text_len  # a few positions past the shared prefix
+    with monkeypatch.context() as m:
+        m.setattr(patching, "_runs_after_prefix", lambda model: False)
+        whole = patching.measure_patching(model, objective, batch, **kw)
+    assert fast.measurable and fast.shortcut and fast.heads_by_pos
+
+    def values(res):  # every normalised value and KL, by where it sits
+        out = {f"heads {d} {k}": r[k] for d, r in res.heads.items() for k in ("normalized", "kl")}
+        out.update({f"heads-by-pos {d} {k}": r[k] for d, r in res.heads_by_pos.items() for k in ("normalized", "kl")})
+        out.update({f"{s} {d} {k}": r[k] for s, by in res.sweeps.items() for d, r in by.items() for k in ("normalized", "kl")})
+        return {**out, **{f"shortcut {i}": v for i, v in res.shortcut["move_rate"].items()}}
+
+    got, want = values(fast), values(whole)
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_allclose(np.array(got[key], float), np.array(want[key], float), atol=1e-4, err_msg=key)
+    assert [t["component"] for t in fast.top] == [t["component"] for t in whole.top]
