@@ -29,6 +29,7 @@ class _Scorer:
         self.p = batch.prefix.shape[1]
         self.net = inference_view(model)
         self.all_at_once, self.kv = None, None
+        self._grown = None  # a text model's last step: (i, its rows' keys (N, 1+i), their keys and values)
         with autocast(batch.prefix.device):
             if objective.teacherless:  # the input does not hold the answer: every position from one pass
                 self.all_at_once = objective.forced_logits(model, batch).log_softmax(-1)  # (B, L, V)
@@ -76,10 +77,36 @@ class _Scorer:
                     kv = [(k[shared], v[shared]) for k, v in self.kv]
                 logits = self.net.extend(kv, x[:, self.p - 1:])[:, -1]
             elif self.kv is not None:  # a text model: transformers' cache holds one row per row
-                logits = self.net.extend([(k[rows], v[rows]) for k, v in self.kv], x[:, self.p - 1:])[:, -1]
+                logits = self._grow(rows, chosen, x, i)
             else:
                 logits = logits_at(self.model, x, slice(self.p - 1 + i, self.p + i))[:, 0]
         return logits.float().log_softmax(-1)  # (N, V)
+
+
+    def _grow(self, rows: Tensor, chosen: Tensor, x: Tensor, i: int) -> Tensor:
+        """A text model's logits at label i: each row continues from its prefix's keys and values of
+        the step before (the answer so far, one label and its comma more) where this scorer ran that
+        step, else from the prompt's; the keys and values grown are kept for the next step."""
+        key = torch.cat([rows[:, None], chosen], 1)  # (N, 1+i): the graph and its labels so far
+        parent = None
+        if i > 0 and self._grown is not None and self._grown[0] == i - 1:
+            parent = _rows_of(self._grown[1], key[:, :i])
+        if parent is None:
+            kv, new = [(k[rows], v[rows]) for k, v in self.kv], x[:, self.p - 1:]
+        else:
+            kv, new = [(k[parent], v[parent]) for k, v in self._grown[2]], x[:, -1:]
+        logits, grown = self.net.extend(kv, new, keep=True)
+        self._grown = None if grown is None else (i, key, grown)
+        return logits[:, -1]
+
+
+def _rows_of(table: Tensor, keys: Tensor) -> Tensor | None:
+    """For each row of `keys` (N, K), the index of an equal row of `table` (M, K); None if one has none."""
+    _, inverse = torch.unique(torch.cat([table, keys]), dim=0, return_inverse=True)
+    where = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.long, device=keys.device)
+    where[inverse[:len(table)]] = torch.arange(len(table), device=keys.device)
+    found = where[inverse[len(table):]]
+    return None if bool((found < 0).any()) else found
 
 
 @dataclass

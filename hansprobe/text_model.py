@@ -219,15 +219,21 @@ class TextFormatModel(TextLayout):
         if has_forward_hooks(self) or tokens.shape[1] == 0:
             return None
         _, cache = self._run(self.text_inputs(tokens))
+        return self._layers(cache)
+
+    def _layers(self, cache) -> list[tuple[Tensor, Tensor]] | None:
+        """Each layer's (keys, values) in transformers' cache; None where it holds none."""
         kv = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in getattr(cache, "layers", ())]
         if len(kv) != self.cfg.n_layers or any(k is None or v is None for k, v in kv):
             return None
         return kv
 
-    def extend(self, kv: list[tuple[Tensor, Tensor]], tokens: Int[Tensor, "B new"]) -> Float[Tensor, "B new V"]:
+    def extend(self, kv: list[tuple[Tensor, Tensor]], tokens: Int[Tensor, "B new"], keep: bool = False):
         """The logits at the integer positions of `tokens` when they follow those whose text `kv`
         holds (`keys_values`, one row per row of `tokens`): the whole forward's at those positions,
-        since a causal model's positions read only earlier keys and values."""
+        since a causal model's positions read only earlier keys and values, (B, new, V). `keep`:
+        (logits, the keys and values grown by the text of `tokens`), what the next step continues
+        from (search.py's samples and beams, one answer token at a time)."""
         from transformers import DynamicCache
 
         held = kv[0][0].shape[2]  # text positions in the cache
@@ -235,8 +241,9 @@ class TextFormatModel(TextLayout):
         n, new = tokens.shape
         # the text after the cache depends only on the tokens after it: zeros stand in for the rest
         text = self.text_inputs(torch.cat([tokens.new_zeros(n, start), tokens], 1))[:, held:]
-        logits, _ = self._run(text, DynamicCache(ddp_cache_data=kv))
-        return logits[:, self.site[start:start + new] - held]  # (B, new, V)
+        logits, cache = self._run(text, DynamicCache(ddp_cache_data=kv))
+        logits = logits[:, self.site[start:start + new] - held]  # (B, new, V)
+        return (logits, self._layers(cache)) if keep else logits
 
     def forward_after(self, kv: list[tuple[Tensor, Tensor]] | None, tokens: Int[Tensor, "B T"],
                       fwd_hooks=()) -> Float[Tensor, "B new V"]:

@@ -1,6 +1,7 @@
 """A GPT-2-small-shaped text-format model (124M parameters: 12 layers, d_model 768, 12 heads, GPT-2's
 50,257-token vocabulary; random weights, seeded) through the whole report on CPU: wall time and peak
-memory at each --batch-size asked, to show that memory is bounded by the batch and not by -n.
+memory at each -n and --batch-size asked; the same peak at two -n for one --batch-size shows that
+memory is bounded by the batch and not by -n.
 
 The model is built with transformers, saved with `save_pretrained` beside a byte-level BPE trained on
 the task's text (labels are single tokens, as under GPT-2's own tokenizer; its ids sit inside the
@@ -8,7 +9,8 @@ model's vocabulary), imported with `hansprobe import --format hf`, and reported 
 whose peak resident memory is read from the OS (getrusage of the child). Every analysis runs through
 the hooked bridge (the fused forward knows only hansprobe's own layout).
 
-    python tests/benchmarks/bench_scale.py                       # -n 500, --batch-size 50 and 200
+    python tests/benchmarks/bench_scale.py                       # -n 500 --batch-size 50 (about an hour on 2 threads)
+    python tests/benchmarks/bench_scale.py -n 50 500             # the memory bound: the same batch, ten times the graphs
     python tests/benchmarks/bench_scale.py -n 50 --mechanism-graphs 50 --patch-pairs 20 --batch-size 25
 """
 import argparse
@@ -57,8 +59,8 @@ def child_run(cmd: list[str], env: dict, peak_file: Path) -> tuple[float, float,
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=500)
-    ap.add_argument("--batch-size", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("-n", type=int, nargs="+", default=[500])
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[50])
     ap.add_argument("--mechanism-graphs", type=int, default=None, help="the report's default unless given")
     ap.add_argument("--patch-pairs", type=int, default=None, help="the report's default unless given")
     ap.add_argument("--threads", type=int, default=2)
@@ -76,17 +78,18 @@ def main():
         if rc:
             sys.exit(f"import failed (exit {rc}; its message is above)")
         print(f"{n_params / 1e6:.1f}M parameters; import {wall:.0f} s, peak {peak:.2f} GiB", flush=True)
-        for b in args.batch_size:
-            out = Path(tmp) / f"report-b{b}"
-            wall, peak, rc = child_run(["report", str(ckpt), "-n", str(args.n), "--batch-size", str(b), *extra,
-                                        "--device", args.device, "--out", str(out)], env, Path(tmp) / f"peak-b{b}")
-            if rc:
-                print(f"report --batch-size {b}: failed (exit {rc}; its message is above)", flush=True)
-                continue
-            doc = json.loads((out / "report.json").read_text())
-            answers = {k: v["answer"] for k, v in doc["checkpoints"][0]["verdicts"].items()}
-            print(f"report -n {args.n} --batch-size {b} {' '.join(extra)} ({args.device}, {args.threads} threads): {wall:.0f} s, "
-                  f"peak {peak:.2f} GiB; answers {answers}", flush=True)
+        for n in args.n:
+            for b in args.batch_size:
+                out = Path(tmp) / f"report-n{n}-b{b}"
+                wall, peak, rc = child_run(["report", str(ckpt), "-n", str(n), "--batch-size", str(b), *extra,
+                                            "--device", args.device, "--out", str(out)], env, Path(tmp) / f"peak-n{n}-b{b}")
+                if rc:
+                    print(f"report -n {n} --batch-size {b}: failed (exit {rc}; its message is above)", flush=True)
+                    continue
+                doc = json.loads((out / "report.json").read_text())
+                answers = {k: v["answer"] for k, v in doc["checkpoints"][0]["verdicts"].items()}
+                print(f"report -n {n} --batch-size {b} {' '.join(extra)} ({args.device}, {args.threads} threads): "
+                      f"{wall:.0f} s, peak {peak:.2f} GiB; answers {answers}", flush=True)
 
 
 if __name__ == "__main__":

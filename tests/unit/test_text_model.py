@@ -391,6 +391,32 @@ def test_decoding_from_transformers_cache_gives_the_whole_forwards_answers(token
         assert torch.equal(objective.decode(model, batch), cached)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_samples_and_beams_grow_each_answer_from_the_step_before(tokenizer, kind, tmp_path, monkeypatch):
+    """Search on a text model runs one answer token (and its comma) per step from the keys and values
+    of the row's prefix at the step before, and draws the samples and beams whole forwards draw."""
+    from hansprobe.search import beam_search, sample
+
+    hf = save_text_causal_lm(kind, tmp_path, tokenizer)
+    table = TextTokens.from_tokenizer(tokenizer, TASK).with_dummy(tokenizer)
+    model = causal_lm.text_format_model(hf, TASK, table, "cpu").eval()
+    objective, batch = get_objective("teacher-forcing"), TASK.generate(5, seed=9)
+    uniforms = torch.rand(len(batch), 2 * 6, TASK.target_len, generator=torch.Generator().manual_seed(2))
+    texts = []  # text positions each cached step ran
+    extend = model.extend
+    monkeypatch.setattr(model, "extend", lambda kv, tokens, keep=False: texts.append(tokens.shape[1]) or extend(kv, tokens, keep))
+    with torch.no_grad():
+        grown = [beam_search(model, objective, batch, w) for w in (2, 3)], sample(model, objective, batch, 6, (0.7, 1.0), uniforms)
+        assert texts == [1] * 3 * TASK.target_len  # every step one answer token (the first: `=`), not the answer so far
+        monkeypatch.setattr(model, "keys_values", lambda tokens: None)  # whole forwards
+        whole = [beam_search(model, objective, batch, w) for w in (2, 3)], sample(model, objective, batch, 6, (0.7, 1.0), uniforms)
+    for g, w in zip(grown[0], whole[0]):
+        assert torch.equal(g, w)
+    for g, w in zip(grown[1], whole[1]):
+        assert torch.equal(g.tokens, w.tokens)
+        torch.testing.assert_close(g.loglik, w.loglik, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["gpt2", "neox", "llama", "phi"])
 def test_head_ablations_run_from_the_ablated_block_with_the_whole_forwards_logits(tokenizer, kind, tmp_path, monkeypatch):
     """A text model's head ablations start from the first ablated block on the clean residual, the
