@@ -24,13 +24,13 @@ from hansprobe.mechanics.follow import swap_node
 from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, has_forward_hooks, inference_view, logits_at
-from hansprobe.measurements.patching_suffix import suffix_sweeps
+from hansprobe.measurements.patching_suffix import SWEEP_ACTIVATION, suffix_sweeps
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch, TokenNames, other_arm, prompt_positions
 
 SWEEPS = ("resid", "attn", "mlp", "heads", "heads-by-pos")
-PER_POSITION = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "heads-by-pos": "z"}  # sweep -> activation
+PER_POSITION = {s: a for s, a in SWEEP_ACTIVATION.items() if s != "heads"}  # the per-position sweeps' activations
 GAP_MIN = 0.1  # nats: the mean |clean - corrupted| logit difference must lie above this (CI) to be restorable
 
 

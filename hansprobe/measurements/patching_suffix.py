@@ -16,7 +16,8 @@ import torch
 
 from hansprobe.mechanics.forward import chunks
 
-PER_POSITION = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "heads-by-pos": "z", "heads": "z"}
+# sweep -> the activation it patches (per position, or for "heads" a head's output at every position)
+SWEEP_ACTIVATION = {"resid": "resid_pre", "attn": "attn_out", "mlp": "mlp_out", "heads-by-pos": "z", "heads": "z"}
 
 
 def _hook(sweep: str, cell: list[int], source: torch.Tensor, first: int):
@@ -41,7 +42,7 @@ def suffix_sweeps(tlp, model, runs: dict, sweeps, pos: int, metrics: dict, batch
     (tokens patched into, tokens patched from), each (B, T); `metrics` maps a name to
     fn(logits at `pos` (b, V), the chunk's rows of the batch, the unpatched run's logits there (b, V))
     -> (b,). Cells whose patch changes nothing get the unpatched run's values, as in the library."""
-    names = {s: [tlp.utils.get_act_name(PER_POSITION[s], layer) for layer in range(model.cfg.n_layers)] for s in sweeps}
+    names = {s: [tlp.utils.get_act_name(SWEEP_ACTIVATION[s], layer) for layer in range(model.cfg.n_layers)] for s in sweeps}
     wanted = {n for ns in names.values() for n in ns}
     b_all, t_all = next(iter(runs.values()))[0].shape
     values, baseline = {}, {d: torch.empty(len(metrics), b_all) for d in runs}
