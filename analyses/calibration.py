@@ -42,11 +42,24 @@ def _parse(argv):
     p.add_argument("--search-draws", type=int, default=None,
                    help="draws per constructed model for inference-time search (default 100; --quick 10)")
     p.add_argument("--only", choices=("constructed", "checkpoints", "search"), default=None)
+    p.add_argument("--checkpoint", action="append", default=None, metavar="NAME",
+                   help="measure only this shipped checkpoint (its name in checkpoints/expected_answers.json, e.g. "
+                        "controls/pathstar-d2-l5-n50-untrained; repeatable): implies --only checkpoints, and the "
+                        "other rows of --out-json are kept")
     p.add_argument("--out-json", default=str(ROOT / "hansprobe" / "error_rates.json"))
     p.add_argument("--out-md", default=str(ROOT / "docs" / "calibration.md"))
     p.add_argument("--render", metavar="JSON", default=None,
                    help="measure nothing: write --out-md again from a JSON this script wrote")
     a = p.parse_args(argv)
+    if a.checkpoint:
+        if a.only not in (None, "checkpoints"):
+            p.error(f"--checkpoint measures shipped checkpoints; it does not go with --only {a.only}")
+        a.only = "checkpoints"
+        known = json.loads((ROOT / "checkpoints" / "expected_answers.json").read_text())["expected"]
+        unknown = [n for n in a.checkpoint if n not in known]
+        if unknown:
+            p.error(f"no shipped checkpoint named {', '.join(unknown)}; the names are those of "
+                    "checkpoints/expected_answers.json")
     for name, full, quick in (("draws", 500, 40), ("checkpoint_draws", 20, 4), ("report_draws", 5, 1),
                               ("search_draws", 100, 10)):
         if getattr(a, name) is None:  # an explicit count wins over --quick's
@@ -60,10 +73,10 @@ def _parse(argv):
     return a
 
 
-def shipped(quick: bool) -> list[tuple[Path, dict]]:
+def shipped(quick: bool, only: list[str] | None = None) -> list[tuple[Path, dict]]:
     table = json.loads((ROOT / "checkpoints" / "expected_answers.json").read_text())["expected"]
-    names = list(table)
-    if quick:
+    names = only or list(table)
+    if quick and not only:
         names = ["pathstar-d2-l5-n50-teacher-forcing", "controls/pathstar-d2-l3-n50-teacher-forcing",
                  "controls/pathstar-d2-l5-n50-untrained"]
     return [(ROOT / "checkpoints" / n, table[n]) for n in names if (ROOT / "checkpoints" / n / "config.json").is_file()]
@@ -121,7 +134,7 @@ def main(argv=None) -> int:
         cost["search"] = time.perf_counter() - t0
     if a.only in (None, "checkpoints"):
         t0 = time.perf_counter()
-        for path, expected in shipped(a.quick):
+        for path, expected in shipped(a.quick, a.checkpoint):
             t1 = time.perf_counter()
             rows += checkpoint_rates(path, expected, a.ns, a.checkpoint_draws, REPORT_QUESTIONS, a.report_draws, a.seed,
                                      ReportSettings(), progress)
@@ -132,11 +145,21 @@ def main(argv=None) -> int:
     if a.only and Path(a.out_json).is_file():  # one part measured again: the other parts' rows and cost are kept
         old = json.loads(Path(a.out_json).read_text())
         source = PARTS[a.only]
-        rows = [AnswerRates(**r) for r in old["rows"] if r["source"] != source] + rows
+        measured = {Path(n).name for n in a.checkpoint or ()}  # rows name a checkpoint by its directory's name
+        ours = (lambda r: r["source"] == source and r["model"] in measured) if a.checkpoint else \
+            (lambda r: r["source"] == source)
+        rows = [AnswerRates(**r) for r in old["rows"] if not ours(r)] + rows
         # a checkpoint's cost is keyed by its name; the other parts by their own
-        mine = (lambda k: k not in ("constructed", "search")) if a.only == "checkpoints" else (lambda k: k == a.only)
+        if a.checkpoint:
+            mine = lambda k: k in a.checkpoint or k == "checkpoints"  # noqa: E731
+        elif a.only == "checkpoints":
+            mine = lambda k: k not in ("constructed", "search")  # noqa: E731
+        else:
+            mine = lambda k: k == a.only  # noqa: E731
         kept = {k: v for k, v in old["meta"]["seconds"].items() if k != "total" and not mine(k)}
         cost = {**kept, **cost}
+        if a.checkpoint:  # the part's cost: every checkpoint's, kept and measured
+            cost["checkpoints"] = sum(v for k, v in cost.items() if k not in ("constructed", "search", "checkpoints"))
         earlier = old["meta"].get("commands") or [old["meta"]["command"]]
     cost["total"] = cost.get("constructed", 0) + cost.get("checkpoints", 0) + cost.get("search", 0)
     meta = {"date": date.today().isoformat(), "seed": a.seed, "ns": list(a.ns), "draws": a.draws,

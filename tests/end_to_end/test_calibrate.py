@@ -125,3 +125,32 @@ def test_a_reduced_calibration_holds_the_family_wise_goal_on_the_nulls(tmp_path)
     out_md.unlink()
     assert subprocess.run([*script, "--render", str(out_json), "--out-md", str(out_md)]).returncode == 0
     assert out_md.read_text() == md
+
+
+def test_one_checkpoint_measured_again_keeps_every_other_row(tmp_path):
+    """analyses/calibration.py --checkpoint NAME replaces that checkpoint's rows and cost only: the
+    other checkpoints', the constructed models' and the search rows stay as they were."""
+    import importlib.util
+
+    name = "controls/pathstar-d2-l5-n50-untrained"
+    if not (ROOT / "checkpoints" / name / "config.json").is_file():
+        pytest.skip(f"checkpoints/{name} is not in this checkout")
+    spec = importlib.util.spec_from_file_location("calibration_script", ROOT / "analyses" / "calibration.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out_json, out_md = tmp_path / "rates.json", tmp_path / "rates.md"
+    shipped = json.loads((ROOT / "hansprobe" / "error_rates.json").read_text())
+    out_json.write_text(json.dumps(shipped))
+    assert script.main(["--checkpoint", name, "--checkpoint-draws", "1", "--report-draws", "0", "--ns", "50",
+                        "--out-json", str(out_json), "--out-md", str(out_md)]) == 0
+    after = json.loads(out_json.read_text())
+    mine = lambda r: r["source"] == "checkpoint" and r["model"] == "pathstar-d2-l5-n50-untrained"  # noqa: E731
+    assert [r for r in after["rows"] if not mine(r)] == [r for r in shipped["rows"] if not mine(r)]
+    new = [r for r in after["rows"] if mine(r)]
+    assert new and all(r["draws"] == 1 and r["n_graphs"] == 50 for r in new)
+    seconds = after["meta"]["seconds"]
+    assert seconds[name] != shipped["meta"]["seconds"][name] and seconds["constructed"] == shipped["meta"]["seconds"]["constructed"]
+    assert seconds["pathstar-d2-l5-n50-reverse"] == shipped["meta"]["seconds"]["pathstar-d2-l5-n50-reverse"]
+    assert after["meta"]["commands"][:-1] == shipped["meta"]["commands"]
+    with pytest.raises(SystemExit):
+        script.main(["--checkpoint", "no-such-checkpoint", "--out-json", str(out_json), "--out-md", str(out_md)])
