@@ -5,7 +5,8 @@ only the goal token and the answer differ. Metric: logit(clean answer) - logit(c
 at the first label index where the two answers differ (the decision token under forward targets),
 normalised (patched - corrupted) / (clean - corrupted) on the batch means; KL(clean || patched) as a
 second metric. Sweeps use `transformer_lens.patching` with per-example values (`PatchingResult`,
-bootstrap intervals). Where the clean-corrupted gap is too small to measure — the mean |gap| per
+bootstrap intervals); a text-format model's run the same cells from a held prefix, in chunks
+(patching_suffix.py, decision 72), into the same `PatchingResult`. Where the clean-corrupted gap is too small to measure — the mean |gap| per
 pair, so that a sign-inconsistent use of the goal still counts — the analysis says so instead of
 drawing noise: an indecipherable model has no decision to restore.
 """
