@@ -9,6 +9,7 @@ checkpoints/controls/ (the verdict matrix's text-format failure and planner):
 
     python analyses/train_text_format_controls.py --work runs/text-controls   # every entry of CONTROLS; ~2 h on one core
     python analyses/train_text_format_controls.py --work runs/text-controls --only neox-l3-teacher-forcing --seed 1
+    python analyses/train_text_format_controls.py --work runs/text-controls --only llama-l5-untrained   # no step: the null
 
 The answer is scored as Next-Token-Failures' finetune.py scores it: cross-entropy on every target
 token, the commas between answer nodes included; reverse reverses the target's node order;
@@ -37,6 +38,9 @@ CONTROLS = {
     "llama-l3-teacher-forcing": ("llama", "teacher-forcing", 3, 20, 3000, 2),  # learned r1 by step 750; not shipped
     "neox-l3-decision-only": ("neox", "decision-only", 3, 20, 3000, 2),  # r1 at chance to step 2,250; not shipped
     "neox-l3-teacher-forcing-4layers": ("neox", "teacher-forcing", 3, 20, 1500, 4),  # shipped: the text-format planner
+    # shipped: the failure's Llama at its initialisation (seed 0), no step taken: a text model that
+    # ignores the goal and has no lookup, the null the text-format answers are calibrated on
+    "llama-l5-untrained": ("llama", "teacher-forcing", 5, 20, 0, 2),
 }
 
 DECISION_ONLY = [0, 2]  # the target's tokens s , r1 , ...: the start and the decision
@@ -85,13 +89,13 @@ def encode(tok, lines: list[str], reverse: bool) -> tuple[torch.Tensor, int]:
 
 def train(name: str, work: Path, steps: int | None, batch: int, lr: float, seed: int) -> Path:
     kind, objective, path_len, nodes, default_steps, layers = CONTROLS[name]
-    steps = steps or default_steps
+    steps = default_steps if steps is None else steps
     tok = train_tokenizer(path_len, nodes)
     torch.manual_seed(seed)
     model = new_model(kind, tok.get_vocab_size(), layers).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (
-        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / max(steps, 1))))))
     held, p = encode(tok, lines_of(500, 10_000, path_len, nodes), objective == "reverse")
     print(f"{name}: {steps} steps of G({DEGREE},{path_len}) on {nodes} nodes as text ({held.shape[1]} tokens), "
           f"{kind}, {objective}; a line every 250 steps", file=sys.stderr, flush=True)
@@ -138,8 +142,9 @@ def main():
     torch.set_num_threads(1)
     for name in [args.only] if args.only else CONTROLS:
         src = train(name, args.work, args.steps, args.batch_size, args.lr, args.seed)
-        arch, objective, path_len, nodes, _, layers = CONTROLS[name]
-        dest = args.checkpoints / (f"text-pathstar-d{DEGREE}-l{path_len}-n{nodes}-{arch}-{objective}"
+        arch, objective, path_len, nodes, default_steps, layers = CONTROLS[name]
+        dest = args.checkpoints / (f"text-pathstar-d{DEGREE}-l{path_len}-n{nodes}-{arch}-"
+                                   + ("untrained" if default_steps == 0 else objective)
                                    + (f"-{layers}layers" if layers != 2 else ""))
         cmd = [sys.executable, "-m", "hansprobe", "import", str(src), "--format", "hf", "--degree", str(DEGREE),
                "--path-len", str(path_len), "--nodes", str(nodes), "--objective", objective, "--out", str(dest),
