@@ -151,13 +151,13 @@ def card(path: Path, n: int, seed: int) -> list[str]:
     cfg, task, obj = ck.config, ck.task, ck.objective
     tr = cfg["train"]
     imp = cfg.get("imported_from")
-    if imp:  # trained elsewhere: what the import checked, and where the training is described
+    if imp:  # made elsewhere: what the import checked, and where its making is described
         arch = cfg["model"].get("hf_config", {}).get("model_type", imp["format"])
         commas = imp.get("comma_accuracy")
-        trained = (f"a {arch} model trained elsewhere and imported (`--format {imp['format']}`: logits within "
+        trained = (f"a {arch} model made outside hansprobe and imported (`--format {imp['format']}`: logits within "
                    f"{imp['max_logit_diff']:.1e} of {imp['parity_reference']}"
                    + (f"; the commas between answer nodes predicted in {commas:.3f} of cases" if commas is not None else "")
-                   + "; how it was trained: docs/controls.md)")
+                   + "; how it was made: docs/controls.md)")
     elif tr:
         trained = (f"trained {cfg['step']} steps of {tr['batch_size']} fresh graphs, lr {tr['lr']}, warmup "
                    f"{tr['warmup_steps']}, seed {cfg['seed']}")
