@@ -82,7 +82,6 @@ class _Scorer:
                 logits = logits_at(self.model, x, slice(self.p - 1 + i, self.p + i))[:, 0]
         return logits.float().log_softmax(-1)  # (N, V)
 
-
     def _grow(self, rows: Tensor, chosen: Tensor, x: Tensor, i: int) -> Tensor:
         """A text model's logits at label i: each row continues from its prefix's keys and values of
         the step before (the answer so far, one label and its comma more) where this scorer ran that

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import torch
@@ -234,25 +234,19 @@ class TextFormatModel(TextLayout):
         since a causal model's positions read only earlier keys and values, (B, new, V). `keep`:
         (logits, the keys and values grown by the text of `tokens`), what the next step continues
         from (search.py's samples and beams, one answer token at a time)."""
-        from transformers import DynamicCache
-
-        held = kv[0][0].shape[2]  # text positions in the cache
-        start = int((self.site < held).sum())  # integer positions whose text it holds
-        n, new = tokens.shape
+        start = int((self.site < kv[0][0].shape[2]).sum())  # integer positions whose text the cache holds
         # the text after the cache depends only on the tokens after it: zeros stand in for the rest
-        text = self.text_inputs(torch.cat([tokens.new_zeros(n, start), tokens], 1))[:, held:]
-        logits, cache = self._run(text, DynamicCache(ddp_cache_data=kv))
-        logits = logits[:, self.site[start:start + new] - held]  # (B, new, V)
-        return (logits, self._layers(cache)) if keep else logits
+        return self.forward_after(kv, torch.cat([tokens.new_zeros(len(tokens), start), tokens], 1), keep=keep)
 
     def forward_after(self, kv: list[tuple[Tensor, Tensor]] | None, tokens: Int[Tensor, "B T"],
-                      fwd_hooks=()) -> Float[Tensor, "B new V"]:
+                      fwd_hooks=(), keep: bool = False):
         """The logits of the whole forward of `tokens` under `fwd_hooks`, at the integer positions past
         those whose text `kv` holds (`keys_values(tokens[:, :j])`: positions j.., `new` = T - j; None:
         all), run on that text alone: exact when the hooks change nothing before position j, as a
         causal model's earlier positions read nothing later (activation patching from the first
-        patched position, decisions.md 72). The hooks see (B, new, ...) at those positions' sites,
-        so they may read any activation but keys, values and attention patterns."""
+        patched position, decisions.md 72), (B, new, V); with `keep`, also the keys and values grown.
+        The hooks see (B, new, ...) at those positions' sites, so they may read any activation but
+        keys, values and attention patterns."""
         from transformers import DynamicCache
 
         for name, _ in fwd_hooks:
@@ -264,11 +258,12 @@ class TextFormatModel(TextLayout):
         text = self.text_inputs(tokens)[:, held:]
         prev, self._window = self._window, (first, t, held)
         try:
-            with self.hooks(fwd_hooks):
-                logits, _ = self._run(text, None if kv is None else DynamicCache(ddp_cache_data=kv))
+            with self.hooks(fwd_hooks) if fwd_hooks else nullcontext():
+                logits, cache = self._run(text, None if kv is None else DynamicCache(ddp_cache_data=kv))
         finally:
             self._window = prev
-        return logits[:, self.site[first:t] - held]  # (B, new, V)
+        logits = logits[:, self.site[first:t] - held]  # (B, new, V)
+        return (logits, self._layers(cache)) if keep else logits
 
     # -- hooks at the integer sites -----------------------------------------------------------------
     def _sites(self) -> tuple[Tensor, Tensor]:
