@@ -13,7 +13,6 @@ drawing noise: an indecipherable model has no decision to restore.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -25,7 +24,7 @@ from hansprobe.mechanics.follow import swap_node
 from hansprobe.measurements.registry import AnalysisSpec, register_analysis
 from hansprobe.errors import ConfigError
 from hansprobe.fused import FusedGPT, has_forward_hooks, inference_view, logits_at
-from hansprobe.measurements.patching_suffix import SWEEP_ACTIVATION, suffix_sweeps
+from hansprobe.measurements.patching_suffix import SWEEP_ACTIVATION, suffix_sweeps, swap_patched_predictions
 from hansprobe.options import CommandOption
 from hansprobe.objectives import Objective, successor_indices
 from hansprobe.tasks.base import Batch, TokenNames, other_arm, prompt_positions
@@ -302,12 +301,12 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed, batch_size,
         gap_ci=(float(gap_lo), float(gap_hi)), abs_gap=float(np.abs(gap_vals).mean()), abs_gap_ci=(abs_lo, abs_hi),
         measurable=measurable, position_labels=labels, gap_min=bar,
     )
+    sweeps = [s for s in sweeps if not (s == "mlp" and model.cfg.attn_only)]  # an attention-only model has no MLP
     if measurable and _runs_after_prefix(model):  # a text-format model: chunked passes from the first patched position
         runs = {"sufficiency": (corr_x, clean_x), "necessity": (clean_x, corr_x)}
         metrics = {"logit_diff": lambda last, rows, own: _logit_diff_metric(0, good[rows], bad[rows])(last[:, None]),
                    "kl": lambda last, rows, own: _kl_metric(0, own.log_softmax(-1))(last[:, None])}
-        wanted = [s for s in sweeps if not (s == "mlp" and model.cfg.attn_only)]
-        results = suffix_sweeps(tlp, model, {d: runs[d] for d in directions}, wanted, pos, metrics, batch_size, progress)
+        results = suffix_sweeps(tlp, model, {d: runs[d] for d in directions}, sweeps, pos, metrics, batch_size, progress)
         values = {"sufficiency": (ld_clean.mean(), ld_corr.mean()), "necessity": (ld_corr.mean(), ld_clean.mean())}
         for (direction, s), res in results.items():
             _store(out, direction, s, _normalised(res, *values[direction], seed))
@@ -324,8 +323,6 @@ def _measure(tlp, model, objective, batch, sweeps, directions, seed, batch_size,
             for s in sweeps:
                 if s == "heads":
                     res = tlp.get_act_patch_attn_head_out_all_pos(model, tokens, cache, metrics, reduce="none", baseline=True)
-                elif s == "mlp" and model.cfg.attn_only:
-                    continue
                 else:
                     fn = tlp.get_act_patch_attn_head_out_by_pos if s == "heads-by-pos" else fns[s]
                     res = _by_position_sweep(tlp, fn, model, tokens, cache, own_cache, metrics, PER_POSITION[s], pos)
@@ -394,7 +391,7 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0,
         w, succ = swap_node(objective, batch, arm, i)
         if _runs_after_prefix(model):
             predicted = [torch.cat(col) for col in zip(*(
-                _swap_patched_predictions(model, xc, wc.to(device), pos) for xc, wc in zip(x.split(batch_size),
+                swap_patched_predictions(model, xc, wc.to(device), pos) for xc, wc in zip(x.split(batch_size),
                                                                                         w.split(batch_size))))]
         elif kv is not None:
             swapped_resid = []  # the swapped run's residual entering each block at pos, (B, 1, d_model)
@@ -421,28 +418,6 @@ def shortcut_patching(model, objective: Objective, batch: Batch, seed: int = 0,
         move_rate=move, move_rate_ci=move_ci,
         note="share of predictions equal to the swapped-in node's successor after patching resid_pre at r_(i-1)'s "
              "position from the swapped run; the last index can copy the goal from the prompt")
-
-
-def _swap_patched_predictions(model, x, w, pos: int) -> list[torch.Tensor]:
-    """Per layer, the argmax at `pos` of `x` (b, T) with the residual entering that layer at `pos`
-    taken from the run where the token there is `w` (b,): both runs continue from the keys and
-    values of the positions before `pos`, which they share (`forward_after`)."""
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
-    kv = model.keys_values(x[:, :pos])
-    swapped = x[:, :pos + 1].clone()
-    swapped[:, pos] = w
-    kept = {}
-
-    def keep(act, hook, n):
-        kept[n] = act[:, -1].clone()
-
-    def put(act, hook, n):
-        act = act.clone()
-        act[:, -1] = kept[n]
-        return act
-
-    model.forward_after(kv, swapped, [(n, partial(keep, n=n)) for n in names])
-    return [model.forward_after(kv, x[:, :pos + 1], [(n, partial(put, n=n))])[:, -1].argmax(-1).cpu() for n in names]
 
 
 register_analysis(AnalysisSpec(

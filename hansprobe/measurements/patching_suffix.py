@@ -8,9 +8,12 @@ keys and values of its run up to the first position where some patched-in activa
 the run's own, once, and every patched pass continues from them: on the edge-first layout that is a
 handful of text positions instead of the whole prompt, and memory is bounded by the chunk. The
 values come back as a `PatchingResult` of the full grid, as `_by_position_sweep` returns, so that
-normalising and bootstrap intervals are the library's.
+normalising and bootstrap intervals are the library's. Shortcut patching's passes
+(`swap_patched_predictions`) continue the same way from r_(i-1)'s position.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 
@@ -89,3 +92,25 @@ def suffix_sweeps(tlp, model, runs: dict, sweeps, pos: int, metrics: dict, batch
 def _axes(sweep: str, ndim: int) -> list[str]:
     """The library's names for a sweep's axes."""
     return ["layer", "head"] if sweep == "heads" else ["layer", "pos", "head"][:ndim]
+
+
+def swap_patched_predictions(model, x, w, pos: int) -> list[torch.Tensor]:
+    """Per layer, the argmax at `pos` of `x` (b, T) with the residual entering that layer at `pos`
+    taken from the run where the token there is `w` (b,): both runs continue from the keys and
+    values of the positions before `pos`, which they share (`forward_after`)."""
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)]
+    kv = model.keys_values(x[:, :pos])
+    swapped = x[:, :pos + 1].clone()
+    swapped[:, pos] = w
+    kept = {}
+
+    def keep(act, hook, n):
+        kept[n] = act[:, -1].clone()
+
+    def put(act, hook, n):
+        act = act.clone()
+        act[:, -1] = kept[n]
+        return act
+
+    model.forward_after(kv, swapped, [(n, partial(keep, n=n)) for n in names])
+    return [model.forward_after(kv, x[:, :pos + 1], [(n, partial(put, n=n))])[:, -1].argmax(-1).cpu() for n in names]
